@@ -1,0 +1,93 @@
+//! Capturing a child's stdout and stderr.
+//!
+//! A captured child writes to two pipes; the parent keeps their read ends
+//! non-blocking and drains them from the same `poll` loop that waits for the
+//! child's reply, so a child writing far more than a pipe holds never blocks
+//! on a full pipe while the parent waits for it.
+//!
+//! What this does not do: tell apart output written between calls from the
+//! output of the next call, or keep the relative order of stdout and stderr.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+use crate::ipc::retry_interrupted;
+
+/// What a child wrote to stdout and stderr.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Bytes written to stdout.
+    pub stdout: Vec<u8>,
+    /// Bytes written to stderr.
+    pub stderr: Vec<u8>,
+}
+
+/// The pipes of one captured child.
+pub(crate) struct Pipes {
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+/// The child's ends of [`Pipes`], to be closed in the parent once forked.
+pub(crate) struct ChildEnds {
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+impl ChildEnds {
+    /// The raw descriptors, for [`crate::child::ChildSetup::output`].
+    pub(crate) fn raw(&self) -> (RawFd, RawFd) {
+        (self.stdout.as_raw_fd(), self.stderr.as_raw_fd())
+    }
+}
+
+impl Pipes {
+    /// Opens both pipes, close-on-exec, the parent's ends non-blocking.
+    ///
+    /// # Errors
+    ///
+    /// When `pipe2` or `fcntl` fails (out of descriptors, say).
+    pub(crate) fn open() -> io::Result<(Pipes, ChildEnds)> {
+        let (stdout, stdout_child) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (stderr, stderr_child) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        for fd in [&stdout, &stderr] {
+            fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        }
+        Ok((
+            Pipes { stdout, stderr },
+            ChildEnds {
+                stdout: stdout_child,
+                stderr: stderr_child,
+            },
+        ))
+    }
+
+    /// The read ends, for polling.
+    pub(crate) fn fds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.stdout.as_fd(), self.stderr.as_fd()]
+    }
+
+    /// Reads whatever the pipes hold now into `output`, without blocking.
+    ///
+    /// # Errors
+    ///
+    /// When a read fails other than by being empty.
+    pub(crate) fn drain(&self, output: &mut Output) -> io::Result<()> {
+        drain_one(&self.stdout, &mut output.stdout)?;
+        drain_one(&self.stderr, &mut output.stderr)
+    }
+}
+
+fn drain_one(fd: &OwnedFd, into: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0_u8; 64 * 1024];
+    loop {
+        match retry_interrupted(|| Ok(nix::unistd::read(fd, &mut chunk)?)) {
+            Ok(0) => return Ok(()),
+            Ok(n) => into.extend_from_slice(&chunk[..n]),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(error) => return Err(error),
+        }
+    }
+}

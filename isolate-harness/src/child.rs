@@ -1,0 +1,492 @@
+//! Child processes: the one `fork()` call site, what a child sets up before
+//! any user code runs, and waiting for and killing it without races.
+//!
+//! # The fork rule
+//!
+//! After `fork()` the child has one thread; any lock another thread of the
+//! parent held stays locked. So between `fork()` and the return of
+//! [`fork`] in the child, only async-signal-safe calls are made: `setpgid`,
+//! `prctl`, `getppid`, `dup2`, `setrlimit`, `sigaltstack`, `sigaction`.
+//! Everything they need is prepared before forking, in a [`ChildSetup`].
+//!
+//! # Waiting and killing
+//!
+//! A pid can be reused once it is reaped, so signalling a pid that may have
+//! been reaped can hit a stranger. [`Child`] holds a pidfd for the child and
+//! an explicit state: while it is `Running` its process group (whose id is
+//! its pid) may be signalled; [`Child::wait`] first waits *without* reaping
+//! (`WNOWAIT`), so the zombie still pins the group id, kills whatever the
+//! child left in its group, and only then reaps and moves to `Exited`. No
+//! signal is sent after that.
+//!
+//! What this does not do: processes that left the child's group (with
+//! `setsid` or `setpgid`) are not found or killed.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal as NixSignal, killpg};
+use nix::unistd::Pid;
+
+use crate::crash::{self, Crash};
+
+/// What a child sets up right after `fork()`, prepared by the parent.
+pub(crate) struct ChildSetup {
+    /// The pid of the parent, to notice if it died before `PR_SET_PDEATHSIG`
+    /// took effect.
+    pub(crate) parent: Pid,
+    /// The child's end of its channel, where crash reports go.
+    pub(crate) report_fd: RawFd,
+    /// Write ends of the capture pipes, to become stdout and stderr.
+    pub(crate) output: Option<(RawFd, RawFd)>,
+    /// The `RLIMIT_AS` to set, in bytes.
+    pub(crate) address_space_limit: Option<u64>,
+    /// The low end of the forking thread's stack, for stack-overflow
+    /// detection.
+    pub(crate) stack_low: usize,
+}
+
+impl ChildSetup {
+    /// A setup for a child of this process reporting on `report_fd`.
+    pub(crate) fn new(report_fd: RawFd) -> ChildSetup {
+        ChildSetup {
+            parent: nix::unistd::getpid(),
+            report_fd,
+            output: None,
+            address_space_limit: None,
+            stack_low: crash::current_stack_low(),
+        }
+    }
+}
+
+/// Which side of a fork this is.
+pub(crate) enum Forked {
+    Parent(Child),
+    Child,
+}
+
+/// Forks, and in the child performs `setup` before returning.
+///
+/// The child is the leader of a new process group, is killed when the
+/// parent thread that forked it exits (`PR_SET_PDEATHSIG`), has stdout and
+/// stderr on the capture pipes if asked, its address space limited if
+/// asked, and the crash handler installed.
+///
+/// # Errors
+///
+/// When `fork` or `pidfd_open` fails (in the latter case the new child is
+/// killed and reaped first).
+pub(crate) fn fork(setup: &ChildSetup) -> io::Result<Forked> {
+    // SAFETY: in the child, only async-signal-safe calls follow until
+    // `prepare_child` returns (see the module docs); the child never returns
+    // into code that assumes other threads exist.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            // SAFETY: this is the freshly forked child, before user code.
+            unsafe { prepare_child(setup) };
+            Ok(Forked::Child)
+        }
+        pid => {
+            let pid = Pid::from_raw(pid);
+            // Both sides set the group, so it is in place whichever runs
+            // first; EACCES/ESRCH only mean the child got there or is gone.
+            let _ = nix::unistd::setpgid(pid, pid);
+            match pidfd_open(pid) {
+                Ok(pidfd) => Ok(Forked::Parent(Child {
+                    pid,
+                    pidfd,
+                    state: State::Running,
+                })),
+                Err(error) => {
+                    let _ = killpg(pid, NixSignal::SIGKILL);
+                    let _ = nix::sys::wait::waitpid(pid, None);
+                    Err(error)
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+///
+/// Only in a child just forked, before any user code.
+unsafe fn prepare_child(setup: &ChildSetup) {
+    // SAFETY: every call below is async-signal-safe and takes valid
+    // arguments; the descriptors were opened by the parent for this child.
+    unsafe {
+        libc::setpgid(0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != setup.parent.as_raw() {
+            // The parent died before PR_SET_PDEATHSIG was in place.
+            libc::_exit(1);
+        }
+        if let Some((stdout, stderr)) = setup.output {
+            libc::dup2(stdout, libc::STDOUT_FILENO);
+            libc::dup2(stderr, libc::STDERR_FILENO);
+        }
+        if let Some(limit) = setup.address_space_limit {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            libc::setrlimit(libc::RLIMIT_AS, &limit);
+        }
+        crash::install(setup.report_fd, setup.stack_low);
+    }
+}
+
+/// Ends the calling child at once, without running the parent's exit
+/// handlers or flushing the stdio buffers it inherited.
+pub(crate) fn exit_child(code: i32) -> ! {
+    // SAFETY: `_exit` is always safe to call; it does not return.
+    unsafe { libc::_exit(code) }
+}
+
+fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; PIDFD_NONBLOCK is not asked for.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor, owned by no one else.
+    // pidfds are always close-on-exec.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A child process, waited for through a pidfd.
+pub(crate) struct Child {
+    pid: Pid,
+    pidfd: OwnedFd,
+    state: State,
+}
+
+enum State {
+    /// Not reaped: the pid and the group id are ours to signal.
+    Running,
+    /// Reaped; nothing may be signalled any more.
+    Exited(ExitStatus),
+}
+
+/// How a child process ended, as `waitid` tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExitStatus {
+    Code(i32),
+    Signal { signal: Signal, core_dumped: bool },
+}
+
+impl Child {
+    pub(crate) fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// A descriptor that polls readable once the child has exited.
+    pub(crate) fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Sends `signal` to the child's process group, if it is not reaped.
+    pub(crate) fn signal_group(&self, signal: NixSignal) {
+        if let State::Running = self.state {
+            // ESRCH: the whole group is gone already.
+            let _ = killpg(self.pid, signal);
+        }
+    }
+
+    /// Waits up to `timeout` (forever for `None`) for the child to exit,
+    /// without reaping it. Returns whether it has exited.
+    pub(crate) fn wait_exit(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        if let State::Exited(_) = self.state {
+            return Ok(true);
+        }
+        let timeout = match timeout {
+            None => PollTimeout::NONE,
+            Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
+        };
+        let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+        loop {
+            match poll(&mut fds, timeout) {
+                Ok(ready) => return Ok(ready > 0),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Waits for the child to exit, kills whatever it left in its process
+    /// group, then reaps it.
+    ///
+    /// # Errors
+    ///
+    /// When `waitid` fails, which only a bug or a `SIGCHLD` set to ignore
+    /// (the kernel then reaps children itself) can cause.
+    pub(crate) fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let State::Exited(status) = self.state {
+            return Ok(status);
+        }
+        waitid(self.pidfd.as_raw_fd(), libc::WEXITED | libc::WNOWAIT)?;
+        // The zombie leader still holds the group id, so this reaches only
+        // what the child left behind.
+        self.signal_group(NixSignal::SIGKILL);
+        let status = waitid(self.pidfd.as_raw_fd(), libc::WEXITED)?;
+        self.state = State::Exited(status);
+        Ok(status)
+    }
+
+    /// Kills the child and its group at once and reaps it.
+    pub(crate) fn kill(&mut self) -> io::Result<ExitStatus> {
+        self.signal_group(NixSignal::SIGKILL);
+        self.wait()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+fn waitid(pidfd: RawFd, flags: libc::c_int) -> io::Result<ExitStatus> {
+    loop {
+        // SAFETY: a zeroed siginfo is valid, and `waitid` fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid out-pointer; P_PIDFD takes a descriptor.
+        let result = unsafe { libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, flags) };
+        if result == -1 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        // SAFETY: `waitid` succeeded for an exited child, so the status
+        // fields of `info` are set.
+        let status = unsafe { info.si_status() };
+        return Ok(match info.si_code {
+            libc::CLD_EXITED => ExitStatus::Code(status),
+            code => ExitStatus::Signal {
+                signal: Signal(status),
+                core_dumped: code == libc::CLD_DUMPED,
+            },
+        });
+    }
+}
+
+/// A signal number, shown with its name and what it means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Signal(pub i32);
+
+impl Signal {
+    /// The signal's number.
+    pub fn number(self) -> i32 {
+        self.0
+    }
+
+    /// The signal's name, such as `SIGSEGV`; real-time signals read
+    /// `SIGRTMIN+n`.
+    pub fn name(self) -> String {
+        match NixSignal::try_from(self.0) {
+            Ok(signal) => signal.as_str().to_owned(),
+            Err(_) if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&self.0) => {
+                format!("SIGRTMIN+{}", self.0 - libc::SIGRTMIN())
+            }
+            Err(_) => format!("signal {}", self.0),
+        }
+    }
+
+    /// What the signal means, in the words of signal(7).
+    pub fn description(self) -> &'static str {
+        match self.0 {
+            libc::SIGHUP => "hangup",
+            libc::SIGINT => "interrupt from keyboard",
+            libc::SIGQUIT => "quit from keyboard",
+            libc::SIGILL => "illegal instruction",
+            libc::SIGTRAP => "trace or breakpoint trap",
+            libc::SIGABRT => "abort",
+            libc::SIGBUS => "bus error (bad memory access)",
+            libc::SIGFPE => "floating-point exception",
+            libc::SIGKILL => "killed",
+            libc::SIGUSR1 => "user-defined signal 1",
+            libc::SIGSEGV => "invalid memory reference",
+            libc::SIGUSR2 => "user-defined signal 2",
+            libc::SIGPIPE => "broken pipe: write to pipe with no readers",
+            libc::SIGALRM => "timer signal from alarm",
+            libc::SIGTERM => "termination signal",
+            libc::SIGSTKFLT => "stack fault on coprocessor",
+            libc::SIGCHLD => "child stopped or terminated",
+            libc::SIGCONT => "continue if stopped",
+            libc::SIGSTOP => "stop process",
+            libc::SIGTSTP => "stop typed at terminal",
+            libc::SIGTTIN => "terminal input for background process",
+            libc::SIGTTOU => "terminal output for background process",
+            libc::SIGURG => "urgent condition on socket",
+            libc::SIGXCPU => "CPU time limit exceeded",
+            libc::SIGXFSZ => "file size limit exceeded",
+            libc::SIGVTALRM => "virtual alarm clock",
+            libc::SIGPROF => "profiling timer expired",
+            libc::SIGWINCH => "window resize signal",
+            libc::SIGIO => "I/O now possible",
+            libc::SIGPWR => "power failure",
+            libc::SIGSYS => "bad system call",
+            _ => "real-time signal",
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    /// `signal 11 (SIGSEGV: invalid memory reference)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "signal {} ({}: {})",
+            self.0,
+            self.name(),
+            self.description()
+        )
+    }
+}
+
+/// How a child ended without replying to a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Termination {
+    /// It exited with a code (`exit(0)` included) instead of replying.
+    Exited {
+        /// The exit code.
+        code: i32,
+    },
+    /// A signal killed it.
+    Signaled {
+        /// The signal.
+        signal: Signal,
+        /// Whether the kernel wrote a core dump.
+        core_dumped: bool,
+        /// What the crash handler reported, for the signals it handles
+        /// (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT) when it got to run.
+        crash: Option<Box<Crash>>,
+    },
+}
+
+impl Termination {
+    /// Joins a wait status with what the crash handler reported.
+    pub(crate) fn new(status: ExitStatus, crash: Option<Crash>) -> Termination {
+        match status {
+            ExitStatus::Code(code) => Termination::Exited { code },
+            ExitStatus::Signal {
+                signal,
+                core_dumped,
+            } => Termination::Signaled {
+                signal,
+                core_dumped,
+                crash: crash.map(Box::new),
+            },
+        }
+    }
+
+    /// The signal that killed the child, if one did.
+    pub fn signal(&self) -> Option<Signal> {
+        match self {
+            Termination::Signaled { signal, .. } => Some(*signal),
+            Termination::Exited { .. } => None,
+        }
+    }
+
+    /// The exit code, if the child exited.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            Termination::Exited { code } => Some(*code),
+            Termination::Signaled { .. } => None,
+        }
+    }
+
+    /// What the crash handler reported, if it ran.
+    pub fn crash(&self) -> Option<&Crash> {
+        match self {
+            Termination::Signaled { crash, .. } => crash.as_deref(),
+            Termination::Exited { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Termination {
+    /// One line, such as `killed by signal 11 (SIGSEGV: invalid memory
+    /// reference) at address 0x0`; the backtrace is in [`Termination::crash`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Termination::Exited { code } => write!(f, "exited with code {code} before replying"),
+            Termination::Signaled {
+                signal,
+                core_dumped,
+                crash,
+            } => {
+                if crash.as_ref().is_some_and(|crash| crash.stack_overflow) {
+                    write!(f, "stack overflow: ")?;
+                }
+                write!(f, "killed by {signal}")?;
+                if let Some(address) = crash.as_ref().and_then(|crash| crash.fault_address) {
+                    write!(f, " at address {address:#x}")?;
+                }
+                if *core_dumped {
+                    write!(f, " (core dumped)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_read_as_people_name_them() {
+        assert_eq!(
+            Signal(libc::SIGSEGV).to_string(),
+            "signal 11 (SIGSEGV: invalid memory reference)"
+        );
+        assert_eq!(Signal(libc::SIGKILL).name(), "SIGKILL");
+        assert_eq!(Signal(libc::SIGRTMIN() + 2).name(), "SIGRTMIN+2");
+    }
+
+    #[test]
+    fn terminations_read_as_one_line() {
+        let crash = Crash::parse(&{
+            let mut payload = [0_u8; 25];
+            payload[0..4].copy_from_slice(&libc::SIGSEGV.to_le_bytes());
+            payload[24] = 1;
+            payload
+        })
+        .unwrap();
+        let segfault = Termination::new(
+            ExitStatus::Signal {
+                signal: Signal(libc::SIGSEGV),
+                core_dumped: false,
+            },
+            Some(crash),
+        );
+        assert_eq!(
+            segfault.to_string(),
+            "killed by signal 11 (SIGSEGV: invalid memory reference) at address 0x0"
+        );
+        assert_eq!(
+            Termination::new(ExitStatus::Code(0), None).to_string(),
+            "exited with code 0 before replying"
+        );
+        let dumped = Termination::new(
+            ExitStatus::Signal {
+                signal: Signal(libc::SIGABRT),
+                core_dumped: true,
+            },
+            None,
+        );
+        assert_eq!(
+            dumped.to_string(),
+            "killed by signal 6 (SIGABRT: abort) (core dumped)"
+        );
+    }
+}

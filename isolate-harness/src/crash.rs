@@ -1,0 +1,404 @@
+//! The fatal-signal handler a child runs, and what the parent makes of its
+//! report.
+//!
+//! When a child dies of SIGSEGV, SIGBUS, SIGILL, SIGFPE or SIGABRT, the wait
+//! status alone says which signal, not where. So every child installs a
+//! handler for those signals, on an alternate stack (a stack overflow leaves
+//! no room on the thread's own), that:
+//!
+//! 1. arms a watchdog (`alarm`), so that if anything below hangs, the child
+//!    still dies of the original signal two seconds later;
+//! 2. writes a `Crash` frame to the parent: signal, `si_code`, fault address,
+//!    program counter, and whether the address lies at the edge of the
+//!    thread's stack (a stack overflow). Only async-signal-safe work happens
+//!    up to here: atomics, arithmetic on the stack, `write(2)`;
+//! 3. walks the stack and writes a `Backtrace` frame of raw instruction
+//!    addresses. The unwinder is not async-signal-safe in the letter of
+//!    POSIX; that is why it runs after the fault report is out and under the
+//!    watchdog;
+//! 4. restores the default action and re-raises the signal, so the child
+//!    dies with its real wait status, core dump included where enabled.
+//!
+//! The parent turns the addresses into function names and source lines: the
+//! child is a fork of the parent's own image, so every code address means the
+//! same in both. Symbolizing there keeps the handler small.
+//!
+//! Stack overflow is recognized here because this handler replaces the one
+//! the Rust runtime installs for the same purpose.
+
+use std::cell::UnsafeCell;
+use std::ffi::c_void;
+use std::fmt;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+
+use crate::ipc::{HEADER_LEN, Kind, ProtocolError};
+
+/// The signals the handler reports.
+pub(crate) const FATAL_SIGNALS: [libc::c_int; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGABRT,
+];
+
+/// How many frames of a crash backtrace are sent at most.
+const MAX_FRAMES: usize = 128;
+
+/// Seconds the handler may spend before the watchdog ends the child.
+const WATCHDOG_SECONDS: libc::c_uint = 2;
+
+/// How far from the low end of the stack a fault still counts as a stack
+/// overflow: the guard area below it and the probe distance above it.
+const STACK_GUARD_WINDOW: usize = 256 * 1024;
+
+/// Bytes of the alternate signal stack; unwinding needs more than
+/// `SIGSTKSZ`.
+const ALT_STACK_SIZE: usize = 256 * 1024;
+
+/// The alternate stack of every child. It lives in `.bss`, so it costs no
+/// memory until a signal is handled on it, and nothing is allocated to set
+/// it up after `fork`.
+struct AltStack(UnsafeCell<[u8; ALT_STACK_SIZE]>);
+
+// SAFETY: the buffer is never read or written by Rust code; it is handed to
+// the kernel as the signal stack of the one thread a child has.
+unsafe impl Sync for AltStack {}
+
+static ALT_STACK: AltStack = AltStack(UnsafeCell::new([0; ALT_STACK_SIZE]));
+
+/// Where the handler reports; -1 once a report has been started, so a fault
+/// inside the handler does not report again.
+static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
+/// The low end of the stack of the thread that serves calls.
+static STACK_LOW: AtomicUsize = AtomicUsize::new(0);
+/// The signal being handled, for the watchdog.
+static HANDLED_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// The low end of the calling thread's stack, to be found before forking
+/// (it may read `/proc`, which a freshly forked child must not).
+pub(crate) fn current_stack_low() -> usize {
+    // SAFETY: `attr` is initialized by `pthread_getattr_np` before it is read
+    // and destroyed once; the out-pointers are valid locals.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return 0;
+        }
+        let mut addr: *mut c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let found = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        if found { addr as usize } else { 0 }
+    }
+}
+
+/// Installs the alternate stack and the fatal-signal handlers in a child.
+///
+/// # Safety
+///
+/// Call only in a child just forked, before any user code runs: it replaces
+/// the process's handlers for [`FATAL_SIGNALS`] and its alternate stack.
+/// `report_fd` must stay open for the life of the child.
+pub(crate) unsafe fn install(report_fd: RawFd, stack_low: usize) {
+    REPORT_FD.store(report_fd, Ordering::SeqCst);
+    STACK_LOW.store(stack_low, Ordering::SeqCst);
+    let stack = libc::stack_t {
+        ss_sp: ALT_STACK.0.get().cast(),
+        ss_flags: 0,
+        ss_size: ALT_STACK_SIZE,
+    };
+    // SAFETY: the stack is a static buffer that nothing else uses; the
+    // handler is an `extern "C"` function of the signature SA_SIGINFO expects.
+    unsafe {
+        libc::sigaltstack(&stack, std::ptr::null_mut());
+        for signal in FATAL_SIGNALS {
+            set_handler(signal, on_fatal_signal as *const () as usize);
+        }
+    }
+}
+
+/// Points `signal` at `handler`, with SA_SIGINFO and the alternate stack.
+///
+/// # Safety
+///
+/// `handler` must be an `extern "C" fn(c_int, *mut siginfo_t, *mut c_void)`
+/// that does only async-signal-safe work, or `SIG_DFL`.
+unsafe fn set_handler(signal: libc::c_int, handler: libc::sighandler_t) {
+    // SAFETY: a zeroed sigaction is valid; the caller vouches for `handler`.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(signal, &action, std::ptr::null_mut());
+    }
+}
+
+/// Writes all of `bytes` to `fd` with `write(2)`, retrying on EINTR; gives
+/// up silently on any other error (the parent then sees only the wait
+/// status). Async-signal-safe.
+fn write_all_raw(fd: RawFd, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a valid slice for the length passed.
+        let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if written > 0 {
+            bytes = &bytes[written as usize..];
+        } else if written < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {
+            continue;
+        } else {
+            return;
+        }
+    }
+}
+
+/// Layout of the `Crash` payload: signal (i32), si_code (i32), fault
+/// address (u64), program counter (u64), flags (u8).
+const CRASH_PAYLOAD_LEN: usize = 4 + 4 + 8 + 8 + 1;
+const FLAG_HAS_ADDRESS: u8 = 1;
+const FLAG_STACK_OVERFLOW: u8 = 2;
+
+extern "C" fn on_fatal_signal(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
+    let fd = REPORT_FD.swap(-1, Ordering::SeqCst);
+    if fd >= 0 {
+        HANDLED_SIGNAL.store(signal, Ordering::SeqCst);
+        // SAFETY: `watchdog` has the SA_SIGINFO signature and is
+        // async-signal-safe; `alarm` is async-signal-safe.
+        unsafe {
+            set_handler(libc::SIGALRM, watchdog as *const () as usize);
+            libc::alarm(WATCHDOG_SECONDS);
+        }
+        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+        let (code, address) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+        // Kernel-generated faults (si_code > 0) carry an address; a signal
+        // sent with kill(2) or raise(3) does not.
+        let has_address = code > 0 && signal != libc::SIGABRT;
+        let stack_low = STACK_LOW.load(Ordering::SeqCst);
+        let stack_overflow = has_address
+            && matches!(signal, libc::SIGSEGV | libc::SIGBUS)
+            && stack_low != 0
+            && address.abs_diff(stack_low) < STACK_GUARD_WINDOW;
+        let pc = program_counter(context);
+
+        let mut frame = [0_u8; HEADER_LEN + 1 + CRASH_PAYLOAD_LEN];
+        frame[..4].copy_from_slice(&(1 + CRASH_PAYLOAD_LEN as u32).to_le_bytes());
+        frame[4] = Kind::Crash as u8;
+        frame[5..9].copy_from_slice(&signal.to_le_bytes());
+        frame[9..13].copy_from_slice(&code.to_le_bytes());
+        frame[13..21].copy_from_slice(&(address as u64).to_le_bytes());
+        frame[21..29].copy_from_slice(&(pc as u64).to_le_bytes());
+        frame[29] = u8::from(has_address) * FLAG_HAS_ADDRESS
+            + u8::from(stack_overflow) * FLAG_STACK_OVERFLOW;
+        write_all_raw(fd, &frame);
+
+        write_backtrace(fd);
+    }
+    // SAFETY: restoring the default action and raising are async-signal-safe;
+    // the signal stays blocked until this handler returns, then kills the
+    // process with its real status.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+}
+
+/// Unwinds from inside the handler and writes the `Backtrace` frame.
+fn write_backtrace(fd: RawFd) {
+    let mut frame = [0_u8; HEADER_LEN + 1 + 4 + 8 * MAX_FRAMES];
+    let mut count = 0;
+    // SAFETY: this process has one thread, so nothing unwinds concurrently.
+    unsafe {
+        backtrace::trace_unsynchronized(|step| {
+            let at = HEADER_LEN + 1 + 4 + 8 * count;
+            frame[at..at + 8].copy_from_slice(&(step.ip() as u64).to_le_bytes());
+            count += 1;
+            count < MAX_FRAMES
+        });
+    }
+    let body_len = 1 + 4 + 8 * count;
+    frame[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+    frame[4] = Kind::Backtrace as u8;
+    frame[5..9].copy_from_slice(&(count as u32).to_le_bytes());
+    write_all_raw(fd, &frame[..HEADER_LEN + body_len]);
+}
+
+/// Ends a child whose crash handler hung: the original signal, now with its
+/// default action and unblocked, kills it with the status it would have had.
+extern "C" fn watchdog(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut c_void) {
+    let signal = HANDLED_SIGNAL.load(Ordering::SeqCst);
+    // SAFETY: all async-signal-safe; the set is a valid local.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+}
+
+/// The interrupted program counter, read from the signal context.
+fn program_counter(context: *mut c_void) -> usize {
+    let context = context.cast::<libc::ucontext_t>();
+    if context.is_null() {
+        return 0;
+    }
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    // SAFETY: the kernel passes a valid ucontext to an SA_SIGINFO handler.
+    return unsafe { (*context).uc_mcontext.gregs[libc::REG_RIP as usize] as usize };
+    #[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+    // SAFETY: as above.
+    return unsafe { (*context).uc_mcontext.pc as usize };
+    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    return 0;
+}
+
+/// What the crash handler of a child reported before it died.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Crash {
+    /// The address that faulted, for faults the kernel raised (none for a
+    /// signal sent by `kill` or `raise`, nor for SIGABRT).
+    pub fault_address: Option<usize>,
+    /// Whether the fault was at the edge of the stack: a stack overflow.
+    pub stack_overflow: bool,
+    /// The stack of the crash site, innermost frame first.
+    pub backtrace: Backtrace,
+    /// The interrupted program counter, where the backtrace starts.
+    program_counter: usize,
+}
+
+impl Crash {
+    /// Parses a `Crash` payload; the backtrace is added by
+    /// [`Crash::add_backtrace`] when its frame arrives.
+    pub(crate) fn parse(payload: &[u8]) -> Result<Crash, ProtocolError> {
+        let payload: &[u8; CRASH_PAYLOAD_LEN] = payload
+            .try_into()
+            .map_err(|_| ProtocolError::Malformed("crash"))?;
+        let address = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
+        let pc = u64::from_le_bytes(payload[16..24].try_into().expect("8 bytes"));
+        let flags = payload[24];
+        Ok(Crash {
+            fault_address: (flags & FLAG_HAS_ADDRESS != 0).then_some(address as usize),
+            stack_overflow: flags & FLAG_STACK_OVERFLOW != 0,
+            backtrace: Backtrace::default(),
+            program_counter: pc as usize,
+        })
+    }
+
+    /// Parses a `Backtrace` payload and resolves it, keeping the frames from
+    /// the interrupted program counter to the first frame of this crate's
+    /// machinery: the crash site and the user's code that led to it.
+    pub(crate) fn add_backtrace(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
+        let (count, addresses) = payload
+            .split_first_chunk::<4>()
+            .ok_or(ProtocolError::Malformed("backtrace"))?;
+        let count = u32::from_le_bytes(*count) as usize;
+        if count > MAX_FRAMES || addresses.len() != 8 * count {
+            return Err(ProtocolError::Malformed("backtrace"));
+        }
+        let mut ips: Vec<usize> = addresses
+            .chunks_exact(8)
+            .map(|ip| u64::from_le_bytes(ip.try_into().expect("8 bytes")) as usize)
+            .collect();
+        if let Some(start) = ips.iter().position(|&ip| ip == self.program_counter) {
+            ips.drain(..start);
+        }
+        let mut backtrace = Backtrace::resolve(&ips);
+        // Below the user's code are the frames of the machinery that called
+        // it; like Rust's short backtraces, stop there.
+        if let Some(end) = backtrace.frames.iter().skip(1).position(|frame| {
+            frame
+                .function
+                .as_deref()
+                .is_some_and(|name| name.starts_with("isolate_harness::"))
+        }) {
+            backtrace.frames.truncate(end + 1);
+        }
+        self.backtrace = backtrace;
+        Ok(())
+    }
+
+    /// Whether the crash is Rust's reaction to a failed allocation (it
+    /// aborts from its allocation-error handler).
+    pub(crate) fn is_allocation_failure(&self) -> bool {
+        self.backtrace.frames.iter().any(|frame| {
+            frame.function.as_deref().is_some_and(|name| {
+                name.contains("handle_alloc_error")
+                    || name.contains("rust_oom")
+                    || name.contains("__rg_oom")
+                    || name.contains("__rdl_oom")
+            })
+        })
+    }
+}
+
+/// A resolved stack trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Backtrace {
+    /// The frames, innermost first.
+    pub frames: Vec<Frame>,
+}
+
+/// One frame of a [`Backtrace`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// The instruction address.
+    pub ip: usize,
+    /// The demangled function name, when symbols are available.
+    pub function: Option<String>,
+    /// The source file and line, when debug information is available.
+    pub location: Option<(String, u32)>,
+}
+
+impl Backtrace {
+    /// Resolves instruction addresses of this process's image.
+    fn resolve(ips: &[usize]) -> Backtrace {
+        let mut frames = Vec::with_capacity(ips.len());
+        for &ip in ips {
+            let mut resolved = false;
+            backtrace::resolve(ip as *mut c_void, |symbol| {
+                resolved = true;
+                frames.push(Frame {
+                    ip,
+                    function: symbol.name().map(|name| format!("{name:#}")),
+                    location: symbol
+                        .filename()
+                        .zip(symbol.lineno())
+                        .map(|(file, line)| (file.display().to_string(), line)),
+                });
+            });
+            if !resolved {
+                frames.push(Frame {
+                    ip,
+                    function: None,
+                    location: None,
+                });
+            }
+        }
+        Backtrace { frames }
+    }
+
+    /// Whether the handler got no frames at all.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
+impl fmt::Display for Backtrace {
+    /// One numbered line per frame, with its source location indented below
+    /// it, as Rust prints a panic's backtrace.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, frame) in self.frames.iter().enumerate() {
+            match &frame.function {
+                Some(name) => writeln!(f, "{index:4}: {name}")?,
+                None => writeln!(f, "{index:4}: {:#x}", frame.ip)?,
+            }
+            if let Some((file, line)) = &frame.location {
+                writeln!(f, "             at {file}:{line}")?;
+            }
+        }
+        Ok(())
+    }
+}

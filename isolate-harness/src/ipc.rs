@@ -1,0 +1,527 @@
+//! Framing, codec and protocol messages between a parent and the child it
+//! forked.
+//!
+//! Parent and child are the same binary, so they speak the compact binary
+//! codec: [`postcard`] over serde. The codec is used only through [`encode_into`]
+//! and [`decode`], so changing it is a change to this module alone.
+//!
+//! # Frames
+//!
+//! Every message is one frame: a little-endian `u32` body length, then the
+//! body, whose first byte is the message [`Kind`] and whose rest is the
+//! payload. A frame longer than the channel's cap is refused from its length
+//! alone, before anything is allocated for it; a frame body is read into a
+//! buffer that grows with the bytes that actually arrive, so a corrupt length
+//! never makes the reader allocate what it claims.
+//!
+//! # Messages
+//!
+//! | kind | direction | payload |
+//! |---|---|---|
+//! | `Hello` | child → parent, first frame | 8-byte magic, `u32` protocol version |
+//! | `Call` | parent → child | trampoline and function addresses (`u64` each), then the postcard-encoded argument |
+//! | `Returned` | child → parent | the postcard-encoded return value |
+//! | `Panicked` | child → parent | a postcard-encoded [`crate::PanicReport`] |
+//! | `CallFailed` | child → parent | a postcard-encoded `String`: the call could not be made |
+//! | `Crash` | child → parent | fixed layout, written by the fatal-signal handler (see [`crate::crash`]) |
+//! | `Backtrace` | child → parent | fixed layout, written by the fatal-signal handler |
+//!
+//! End of file on the channel means the child is gone: the caller then asks
+//! [`crate::child`] how it ended.
+
+use std::io::{self, Read};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// The version of the messages above. The child announces it in its `Hello`
+/// frame and the parent refuses to talk to a child that announces another.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// Opens every `Hello` payload, so that a peer that is not an isolate child
+/// at all is told apart from one of another version.
+const HELLO_MAGIC: [u8; 8] = *b"isolate\0";
+
+/// The default cap on one frame: large enough for big arguments and results,
+/// small enough that a corrupt length cannot exhaust memory.
+pub(crate) const DEFAULT_MAX_FRAME: usize = 256 * 1024 * 1024;
+
+/// Bytes in a frame header: the `u32` body length.
+pub(crate) const HEADER_LEN: usize = 4;
+
+/// The kind of a message: the first byte of a frame body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    Hello = 1,
+    Call = 2,
+    Returned = 3,
+    Panicked = 4,
+    CallFailed = 5,
+    Crash = 6,
+    Backtrace = 7,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Kind> {
+        [
+            Kind::Hello,
+            Kind::Call,
+            Kind::Returned,
+            Kind::Panicked,
+            Kind::CallFailed,
+            Kind::Crash,
+            Kind::Backtrace,
+        ]
+        .into_iter()
+        .find(|kind| *kind as u8 == byte)
+    }
+}
+
+/// What went wrong with the bytes a peer sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A frame announced a body larger than the channel accepts.
+    #[error("frame of {len} bytes exceeds the cap of {cap} bytes")]
+    FrameTooLarge {
+        /// The length the frame announced.
+        len: u64,
+        /// The cap in force.
+        cap: usize,
+    },
+    /// The peer closed the channel in the middle of a frame.
+    #[error("channel closed in the middle of a frame ({received} of {expected} bytes)")]
+    Truncated {
+        /// Bytes the frame should have had, header included.
+        expected: usize,
+        /// Bytes that arrived.
+        received: usize,
+    },
+    /// A frame body was empty, so it had no message kind.
+    #[error("empty frame")]
+    EmptyFrame,
+    /// The first byte of a frame body names no message.
+    #[error("unknown message kind {0:#04x}")]
+    UnknownKind(u8),
+    /// A message arrived where the protocol does not allow it.
+    #[error("unexpected {0} message")]
+    Unexpected(&'static str),
+    /// The child's first frame was not a `Hello` from an isolate child.
+    #[error("the child did not open with a valid handshake")]
+    BadHandshake,
+    /// The child speaks another version of the protocol.
+    #[error("the child speaks protocol version {theirs}, this process speaks {ours}")]
+    VersionMismatch {
+        /// The version of this process.
+        ours: u32,
+        /// The version the child announced.
+        theirs: u32,
+    },
+    /// A fixed-layout payload had the wrong length.
+    #[error("malformed {0} payload")]
+    Malformed(&'static str),
+    /// A payload could not be decoded.
+    #[error("undecodable payload")]
+    Decode(#[source] postcard::Error),
+}
+
+/// Encodes `value` with the codec, appending to `out`.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: Vec<u8>,
+) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_extend(value, out)
+}
+
+/// Decodes a whole payload with the codec.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtocolError> {
+    postcard::from_bytes(bytes).map_err(ProtocolError::Decode)
+}
+
+/// A frame being built: the header is reserved up front and patched in
+/// [`FrameBuilder::finish`], so a payload is encoded once, in place.
+pub(crate) struct FrameBuilder {
+    bytes: Vec<u8>,
+}
+
+impl FrameBuilder {
+    pub(crate) fn new(kind: Kind) -> FrameBuilder {
+        let mut bytes = Vec::with_capacity(64);
+        bytes.extend_from_slice(&[0; HEADER_LEN]);
+        bytes.push(kind as u8);
+        FrameBuilder { bytes }
+    }
+
+    pub(crate) fn push(mut self, bytes: &[u8]) -> FrameBuilder {
+        self.bytes.extend_from_slice(bytes);
+        self
+    }
+
+    pub(crate) fn encode<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+    ) -> Result<FrameBuilder, postcard::Error> {
+        Ok(FrameBuilder {
+            bytes: encode_into(value, self.bytes)?,
+        })
+    }
+
+    /// Patches the length into the header and returns the frame's bytes.
+    ///
+    /// # Panics
+    ///
+    /// If the body is 4 GiB or more, which the `u32` header cannot express.
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        let body = u32::try_from(self.bytes.len() - HEADER_LEN)
+            .expect("a frame body is less than 4 GiB");
+        self.bytes[..HEADER_LEN].copy_from_slice(&body.to_le_bytes());
+        self.bytes
+    }
+}
+
+/// The `Hello` frame a child opens with.
+pub(crate) fn hello_frame() -> Vec<u8> {
+    FrameBuilder::new(Kind::Hello)
+        .push(&HELLO_MAGIC)
+        .push(&PROTOCOL_VERSION.to_le_bytes())
+        .finish()
+}
+
+/// Checks the payload of a `Hello` frame.
+pub(crate) fn check_hello(payload: &[u8]) -> Result<(), ProtocolError> {
+    let (magic, version) = payload
+        .split_first_chunk::<8>()
+        .ok_or(ProtocolError::BadHandshake)?;
+    let version: [u8; 4] = version
+        .try_into()
+        .map_err(|_| ProtocolError::BadHandshake)?;
+    if *magic != HELLO_MAGIC {
+        return Err(ProtocolError::BadHandshake);
+    }
+    match u32::from_le_bytes(version) {
+        PROTOCOL_VERSION => Ok(()),
+        theirs => Err(ProtocolError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs,
+        }),
+    }
+}
+
+/// One whole frame, as received.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub(crate) kind: Kind,
+    body: Vec<u8>,
+}
+
+impl Frame {
+    /// The frame's payload: its body after the kind byte.
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.body[1..]
+    }
+}
+
+/// What one call to [`FrameReader::read_from`] found.
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// A whole frame.
+    Frame(Frame),
+    /// The reader would block: no whole frame yet.
+    Pending,
+    /// The peer closed the channel between frames.
+    Closed,
+}
+
+/// An incremental frame decoder. It works on blocking and non-blocking
+/// readers alike; partial frames are kept between calls.
+pub(crate) struct FrameReader {
+    max_frame: usize,
+    header: [u8; HEADER_LEN],
+    header_len: usize,
+    /// The body being read, once the header is complete.
+    body: Option<(usize, Vec<u8>)>,
+}
+
+/// The first allocation for a body; later ones double with what arrived.
+const FIRST_CHUNK: usize = 64 * 1024;
+
+impl FrameReader {
+    pub(crate) fn new(max_frame: usize) -> FrameReader {
+        FrameReader {
+            max_frame,
+            header: [0; HEADER_LEN],
+            header_len: 0,
+            body: None,
+        }
+    }
+
+    /// Reads from `reader` until a whole frame is in, the reader would
+    /// block, or the channel is closed.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Protocol`] for an oversized, empty, unknown or truncated
+    /// frame, [`ReadError::Io`] for a failed read.
+    pub(crate) fn read_from(&mut self, reader: &mut impl Read) -> Result<Received, ReadError> {
+        loop {
+            if let Some((len, body)) = &mut self.body {
+                let len = *len;
+                if body.len() == len {
+                    let (_, body) = self.body.take().expect("the body is being read");
+                    self.header_len = 0;
+                    return Ok(Received::Frame(check_frame(body)?));
+                }
+                if body.capacity() == body.len() {
+                    let grow = body.len().max(FIRST_CHUNK).min(len - body.len());
+                    body.reserve_exact(grow);
+                }
+                let start = body.len();
+                let end = body.capacity().min(len);
+                body.resize(end, 0);
+                match retry_interrupted(|| reader.read(&mut body[start..end])) {
+                    Ok(0) => {
+                        body.truncate(start);
+                        return Err(ProtocolError::Truncated {
+                            expected: HEADER_LEN + len,
+                            received: HEADER_LEN + start,
+                        }
+                        .into());
+                    }
+                    Ok(n) => body.truncate(start + n),
+                    Err(error) => {
+                        body.truncate(start);
+                        return would_block(error);
+                    }
+                }
+            } else {
+                match retry_interrupted(|| reader.read(&mut self.header[self.header_len..])) {
+                    Ok(0) if self.header_len == 0 => return Ok(Received::Closed),
+                    Ok(0) => {
+                        return Err(ProtocolError::Truncated {
+                            expected: HEADER_LEN,
+                            received: self.header_len,
+                        }
+                        .into());
+                    }
+                    Ok(n) => self.header_len += n,
+                    Err(error) => return would_block(error),
+                }
+                if self.header_len == HEADER_LEN {
+                    let len = u32::from_le_bytes(self.header) as usize;
+                    if len > self.max_frame {
+                        return Err(ProtocolError::FrameTooLarge {
+                            len: len as u64,
+                            cap: self.max_frame,
+                        }
+                        .into());
+                    }
+                    self.body = Some((len, Vec::new()));
+                }
+            }
+        }
+    }
+
+    /// Reads one whole frame from a blocking reader.
+    ///
+    /// # Errors
+    ///
+    /// As [`FrameReader::read_from`]; a closed channel is `Ok(None)`.
+    pub(crate) fn read_blocking(
+        &mut self,
+        reader: &mut impl Read,
+    ) -> Result<Option<Frame>, ReadError> {
+        loop {
+            match self.read_from(reader)? {
+                Received::Frame(frame) => return Ok(Some(frame)),
+                Received::Closed => return Ok(None),
+                Received::Pending => {}
+            }
+        }
+    }
+}
+
+fn check_frame(body: Vec<u8>) -> Result<Frame, ProtocolError> {
+    let &first = body.first().ok_or(ProtocolError::EmptyFrame)?;
+    let kind = Kind::from_byte(first).ok_or(ProtocolError::UnknownKind(first))?;
+    Ok(Frame { kind, body })
+}
+
+fn would_block(error: io::Error) -> Result<Received, ReadError> {
+    if error.kind() == io::ErrorKind::WouldBlock {
+        Ok(Received::Pending)
+    } else {
+        Err(ReadError::Io(error))
+    }
+}
+
+/// Runs `op` again for as long as it is interrupted by a signal.
+pub(crate) fn retry_interrupted<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match op() {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            result => return result,
+        }
+    }
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = u32::try_from(payload.len() + 1).unwrap().to_le_bytes().to_vec();
+        bytes.push(kind);
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    /// A reader that hands out its bytes a few at a time, like a socket.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(3);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn reads_frames_split_across_reads() {
+        let mut bytes = frame(Kind::Returned as u8, b"first");
+        bytes.extend(frame(Kind::Panicked as u8, b"second"));
+        let mut reader = FrameReader::new(1024);
+        let mut input = Trickle(&bytes);
+        let one = reader.read_blocking(&mut input).unwrap().unwrap();
+        let two = reader.read_blocking(&mut input).unwrap().unwrap();
+        assert_eq!((one.kind, one.payload()), (Kind::Returned, &b"first"[..]));
+        assert_eq!((two.kind, two.payload()), (Kind::Panicked, &b"second"[..]));
+        assert!(reader.read_blocking(&mut input).unwrap().is_none());
+    }
+
+    #[test]
+    fn builder_and_reader_agree() {
+        let bytes = FrameBuilder::new(Kind::Returned)
+            .encode(&("value", 7_u64))
+            .unwrap()
+            .finish();
+        let frame = FrameReader::new(1024)
+            .read_blocking(&mut &bytes[..])
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.kind, Kind::Returned);
+        let value: (String, u64) = decode(frame.payload()).unwrap();
+        assert_eq!(value, ("value".to_owned(), 7));
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_allocating() {
+        let bytes = u32::MAX.to_le_bytes();
+        let error = FrameReader::new(1024)
+            .read_blocking(&mut &bytes[..])
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ReadError::Protocol(ProtocolError::FrameTooLarge { len, cap: 1024 })
+                    if len == u64::from(u32::MAX)
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_claimed_length_is_not_allocated_up_front() {
+        // Claims 200 MiB (under the cap) but sends 10 bytes, then closes.
+        let mut bytes = (200_u32 << 20).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[Kind::Returned as u8; 10]);
+        let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
+        let error = reader.read_blocking(&mut &bytes[..]).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ReadError::Protocol(ProtocolError::Truncated { expected, received: 14 })
+                    if expected == (200 << 20) + 4
+            ),
+            "{error:?}"
+        );
+        let (_, body) = reader.body.as_ref().unwrap();
+        assert!(body.capacity() <= FIRST_CHUNK, "{}", body.capacity());
+    }
+
+    #[test]
+    fn truncated_header_is_an_error() {
+        let error = FrameReader::new(1024)
+            .read_blocking(&mut &[5_u8, 0][..])
+            .unwrap_err();
+        assert!(matches!(
+            error,
+            ReadError::Protocol(ProtocolError::Truncated {
+                expected: 4,
+                received: 2
+            })
+        ));
+    }
+
+    #[test]
+    fn garbage_kind_is_an_error() {
+        let bytes = frame(0xee, b"garbage");
+        let error = FrameReader::new(1024)
+            .read_blocking(&mut &bytes[..])
+            .unwrap_err();
+        assert!(matches!(
+            error,
+            ReadError::Protocol(ProtocolError::UnknownKind(0xee))
+        ));
+    }
+
+    #[test]
+    fn empty_frame_is_an_error() {
+        let error = FrameReader::new(1024)
+            .read_blocking(&mut &[0_u8, 0, 0, 0][..])
+            .unwrap_err();
+        assert!(matches!(error, ReadError::Protocol(ProtocolError::EmptyFrame)));
+    }
+
+    #[test]
+    fn handshake_checks_magic_and_version() {
+        let hello = hello_frame();
+        let frame = FrameReader::new(1024)
+            .read_blocking(&mut &hello[..])
+            .unwrap()
+            .unwrap();
+        check_hello(frame.payload()).unwrap();
+
+        let mut other = HELLO_MAGIC.to_vec();
+        other.extend_from_slice(&99_u32.to_le_bytes());
+        assert!(matches!(
+            check_hello(&other),
+            Err(ProtocolError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: 99
+            })
+        ));
+        assert!(matches!(
+            check_hello(b"not an isolate child"),
+            Err(ProtocolError::BadHandshake)
+        ));
+    }
+
+    #[test]
+    fn undecodable_payload_is_an_error() {
+        assert!(matches!(
+            decode::<String>(&[0xff, 0xff, 0xff]),
+            Err(ProtocolError::Decode(_))
+        ));
+    }
+}

@@ -1,0 +1,784 @@
+//! The public library API: [`Isolate`], [`run`] and [`Error`].
+//!
+//! An [`Isolate`] is a forked child that serves calls; [`run`] forks a fresh
+//! child for a single call. Both wait for the child's answer in one `poll`
+//! loop over the channel, the child's pidfd and, when output is captured,
+//! its pipes, so that a reply, a crash, a timeout and a flood of output are
+//! all noticed while the parent waits, and nothing blocks on a full buffer.
+
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal as NixSignal;
+use nix::sys::socket::{MsgFlags, send};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::capture::{Output, Pipes};
+use crate::child::{self, Child, ChildSetup, ExitStatus, Forked, Termination};
+use crate::crash::Crash;
+use crate::ipc::{self, DEFAULT_MAX_FRAME, Frame, FrameReader, Kind, ProtocolError, ReadError, Received};
+use crate::server::{self, PanicReport};
+
+/// Why an isolated call did not return a value.
+///
+/// The first four variants are outcomes of the code that ran in the child;
+/// the rest mean the machinery itself failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The child died, or exited, before replying.
+    #[error("child {0}")]
+    Terminated(Termination),
+    /// The call panicked; the child caught it and keeps serving.
+    #[error("child {0}")]
+    Panicked(PanicReport),
+    /// The call ran past its timeout and the child was killed.
+    #[error("{0}")]
+    TimedOut(TimedOut),
+    /// An allocation failed in the child, which aborted.
+    #[error("{0}")]
+    OutOfMemory(OutOfMemory),
+    /// The child could not make the call: its argument could not be decoded
+    /// or its result encoded.
+    #[error("the call could not be made: {0}")]
+    CallFailed(String),
+    /// The argument could not be encoded.
+    #[error("failed to encode the argument")]
+    Encode(#[source] postcard::Error),
+    /// The child could not be started.
+    #[error("failed to start the child process")]
+    Spawn(#[source] io::Error),
+    /// Talking to the child failed; the child was killed.
+    #[error("failed to talk to the child process")]
+    Io(#[source] io::Error),
+    /// The child sent bytes that break the protocol; the child was killed.
+    #[error("the child process broke the protocol")]
+    Protocol(#[source] ProtocolError),
+}
+
+impl Error {
+    /// How the child ended, for the errors that ended it.
+    pub fn termination(&self) -> Option<&Termination> {
+        match self {
+            Error::Terminated(termination) => Some(termination),
+            Error::TimedOut(timed_out) => Some(&timed_out.termination),
+            Error::OutOfMemory(out_of_memory) => Some(&out_of_memory.termination),
+            _ => None,
+        }
+    }
+}
+
+/// A call that ran past its timeout.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("child timed out after {limit:?} and was {termination}")]
+pub struct TimedOut {
+    /// The timeout in force.
+    pub limit: Duration,
+    /// How long the child had between SIGTERM and SIGKILL.
+    pub grace_period: Duration,
+    /// How the child ended.
+    pub termination: Termination,
+}
+
+/// A child whose allocation failed.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("child ran out of memory{}: {termination}", limit_text(*.limit))]
+pub struct OutOfMemory {
+    /// The memory limit in force: bytes of address space beyond what the
+    /// child started with.
+    pub limit: Option<u64>,
+    /// How the child ended.
+    pub termination: Termination,
+}
+
+fn limit_text(limit: Option<u64>) -> String {
+    limit.map_or_else(String::new, |limit| {
+        format!(" (limit: {limit} bytes beyond its size at fork)")
+    })
+}
+
+/// The default time a timed-out child has between SIGTERM and SIGKILL.
+const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(1);
+
+/// The options of an [`Isolate`] (and of [`IsolateBuilder::run`]).
+#[derive(Clone)]
+struct Config {
+    timeout: Option<Duration>,
+    grace_period: Duration,
+    memory_limit: Option<u64>,
+    capture: bool,
+    max_frame: usize,
+    setup: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// Builds an [`Isolate`] with options; [`Isolate::builder`] makes one.
+#[derive(Clone)]
+#[must_use]
+pub struct IsolateBuilder {
+    config: Config,
+}
+
+impl IsolateBuilder {
+    /// Each call may take at most `timeout`; then the child's process group
+    /// gets SIGTERM, and SIGKILL after the grace period. Default: no limit.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = Some(timeout);
+        self
+    }
+
+    /// The time between SIGTERM and SIGKILL for a timed-out child.
+    /// Default: one second.
+    pub fn grace_period(mut self, grace_period: Duration) -> Self {
+        self.config.grace_period = grace_period;
+        self
+    }
+
+    /// Limits the child's address space (`RLIMIT_AS`) to `bytes` beyond its
+    /// size when it was forked: a fork starts with all of its parent's
+    /// mappings, so a limit counted from zero would depend on the parent.
+    /// An allocation past it fails, and the call ends in
+    /// [`Error::OutOfMemory`].
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.config.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Captures the child's stdout and stderr instead of sharing the
+    /// parent's (the default); read them with [`Isolate::take_output`].
+    pub fn capture_output(mut self, capture: bool) -> Self {
+        self.config.capture = capture;
+        self
+    }
+
+    /// The largest frame (encoded argument or result) accepted, in bytes.
+    /// Default: 256 MiB.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.max_frame = bytes;
+        self
+    }
+
+    /// A hook the child runs once, right after it is forked and before it
+    /// serves calls: to load a library, open a connection, set up state
+    /// that calls then use. It runs again in the fresh child of
+    /// [`Isolate::restart`].
+    pub fn setup(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.config.setup = Some(Arc::new(hook));
+        self
+    }
+
+    /// Forks the child and waits for it to be ready.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] when the child cannot be started; the outcome of the
+    /// setup hook when it panics or kills the child.
+    pub fn fork(self) -> Result<Isolate, Error> {
+        let mut output = Output::default();
+        let life = Life::start(&self.config, &mut output);
+        let isolate = Isolate {
+            config: self.config,
+            state: Mutex::new(State { life, output }),
+        };
+        if let Some(error) = isolate.lock().life.startup_error.take() {
+            return Err(error);
+        }
+        Ok(isolate)
+    }
+
+    /// Runs `f(arg)` in a fresh child with these options, and ends the child.
+    ///
+    /// The child is forked holding `arg` already, so the argument is not
+    /// encoded at all: only the result crosses back.
+    ///
+    /// # Errors
+    ///
+    /// As [`Isolate::call`]. Output, when captured, is dropped.
+    pub fn run<A, R: Serialize + DeserializeOwned>(&self, f: fn(A) -> R, arg: A) -> Result<R, Error> {
+        let mut output = Output::default();
+        let mut connection = Connection::spawn(&self.config, move |channel| {
+            server::run_once(channel, f, arg)
+        })?;
+        connection
+            .expect_hello(&self.config, &mut output)
+            .and_then(|()| connection.exchange(&[], &self.config, &mut output))
+            .map_err(|(error, _)| error)
+            .and_then(decode_reply)
+    }
+}
+
+/// A forked child process that serves calls: the Rust form of
+/// `import_isolated`.
+///
+/// ```
+/// use isolate_harness::{Error, Isolate};
+///
+/// fn divide((a, b): (i32, i32)) -> i32 {
+///     a / b
+/// }
+///
+/// let isolate = Isolate::fork()?;
+/// assert_eq!(isolate.call(divide, (12, 4))?, 3);
+/// // The panic happens in the child, which keeps serving.
+/// assert!(matches!(isolate.call(divide, (1, 0)), Err(Error::Panicked(_))));
+/// assert_eq!(isolate.call(divide, (9, 3))?, 3);
+/// # Ok::<(), Error>(())
+/// ```
+///
+/// A call that kills the child (a signal, an `exit`, a timeout) leaves the
+/// isolate dead: every later call returns [`Error::Terminated`] with the
+/// same termination, until [`Isolate::restart`] forks a fresh child.
+///
+/// Dropping an `Isolate` kills its child and everything left in the child's
+/// process group, and reaps it.
+///
+/// # Forking a threaded process
+///
+/// The child holds only a copy of the thread that forked it. If another
+/// thread held a lock at that moment (inside the allocator, stdout, a mutex
+/// of the program), it stays locked in the child forever, and a call that
+/// needs it hangs. The first fork of a process with more than one thread
+/// prints a warning saying so. Fork before starting threads where you can.
+///
+/// The child is also killed when the *thread* that forked it exits
+/// (`PR_SET_PDEATHSIG`), so fork on a thread that outlives the isolate.
+pub struct Isolate {
+    config: Config,
+    state: Mutex<State>,
+}
+
+struct State {
+    life: Life,
+    output: Output,
+}
+
+impl Isolate {
+    /// Forks a child with the default options: no timeout, no memory limit,
+    /// output shared with this process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] when the child cannot be started.
+    pub fn fork() -> Result<Isolate, Error> {
+        Isolate::builder().fork()
+    }
+
+    /// Options for a child: timeout, memory limit, output capture, setup.
+    pub fn builder() -> IsolateBuilder {
+        IsolateBuilder {
+            config: Config {
+                timeout: None,
+                grace_period: DEFAULT_GRACE_PERIOD,
+                memory_limit: None,
+                capture: false,
+                max_frame: DEFAULT_MAX_FRAME,
+                setup: None,
+            },
+        }
+    }
+
+    /// Calls `f(arg)` in the child and returns its result.
+    ///
+    /// The argument and result cross the process boundary encoded with
+    /// serde; `f` must be a plain function (or a closure that captures
+    /// nothing).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Panicked`] when `f` panics (the child lives on);
+    /// [`Error::Terminated`], [`Error::TimedOut`] or [`Error::OutOfMemory`]
+    /// when the child ends (it stays dead: see [`Isolate::restart`]);
+    /// the other variants when the machinery fails.
+    pub fn call<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R, Error>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let request = server::call_frame(server::trampoline::<A, R>, f as usize, &arg)
+            .map_err(Error::Encode)?;
+        let state = &mut *self.lock();
+        let reply = match &mut state.life.connection {
+            Ok(connection) => connection.exchange(&request, &self.config, &mut state.output),
+            Err(termination) => return Err(Error::Terminated(termination.clone())),
+        };
+        match reply {
+            Ok(frame) => decode_reply(frame),
+            Err((error, termination)) => {
+                state.life.connection = Err(termination);
+                Err(error)
+            }
+        }
+    }
+
+    /// Ends the current child, if it is still running, and forks a fresh
+    /// one with the same options (the setup hook runs again).
+    ///
+    /// # Errors
+    ///
+    /// As [`IsolateBuilder::fork`]; the isolate then stays dead.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        state.life = Life::start(&self.config, &mut state.output);
+        match state.life.startup_error.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// The process id of the child, while it is serving calls.
+    pub fn id(&self) -> Option<u32> {
+        let state = self.lock();
+        let connection = state.life.connection.as_ref().ok()?;
+        Some(connection.child.pid().as_raw().unsigned_abs())
+    }
+
+    /// Whether the child is still serving calls.
+    pub fn is_alive(&self) -> bool {
+        self.lock().life.connection.is_ok()
+    }
+
+    /// Takes what the child has written to stdout and stderr so far, when
+    /// output is captured ([`IsolateBuilder::capture_output`]); empty
+    /// otherwise. Output of a child that died is kept until taken.
+    pub fn take_output(&self) -> Output {
+        std::mem::take(&mut self.lock().output)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Calls `f(arg)` in a fresh child process, which ends with the call.
+///
+/// ```
+/// fn crash(_: ()) {
+///     // SAFETY: none; this is the point of the example.
+///     unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+/// }
+///
+/// let error = isolate_harness::run(crash, ()).unwrap_err();
+/// assert!(error.to_string().contains("SIGSEGV"));
+/// ```
+///
+/// # Errors
+///
+/// As [`Isolate::call`].
+pub fn run<A, R: Serialize + DeserializeOwned>(f: fn(A) -> R, arg: A) -> Result<R, Error> {
+    Isolate::builder().run(f, arg)
+}
+
+fn decode_reply<R: DeserializeOwned>(frame: Frame) -> Result<R, Error> {
+    match frame.kind {
+        Kind::Returned => ipc::decode(frame.payload()).map_err(Error::Protocol),
+        Kind::Panicked => Err(ipc::decode(frame.payload())
+            .map_or_else(Error::Protocol, Error::Panicked)),
+        Kind::CallFailed => Err(ipc::decode(frame.payload())
+            .map_or_else(Error::Protocol, Error::CallFailed)),
+        _ => Err(Error::Protocol(ProtocolError::Unexpected("non-reply"))),
+    }
+}
+
+/// A child serving calls, or how it ended.
+struct Life {
+    connection: Result<Connection, Termination>,
+    /// Why the child did not become ready, until the caller takes it.
+    startup_error: Option<Error>,
+}
+
+impl Life {
+    /// Forks a child that serves calls, and waits for its hello.
+    fn start(config: &Config, output: &mut Output) -> Life {
+        let setup = config.setup.clone();
+        let max_frame = config.max_frame;
+        let spawned = Connection::spawn(config, move |mut channel| {
+            server::start(&mut channel, setup.as_deref());
+            server::serve(channel, max_frame)
+        });
+        let mut connection = match spawned {
+            Ok(connection) => connection,
+            Err(error) => {
+                return Life {
+                    connection: Err(Termination::new(ExitStatus::Code(-1), None)),
+                    startup_error: Some(error),
+                };
+            }
+        };
+        match connection.expect_hello(config, output) {
+            Ok(()) => Life {
+                connection: Ok(connection),
+                startup_error: None,
+            },
+            Err((error, termination)) => Life {
+                connection: Err(termination),
+                startup_error: Some(error),
+            },
+        }
+    }
+}
+
+/// The parent's side of one child.
+struct Connection {
+    child: Child,
+    channel: UnixStream,
+    reader: FrameReader,
+    pipes: Option<Pipes>,
+}
+
+/// A failed exchange: the error to return and how the child, now reaped,
+/// ended.
+type Died = (Error, Termination);
+
+impl Connection {
+    /// Forks a child that runs `child_main` on its end of the channel.
+    fn spawn(config: &Config, child_main: impl FnOnce(UnixStream)) -> Result<Connection, Error> {
+        warn_if_threaded();
+        server::install_panic_hook();
+        // Whatever this process has buffered must not be written a second
+        // time by the child.
+        let _ = io::stdout().flush();
+        let (channel, child_channel) = UnixStream::pair().map_err(Error::Spawn)?;
+        let pipes = config.capture.then(Pipes::open).transpose().map_err(Error::Spawn)?;
+        let mut setup = ChildSetup::new(child_channel.as_raw_fd());
+        setup.output = pipes.as_ref().map(|(_, ends)| ends.raw());
+        if let Some(limit) = config.memory_limit {
+            setup.address_space_limit = Some(address_space_size().saturating_add(limit));
+        }
+        match child::fork(&setup).map_err(Error::Spawn)? {
+            Forked::Child => {
+                drop((channel, pipes));
+                child_main(child_channel);
+                child::exit_child(0)
+            }
+            Forked::Parent(child) => {
+                drop(child_channel);
+                channel.set_nonblocking(true).map_err(Error::Spawn)?;
+                Ok(Connection {
+                    child,
+                    channel,
+                    reader: FrameReader::new(config.max_frame),
+                    pipes: pipes.map(|(pipes, _)| pipes),
+                })
+            }
+        }
+    }
+
+    /// Waits for the child's `Hello`.
+    fn expect_hello(&mut self, config: &Config, output: &mut Output) -> Result<(), Died> {
+        let frame = self.exchange(&[], config, output)?;
+        let checked = match frame.kind {
+            Kind::Hello => ipc::check_hello(frame.payload()).map_err(Error::Protocol),
+            _ => decode_reply::<()>(frame).and(Err(Error::Protocol(ProtocolError::BadHandshake))),
+        };
+        checked.map_err(|error| self.abandon(error, output))
+    }
+
+    /// Sends `request` (which may be empty) and waits for the next frame
+    /// that is not a crash report, draining output meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// When the child ends first, runs out of time, or breaks the protocol;
+    /// the child is then reaped.
+    fn exchange(&mut self, request: &[u8], config: &Config, output: &mut Output) -> Result<Frame, Died> {
+        let deadline = config.timeout.map(|timeout| Instant::now() + timeout);
+        let mut unsent = request;
+        let mut crash: Option<Crash> = None;
+        let mut closed = false;
+        let mut exited = false;
+        loop {
+            if !closed {
+                match self.read_frames(&mut crash) {
+                    Ok(Incoming::Frame(frame)) => {
+                        self.drain(output);
+                        return Ok(frame);
+                    }
+                    Ok(Incoming::Pending) => {}
+                    Ok(Incoming::Closed) => closed = true,
+                    Err(ReadError::Io(error)) if error.kind() == io::ErrorKind::ConnectionReset => {
+                        closed = true;
+                    }
+                    Err(ReadError::Io(error)) => return Err(self.abandon(Error::Io(error), output)),
+                    Err(ReadError::Protocol(error)) => {
+                        return Err(self.abandon(Error::Protocol(error), output));
+                    }
+                }
+            }
+            if exited {
+                return Err(self.ended(config, crash, output));
+            }
+            if !unsent.is_empty() && !closed {
+                match send(
+                    self.channel.as_raw_fd(),
+                    unsent,
+                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                ) {
+                    Ok(sent) => unsent = &unsent[sent..],
+                    Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                    // The child is gone; its pidfd says how.
+                    Err(_) => unsent = &[],
+                }
+            }
+            let timeout = match deadline {
+                None => PollTimeout::NONE,
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(self.time_out(config, crash, output));
+                    }
+                    PollTimeout::try_from(left.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX)
+                }
+            };
+            let channel_events = match (closed, unsent.is_empty()) {
+                (true, _) => PollFlags::empty(),
+                (false, true) => PollFlags::POLLIN,
+                (false, false) => PollFlags::POLLIN | PollFlags::POLLOUT,
+            };
+            let mut fds = vec![
+                PollFd::new(self.child.pidfd(), PollFlags::POLLIN),
+                PollFd::new(self.channel.as_fd(), channel_events),
+            ];
+            if let Some(pipes) = &self.pipes {
+                fds.extend(pipes.fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(error) => return Err(self.abandon(Error::Io(error.into()), output)),
+            }
+            exited = fds[0].any().unwrap_or(false);
+            drop(fds);
+            self.drain(output);
+        }
+    }
+
+    /// Reads the frames that have arrived, keeping crash reports aside,
+    /// until a frame of another kind.
+    fn read_frames(&mut self, crash: &mut Option<Crash>) -> Result<Incoming, ReadError> {
+        loop {
+            let frame = match self.reader.read_from(&mut &self.channel)? {
+                Received::Frame(frame) => frame,
+                Received::Pending => return Ok(Incoming::Pending),
+                Received::Closed => return Ok(Incoming::Closed),
+            };
+            match (frame.kind, crash.as_mut()) {
+                (Kind::Crash, _) => *crash = Some(Crash::parse(frame.payload())?),
+                (Kind::Backtrace, Some(crash)) => crash.add_backtrace(frame.payload())?,
+                (Kind::Backtrace, None) => {
+                    return Err(ProtocolError::Unexpected("backtrace without a crash").into());
+                }
+                _ => return Ok(Incoming::Frame(frame)),
+            }
+        }
+    }
+
+    /// Moves what the capture pipes hold into `output`.
+    fn drain(&self, output: &mut Output) {
+        if let Some(pipes) = &self.pipes {
+            // A failed read of a pipe loses output, not the call's outcome.
+            let _ = pipes.drain(output);
+        }
+    }
+
+    /// The child has exited: reap it and say how it ended.
+    fn ended(&mut self, config: &Config, crash: Option<Crash>, output: &mut Output) -> Died {
+        let status = self.reap(output);
+        let termination = Termination::new(status, crash);
+        let error = match termination.crash() {
+            Some(crash) if crash.is_allocation_failure() => Error::OutOfMemory(OutOfMemory {
+                limit: config.memory_limit,
+                termination: termination.clone(),
+            }),
+            _ => Error::Terminated(termination.clone()),
+        };
+        (error, termination)
+    }
+
+    /// The call ran out of time: SIGTERM to the group, the grace period,
+    /// then SIGKILL.
+    fn time_out(&mut self, config: &Config, crash: Option<Crash>, output: &mut Output) -> Died {
+        self.child.signal_group(NixSignal::SIGTERM);
+        if !self.child.wait_exit(Some(config.grace_period)).unwrap_or(false) {
+            self.child.signal_group(NixSignal::SIGKILL);
+        }
+        let termination = Termination::new(self.reap(output), crash);
+        let error = Error::TimedOut(TimedOut {
+            limit: config.timeout.unwrap_or_default(),
+            grace_period: config.grace_period,
+            termination: termination.clone(),
+        });
+        (error, termination)
+    }
+
+    /// Gives up on a child that broke the protocol or could not be talked
+    /// to: kills and reaps it.
+    fn abandon(&mut self, error: Error, output: &mut Output) -> Died {
+        self.child.signal_group(NixSignal::SIGKILL);
+        let termination = Termination::new(self.reap(output), None);
+        (error, termination)
+    }
+
+    /// Reaps the child, keeping the last of its output.
+    fn reap(&mut self, output: &mut Output) -> ExitStatus {
+        let status = self.child.wait();
+        self.drain(output);
+        // `waitid` on our own pidfd fails only if SIGCHLD is ignored, when
+        // the kernel reaps for us and keeps no status.
+        status.unwrap_or(ExitStatus::Code(-1))
+    }
+}
+
+/// What [`Connection::read_frames`] found.
+enum Incoming {
+    Frame(Frame),
+    Pending,
+    Closed,
+}
+
+/// The address space this process maps now, in bytes (`VmSize`).
+fn address_space_size() -> u64 {
+    let kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmSize:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .unwrap_or(0);
+    kib * 1024
+}
+
+/// Warns, once per process, when forking a process that has more threads
+/// than the one forking.
+fn warn_if_threaded() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.load(Ordering::Relaxed) {
+        return;
+    }
+    let threads = thread_count();
+    if threads > 1 && !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "isolate: warning: forking a process that runs {threads} threads. The child \
+             gets a copy of the calling thread only; a lock another thread held at that \
+             moment (in the allocator, on stdout, a mutex of yours) stays locked in the \
+             child, and a call that needs it hangs. Fork before starting threads where you can."
+        );
+    }
+}
+
+/// The number of threads of this process, from `/proc/self/stat`.
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Field 20, counted after the parenthesized command name (field 2).
+            let after_name = &stat[stat.rfind(')')? + 1..];
+            after_name.split_whitespace().nth(17)?.parse().ok()
+        })
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    //! A child that breaks the protocol: forked with the real machinery,
+    //! but sending bytes of the test's choosing instead of serving.
+
+    use super::*;
+
+    fn config() -> Config {
+        Isolate::builder().max_frame_size(1024).config
+    }
+
+    /// Forks a child that writes `bytes` on its channel and exits, and
+    /// returns what the parent makes of it as the child's first reply.
+    fn reply_to(bytes: &'static [u8]) -> Result<Frame, Died> {
+        let config = config();
+        let mut output = Output::default();
+        let mut connection = Connection::spawn(&config, move |mut channel| {
+            let _ = channel.write_all(bytes);
+        })
+        .unwrap();
+        connection.exchange(&[], &config, &mut output)
+    }
+
+    fn protocol_error(bytes: &'static [u8]) -> ProtocolError {
+        match reply_to(bytes) {
+            Err((Error::Protocol(error), _)) => error,
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn oversized_frame_is_a_protocol_error() {
+        assert!(matches!(
+            protocol_error(&[0xff, 0xff, 0xff, 0x7f, 3]),
+            ProtocolError::FrameTooLarge { len: 0x7fff_ffff, cap: 1024 }
+        ));
+    }
+
+    #[test]
+    fn garbage_is_a_protocol_error() {
+        assert!(matches!(
+            protocol_error(&[4, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef]),
+            ProtocolError::UnknownKind(0xde)
+        ));
+    }
+
+    #[test]
+    fn child_closing_mid_frame_is_a_protocol_error() {
+        assert!(matches!(
+            protocol_error(&[100, 0, 0, 0, Kind::Returned as u8, 1, 2]),
+            ProtocolError::Truncated { expected: 104, received: 7 }
+        ));
+    }
+
+    #[test]
+    fn truncated_header_is_a_protocol_error() {
+        assert!(matches!(
+            protocol_error(&[100, 0]),
+            ProtocolError::Truncated { expected: 4, received: 2 }
+        ));
+    }
+
+    #[test]
+    fn malformed_crash_report_is_a_protocol_error() {
+        assert!(matches!(
+            protocol_error(&[3, 0, 0, 0, Kind::Crash as u8, 1, 2]),
+            ProtocolError::Malformed("crash")
+        ));
+    }
+
+    #[test]
+    fn bad_handshake_is_refused() {
+        let config = config();
+        let mut output = Output::default();
+        let mut connection = Connection::spawn(&config, |mut channel| {
+            let _ = channel.write_all(&[2, 0, 0, 0, Kind::Hello as u8, 9]);
+        })
+        .unwrap();
+        let error = connection.expect_hello(&config, &mut output).unwrap_err().0;
+        assert!(
+            matches!(error, Error::Protocol(ProtocolError::BadHandshake)),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn undecodable_reply_is_a_protocol_error_and_the_child_lives() {
+        let frame = reply_to(&[3, 0, 0, 0, Kind::Returned as u8, 0xff, 0xff]).unwrap();
+        let error = decode_reply::<String>(frame).unwrap_err();
+        assert!(matches!(error, Error::Protocol(ProtocolError::Decode(_))), "{error:?}");
+    }
+
+    #[test]
+    fn silent_exit_is_a_termination() {
+        match reply_to(&[]) {
+            Err((Error::Terminated(termination), _)) => {
+                assert_eq!(termination, Termination::Exited { code: 0 });
+            }
+            other => panic!("expected a termination, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The request loop a forked child runs.
+//!
+//! A child opens with a `Hello` frame, then answers `Call` frames one at a
+//! time until its channel closes, and ends with `_exit`: never with
+//! `std::process::exit`, which would run the parent's exit handlers and
+//! flush the stdio buffers it inherited.
+//!
+//! A call crosses the boundary as two code addresses, the user's function
+//! and a [`trampoline`] monomorphized for its argument and return types,
+//! plus the encoded argument. The trampoline decodes, calls, catches a
+//! panic, and encodes the reply. Sending code addresses is sound only because
+//! the child is a fork of the same process image, never an exec'd program.
+//!
+//! Panics are caught in the child, which keeps serving. Their message,
+//! location and backtrace (when `RUST_BACKTRACE` asks for one) come from a
+//! panic hook installed once in the parent before its first fork; it records
+//! a panic only in a child running a call and passes every other panic on to
+//! the hook that was there before.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe, PanicHookInfo};
+use std::sync::Once;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::child::exit_child;
+use crate::ipc::{self, FrameBuilder, FrameReader, Kind};
+
+/// A panic caught in a child.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PanicReport {
+    /// The panic message.
+    pub message: String,
+    /// `file:line:column` of the panic, when known.
+    pub location: Option<String>,
+    /// The backtrace, when `RUST_BACKTRACE` (or `RUST_LIB_BACKTRACE`) asked
+    /// for one.
+    pub backtrace: Option<String>,
+}
+
+impl std::fmt::Display for PanicReport {
+    /// `panicked at src/lib.rs:3:5: the message`, as Rust's own hook says it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.location {
+            Some(location) => write!(f, "panicked at {location}: {}", self.message),
+            None => write!(f, "panicked: {}", self.message),
+        }
+    }
+}
+
+thread_local! {
+    /// Set while a child runs a call; where the hook leaves its report.
+    static CAUGHT: RefCell<Option<Option<PanicReport>>> = const { RefCell::new(None) };
+}
+
+/// Installs the recording panic hook, once per process. Called by the parent
+/// before forking, so no child has to take the hook lock.
+pub(crate) fn install_panic_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let recorded = CAUGHT.with(|caught| match &mut *caught.borrow_mut() {
+                Some(slot) => {
+                    *slot = Some(report(info));
+                    true
+                }
+                None => false,
+            });
+            if !recorded {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn report(info: &PanicHookInfo<'_>) -> PanicReport {
+    let backtrace = std::backtrace::Backtrace::capture();
+    PanicReport {
+        message: payload_message(info.payload()),
+        location: info.location().map(ToString::to_string),
+        backtrace: (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+            .then(|| backtrace.to_string()),
+    }
+}
+
+fn payload_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    }
+}
+
+/// Runs `call`, turning a panic into its report.
+pub(crate) fn catch<R>(call: impl FnOnce() -> R) -> Result<R, PanicReport> {
+    CAUGHT.with(|caught| *caught.borrow_mut() = Some(None));
+    let result = panic::catch_unwind(AssertUnwindSafe(call));
+    let recorded = CAUGHT.with(|caught| caught.borrow_mut().take().flatten());
+    result.map_err(|payload| {
+        recorded.unwrap_or_else(|| PanicReport {
+            message: payload_message(&*payload),
+            location: None,
+            backtrace: None,
+        })
+    })
+}
+
+/// The reply frame for the outcome of a call.
+pub(crate) fn reply_frame<R: Serialize>(outcome: Result<R, PanicReport>) -> Vec<u8> {
+    let encoded = match &outcome {
+        Ok(value) => FrameBuilder::new(Kind::Returned).encode(value),
+        Err(report) => FrameBuilder::new(Kind::Panicked).encode(report),
+    };
+    match encoded {
+        Ok(frame) => frame.finish(),
+        Err(error) => call_failed_frame(&format!("could not encode the result: {error}")),
+    }
+}
+
+fn call_failed_frame(reason: &str) -> Vec<u8> {
+    FrameBuilder::new(Kind::CallFailed)
+        .encode(reason)
+        .expect("a string always encodes")
+        .finish()
+}
+
+/// A trampoline: decodes the argument, calls the function, encodes the
+/// reply frame.
+pub(crate) type Trampoline = fn(function: usize, argument: &[u8]) -> Vec<u8>;
+
+/// The trampoline for functions `fn(A) -> R`.
+pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
+    function: usize,
+    argument: &[u8],
+) -> Vec<u8> {
+    let argument: A = match ipc::decode(argument) {
+        Ok(argument) => argument,
+        Err(error) => return call_failed_frame(&format!("could not decode the argument: {error}")),
+    };
+    // SAFETY: `function` is the address of an `fn(A) -> R` that the parent
+    // sent together with this very trampoline, monomorphized for the same
+    // `A` and `R`; the child is a fork of the parent's image, so the address
+    // names the same code here.
+    let function: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
+    reply_frame(catch(|| function(argument)))
+}
+
+/// The payload of a `Call` frame: trampoline and function addresses, then
+/// the encoded argument.
+pub(crate) fn call_frame<A: Serialize>(
+    trampoline: Trampoline,
+    function: usize,
+    argument: &A,
+) -> Result<Vec<u8>, postcard::Error> {
+    Ok(FrameBuilder::new(Kind::Call)
+        .push(&(trampoline as usize as u64).to_le_bytes())
+        .push(&(function as u64).to_le_bytes())
+        .encode(argument)?
+        .finish())
+}
+
+/// Splits a `Call` payload.
+fn parse_call(payload: &[u8]) -> Option<(Trampoline, usize, &[u8])> {
+    let (trampoline, rest) = payload.split_first_chunk::<8>()?;
+    let (function, argument) = rest.split_first_chunk::<8>()?;
+    let trampoline = u64::from_le_bytes(*trampoline) as usize;
+    // SAFETY: the address was produced by `call_frame` in the parent from a
+    // `Trampoline`, and this child is a fork of the parent's image.
+    let trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(trampoline) };
+    Some((trampoline, u64::from_le_bytes(*function) as usize, argument))
+}
+
+/// Writes a frame to the parent; if the parent is gone there is no one left
+/// to serve, so the child ends.
+fn send(channel: &mut UnixStream, frame: &[u8]) {
+    flush_stdio();
+    if channel.write_all(frame).is_err() {
+        exit_child(0);
+    }
+}
+
+/// Output written during a call reaches its pipe or terminal before the
+/// reply, so it is attributed to that call.
+fn flush_stdio() {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+}
+
+/// Opens the conversation in a just-forked child: runs the setup hook,
+/// then says hello. A panicking hook is reported and ends the child.
+pub(crate) fn start(channel: &mut UnixStream, setup: Option<&(dyn Fn() + Send + Sync)>) {
+    if let Some(setup) = setup
+        && let Err(report) = catch(setup)
+    {
+        send(channel, &reply_frame::<()>(Err(report)));
+        exit_child(0);
+    }
+    send(channel, &ipc::hello_frame());
+}
+
+/// Serves calls until the channel closes, then ends the child.
+pub(crate) fn serve(mut channel: UnixStream, max_frame: usize) -> ! {
+    let mut reader = FrameReader::new(max_frame);
+    loop {
+        let frame = match reader.read_blocking(&mut channel) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => exit_child(0),
+            Err(_) => exit_child(2),
+        };
+        let reply = match (frame.kind, parse_call(frame.payload())) {
+            (Kind::Call, Some((trampoline, function, argument))) => trampoline(function, argument),
+            _ => call_failed_frame("the child expected a call"),
+        };
+        send(&mut channel, &reply);
+    }
+}
+
+/// Runs one call on a value the child already holds (it was forked with
+/// it), replies, and ends the child.
+pub(crate) fn run_once<A, R: Serialize>(mut channel: UnixStream, function: fn(A) -> R, argument: A) -> ! {
+    let mut frames = ipc::hello_frame();
+    frames.extend(reply_frame(catch(|| function(argument))));
+    send(&mut channel, &frames);
+    exit_child(0)
+}
