@@ -14,7 +14,9 @@ use isolate_harness::Isolate;
 
 fn write_stdout(text: String) -> usize {
     let mut stdout = std::io::stdout();
-    stdout.write_all(text.as_bytes()).expect("stdout is writable");
+    stdout
+        .write_all(text.as_bytes())
+        .expect("stdout is writable");
     text.len()
 }
 

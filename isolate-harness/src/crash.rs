@@ -77,8 +77,17 @@ static STACK_LOW: AtomicUsize = AtomicUsize::new(0);
 static HANDLED_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 /// The low end of the calling thread's stack, to be found before forking
-/// (it may read `/proc`, which a freshly forked child must not).
+/// (for the main thread glibc reads `/proc/self/maps`, which a freshly
+/// forked child must not). A thread's stack does not move, so it is looked
+/// up once per thread.
 pub(crate) fn current_stack_low() -> usize {
+    thread_local! {
+        static THIS_THREAD: usize = find_stack_low();
+    }
+    THIS_THREAD.with(|low| *low)
+}
+
+fn find_stack_low() -> usize {
     // SAFETY: `attr` is initialized by `pthread_getattr_np` before it is read
     // and destroyed once; the out-pointers are valid locals.
     unsafe {
@@ -160,7 +169,11 @@ const CRASH_PAYLOAD_LEN: usize = 4 + 4 + 8 + 8 + 1;
 const FLAG_HAS_ADDRESS: u8 = 1;
 const FLAG_STACK_OVERFLOW: u8 = 2;
 
-extern "C" fn on_fatal_signal(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
+extern "C" fn on_fatal_signal(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut c_void,
+) {
     let fd = REPORT_FD.swap(-1, Ordering::SeqCst);
     if fd >= 0 {
         HANDLED_SIGNAL.store(signal, Ordering::SeqCst);
@@ -251,7 +264,10 @@ fn program_counter(context: *mut c_void) -> usize {
     #[cfg(all(target_os = "linux", target_arch = "aarch64"))]
     // SAFETY: as above.
     return unsafe { (*context).uc_mcontext.pc as usize };
-    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
     return 0;
 }
 
@@ -287,9 +303,8 @@ impl Crash {
         })
     }
 
-    /// Parses a `Backtrace` payload and resolves it, keeping the frames from
-    /// the interrupted program counter to the first frame of this crate's
-    /// machinery: the crash site and the user's code that led to it.
+    /// Parses a `Backtrace` payload and resolves it from the interrupted
+    /// program counter on (dropping the handler's own frames).
     pub(crate) fn add_backtrace(&mut self, payload: &[u8]) -> Result<(), ProtocolError> {
         let (count, addresses) = payload
             .split_first_chunk::<4>()
@@ -305,18 +320,7 @@ impl Crash {
         if let Some(start) = ips.iter().position(|&ip| ip == self.program_counter) {
             ips.drain(..start);
         }
-        let mut backtrace = Backtrace::resolve(&ips);
-        // Below the user's code are the frames of the machinery that called
-        // it; like Rust's short backtraces, stop there.
-        if let Some(end) = backtrace.frames.iter().skip(1).position(|frame| {
-            frame
-                .function
-                .as_deref()
-                .is_some_and(|name| name.starts_with("isolate_harness::"))
-        }) {
-            backtrace.frames.truncate(end + 1);
-        }
-        self.backtrace = backtrace;
+        self.backtrace = Backtrace::resolve(&ips).short();
         Ok(())
     }
 
@@ -353,8 +357,25 @@ pub struct Frame {
 }
 
 impl Backtrace {
+    /// Captures the instruction addresses of the calling thread's stack,
+    /// innermost first, to be resolved by the parent with
+    /// [`Backtrace::resolve`].
+    pub(crate) fn capture_addresses() -> Vec<u64> {
+        let mut ips = Vec::new();
+        // SAFETY: on Linux the unwinder is thread-safe; the "unsynchronized"
+        // variant only skips the crate's global lock, which a parent thread
+        // may have held when this child was forked.
+        unsafe {
+            backtrace::trace_unsynchronized(|frame| {
+                ips.push(frame.ip() as u64);
+                ips.len() < MAX_FRAMES
+            });
+        }
+        ips
+    }
+
     /// Resolves instruction addresses of this process's image.
-    fn resolve(ips: &[usize]) -> Backtrace {
+    pub(crate) fn resolve(ips: &[usize]) -> Backtrace {
         let mut frames = Vec::with_capacity(ips.len());
         for &ip in ips {
             let mut resolved = false;
@@ -380,9 +401,57 @@ impl Backtrace {
         Backtrace { frames }
     }
 
+    /// Keeps the frames above the first frame of this crate's machinery: the
+    /// crash site and the user's code that led to it, as Rust's short
+    /// backtraces do.
+    pub(crate) fn short(mut self) -> Backtrace {
+        if let Some(end) = self
+            .frames
+            .iter()
+            .skip(1)
+            .position(|frame| frame.function_starts_with("isolate_harness::"))
+        {
+            self.frames.truncate(end + 1);
+        }
+        self
+    }
+
+    /// Drops the frames of the panic machinery, up to the user's code: all
+    /// frames through the panic entry point (`rust_begin_unwind`, or
+    /// `__rust_end_short_backtrace`), then the `core::panicking` and
+    /// `std::panicking` frames that called it.
+    pub(crate) fn skip_panic_machinery(mut self) -> Backtrace {
+        let entry = self.frames.iter().position(|frame| {
+            frame.function.as_deref().is_some_and(|name| {
+                name.ends_with("rust_begin_unwind") || name.ends_with("__rust_end_short_backtrace")
+            })
+        });
+        if let Some(entry) = entry {
+            self.frames.drain(..=entry);
+            let callers = self
+                .frames
+                .iter()
+                .take_while(|frame| {
+                    frame.function_starts_with("core::panicking::")
+                        || frame.function_starts_with("std::panicking::")
+                })
+                .count();
+            self.frames.drain(..callers);
+        }
+        self
+    }
+
     /// Whether the handler got no frames at all.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
+    }
+}
+
+impl Frame {
+    fn function_starts_with(&self, prefix: &str) -> bool {
+        self.function
+            .as_deref()
+            .is_some_and(|name| name.starts_with(prefix))
     }
 }
 

@@ -21,7 +21,7 @@
 //! | `Hello` | child → parent, first frame | 8-byte magic, `u32` protocol version |
 //! | `Call` | parent → child | trampoline and function addresses (`u64` each), then the postcard-encoded argument |
 //! | `Returned` | child → parent | the postcard-encoded return value |
-//! | `Panicked` | child → parent | a postcard-encoded [`crate::PanicReport`] |
+//! | `Panicked` | child → parent | a postcard-encoded panic message: text, location, backtrace addresses |
 //! | `CallFailed` | child → parent | a postcard-encoded `String`: the call could not be made |
 //! | `Crash` | child → parent | fixed layout, written by the fatal-signal handler (see [`crate::crash`]) |
 //! | `Backtrace` | child → parent | fixed layout, written by the fatal-signal handler |
@@ -172,8 +172,8 @@ impl FrameBuilder {
     ///
     /// If the body is 4 GiB or more, which the `u32` header cannot express.
     pub(crate) fn finish(mut self) -> Vec<u8> {
-        let body = u32::try_from(self.bytes.len() - HEADER_LEN)
-            .expect("a frame body is less than 4 GiB");
+        let body =
+            u32::try_from(self.bytes.len() - HEADER_LEN).expect("a frame body is less than 4 GiB");
         self.bytes[..HEADER_LEN].copy_from_slice(&body.to_le_bytes());
         self.bytes
     }
@@ -239,7 +239,17 @@ pub(crate) struct FrameReader {
     header: [u8; HEADER_LEN],
     header_len: usize,
     /// The body being read, once the header is complete.
-    body: Option<(usize, Vec<u8>)>,
+    body: Option<Body>,
+}
+
+/// A frame body being read.
+struct Body {
+    /// The length the header announced.
+    len: usize,
+    /// The buffer, zeroed up to its length; grown as bytes arrive.
+    bytes: Vec<u8>,
+    /// How many bytes of `bytes` have been read.
+    filled: usize,
 }
 
 /// The first allocation for a body; later ones double with what arrived.
@@ -264,34 +274,28 @@ impl FrameReader {
     /// frame, [`ReadError::Io`] for a failed read.
     pub(crate) fn read_from(&mut self, reader: &mut impl Read) -> Result<Received, ReadError> {
         loop {
-            if let Some((len, body)) = &mut self.body {
-                let len = *len;
-                if body.len() == len {
-                    let (_, body) = self.body.take().expect("the body is being read");
+            if let Some(body) = &mut self.body {
+                if body.filled == body.len {
+                    let body = self.body.take().expect("the body is being read");
                     self.header_len = 0;
-                    return Ok(Received::Frame(check_frame(body)?));
+                    return Ok(Received::Frame(check_frame(body.bytes)?));
                 }
-                if body.capacity() == body.len() {
-                    let grow = body.len().max(FIRST_CHUNK).min(len - body.len());
-                    body.reserve_exact(grow);
+                if body.filled == body.bytes.len() {
+                    // Grow with what has arrived, never by the claimed length
+                    // at once; each byte is zeroed once, when it is added.
+                    let grow = body.filled.max(FIRST_CHUNK).min(body.len - body.filled);
+                    body.bytes.resize(body.filled + grow, 0);
                 }
-                let start = body.len();
-                let end = body.capacity().min(len);
-                body.resize(end, 0);
-                match retry_interrupted(|| reader.read(&mut body[start..end])) {
+                match retry_interrupted(|| reader.read(&mut body.bytes[body.filled..])) {
                     Ok(0) => {
-                        body.truncate(start);
                         return Err(ProtocolError::Truncated {
-                            expected: HEADER_LEN + len,
-                            received: HEADER_LEN + start,
+                            expected: HEADER_LEN + body.len,
+                            received: HEADER_LEN + body.filled,
                         }
                         .into());
                     }
-                    Ok(n) => body.truncate(start + n),
-                    Err(error) => {
-                        body.truncate(start);
-                        return would_block(error);
-                    }
+                    Ok(n) => body.filled += n,
+                    Err(error) => return would_block(error),
                 }
             } else {
                 match retry_interrupted(|| reader.read(&mut self.header[self.header_len..])) {
@@ -315,7 +319,11 @@ impl FrameReader {
                         }
                         .into());
                     }
-                    self.body = Some((len, Vec::new()));
+                    self.body = Some(Body {
+                        len,
+                        bytes: Vec::new(),
+                        filled: 0,
+                    });
                 }
             }
         }
@@ -378,7 +386,10 @@ mod tests {
     use super::*;
 
     fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
-        let mut bytes = u32::try_from(payload.len() + 1).unwrap().to_le_bytes().to_vec();
+        let mut bytes = u32::try_from(payload.len() + 1)
+            .unwrap()
+            .to_le_bytes()
+            .to_vec();
         bytes.push(kind);
         bytes.extend_from_slice(payload);
         bytes
@@ -455,8 +466,12 @@ mod tests {
             ),
             "{error:?}"
         );
-        let (_, body) = reader.body.as_ref().unwrap();
-        assert!(body.capacity() <= FIRST_CHUNK, "{}", body.capacity());
+        let body = reader.body.as_ref().unwrap();
+        assert!(
+            body.bytes.capacity() <= FIRST_CHUNK,
+            "{}",
+            body.bytes.capacity()
+        );
     }
 
     #[test]
@@ -490,7 +505,10 @@ mod tests {
         let error = FrameReader::new(1024)
             .read_blocking(&mut &[0_u8, 0, 0, 0][..])
             .unwrap_err();
-        assert!(matches!(error, ReadError::Protocol(ProtocolError::EmptyFrame)));
+        assert!(matches!(
+            error,
+            ReadError::Protocol(ProtocolError::EmptyFrame)
+        ));
     }
 
     #[test]

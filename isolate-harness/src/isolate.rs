@@ -8,6 +8,7 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,7 +22,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::capture::{Output, Pipes};
 use crate::child::{self, Child, ChildSetup, ExitStatus, Forked, Termination};
 use crate::crash::Crash;
-use crate::ipc::{self, DEFAULT_MAX_FRAME, Frame, FrameReader, Kind, ProtocolError, ReadError, Received};
+use crate::ipc::{
+    self, DEFAULT_MAX_FRAME, Frame, FrameReader, Kind, ProtocolError, ReadError, Received,
+};
 use crate::server::{self, PanicReport};
 
 /// Why an isolated call did not return a value.
@@ -198,7 +201,11 @@ impl IsolateBuilder {
     /// # Errors
     ///
     /// As [`Isolate::call`]. Output, when captured, is dropped.
-    pub fn run<A, R: Serialize + DeserializeOwned>(&self, f: fn(A) -> R, arg: A) -> Result<R, Error> {
+    pub fn run<A, R: Serialize + DeserializeOwned>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Result<R, Error> {
         let mut output = Output::default();
         let mut connection = Connection::spawn(&self.config, move |channel| {
             server::run_once(channel, f, arg)
@@ -376,9 +383,12 @@ fn decode_reply<R: DeserializeOwned>(frame: Frame) -> Result<R, Error> {
     match frame.kind {
         Kind::Returned => ipc::decode(frame.payload()).map_err(Error::Protocol),
         Kind::Panicked => Err(ipc::decode(frame.payload())
-            .map_or_else(Error::Protocol, Error::Panicked)),
-        Kind::CallFailed => Err(ipc::decode(frame.payload())
-            .map_or_else(Error::Protocol, Error::CallFailed)),
+            .map_or_else(Error::Protocol, |message: server::PanicMessage| {
+                Error::Panicked(message.into_report())
+            })),
+        Kind::CallFailed => {
+            Err(ipc::decode(frame.payload()).map_or_else(Error::Protocol, Error::CallFailed))
+        }
         _ => Err(Error::Protocol(ProtocolError::Unexpected("non-reply"))),
     }
 }
@@ -436,13 +446,17 @@ type Died = (Error, Termination);
 impl Connection {
     /// Forks a child that runs `child_main` on its end of the channel.
     fn spawn(config: &Config, child_main: impl FnOnce(UnixStream)) -> Result<Connection, Error> {
-        warn_if_threaded();
+        let threaded = warn_if_threaded();
         server::install_panic_hook();
         // Whatever this process has buffered must not be written a second
         // time by the child.
         let _ = io::stdout().flush();
         let (channel, child_channel) = UnixStream::pair().map_err(Error::Spawn)?;
-        let pipes = config.capture.then(Pipes::open).transpose().map_err(Error::Spawn)?;
+        let pipes = config
+            .capture
+            .then(Pipes::open)
+            .transpose()
+            .map_err(Error::Spawn)?;
         let mut setup = ChildSetup::new(child_channel.as_raw_fd());
         setup.output = pipes.as_ref().map(|(_, ends)| ends.raw());
         if let Some(limit) = config.memory_limit {
@@ -451,6 +465,7 @@ impl Connection {
         match child::fork(&setup).map_err(Error::Spawn)? {
             Forked::Child => {
                 drop((channel, pipes));
+                server::set_flush_stdout(!threaded);
                 child_main(child_channel);
                 child::exit_child(0)
             }
@@ -484,7 +499,12 @@ impl Connection {
     ///
     /// When the child ends first, runs out of time, or breaks the protocol;
     /// the child is then reaped.
-    fn exchange(&mut self, request: &[u8], config: &Config, output: &mut Output) -> Result<Frame, Died> {
+    fn exchange(
+        &mut self,
+        request: &[u8],
+        config: &Config,
+        output: &mut Output,
+    ) -> Result<Frame, Died> {
         let deadline = config.timeout.map(|timeout| Instant::now() + timeout);
         let mut unsent = request;
         let mut crash: Option<Crash> = None;
@@ -530,7 +550,8 @@ impl Connection {
                     if left.is_zero() {
                         return Err(self.time_out(config, crash, output));
                     }
-                    PollTimeout::try_from(left.max(Duration::from_millis(1))).unwrap_or(PollTimeout::MAX)
+                    PollTimeout::try_from(left.max(Duration::from_millis(1)))
+                        .unwrap_or(PollTimeout::MAX)
                 }
             };
             let channel_events = match (closed, unsent.is_empty()) {
@@ -601,7 +622,11 @@ impl Connection {
     /// then SIGKILL.
     fn time_out(&mut self, config: &Config, crash: Option<Crash>, output: &mut Output) -> Died {
         self.child.signal_group(NixSignal::SIGTERM);
-        if !self.child.wait_exit(Some(config.grace_period)).unwrap_or(false) {
+        if !self
+            .child
+            .wait_exit(Some(config.grace_period))
+            .unwrap_or(false)
+        {
             self.child.signal_group(NixSignal::SIGKILL);
         }
         let termination = Termination::new(self.reap(output), crash);
@@ -651,12 +676,9 @@ fn address_space_size() -> u64 {
 }
 
 /// Warns, once per process, when forking a process that has more threads
-/// than the one forking.
-fn warn_if_threaded() {
+/// than the one forking, and says whether it has.
+fn warn_if_threaded() -> bool {
     static WARNED: AtomicBool = AtomicBool::new(false);
-    if WARNED.load(Ordering::Relaxed) {
-        return;
-    }
     let threads = thread_count();
     if threads > 1 && !WARNED.swap(true, Ordering::Relaxed) {
         eprintln!(
@@ -666,18 +688,13 @@ fn warn_if_threaded() {
              child, and a call that needs it hangs. Fork before starting threads where you can."
         );
     }
+    threads > 1
 }
 
-/// The number of threads of this process, from `/proc/self/stat`.
-fn thread_count() -> usize {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            // Field 20, counted after the parenthesized command name (field 2).
-            let after_name = &stat[stat.rfind(')')? + 1..];
-            after_name.split_whitespace().nth(17)?.parse().ok()
-        })
-        .unwrap_or(1)
+/// The number of threads of this process: the link count of
+/// `/proc/self/task` is two plus one per thread, and costs one `stat`.
+fn thread_count() -> u64 {
+    std::fs::metadata("/proc/self/task").map_or(1, |task| task.nlink().saturating_sub(2))
 }
 
 #[cfg(test)]
@@ -714,7 +731,10 @@ mod tests {
     fn oversized_frame_is_a_protocol_error() {
         assert!(matches!(
             protocol_error(&[0xff, 0xff, 0xff, 0x7f, 3]),
-            ProtocolError::FrameTooLarge { len: 0x7fff_ffff, cap: 1024 }
+            ProtocolError::FrameTooLarge {
+                len: 0x7fff_ffff,
+                cap: 1024
+            }
         ));
     }
 
@@ -730,7 +750,10 @@ mod tests {
     fn child_closing_mid_frame_is_a_protocol_error() {
         assert!(matches!(
             protocol_error(&[100, 0, 0, 0, Kind::Returned as u8, 1, 2]),
-            ProtocolError::Truncated { expected: 104, received: 7 }
+            ProtocolError::Truncated {
+                expected: 104,
+                received: 7
+            }
         ));
     }
 
@@ -738,7 +761,10 @@ mod tests {
     fn truncated_header_is_a_protocol_error() {
         assert!(matches!(
             protocol_error(&[100, 0]),
-            ProtocolError::Truncated { expected: 4, received: 2 }
+            ProtocolError::Truncated {
+                expected: 4,
+                received: 2
+            }
         ));
     }
 
@@ -766,10 +792,13 @@ mod tests {
     }
 
     #[test]
-    fn undecodable_reply_is_a_protocol_error_and_the_child_lives() {
+    fn undecodable_reply_is_a_protocol_error() {
         let frame = reply_to(&[3, 0, 0, 0, Kind::Returned as u8, 0xff, 0xff]).unwrap();
         let error = decode_reply::<String>(frame).unwrap_err();
-        assert!(matches!(error, Error::Protocol(ProtocolError::Decode(_))), "{error:?}");
+        assert!(
+            matches!(error, Error::Protocol(ProtocolError::Decode(_))),
+            "{error:?}"
+        );
     }
 
     #[test]

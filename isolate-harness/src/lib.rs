@@ -51,6 +51,10 @@
 //!   `fn` items and closures that capture nothing.
 //! - With `panic = "abort"`, a panic in a call kills the child with SIGABRT
 //!   and is reported as a termination.
+//! - Inside a libtest `#[test]` run without `--nocapture`, `print!` and
+//!   `eprint!` in a child write to libtest's capture buffer of the test
+//!   thread, which the child holds only a copy of: that output is lost.
+//!   Writing to `std::io::stdout()` directly reaches the child's stdout.
 //! - A program that ignores `SIGCHLD` has its children reaped by the kernel;
 //!   their exit status is then lost.
 

@@ -23,22 +23,47 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe, PanicHookInfo};
 use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::child::exit_child;
+use crate::crash::Backtrace;
 use crate::ipc::{self, FrameBuilder, FrameReader, Kind};
 
 /// A panic caught in a child.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PanicReport {
     /// The panic message.
     pub message: String,
     /// `file:line:column` of the panic, when known.
     pub location: Option<String>,
-    /// The backtrace, when `RUST_BACKTRACE` (or `RUST_LIB_BACKTRACE`) asked
-    /// for one.
-    pub backtrace: Option<String>,
+    /// The backtrace from the panic site, when `RUST_BACKTRACE` (or
+    /// `RUST_LIB_BACKTRACE`) asked for one.
+    pub backtrace: Option<Backtrace>,
+}
+
+/// A [`PanicReport`] as it crosses the channel: the backtrace as raw
+/// addresses, resolved by the parent.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct PanicMessage {
+    message: String,
+    location: Option<String>,
+    backtrace: Option<Vec<u64>>,
+}
+
+impl PanicMessage {
+    /// Resolves the backtrace, in the parent.
+    pub(crate) fn into_report(self) -> PanicReport {
+        PanicReport {
+            message: self.message,
+            location: self.location,
+            backtrace: self.backtrace.map(|ips| {
+                let ips: Vec<usize> = ips.into_iter().map(|ip| ip as usize).collect();
+                Backtrace::resolve(&ips).skip_panic_machinery().short()
+            }),
+        }
+    }
 }
 
 impl std::fmt::Display for PanicReport {
@@ -53,14 +78,24 @@ impl std::fmt::Display for PanicReport {
 
 thread_local! {
     /// Set while a child runs a call; where the hook leaves its report.
-    static CAUGHT: RefCell<Option<Option<PanicReport>>> = const { RefCell::new(None) };
+    static CAUGHT: RefCell<Option<Option<PanicMessage>>> = const { RefCell::new(None) };
 }
+
+/// Whether panics in children carry a backtrace, decided once in the parent
+/// as `std::backtrace::Backtrace::capture` decides, so that no child reads
+/// the environment (whose lock a parent thread may hold).
+static WANT_BACKTRACE: AtomicBool = AtomicBool::new(false);
 
 /// Installs the recording panic hook, once per process. Called by the parent
 /// before forking, so no child has to take the hook lock.
 pub(crate) fn install_panic_hook() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
+        let wanted = |name| std::env::var_os(name).map(|value| value != "0");
+        let want = wanted("RUST_LIB_BACKTRACE")
+            .or_else(|| wanted("RUST_BACKTRACE"))
+            .unwrap_or(false);
+        WANT_BACKTRACE.store(want, Ordering::Relaxed);
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
             let recorded = CAUGHT.with(|caught| match &mut *caught.borrow_mut() {
@@ -77,13 +112,13 @@ pub(crate) fn install_panic_hook() {
     });
 }
 
-fn report(info: &PanicHookInfo<'_>) -> PanicReport {
-    let backtrace = std::backtrace::Backtrace::capture();
-    PanicReport {
+fn report(info: &PanicHookInfo<'_>) -> PanicMessage {
+    PanicMessage {
         message: payload_message(info.payload()),
         location: info.location().map(ToString::to_string),
-        backtrace: (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
-            .then(|| backtrace.to_string()),
+        backtrace: WANT_BACKTRACE
+            .load(Ordering::Relaxed)
+            .then(Backtrace::capture_addresses),
     }
 }
 
@@ -98,12 +133,12 @@ fn payload_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Runs `call`, turning a panic into its report.
-pub(crate) fn catch<R>(call: impl FnOnce() -> R) -> Result<R, PanicReport> {
+pub(crate) fn catch<R>(call: impl FnOnce() -> R) -> Result<R, PanicMessage> {
     CAUGHT.with(|caught| *caught.borrow_mut() = Some(None));
     let result = panic::catch_unwind(AssertUnwindSafe(call));
     let recorded = CAUGHT.with(|caught| caught.borrow_mut().take().flatten());
     result.map_err(|payload| {
-        recorded.unwrap_or_else(|| PanicReport {
+        recorded.unwrap_or_else(|| PanicMessage {
             message: payload_message(&*payload),
             location: None,
             backtrace: None,
@@ -112,7 +147,7 @@ pub(crate) fn catch<R>(call: impl FnOnce() -> R) -> Result<R, PanicReport> {
 }
 
 /// The reply frame for the outcome of a call.
-pub(crate) fn reply_frame<R: Serialize>(outcome: Result<R, PanicReport>) -> Vec<u8> {
+pub(crate) fn reply_frame<R: Serialize>(outcome: Result<R, PanicMessage>) -> Vec<u8> {
     let encoded = match &outcome {
         Ok(value) => FrameBuilder::new(Kind::Returned).encode(value),
         Err(report) => FrameBuilder::new(Kind::Panicked).encode(report),
@@ -185,11 +220,22 @@ fn send(channel: &mut UnixStream, frame: &[u8]) {
     }
 }
 
+/// Whether this child may take the stdout lock to flush: only when the
+/// process it was forked from had a single thread, since another thread may
+/// have held that lock at the fork, and it would then never be released.
+static FLUSH_STDOUT: AtomicBool = AtomicBool::new(true);
+
+/// Says, in a just-forked child, whether it may flush stdout.
+pub(crate) fn set_flush_stdout(flush: bool) {
+    FLUSH_STDOUT.store(flush, Ordering::Relaxed);
+}
+
 /// Output written during a call reaches its pipe or terminal before the
-/// reply, so it is attributed to that call.
+/// reply, so it is attributed to that call. (stderr is unbuffered.)
 fn flush_stdio() {
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    if FLUSH_STDOUT.load(Ordering::Relaxed) {
+        let _ = std::io::stdout().flush();
+    }
 }
 
 /// Opens the conversation in a just-forked child: runs the setup hook,
@@ -223,7 +269,11 @@ pub(crate) fn serve(mut channel: UnixStream, max_frame: usize) -> ! {
 
 /// Runs one call on a value the child already holds (it was forked with
 /// it), replies, and ends the child.
-pub(crate) fn run_once<A, R: Serialize>(mut channel: UnixStream, function: fn(A) -> R, argument: A) -> ! {
+pub(crate) fn run_once<A, R: Serialize>(
+    mut channel: UnixStream,
+    function: fn(A) -> R,
+    argument: A,
+) -> ! {
     let mut frames = ipc::hello_frame();
     frames.extend(reply_frame(catch(|| function(argument))));
     send(&mut channel, &frames);

@@ -1,0 +1,458 @@
+//! End-to-end tests of isolated calls: every way a call can end, seen as the
+//! caller sees it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use isolate::buggy;
+use isolate_harness::{Error, Isolate, Termination};
+
+/// The termination of a call that should have ended its child.
+fn terminated<R: std::fmt::Debug>(result: Result<R, Error>) -> Termination {
+    match result {
+        Err(Error::Terminated(termination)) => termination,
+        other => panic!("expected the child to be terminated, got {other:?}"),
+    }
+}
+
+/// The names of the functions in a crash's backtrace.
+fn backtrace_functions(termination: &Termination) -> Vec<String> {
+    let crash = termination.crash().expect("the crash handler reported");
+    crash
+        .backtrace
+        .frames
+        .iter()
+        .filter_map(|frame| frame.function.clone())
+        .collect()
+}
+
+fn is_running(pid: u32) -> bool {
+    // A zombie is not running; a reaped process has no /proc entry.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next();
+            state != Some('Z')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether `pid` stops running soon: SIGKILL is sent at once, but a killed
+/// process takes a moment to exit.
+fn stops_running(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while is_running(pid) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+fn add_one(n: u64) -> u64 {
+    n + 1
+}
+
+#[test]
+fn a_call_returns_its_value_and_the_child_keeps_serving() {
+    let isolate = Isolate::fork().unwrap();
+    assert_eq!(isolate.call(add_one, 41).unwrap(), 42);
+    assert_eq!(
+        isolate
+            .call(
+                |words: Vec<String>| words.join(" "),
+                vec!["a".into(), "b".into()]
+            )
+            .unwrap(),
+        "a b"
+    );
+    assert_eq!(isolate_harness::run(add_one, 1).unwrap(), 2);
+}
+
+#[test]
+fn a_call_runs_in_another_process() {
+    let isolate = Isolate::fork().unwrap();
+    let child = isolate.call(|(): ()| std::process::id(), ()).unwrap();
+    assert_ne!(child, std::process::id());
+    assert_eq!(Some(child), isolate.id());
+}
+
+fn panics(message: String) -> u8 {
+    panic!("{message}");
+}
+
+#[test]
+fn a_panic_is_reported_and_the_child_lives_on() {
+    let isolate = Isolate::fork().unwrap();
+    let Err(Error::Panicked(report)) = isolate.call(panics, "dragons".to_owned()) else {
+        panic!("expected a panic");
+    };
+    assert_eq!(report.message, "dragons");
+    let location = report.location.as_deref().unwrap();
+    assert!(location.starts_with("tests/isolate.rs:"), "{location}");
+    assert!(isolate.is_alive());
+    assert_eq!(isolate.call(add_one, 1).unwrap(), 2);
+}
+
+#[test]
+fn a_segfault_names_the_signal_the_address_and_the_crash_site() {
+    let termination = terminated(isolate_harness::run(|(): ()| buggy::dragons_here(), ()));
+    assert_eq!(termination.signal().unwrap().name(), "SIGSEGV");
+    assert_eq!(termination.crash().unwrap().fault_address, Some(0));
+    assert!(!termination.crash().unwrap().stack_overflow);
+    assert_eq!(
+        termination.to_string(),
+        "killed by signal 11 (SIGSEGV: invalid memory reference) at address 0x0"
+    );
+    let functions = backtrace_functions(&termination);
+    assert!(
+        functions
+            .iter()
+            .any(|name| name == "isolate::buggy::dragons_here"),
+        "{functions:#?}"
+    );
+}
+
+#[test]
+fn an_abort_is_a_sigabrt_with_a_backtrace_and_no_address() {
+    let termination = terminated(isolate_harness::run(|(): ()| buggy::abort(), ()));
+    assert_eq!(termination.signal().unwrap().name(), "SIGABRT");
+    assert_eq!(termination.crash().unwrap().fault_address, None);
+    let functions = backtrace_functions(&termination);
+    assert!(
+        functions.iter().any(|name| name.contains("buggy::abort")),
+        "{functions:#?}"
+    );
+}
+
+#[test]
+fn hardware_faults_are_named() {
+    type Case = (fn(()), &'static str);
+    let cases: [Case; 3] = [
+        (|()| buggy::bus_error(), "SIGBUS"),
+        (|()| buggy::illegal_instruction(), "SIGILL"),
+        (|()| buggy::divide_by_zero(), "SIGFPE"),
+    ];
+    for (crash, name) in cases {
+        let termination = terminated(isolate_harness::run(crash, ()));
+        assert_eq!(termination.signal().unwrap().name(), name, "{termination}");
+        let crash = termination.crash().expect("the crash handler reported");
+        assert!(crash.fault_address.is_some(), "{termination}");
+        assert!(!crash.backtrace.is_empty(), "{termination}");
+    }
+}
+
+#[test]
+fn sigkill_is_named_without_a_crash_report() {
+    let termination = terminated(isolate_harness::run(buggy::raise, libc_sigkill()));
+    assert_eq!(
+        termination.to_string(),
+        "killed by signal 9 (SIGKILL: killed)"
+    );
+    assert!(termination.crash().is_none());
+}
+
+fn libc_sigkill() -> i32 {
+    nix::sys::signal::Signal::SIGKILL as i32
+}
+
+#[test]
+fn a_stack_overflow_is_recognized() {
+    let termination = terminated(isolate_harness::run(buggy::overflow_stack, 0));
+    assert_eq!(termination.signal().unwrap().name(), "SIGSEGV");
+    assert!(
+        termination.crash().unwrap().stack_overflow,
+        "{termination:?}"
+    );
+    assert!(
+        termination
+            .to_string()
+            .starts_with("stack overflow: killed by signal 11"),
+        "{termination}"
+    );
+}
+
+#[test]
+fn an_exit_without_a_reply_is_an_error_even_with_code_zero() {
+    for code in [0, 3] {
+        let termination = terminated(isolate_harness::run(buggy::exit, code));
+        assert_eq!(termination, Termination::Exited { code });
+        assert_eq!(
+            termination.to_string(),
+            format!("exited with code {code} before replying")
+        );
+    }
+}
+
+fn hang(_: ()) {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn a_hung_call_times_out_and_its_process_group_is_killed() {
+    let isolate = Isolate::builder()
+        .timeout(Duration::from_millis(300))
+        .grace_period(Duration::from_millis(200))
+        .fork()
+        .unwrap();
+    let grandchild = isolate.call(spawn_sleeper, ()).unwrap();
+    assert!(is_running(grandchild));
+    let Err(Error::TimedOut(timed_out)) = isolate.call(hang, ()) else {
+        panic!("expected a timeout");
+    };
+    assert_eq!(timed_out.limit, Duration::from_millis(300));
+    assert_eq!(timed_out.termination.signal().unwrap().name(), "SIGTERM");
+    assert!(
+        !is_running(grandchild),
+        "the grandchild outlived the timeout"
+    );
+}
+
+#[test]
+fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() {
+    fn ignore_sigterm_and_hang(_: ()) {
+        // SAFETY: SIG_IGN is a valid disposition for SIGTERM.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    let Err(Error::TimedOut(timed_out)) = Isolate::builder()
+        .timeout(Duration::from_millis(100))
+        .grace_period(Duration::from_millis(100))
+        .run(ignore_sigterm_and_hang, ())
+    else {
+        panic!("expected a timeout");
+    };
+    assert_eq!(timed_out.termination.signal().unwrap().name(), "SIGKILL");
+}
+
+#[test]
+fn the_memory_limit_turns_a_failed_allocation_into_out_of_memory() {
+    let limited = Isolate::builder().memory_limit(64 << 20);
+    assert_eq!(limited.run(buggy::allocate, 8 << 20).unwrap(), 8 << 20);
+    let Err(Error::OutOfMemory(out_of_memory)) = limited.run(buggy::allocate, 512 << 20) else {
+        panic!("expected out of memory");
+    };
+    assert_eq!(out_of_memory.limit, Some(64 << 20));
+    assert_eq!(
+        out_of_memory.termination.signal().unwrap().name(),
+        "SIGABRT"
+    );
+    assert!(
+        out_of_memory
+            .to_string()
+            .starts_with("child ran out of memory")
+    );
+}
+
+/// Writes to a standard stream's descriptor. Inside a libtest test,
+/// `print!` writes to the test thread's capture buffer, of which the child
+/// has only a copy; and the stdout lock may have been held by another
+/// thread when the child was forked.
+fn write_fd(fd: impl std::os::fd::AsFd, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match nix::unistd::write(&fd, bytes) {
+            Ok(written) => bytes = &bytes[written..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(error) => panic!("write failed: {error}"),
+        }
+    }
+}
+
+fn write_lots(megabytes: usize) -> usize {
+    let line = [b'x'; 1024];
+    for _ in 0..megabytes * 1024 {
+        write_fd(std::io::stdout(), &line);
+    }
+    write_fd(std::io::stderr(), b"done");
+    megabytes
+}
+
+#[test]
+fn fifty_megabytes_of_captured_output_do_not_deadlock() {
+    let isolate = Isolate::builder().capture_output(true).fork().unwrap();
+    assert_eq!(isolate.call(write_lots, 50).unwrap(), 50);
+    let output = isolate.take_output();
+    assert_eq!(output.stdout.len(), 50 << 20);
+    assert_eq!(output.stderr, b"done");
+    assert!(isolate.take_output().stdout.is_empty());
+}
+
+#[test]
+fn output_written_before_a_crash_is_kept() {
+    let isolate = Isolate::builder().capture_output(true).fork().unwrap();
+    let termination = terminated(isolate.call(
+        |(): ()| {
+            write_fd(std::io::stdout(), b"last words\n");
+            buggy::dragons_here();
+        },
+        (),
+    ));
+    assert_eq!(termination.signal().unwrap().name(), "SIGSEGV");
+    assert_eq!(isolate.take_output().stdout, b"last words\n");
+}
+
+/// Leaves a grandchild running, in the child's process group, for the
+/// isolate's clean-up to find.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the grandchild is left behind on purpose"
+)]
+fn spawn_sleeper(_: ()) -> u32 {
+    let child = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    child.id()
+}
+
+#[test]
+fn dropping_an_isolate_leaves_no_process_behind() {
+    let isolate = Isolate::fork().unwrap();
+    let child = isolate.id().unwrap();
+    let grandchild = isolate.call(spawn_sleeper, ()).unwrap();
+    assert!(is_running(child) && is_running(grandchild));
+    drop(isolate);
+    assert!(
+        !Path::new(&format!("/proc/{child}")).exists(),
+        "the child was not reaped"
+    );
+    assert!(
+        stops_running(grandchild),
+        "the grandchild outlived the isolate"
+    );
+}
+
+#[test]
+fn a_dead_isolate_returns_the_same_termination_until_restarted() {
+    let mut isolate = Isolate::fork().unwrap();
+    let first = terminated(isolate.call(|(): ()| buggy::dragons_here(), ()));
+    assert!(!isolate.is_alive());
+    assert_eq!(terminated(isolate.call(add_one, 1)), first);
+    assert_eq!(terminated(isolate.call(add_one, 2)), first);
+
+    isolate.restart().unwrap();
+    assert_eq!(isolate.call(add_one, 1).unwrap(), 2);
+    let second = terminated(isolate.call(|(): ()| buggy::abort(), ()));
+    assert_eq!(second.signal().unwrap().name(), "SIGABRT");
+}
+
+#[test]
+fn two_crashes_in_a_row_are_both_reported() {
+    for _ in 0..2 {
+        let termination = terminated(isolate_harness::run(|(): ()| buggy::dragons_here(), ()));
+        assert_eq!(termination.signal().unwrap().name(), "SIGSEGV");
+    }
+}
+
+#[test]
+fn many_isolates_at_once_from_several_threads() {
+    let threads: Vec<_> = (0..8_u64)
+        .map(|thread| {
+            std::thread::spawn(move || {
+                let isolate = Isolate::fork().unwrap();
+                for n in 0..20 {
+                    assert_eq!(
+                        isolate.call(add_one, thread * 100 + n).unwrap(),
+                        thread * 100 + n + 1
+                    );
+                }
+                let termination =
+                    terminated(isolate_harness::run(|(): ()| buggy::dragons_here(), ()));
+                assert_eq!(termination.signal().unwrap().name(), "SIGSEGV");
+                isolate.id().unwrap()
+            })
+        })
+        .collect();
+    for thread in threads {
+        let child = thread.join().unwrap();
+        assert!(
+            !Path::new(&format!("/proc/{child}")).exists(),
+            "child {child} left behind"
+        );
+    }
+}
+
+static LOADED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[test]
+fn the_setup_hook_runs_in_the_child_before_it_serves() {
+    use std::sync::atomic::Ordering;
+    let isolate = Isolate::builder()
+        .setup(|| LOADED.store(7, Ordering::SeqCst))
+        .fork()
+        .unwrap();
+    assert_eq!(
+        isolate
+            .call(|(): ()| LOADED.load(Ordering::SeqCst), ())
+            .unwrap(),
+        7
+    );
+    assert_eq!(
+        LOADED.load(Ordering::SeqCst),
+        0,
+        "the hook ran in the parent"
+    );
+}
+
+#[test]
+fn a_panicking_setup_hook_fails_the_fork() {
+    let error = Isolate::builder()
+        .setup(|| panic!("no library"))
+        .fork()
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&error, Error::Panicked(report) if report.message == "no library"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_crashing_setup_hook_fails_the_fork() {
+    let error = Isolate::builder()
+        .setup(buggy::dragons_here)
+        .fork()
+        .err()
+        .unwrap();
+    assert_eq!(
+        terminated::<()>(Err(error)).signal().unwrap().name(),
+        "SIGSEGV"
+    );
+}
+
+#[test]
+fn an_oversized_result_is_refused_without_killing_the_parent() {
+    let isolate = Isolate::builder().max_frame_size(1024).fork().unwrap();
+    let error = isolate.call(|n: usize| vec![0_u8; n], 4096).unwrap_err();
+    assert!(matches!(&error, Error::Protocol(_)), "{error:?}");
+    assert!(error.to_string().contains("protocol"), "{error}");
+    assert!(!isolate.is_alive());
+}
+
+#[isolate_harness::isolated]
+fn parse_digits(text: String, radix: u32) -> u64 {
+    if text.is_empty() {
+        buggy::dragons_here();
+    }
+    u64::from_str_radix(&text, radix).unwrap()
+}
+
+#[isolate_harness::isolated]
+fn touch_nothing() {}
+
+#[test]
+fn isolated_functions_run_each_call_in_a_fresh_child() {
+    assert_eq!(parse_digits("ff".to_owned(), 16).unwrap(), 255);
+    let termination = terminated(parse_digits(String::new(), 10));
+    assert_eq!(termination.signal().unwrap().name(), "SIGSEGV");
+    assert!(matches!(
+        parse_digits("zz".to_owned(), 10),
+        Err(Error::Panicked(_))
+    ));
+    touch_nothing().unwrap();
+}

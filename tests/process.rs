@@ -1,0 +1,91 @@
+//! Behaviour that depends on the whole process (its threads, its
+//! environment), checked by running this test binary again as a subprocess
+//! per scenario: `process SCENARIO` runs one.
+
+use std::process::{Command, Output};
+
+use isolate_harness::{Error, Isolate};
+
+fn add_one(n: u64) -> u64 {
+    n + 1
+}
+
+fn panics_here(_: ()) {
+    panic!("with a backtrace");
+}
+
+/// The scenarios, each run in a process of its own.
+fn scenario(name: &str) {
+    match name {
+        "single-threaded" => {
+            Isolate::fork().unwrap().call(add_one, 1).unwrap();
+            isolate_harness::run(add_one, 1).unwrap();
+        }
+        "threaded" => {
+            let _thread = std::thread::spawn(std::thread::park);
+            Isolate::fork().unwrap().call(add_one, 1).unwrap();
+            isolate_harness::run(add_one, 1).unwrap();
+            isolate_harness::run(add_one, 1).unwrap();
+        }
+        "panic-backtrace" => {
+            let Err(Error::Panicked(report)) = isolate_harness::run(panics_here, ()) else {
+                panic!("expected a panic");
+            };
+            let backtrace = report
+                .backtrace
+                .expect("RUST_BACKTRACE asked for a backtrace");
+            let first = backtrace.frames[0].function.as_deref().unwrap_or_default();
+            assert_eq!(first, "process::panics_here", "{backtrace}");
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+fn run_scenario(name: &str, env: &[(&str, &str)]) -> Output {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .arg(name)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "scenario {name} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn warnings(output: &Output) -> usize {
+    String::from_utf8_lossy(&output.stderr)
+        .matches("isolate: warning: forking a process that runs")
+        .count()
+}
+
+fn main() {
+    if let Some(name) = std::env::args().nth(1).filter(|arg| !arg.starts_with('-')) {
+        scenario(&name);
+        return;
+    }
+    let checks: [(&str, fn()); 3] = [
+        ("no warning when forking a single-threaded process", || {
+            assert_eq!(warnings(&run_scenario("single-threaded", &[])), 0);
+        }),
+        ("one warning when forking a threaded process", || {
+            assert_eq!(warnings(&run_scenario("threaded", &[])), 1);
+        }),
+        (
+            "a panic carries its backtrace when RUST_BACKTRACE asks",
+            || {
+                run_scenario("panic-backtrace", &[("RUST_BACKTRACE", "1")]);
+            },
+        ),
+    ];
+    for (name, check) in checks {
+        check();
+        println!("test {name} ... ok");
+    }
+    println!("\n{n} passed, 0 failed", n = checks.len());
+}
