@@ -211,6 +211,25 @@ mod throughput {
             });
     }
 
+    /// The function the isolate runs on the 100 MiB argument, as bytes.
+    fn byte_buf_len(bytes: serde_bytes::ByteBuf) -> u64 {
+        bytes.len() as u64
+    }
+
+    /// The same 100 MiB as a `serde_bytes::ByteBuf`, which serde encodes as
+    /// one byte string instead of a sequence of 100 Mi elements.
+    #[divan::bench(sample_count = 10, sample_size = 1)]
+    fn isolate_byte_buf(bencher: Bencher) {
+        let isolate = Isolate::fork().expect("fork an isolate");
+        bencher
+            .counter(BytesCount::new(LEN))
+            .with_inputs(|| serde_bytes::ByteBuf::from(vec![1_u8; LEN]))
+            .bench_local_values(|bytes| {
+                let received = isolate.call(byte_buf_len, bytes).expect("call");
+                assert_eq!(received, LEN as u64);
+            });
+    }
+
     /// 100 MiB written to a raw child over a `socketpair`, which reads them
     /// into a buffer it reuses and answers with an 8-byte count.
     #[divan::bench(sample_count = 10, sample_size = 1)]
