@@ -206,7 +206,7 @@ fn a_hung_call_times_out_and_its_process_group_is_killed() {
     assert_eq!(timed_out.limit, Duration::from_millis(300));
     assert_eq!(timed_out.termination.signal().unwrap().name(), "SIGTERM");
     assert!(
-        !is_running(grandchild),
+        stops_running(grandchild),
         "the grandchild outlived the timeout"
     );
 }
