@@ -80,6 +80,8 @@ pub(crate) enum Forked {
 /// When `fork` or `pidfd_open` fails (in the latter case the new child is
 /// killed and reaped first).
 pub(crate) fn fork(setup: &ChildSetup) -> io::Result<Forked> {
+    static RESOLVE: std::sync::Once = std::sync::Once::new();
+    RESOLVE.call_once(resolve_child_calls);
     // SAFETY: in the child, only async-signal-safe calls follow until
     // `prepare_child` returns (see the module docs); the child never returns
     // into code that assumes other threads exist.
@@ -108,6 +110,35 @@ pub(crate) fn fork(setup: &ChildSetup) -> io::Result<Forked> {
                 }
             }
         }
+    }
+}
+
+/// Calls, harmlessly, each libc function a child calls after `fork`.
+///
+/// Where symbols are bound lazily, the first call of a function resolves
+/// it and writes the result into the process's own table. Done in a child,
+/// that costs every child a symbol lookup and a copy-on-write fault, and is
+/// lost when the child exits; done once here, every child inherits it.
+fn resolve_child_calls() {
+    // SAFETY: each call reads state into valid locals, fails with
+    // EINVAL/EBADF on purpose (a negative pid, a negative descriptor), or
+    // sets a limit to the value it has: none changes anything.
+    unsafe {
+        libc::getppid();
+        let mut signal = 0;
+        libc::prctl(libc::PR_GET_PDEATHSIG, &mut signal);
+        libc::setpgid(-1, 0);
+        libc::dup2(-1, -1);
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_AS, &mut limit) == 0 {
+            libc::setrlimit(libc::RLIMIT_AS, &limit);
+        }
+        let mut stack: libc::stack_t = std::mem::zeroed();
+        libc::sigaltstack(std::ptr::null(), &mut stack);
+        let mut action: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut action);
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::syscall(libc::SYS_getpid);
     }
 }
 
@@ -140,10 +171,12 @@ unsafe fn prepare_child(setup: &ChildSetup) {
 }
 
 /// Ends the calling child at once, without running the parent's exit
-/// handlers or flushing the stdio buffers it inherited.
+/// handlers or flushing the stdio buffers it inherited: `_exit`, made as
+/// the system call itself, which [`resolve_child_calls`] has bound already.
 pub(crate) fn exit_child(code: i32) -> ! {
-    // SAFETY: `_exit` is always safe to call; it does not return.
-    unsafe { libc::_exit(code) }
+    // SAFETY: exit_group ends the process and does not return.
+    unsafe { libc::syscall(libc::SYS_exit_group, code) };
+    unreachable!("exit_group returned")
 }
 
 fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {

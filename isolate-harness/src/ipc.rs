@@ -130,7 +130,30 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
     value: &T,
     out: Vec<u8>,
 ) -> Result<Vec<u8>, postcard::Error> {
-    postcard::to_extend(value, out)
+    postcard::serialize_with_flavor(value, AppendToVec(out))
+}
+
+/// A postcard output that appends to a `Vec` it owns, a byte with `push`
+/// and a run of bytes with `extend_from_slice` (postcard's own `to_extend`
+/// goes through `Extend` for every byte).
+struct AppendToVec(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendToVec {
+    type Output = Vec<u8>;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 /// Decodes a whole payload with the codec.
@@ -142,14 +165,32 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtocolErr
 /// [`FrameBuilder::finish`], so a payload is encoded once, in place.
 pub(crate) struct FrameBuilder {
     bytes: Vec<u8>,
+    /// Where this frame's header starts in `bytes`.
+    start: usize,
 }
 
 impl FrameBuilder {
     pub(crate) fn new(kind: Kind) -> FrameBuilder {
-        let mut bytes = Vec::with_capacity(64);
-        bytes.extend_from_slice(&[0; HEADER_LEN]);
-        bytes.push(kind as u8);
-        FrameBuilder { bytes }
+        FrameBuilder::reusing(kind, Vec::with_capacity(64))
+    }
+
+    /// A frame built in `buffer`, whose contents are dropped and whose
+    /// capacity is kept: a sender of large frames reuses one warm buffer.
+    pub(crate) fn reusing(kind: Kind, mut buffer: Vec<u8>) -> FrameBuilder {
+        buffer.clear();
+        FrameBuilder::appending(kind, buffer)
+    }
+
+    /// A frame built after what `buffer` holds already, so that several
+    /// frames go out in one write.
+    pub(crate) fn appending(kind: Kind, mut buffer: Vec<u8>) -> FrameBuilder {
+        let start = buffer.len();
+        buffer.extend_from_slice(&[0; HEADER_LEN]);
+        buffer.push(kind as u8);
+        FrameBuilder {
+            bytes: buffer,
+            start,
+        }
     }
 
     pub(crate) fn push(mut self, bytes: &[u8]) -> FrameBuilder {
@@ -163,6 +204,7 @@ impl FrameBuilder {
     ) -> Result<FrameBuilder, postcard::Error> {
         Ok(FrameBuilder {
             bytes: encode_into(value, self.bytes)?,
+            start: self.start,
         })
     }
 
@@ -172,16 +214,17 @@ impl FrameBuilder {
     ///
     /// If the body is 4 GiB or more, which the `u32` header cannot express.
     pub(crate) fn finish(mut self) -> Vec<u8> {
+        let header = self.start..self.start + HEADER_LEN;
         let body =
-            u32::try_from(self.bytes.len() - HEADER_LEN).expect("a frame body is less than 4 GiB");
-        self.bytes[..HEADER_LEN].copy_from_slice(&body.to_le_bytes());
+            u32::try_from(self.bytes.len() - header.end).expect("a frame body is less than 4 GiB");
+        self.bytes[header].copy_from_slice(&body.to_le_bytes());
         self.bytes
     }
 }
 
-/// The `Hello` frame a child opens with.
-pub(crate) fn hello_frame() -> Vec<u8> {
-    FrameBuilder::new(Kind::Hello)
+/// Appends the `Hello` frame a child opens with to `buffer`.
+pub(crate) fn hello_frame(buffer: Vec<u8>) -> Vec<u8> {
+    FrameBuilder::appending(Kind::Hello, buffer)
         .push(&HELLO_MAGIC)
         .push(&PROTOCOL_VERSION.to_le_bytes())
         .finish()
@@ -240,6 +283,10 @@ pub(crate) struct FrameReader {
     header_len: usize,
     /// The body being read, once the header is complete.
     body: Option<Body>,
+    /// The buffer of a frame handed back with [`FrameReader::recycle`], to
+    /// read the next body into without allocating and faulting in fresh
+    /// pages.
+    spare: Vec<u8>,
 }
 
 /// A frame body being read.
@@ -262,6 +309,16 @@ impl FrameReader {
             header: [0; HEADER_LEN],
             header_len: 0,
             body: None,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Hands back a frame that has been dealt with, so that its buffer
+    /// takes the next body. The reader thus keeps up to the largest frame
+    /// it has read (at most its cap) allocated.
+    pub(crate) fn recycle(&mut self, frame: Frame) {
+        if frame.body.capacity() > self.spare.capacity() {
+            self.spare = frame.body;
         }
     }
 
@@ -276,8 +333,9 @@ impl FrameReader {
         loop {
             if let Some(body) = &mut self.body {
                 if body.filled == body.len {
-                    let body = self.body.take().expect("the body is being read");
+                    let mut body = self.body.take().expect("the body is being read");
                     self.header_len = 0;
+                    body.bytes.truncate(body.len);
                     return Ok(Received::Frame(check_frame(body.bytes)?));
                 }
                 if body.filled == body.bytes.len() {
@@ -319,9 +377,11 @@ impl FrameReader {
                         }
                         .into());
                     }
+                    let mut bytes = std::mem::take(&mut self.spare);
+                    bytes.truncate(len);
                     self.body = Some(Body {
                         len,
-                        bytes: Vec::new(),
+                        bytes,
                         filled: 0,
                     });
                 }
@@ -513,7 +573,7 @@ mod tests {
 
     #[test]
     fn handshake_checks_magic_and_version() {
-        let hello = hello_frame();
+        let hello = hello_frame(Vec::new());
         let frame = FrameReader::new(1024)
             .read_blocking(&mut &hello[..])
             .unwrap()

@@ -105,6 +105,10 @@ fn limit_text(limit: Option<u64>) -> String {
     })
 }
 
+/// Bytes the parent allocates, before forking, for the reply of a one-shot
+/// child: enough for small results without an allocation in the child.
+const REPLY_BUFFER: usize = 4096;
+
 /// The default time a timed-out child has between SIGTERM and SIGKILL.
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(1);
 
@@ -185,7 +189,11 @@ impl IsolateBuilder {
         let life = Life::start(&self.config, &mut output);
         let isolate = Isolate {
             config: self.config,
-            state: Mutex::new(State { life, output }),
+            state: Mutex::new(State {
+                life,
+                output,
+                request_buffer: Vec::new(),
+            }),
         };
         if let Some(error) = isolate.lock().life.startup_error.take() {
             return Err(error);
@@ -207,14 +215,15 @@ impl IsolateBuilder {
         arg: A,
     ) -> Result<R, Error> {
         let mut output = Output::default();
+        let reply_buffer = Vec::with_capacity(REPLY_BUFFER);
         let mut connection = Connection::spawn(&self.config, move |channel| {
-            server::run_once(channel, f, arg)
+            server::run_once(channel, f, arg, reply_buffer)
         })?;
         connection
             .expect_hello(&self.config, &mut output)
             .and_then(|()| connection.exchange(&[], &self.config, &mut output))
             .map_err(|(error, _)| error)
-            .and_then(decode_reply)
+            .and_then(|frame| decode_reply(&frame))
     }
 }
 
@@ -261,6 +270,8 @@ pub struct Isolate {
 struct State {
     life: Life,
     output: Output,
+    /// The buffer the last request was encoded in, reused for the next.
+    request_buffer: Vec<u8>,
 }
 
 impl Isolate {
@@ -305,15 +316,24 @@ impl Isolate {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let request = server::call_frame(server::trampoline::<A, R>, f as usize, &arg)
-            .map_err(Error::Encode)?;
         let state = &mut *self.lock();
-        let reply = match &mut state.life.connection {
-            Ok(connection) => connection.exchange(&request, &self.config, &mut state.output),
+        let connection = match &mut state.life.connection {
+            Ok(connection) => connection,
             Err(termination) => return Err(Error::Terminated(termination.clone())),
         };
+        let buffer = std::mem::take(&mut state.request_buffer);
+        let trampoline = server::trampoline::<A, R>;
+        let request =
+            server::call_frame(trampoline, f as usize, &arg, buffer).map_err(Error::Encode)?;
+        drop(arg);
+        let reply = connection.exchange(&request, &self.config, &mut state.output);
+        state.request_buffer = request;
         match reply {
-            Ok(frame) => decode_reply(frame),
+            Ok(frame) => {
+                let result = decode_reply(&frame);
+                connection.reader.recycle(frame);
+                result
+            }
             Err((error, termination)) => {
                 state.life.connection = Err(termination);
                 Err(error)
@@ -379,7 +399,7 @@ pub fn run<A, R: Serialize + DeserializeOwned>(f: fn(A) -> R, arg: A) -> Result<
     Isolate::builder().run(f, arg)
 }
 
-fn decode_reply<R: DeserializeOwned>(frame: Frame) -> Result<R, Error> {
+fn decode_reply<R: DeserializeOwned>(frame: &Frame) -> Result<R, Error> {
     match frame.kind {
         Kind::Returned => ipc::decode(frame.payload()).map_err(Error::Protocol),
         Kind::Panicked => Err(ipc::decode(frame.payload())
@@ -447,7 +467,7 @@ impl Connection {
     /// Forks a child that runs `child_main` on its end of the channel.
     fn spawn(config: &Config, child_main: impl FnOnce(UnixStream)) -> Result<Connection, Error> {
         let threaded = warn_if_threaded();
-        server::install_panic_hook();
+        server::prepare_to_fork();
         // Whatever this process has buffered must not be written a second
         // time by the child.
         let _ = io::stdout().flush();
@@ -487,7 +507,7 @@ impl Connection {
         let frame = self.exchange(&[], config, output)?;
         let checked = match frame.kind {
             Kind::Hello => ipc::check_hello(frame.payload()).map_err(Error::Protocol),
-            _ => decode_reply::<()>(frame).and(Err(Error::Protocol(ProtocolError::BadHandshake))),
+            _ => decode_reply::<()>(&frame).and(Err(Error::Protocol(ProtocolError::BadHandshake))),
         };
         checked.map_err(|error| self.abandon(error, output))
     }
@@ -559,19 +579,20 @@ impl Connection {
                 (false, true) => PollFlags::POLLIN,
                 (false, false) => PollFlags::POLLIN | PollFlags::POLLOUT,
             };
-            let mut fds = vec![
-                PollFd::new(self.child.pidfd(), PollFlags::POLLIN),
-                PollFd::new(self.channel.as_fd(), channel_events),
-            ];
-            if let Some(pipes) = &self.pipes {
-                fds.extend(pipes.fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
-            }
-            match poll(&mut fds, timeout) {
+            let pidfd = PollFd::new(self.child.pidfd(), PollFlags::POLLIN);
+            let channel = PollFd::new(self.channel.as_fd(), channel_events);
+            let (mut fds, watched) = match &self.pipes {
+                Some(pipes) => {
+                    let [stdout, stderr] = pipes.fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN));
+                    ([pidfd, channel, stdout, stderr], 4)
+                }
+                None => ([pidfd.clone(), channel, pidfd.clone(), pidfd], 2),
+            };
+            match poll(&mut fds[..watched], timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(error) => return Err(self.abandon(Error::Io(error.into()), output)),
             }
             exited = fds[0].any().unwrap_or(false);
-            drop(fds);
             self.drain(output);
         }
     }
@@ -794,7 +815,7 @@ mod tests {
     #[test]
     fn undecodable_reply_is_a_protocol_error() {
         let frame = reply_to(&[3, 0, 0, 0, Kind::Returned as u8, 0xff, 0xff]).unwrap();
-        let error = decode_reply::<String>(frame).unwrap_err();
+        let error = decode_reply::<String>(&frame).unwrap_err();
         assert!(
             matches!(error, Error::Protocol(ProtocolError::Decode(_))),
             "{error:?}"

@@ -86,9 +86,13 @@ thread_local! {
 /// the environment (whose lock a parent thread may hold).
 static WANT_BACKTRACE: AtomicBool = AtomicBool::new(false);
 
-/// Installs the recording panic hook, once per process. Called by the parent
-/// before forking, so no child has to take the hook lock.
-pub(crate) fn install_panic_hook() {
+/// Readies the calling thread of the parent to fork a child that serves:
+/// installs the recording panic hook, once per process, so no child has to
+/// take the hook lock; and initializes this thread's report slot, whose
+/// first use registers a destructor (a symbol lookup and several page
+/// copies if every child had to do it).
+pub(crate) fn prepare_to_fork() {
+    CAUGHT.with(|_| {});
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         let wanted = |name| std::env::var_os(name).map(|value| value != "0");
@@ -146,11 +150,15 @@ pub(crate) fn catch<R>(call: impl FnOnce() -> R) -> Result<R, PanicMessage> {
     })
 }
 
-/// The reply frame for the outcome of a call.
-pub(crate) fn reply_frame<R: Serialize>(outcome: Result<R, PanicMessage>) -> Vec<u8> {
+/// Appends the reply frame for the outcome of a call to `buffer`. If the
+/// result cannot be encoded, the reply is a `CallFailed` frame alone.
+pub(crate) fn reply_frame<R: Serialize>(
+    outcome: Result<R, PanicMessage>,
+    buffer: Vec<u8>,
+) -> Vec<u8> {
     let encoded = match &outcome {
-        Ok(value) => FrameBuilder::new(Kind::Returned).encode(value),
-        Err(report) => FrameBuilder::new(Kind::Panicked).encode(report),
+        Ok(value) => FrameBuilder::appending(Kind::Returned, buffer).encode(value),
+        Err(report) => FrameBuilder::appending(Kind::Panicked, buffer).encode(report),
     };
     match encoded {
         Ok(frame) => frame.finish(),
@@ -183,7 +191,7 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
     // `A` and `R`; the child is a fork of the parent's image, so the address
     // names the same code here.
     let function: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
-    reply_frame(catch(|| function(argument)))
+    reply_frame(catch(|| function(argument)), Vec::new())
 }
 
 /// The payload of a `Call` frame: trampoline and function addresses, then
@@ -192,8 +200,9 @@ pub(crate) fn call_frame<A: Serialize>(
     trampoline: Trampoline,
     function: usize,
     argument: &A,
+    buffer: Vec<u8>,
 ) -> Result<Vec<u8>, postcard::Error> {
-    Ok(FrameBuilder::new(Kind::Call)
+    Ok(FrameBuilder::reusing(Kind::Call, buffer)
         .push(&(trampoline as usize as u64).to_le_bytes())
         .push(&(function as u64).to_le_bytes())
         .encode(argument)?
@@ -244,10 +253,10 @@ pub(crate) fn start(channel: &mut UnixStream, setup: Option<&(dyn Fn() + Send + 
     if let Some(setup) = setup
         && let Err(report) = catch(setup)
     {
-        send(channel, &reply_frame::<()>(Err(report)));
+        send(channel, &reply_frame::<()>(Err(report), Vec::new()));
         exit_child(0);
     }
-    send(channel, &ipc::hello_frame());
+    send(channel, &ipc::hello_frame(Vec::new()));
 }
 
 /// Serves calls until the channel closes, then ends the child.
@@ -263,19 +272,22 @@ pub(crate) fn serve(mut channel: UnixStream, max_frame: usize) -> ! {
             (Kind::Call, Some((trampoline, function, argument))) => trampoline(function, argument),
             _ => call_failed_frame("the child expected a call"),
         };
+        reader.recycle(frame);
         send(&mut channel, &reply);
     }
 }
 
 /// Runs one call on a value the child already holds (it was forked with
-/// it), replies, and ends the child.
+/// it), replies with the hello and the reply in one write, and ends the
+/// child. `buffer` was allocated by the parent before forking, so the child
+/// need not allocate (each page a child writes costs it a copy).
 pub(crate) fn run_once<A, R: Serialize>(
     mut channel: UnixStream,
     function: fn(A) -> R,
     argument: A,
+    buffer: Vec<u8>,
 ) -> ! {
-    let mut frames = ipc::hello_frame();
-    frames.extend(reply_frame(catch(|| function(argument))));
+    let frames = reply_frame(catch(|| function(argument)), ipc::hello_frame(buffer));
     send(&mut channel, &frames);
     exit_child(0)
 }
