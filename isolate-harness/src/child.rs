@@ -47,6 +47,8 @@ pub(crate) struct ChildSetup {
     /// The low end of the forking thread's stack, for stack-overflow
     /// detection.
     pub(crate) stack_low: usize,
+    /// The signal the child gets when the thread that forked it exits.
+    pub(crate) death_signal: NixSignal,
 }
 
 impl ChildSetup {
@@ -58,6 +60,7 @@ impl ChildSetup {
             output: None,
             address_space_limit: None,
             stack_low: crash::current_stack_low(),
+            death_signal: NixSignal::SIGKILL,
         }
     }
 }
@@ -138,6 +141,8 @@ fn resolve_child_calls() {
         let mut action: libc::sigaction = std::mem::zeroed();
         libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut action);
         libc::sigemptyset(&mut action.sa_mask);
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
         libc::syscall(libc::SYS_getpid);
     }
 }
@@ -150,7 +155,13 @@ unsafe fn prepare_child(setup: &ChildSetup) {
     // arguments; the descriptors were opened by the parent for this child.
     unsafe {
         libc::setpgid(0, 0);
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // A forking process may block signals (the fork server blocks
+        // SIGTERM); a child starts with none blocked, so a timeout's
+        // SIGTERM reaches it.
+        let mut unblocked: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut unblocked);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &unblocked, std::ptr::null_mut());
+        libc::prctl(libc::PR_SET_PDEATHSIG, setup.death_signal as libc::c_int);
         if libc::getppid() != setup.parent.as_raw() {
             // The parent died before PR_SET_PDEATHSIG was in place.
             libc::_exit(1);
@@ -177,6 +188,19 @@ pub(crate) fn exit_child(code: i32) -> ! {
     // SAFETY: exit_group ends the process and does not return.
     unsafe { libc::syscall(libc::SYS_exit_group, code) };
     unreachable!("exit_group returned")
+}
+
+/// The address space this process maps now, in bytes (`VmSize`): what a
+/// child forked now starts with, and what its memory limit counts from.
+pub(crate) fn address_space_size() -> u64 {
+    let kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmSize:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .unwrap_or(0);
+    kib * 1024
 }
 
 fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
@@ -206,7 +230,7 @@ enum State {
 }
 
 /// How a child process ended, as `waitid` tells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum ExitStatus {
     Code(i32),
     Signal { signal: Signal, core_dumped: bool },
@@ -310,7 +334,7 @@ fn waitid(pidfd: RawFd, flags: libc::c_int) -> io::Result<ExitStatus> {
 }
 
 /// A signal number, shown with its name and what it means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Signal(pub i32);
 
 impl Signal {

@@ -412,6 +412,21 @@ impl Backtrace {
             .position(|frame| frame.function_starts_with("isolate_harness::"))
         {
             self.frames.truncate(end + 1);
+            // And the glue that called the user's function: closures the
+            // attribute macros generate, `Fn` and `Box<dyn Fn>` calls.
+            while self.frames.len() > 1
+                && self.frames.last().is_some_and(|frame| {
+                    frame.function.as_deref().is_none_or(|name| {
+                        name.starts_with("core::ops::function::")
+                            || name
+                                .starts_with("<alloc::boxed::Box<F,A> as core::ops::function::Fn")
+                            || name.contains("::__ISOLATE_TEST_")
+                            || name.contains("::__isolated_")
+                    })
+                })
+            {
+                self.frames.pop();
+            }
         }
         self
     }

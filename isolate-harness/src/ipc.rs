@@ -25,6 +25,14 @@
 //! | `CallFailed` | child → parent | a postcard-encoded `String`: the call could not be made |
 //! | `Crash` | child → parent | fixed layout, written by the fatal-signal handler (see [`crate::crash`]) |
 //! | `Backtrace` | child → parent | fixed layout, written by the fatal-signal handler |
+//! | `Run` | harness → fork server | the test's index (`u32`) |
+//! | `Kill` | harness → fork server | a signal (`i32`) for the group of the test running on that channel |
+//! | `Exited` | fork server → harness | a postcard-encoded test exit: wait status, captured output, leftover processes |
+//!
+//! A test child of the fork server writes its `Returned`, `Panicked`,
+//! `Crash` and `Backtrace` frames on the channel of the worker that asked
+//! for it; the server writes `Exited` on the same channel once it has
+//! reaped the child, so the worker reads one ordered stream per test.
 //!
 //! End of file on the channel means the child is gone: the caller then asks
 //! [`crate::child`] how it ended.
@@ -59,6 +67,9 @@ pub(crate) enum Kind {
     CallFailed = 5,
     Crash = 6,
     Backtrace = 7,
+    Run = 8,
+    Kill = 9,
+    Exited = 10,
 }
 
 impl Kind {
@@ -71,6 +82,9 @@ impl Kind {
             Kind::CallFailed,
             Kind::Crash,
             Kind::Backtrace,
+            Kind::Run,
+            Kind::Kill,
+            Kind::Exited,
         ]
         .into_iter()
         .find(|kind| *kind as u8 == byte)

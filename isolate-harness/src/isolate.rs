@@ -480,7 +480,7 @@ impl Connection {
         let mut setup = ChildSetup::new(child_channel.as_raw_fd());
         setup.output = pipes.as_ref().map(|(_, ends)| ends.raw());
         if let Some(limit) = config.memory_limit {
-            setup.address_space_limit = Some(address_space_size().saturating_add(limit));
+            setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
         }
         match child::fork(&setup).map_err(Error::Spawn)? {
             Forked::Child => {
@@ -682,18 +682,6 @@ enum Incoming {
     Frame(Frame),
     Pending,
     Closed,
-}
-
-/// The address space this process maps now, in bytes (`VmSize`).
-fn address_space_size() -> u64 {
-    let kib = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|line| line.starts_with("VmSize:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .unwrap_or(0);
-    kib * 1024
 }
 
 /// Warns, once per process, when forking a process that has more threads

@@ -241,7 +241,7 @@ pub(crate) fn set_flush_stdout(flush: bool) {
 
 /// Output written during a call reaches its pipe or terminal before the
 /// reply, so it is attributed to that call. (stderr is unbuffered.)
-fn flush_stdio() {
+pub(crate) fn flush_stdio() {
     if FLUSH_STDOUT.load(Ordering::Relaxed) {
         let _ = std::io::stdout().flush();
     }

@@ -1,0 +1,637 @@
+//! The fork server (zygote) of the harness: a child forked at the start of
+//! `main`, while the process has one thread, that forks one grandchild per
+//! test on request.
+//!
+//! The harness runs tests on libtest-mimic's worker threads, and a threaded
+//! process must not fork (see [`crate::child`]). So the workers never fork:
+//! each holds a *channel* (a `socketpair`) to the server for as long as it
+//! runs a test, and sends `Run(index)`. The server, single-threaded, forks a
+//! test child that has the whole test table (it is a copy of the process
+//! after registration and shared setup), runs test `index`, writes its
+//! result on the worker's channel and exits. The server notices the exit on
+//! the child's pidfd, kills whatever the test left in its process group,
+//! reaps it, and writes `Exited` with the wait status and captured output on
+//! the same channel. The worker reads one ordered stream per test, and owns
+//! the timeout: it asks the server to signal the test's group (`Kill`),
+//! since only the server knows whether the child is reaped yet.
+//!
+//! Captured output goes to two `memfd`s per test rather than pipes: a file
+//! never fills, so a test writing 100 MB cannot block, and nobody has to
+//! drain it while the test runs. The server keeps the head and the tail.
+//!
+//! The server is a subreaper, so processes a test leaves behind are
+//! reparented to it when the test's child exits: that is how they are
+//! found, reported, killed and reaped.
+//!
+//! If the harness dies, the server gets SIGTERM (`PR_SET_PDEATHSIG`), kills
+//! every running test's group and exits; test children die with the server.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal as NixSignal};
+use nix::sys::signalfd::SignalFd;
+use serde::{Deserialize, Serialize};
+
+use crate::child::{self, Child, ChildSetup, ExitStatus, Forked, Termination};
+use crate::crash::Crash;
+use crate::ipc::{
+    self, DEFAULT_MAX_FRAME, FrameBuilder, FrameReader, Kind, ProtocolError, ReadError, Received,
+};
+use crate::server::{self, PanicMessage, PanicReport};
+
+/// Bytes of each captured stream kept from its start, and from its end.
+pub(crate) const KEPT_OUTPUT: usize = 8 * 1024;
+
+/// A test function, as the table holds it.
+pub(crate) type TestFunction = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// What the server needs to know of each test: how to run it and how much
+/// memory it may take.
+pub(crate) struct ServedTest {
+    pub(crate) function: TestFunction,
+    pub(crate) memory_limit: Option<u64>,
+}
+
+/// What a stream of a test's output kept: all of it, or its head and tail.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CapturedStream {
+    /// The first bytes (all of them when nothing was omitted).
+    pub(crate) head: Vec<u8>,
+    /// How many bytes between head and tail were left out.
+    pub(crate) omitted: u64,
+    /// The last bytes, when some were left out.
+    pub(crate) tail: Vec<u8>,
+}
+
+impl CapturedStream {
+    /// Whether the test wrote nothing to this stream.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.tail.is_empty()
+    }
+
+    /// The text, with a line in place of what was left out.
+    pub(crate) fn to_text(&self) -> String {
+        let mut text = String::from_utf8_lossy(&self.head).into_owned();
+        if self.omitted > 0 {
+            text.push_str(&format!("\n[... {} bytes omitted ...]\n", self.omitted));
+            text.push_str(&String::from_utf8_lossy(&self.tail));
+        }
+        text
+    }
+}
+
+/// A process a test left running, killed when the test ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Leftover {
+    /// Its process id.
+    pub(crate) pid: u32,
+    /// Its command name.
+    pub(crate) command: String,
+}
+
+/// The `Exited` payload.
+#[derive(Debug, Serialize, Deserialize)]
+struct TestExit {
+    status: ExitStatus,
+    stdout: CapturedStream,
+    stderr: CapturedStream,
+    leftovers: Vec<Leftover>,
+}
+
+/// How one test run ended, as the worker saw it.
+#[derive(Debug)]
+pub(crate) struct TestRun {
+    pub(crate) ending: Ending,
+    pub(crate) stdout: CapturedStream,
+    pub(crate) stderr: CapturedStream,
+    pub(crate) leftovers: Vec<Leftover>,
+    pub(crate) duration: Duration,
+}
+
+/// The end of a test, before it is weighed against what was expected.
+#[derive(Debug)]
+pub(crate) enum Ending {
+    /// The test function returned (`Err` with the error's debug text).
+    Returned(Result<(), String>),
+    /// It panicked.
+    Panicked(PanicReport),
+    /// Its child ended without a result: a signal or an exit code.
+    Died(Termination),
+    /// It ran past its timeout and was killed.
+    TimedOut {
+        limit: Duration,
+        grace_period: Duration,
+        termination: Termination,
+    },
+    /// The machinery failed for this test.
+    Broken(String),
+}
+
+/// The harness's handle on the fork server.
+pub(crate) struct ForkServer {
+    /// Keeps the server process; dropping it ends the server.
+    process: Child,
+    channels: Mutex<Vec<UnixStream>>,
+    returned: Condvar,
+}
+
+impl ForkServer {
+    /// Forks the server with `channels` channels (one per worker thread).
+    ///
+    /// # Errors
+    ///
+    /// When the channels or the server cannot be created.
+    pub(crate) fn start(
+        tests: &[ServedTest],
+        channels: usize,
+        capture: bool,
+    ) -> io::Result<ForkServer> {
+        let mut ours = Vec::with_capacity(channels);
+        let mut theirs = Vec::with_capacity(channels);
+        for _ in 0..channels.max(1) {
+            let (parent_end, server_end) = UnixStream::pair()?;
+            parent_end.set_nonblocking(true)?;
+            ours.push(parent_end);
+            theirs.push(server_end);
+        }
+        let _ = io::stdout().flush();
+        let mut setup = ChildSetup::new(theirs[0].as_raw_fd());
+        setup.death_signal = NixSignal::SIGTERM;
+        server::prepare_to_fork();
+        match child::fork(&setup)? {
+            Forked::Child => {
+                drop(ours);
+                serve(tests, theirs, capture)
+            }
+            Forked::Parent(process) => Ok(ForkServer {
+                process,
+                channels: Mutex::new(ours),
+                returned: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Runs test `index` in a fresh child of the server and waits for it.
+    pub(crate) fn run(
+        &self,
+        index: usize,
+        timeout: Option<Duration>,
+        grace_period: Duration,
+    ) -> TestRun {
+        let started = Instant::now();
+        let Some(mut channel) = self.check_out() else {
+            return broken(started, "no channel to the fork server is left".to_owned());
+        };
+        let run = run_on(&mut channel, index, timeout, grace_period, started);
+        match &run.ending {
+            // A channel whose framing broke cannot carry another test.
+            Ending::Broken(_) => {}
+            _ => self.check_in(channel),
+        }
+        run
+    }
+
+    fn check_out(&self) -> Option<UnixStream> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(channel) = channels.pop() {
+                return Some(channel);
+            }
+            if self.process.wait_exit(Some(Duration::ZERO)).unwrap_or(true) {
+                return None;
+            }
+            channels = self
+                .returned
+                .wait_timeout(channels, Duration::from_millis(100))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn check_in(&self, channel: UnixStream) {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(channel);
+        self.returned.notify_one();
+    }
+}
+
+fn broken(started: Instant, reason: String) -> TestRun {
+    TestRun {
+        ending: Ending::Broken(reason),
+        stdout: CapturedStream::default(),
+        stderr: CapturedStream::default(),
+        leftovers: Vec::new(),
+        duration: started.elapsed(),
+    }
+}
+
+/// The worker's side of one test: send `Run`, read until `Exited`.
+fn run_on(
+    channel: &mut UnixStream,
+    index: usize,
+    timeout: Option<Duration>,
+    grace_period: Duration,
+    started: Instant,
+) -> TestRun {
+    let request = FrameBuilder::new(Kind::Run)
+        .push(&u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes())
+        .finish();
+    if let Err(error) = write_all_nonblocking(channel, &request) {
+        return broken(
+            started,
+            format!("failed to ask the fork server for the test: {error}"),
+        );
+    }
+    let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
+    let mut returned = None;
+    let mut crash: Option<Crash> = None;
+    let mut deadline = timeout.map(|timeout| started + timeout);
+    let mut signalled: Option<NixSignal> = None;
+    loop {
+        let frame = match reader.read_from(&mut &*channel) {
+            Ok(Received::Frame(frame)) => frame,
+            Ok(Received::Closed) => return broken(started, "the fork server died".to_owned()),
+            Ok(Received::Pending) => {
+                let wait = match deadline {
+                    None => PollTimeout::NONE,
+                    Some(at) => {
+                        let left = at.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            let (signal, next) = match signalled {
+                                None => (NixSignal::SIGTERM, Some(Instant::now() + grace_period)),
+                                Some(_) => (NixSignal::SIGKILL, None),
+                            };
+                            signalled = Some(signal);
+                            deadline = next;
+                            let kill = FrameBuilder::new(Kind::Kill)
+                                .push(&(signal as i32).to_le_bytes())
+                                .finish();
+                            if let Err(error) = write_all_nonblocking(channel, &kill) {
+                                return broken(
+                                    started,
+                                    format!("failed to stop the test: {error}"),
+                                );
+                            }
+                            continue;
+                        }
+                        PollTimeout::try_from(left.max(Duration::from_millis(1)))
+                            .unwrap_or(PollTimeout::MAX)
+                    }
+                };
+                let mut fds = [PollFd::new(channel.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, wait) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(error) => {
+                        return broken(started, format!("failed to wait for the test: {error}"));
+                    }
+                }
+            }
+            Err(error) => {
+                return broken(
+                    started,
+                    format!("the test broke the protocol: {}", describe(&error)),
+                );
+            }
+        };
+        let parsed: Result<(), ProtocolError> = match (frame.kind, crash.as_mut()) {
+            (Kind::Returned, _) => ipc::decode(frame.payload()).map(|result| {
+                returned = Some(Ending::Returned(result));
+            }),
+            (Kind::Panicked, _) => ipc::decode::<PanicMessage>(frame.payload()).map(|message| {
+                returned = Some(Ending::Panicked(message.into_report()));
+            }),
+            (Kind::Crash, _) => Crash::parse(frame.payload()).map(|parsed| crash = Some(parsed)),
+            (Kind::Backtrace, Some(crash)) => crash.add_backtrace(frame.payload()),
+            (Kind::Exited, _) => {
+                let exit: TestExit = match ipc::decode(frame.payload()) {
+                    Ok(exit) => exit,
+                    Err(error) => {
+                        return broken(
+                            started,
+                            format!("the fork server broke the protocol: {error}"),
+                        );
+                    }
+                };
+                let termination = Termination::new(exit.status, crash);
+                let ending = match (signalled, returned) {
+                    (Some(_), _) => Ending::TimedOut {
+                        limit: timeout.unwrap_or_default(),
+                        grace_period,
+                        termination,
+                    },
+                    (None, Some(ending)) => ending,
+                    (None, None) => Ending::Died(termination),
+                };
+                return TestRun {
+                    ending,
+                    stdout: exit.stdout,
+                    stderr: exit.stderr,
+                    leftovers: exit.leftovers,
+                    duration: started.elapsed(),
+                };
+            }
+            (kind, _) => Err(ProtocolError::Unexpected(kind_name(kind))),
+        };
+        if let Err(error) = parsed {
+            return broken(started, format!("the test broke the protocol: {error}"));
+        }
+    }
+}
+
+fn describe(error: &ReadError) -> String {
+    match error {
+        ReadError::Protocol(error) => error.to_string(),
+        ReadError::Io(error) => error.to_string(),
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Hello => "hello",
+        Kind::Call => "call",
+        Kind::CallFailed => "call-failed",
+        Kind::Run => "run",
+        Kind::Kill => "kill",
+        _ => "reply",
+    }
+}
+
+/// Writes all of `bytes` to a non-blocking socket, waiting for room.
+fn write_all_nonblocking(channel: &mut UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match channel.write(bytes) {
+            Ok(written) => bytes = &bytes[written..],
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                let mut fds = [PollFd::new(channel.as_fd(), PollFlags::POLLOUT)];
+                let _ = poll(&mut fds, PollTimeout::NONE);
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// A test the server is running.
+struct Running {
+    child: Child,
+    outputs: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// The server's loop. Never returns: the server ends when every channel is
+/// closed, or when the harness dies.
+fn serve(tests: &[ServedTest], channels: Vec<UnixStream>, capture: bool) -> ! {
+    // SAFETY: prctl takes an option and integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    let mut termination = SigSet::empty();
+    termination.add(NixSignal::SIGTERM);
+    let signals = termination
+        .thread_block()
+        .and_then(|()| SignalFd::new(&termination));
+    let Ok(signals) = signals else {
+        child::exit_child(2);
+    };
+    let mut channels: Vec<Option<UnixStream>> = channels.into_iter().map(Some).collect();
+    let mut readers: Vec<FrameReader> = channels.iter().map(|_| FrameReader::new(64)).collect();
+    let mut running: HashMap<usize, Running> = HashMap::new();
+    loop {
+        if channels.iter().all(Option::is_none) && running.is_empty() {
+            child::exit_child(0);
+        }
+        let mut sources = Vec::with_capacity(1 + channels.len() + running.len());
+        let mut fds = Vec::with_capacity(sources.capacity());
+        sources.push(Source::Signals);
+        fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+        for (slot, channel) in channels.iter().enumerate() {
+            if let Some(channel) = channel {
+                sources.push(Source::Channel(slot));
+                fds.push(PollFd::new(channel.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        for (slot, test) in &running {
+            sources.push(Source::Test(*slot));
+            fds.push(PollFd::new(test.child.pidfd(), PollFlags::POLLIN));
+        }
+        if let Err(error) = poll(&mut fds, PollTimeout::NONE)
+            && error != nix::errno::Errno::EINTR
+        {
+            child::exit_child(2);
+        }
+        let ready: Vec<Source> = sources
+            .into_iter()
+            .zip(&fds)
+            .filter(|(_, fd)| fd.any().unwrap_or(false))
+            .map(|(source, _)| source)
+            .collect();
+        drop(fds);
+        for source in ready {
+            match source {
+                Source::Signals => {
+                    for test in running.values() {
+                        test.child.signal_group(NixSignal::SIGKILL);
+                    }
+                    child::exit_child(0);
+                }
+                Source::Channel(slot) => {
+                    let Some(channel) = channels[slot].as_mut() else {
+                        continue;
+                    };
+                    match readers[slot].read_blocking(channel) {
+                        Ok(Some(frame)) => match frame.kind {
+                            Kind::Run => {
+                                let index = frame
+                                    .payload()
+                                    .first_chunk::<4>()
+                                    .map(|index| u32::from_le_bytes(*index) as usize);
+                                match index
+                                    .and_then(|index| tests.get(index).map(|test| (index, test)))
+                                {
+                                    Some((_, test)) => match start_test(test, channel, capture) {
+                                        Ok(test) => {
+                                            running.insert(slot, test);
+                                        }
+                                        Err(error) => {
+                                            let exit = TestExit {
+                                                status: ExitStatus::Code(-1),
+                                                stdout: CapturedStream::default(),
+                                                stderr: CapturedStream {
+                                                    head: format!("isolate: the fork server could not fork the test: {error}\n").into_bytes(),
+                                                    ..CapturedStream::default()
+                                                },
+                                                leftovers: Vec::new(),
+                                            };
+                                            send_exit(channel, &exit);
+                                        }
+                                    },
+                                    None => channels[slot] = None,
+                                }
+                            }
+                            Kind::Kill => {
+                                let signal =
+                                    frame.payload().first_chunk::<4>().and_then(|signal| {
+                                        NixSignal::try_from(i32::from_le_bytes(*signal)).ok()
+                                    });
+                                if let (Some(test), Some(signal)) = (running.get(&slot), signal) {
+                                    test.child.signal_group(signal);
+                                }
+                            }
+                            _ => channels[slot] = None,
+                        },
+                        // The harness closed the channel, or broke it.
+                        Ok(None) | Err(_) => {
+                            channels[slot] = None;
+                            if let Some(test) = running.get(&slot) {
+                                test.child.signal_group(NixSignal::SIGKILL);
+                            }
+                        }
+                    }
+                }
+                Source::Test(slot) => {
+                    let Some(test) = running.remove(&slot) else {
+                        continue;
+                    };
+                    let exit = finish_test(test, &running);
+                    if let Some(channel) = channels[slot].as_mut() {
+                        send_exit(channel, &exit);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What became ready in the server's poll.
+#[derive(Clone, Copy)]
+enum Source {
+    Signals,
+    Channel(usize),
+    Test(usize),
+}
+
+/// Forks the child for one test.
+fn start_test(test: &ServedTest, channel: &UnixStream, capture: bool) -> io::Result<Running> {
+    let outputs = if capture {
+        Some((memfd("stdout")?, memfd("stderr")?))
+    } else {
+        None
+    };
+    let mut setup = ChildSetup::new(channel.as_raw_fd());
+    setup.output = outputs
+        .as_ref()
+        .map(|(stdout, stderr)| (stdout.as_raw_fd(), stderr.as_raw_fd()));
+    if let Some(limit) = test.memory_limit {
+        setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
+    }
+    let reply = Vec::with_capacity(4096);
+    match child::fork(&setup)? {
+        Forked::Child => {
+            let frame = server::reply_frame(server::catch(|| (test.function)()), reply);
+            server::flush_stdio();
+            let mut channel = channel;
+            let _ = channel.write_all(&frame);
+            child::exit_child(0)
+        }
+        Forked::Parent(child) => Ok(Running { child, outputs }),
+    }
+}
+
+fn memfd(name: &str) -> io::Result<OwnedFd> {
+    let name = std::ffi::CString::new(name).expect("no NUL in a stream name");
+    // SAFETY: memfd_create takes a valid C string and flags, and returns a
+    // new descriptor or -1.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reaps a test's child: finds what it left behind, kills its group, reaps
+/// it and its leftovers, and collects its output.
+fn finish_test(mut test: Running, others: &HashMap<usize, Running>) -> TestExit {
+    let pgid = test.child.pid().as_raw();
+    let others: Vec<i32> = others
+        .values()
+        .map(|other| other.child.pid().as_raw())
+        .collect();
+    let leftovers = leftovers_in_group(pgid, &others);
+    let status = test.child.wait().unwrap_or(ExitStatus::Code(-1));
+    for leftover in &leftovers {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(leftover.pid as i32), None);
+    }
+    let (stdout, stderr) = test
+        .outputs
+        .as_ref()
+        .map(|(stdout, stderr)| (read_kept(stdout.as_fd()), read_kept(stderr.as_fd())))
+        .unwrap_or_default();
+    TestExit {
+        status,
+        stdout,
+        stderr,
+        leftovers,
+    }
+}
+
+/// The server's children in process group `pgid`, other than the test's
+/// own child: processes the test left, reparented to this subreaper.
+fn leftovers_in_group(pgid: i32, running: &[i32]) -> Vec<Leftover> {
+    let tid = nix::unistd::gettid();
+    let Ok(children) = std::fs::read_to_string(format!("/proc/self/task/{tid}/children")) else {
+        return Vec::new();
+    };
+    children
+        .split_whitespace()
+        .filter_map(|pid| pid.parse::<i32>().ok())
+        .filter(|pid| *pid != pgid && !running.contains(pid))
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let open = stat.find('(')?;
+            let close = stat.rfind(')')?;
+            let group: i32 = stat[close + 1..].split_whitespace().nth(2)?.parse().ok()?;
+            (group == pgid).then(|| Leftover {
+                pid: pid.unsigned_abs(),
+                command: stat[open + 1..close].to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The head and tail of a captured stream.
+fn read_kept(fd: BorrowedFd<'_>) -> CapturedStream {
+    let size = nix::sys::stat::fstat(fd).map_or(0, |stat| stat.st_size.max(0) as u64);
+    let read_at = |offset: u64, len: usize| {
+        let mut bytes = vec![0; len];
+        let read = nix::sys::uio::pread(fd, &mut bytes, offset as i64).unwrap_or(0);
+        bytes.truncate(read);
+        bytes
+    };
+    let kept = KEPT_OUTPUT as u64;
+    if size <= 2 * kept {
+        CapturedStream {
+            head: read_at(0, size as usize),
+            omitted: 0,
+            tail: Vec::new(),
+        }
+    } else {
+        CapturedStream {
+            head: read_at(0, KEPT_OUTPUT),
+            omitted: size - 2 * kept,
+            tail: read_at(size - kept, KEPT_OUTPUT),
+        }
+    }
+}
+
+fn send_exit(channel: &mut UnixStream, exit: &TestExit) {
+    if let Ok(frame) = FrameBuilder::new(Kind::Exited).encode(exit) {
+        let _ = channel.write_all(&frame.finish());
+    }
+}

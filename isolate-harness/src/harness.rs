@@ -1,0 +1,614 @@
+//! The test harness: tests marked `#[isolate_harness::test]` or added to a
+//! [`Harness`], each run by libtest-mimic in a child of the fork server, and
+//! the verdict on how each ended.
+//!
+//! # The structured report stream
+//!
+//! When the environment variable `ISOLATE_REPORT_FD` names an open file
+//! descriptor, the harness also writes one JSON object per line to it: one
+//! when a test starts and one when it ends. Every line has `"version": 1`.
+//!
+//! ```json
+//! {"version":1,"event":"started","name":"crashes::null_deref"}
+//! {"version":1,"event":"finished","name":"crashes::null_deref","passed":false,
+//!  "outcome":{"kind":"signaled","signal":11,"signal_name":"SIGSEGV",
+//!  "description":"killed by signal 11 (SIGSEGV: invalid memory reference) at address 0x0",
+//!  "core_dumped":false,"fault_address":0,"stack_overflow":false,"backtrace":["fixture::crash"]},
+//!  "message":"…","duration_ms":3.1,"stdout":"…","stderr":"…","leftovers":[]}
+//! ```
+//!
+//! `outcome.kind` is one of `returned` (with `error` when the test returned
+//! `Err`), `panicked` (`message`, `location`), `signaled` (as above),
+//! `exited` (`code`), `timed_out` (`limit_ms`, `grace_ms`, `signal_name`),
+//! `out_of_memory` (`limit`), `ignored` and `broken` (`reason`: the
+//! machinery failed). `passed` is the verdict after the test's
+//! expectations (`should_panic`, `expect_signal`, `expect_exit`), and
+//! `message` the failure message shown to people.
+
+use std::fmt::Debug;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
+use serde_json::json;
+
+use crate::child::{Signal, Termination};
+use crate::fork_server::{CapturedStream, Ending, ForkServer, ServedTest, TestFunction, TestRun};
+use crate::server;
+
+/// Options of one test: what `#[isolate_harness::test(...)]` takes, or
+/// [`Harness::test_with`] for a dynamic test.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct TestOptions {
+    ignore: Option<Option<&'static str>>,
+    should_panic: Option<Option<&'static str>>,
+    timeout: Option<Duration>,
+    memory_limit: Option<u64>,
+    expect: Expect,
+}
+
+/// How a test is expected to end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Expect {
+    /// By returning (or panicking, with `should_panic`).
+    #[default]
+    Return,
+    /// By the named signal.
+    Signal(&'static str),
+    /// By exiting with this code.
+    Exit(i32),
+}
+
+impl TestOptions {
+    /// No options: the test must return `()` or `Ok`.
+    pub const fn new() -> TestOptions {
+        TestOptions {
+            ignore: None,
+            should_panic: None,
+            timeout: None,
+            memory_limit: None,
+            expect: Expect::Return,
+        }
+    }
+
+    /// Skip the test unless `--ignored` or `--include-ignored` is given.
+    pub const fn ignore(mut self, reason: Option<&'static str>) -> TestOptions {
+        self.ignore = Some(reason);
+        self
+    }
+
+    /// The test passes only if it panics, with `expected` in the message
+    /// when given.
+    pub const fn should_panic(mut self, expected: Option<&'static str>) -> TestOptions {
+        self.should_panic = Some(expected);
+        self
+    }
+
+    /// Kill the test after `timeout` (SIGTERM to its process group, then
+    /// SIGKILL after a grace period of a second).
+    pub const fn timeout(mut self, timeout: Duration) -> TestOptions {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Let the test's address space grow by at most `bytes`.
+    pub const fn memory_limit(mut self, bytes: u64) -> TestOptions {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// A death test: passes only if the test's process dies by the signal
+    /// named `signal` (such as `"SIGSEGV"`).
+    pub const fn expect_signal(mut self, signal: &'static str) -> TestOptions {
+        self.expect = Expect::Signal(signal);
+        self
+    }
+
+    /// A death test: passes only if the test's process exits with `code`.
+    pub const fn expect_exit(mut self, code: i32) -> TestOptions {
+        self.expect = Expect::Exit(code);
+        self
+    }
+
+    /// Whether the test needs a process of its own for its options to
+    /// mean anything, even where each test already runs alone.
+    fn needs_fork(&self) -> bool {
+        self.timeout.is_some() || self.memory_limit.is_some() || self.expect != Expect::Return
+    }
+}
+
+/// What a test function may return: `()`, or `Result<(), E>` with
+/// `E: Debug`, whose `Err` fails the test as in libtest.
+pub trait TestResult {
+    /// The result, with an error as its debug text.
+    ///
+    /// # Errors
+    ///
+    /// When the test returned an error.
+    fn into_test_result(self) -> Result<(), String>;
+}
+
+impl TestResult for () {
+    fn into_test_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Debug> TestResult for Result<(), E> {
+    fn into_test_result(self) -> Result<(), String> {
+        self.map_err(|error| format!("Error: {error:?}"))
+    }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! What `#[isolate_harness::test]` expands to. Not a public API.
+
+    pub use super::TestResult as IntoTestResult;
+    pub use linkme;
+
+    /// A test registered by the attribute.
+    pub struct TestCase {
+        pub module_path: &'static str,
+        pub name: &'static str,
+        pub function: fn() -> Result<(), String>,
+        pub options: super::TestOptions,
+    }
+
+    /// Every test of the binary.
+    #[linkme::distributed_slice]
+    pub static TESTS: [TestCase];
+}
+
+/// One test of the run.
+struct TestEntry {
+    name: String,
+    function: TestFunction,
+    options: TestOptions,
+}
+
+/// The harness of a `harness = false` test target.
+///
+/// [`main!`](crate::main) is `Harness::new().run()`. Build one yourself to
+/// add tests at run time or a shared setup:
+///
+/// ```no_run
+/// use std::sync::OnceLock;
+///
+/// static FIXTURE: OnceLock<Vec<u32>> = OnceLock::new();
+///
+/// fn main() {
+///     isolate_harness::Harness::new()
+///         // Runs once, before the fork server starts: every test sees
+///         // the fixture, copy-on-write, without building it again.
+///         .setup(|| {
+///             FIXTURE.set((0..1000).collect()).unwrap();
+///         })
+///         .test("fixture_is_loaded", || assert_eq!(FIXTURE.get().unwrap().len(), 1000))
+///         .run()
+/// }
+/// ```
+#[must_use]
+pub struct Harness {
+    tests: Vec<TestEntry>,
+    setup: Vec<Box<dyn FnOnce()>>,
+}
+
+impl Default for Harness {
+    fn default() -> Harness {
+        Harness::new()
+    }
+}
+
+impl Harness {
+    /// A harness with every test marked `#[isolate_harness::test]` in this
+    /// binary.
+    pub fn new() -> Harness {
+        let tests = __private::TESTS
+            .iter()
+            .map(|case| {
+                // libtest names a test by its path without the crate's name.
+                let module = case.module_path.split_once("::").map(|(_, rest)| rest);
+                let name = match module {
+                    Some(module) => format!("{module}::{}", case.name),
+                    None => case.name.to_owned(),
+                };
+                let function = case.function;
+                TestEntry {
+                    name,
+                    function: Box::new(function),
+                    options: case.options,
+                }
+            })
+            .collect();
+        Harness {
+            tests,
+            setup: Vec::new(),
+        }
+    }
+
+    /// Adds a test named `name`.
+    pub fn test<R: TestResult>(
+        self,
+        name: impl Into<String>,
+        test: impl Fn() -> R + Send + Sync + 'static,
+    ) -> Harness {
+        self.test_with(name, TestOptions::new(), test)
+    }
+
+    /// Adds a test named `name` with options.
+    pub fn test_with<R: TestResult>(
+        mut self,
+        name: impl Into<String>,
+        options: TestOptions,
+        test: impl Fn() -> R + Send + Sync + 'static,
+    ) -> Harness {
+        self.tests.push(TestEntry {
+            name: name.into(),
+            function: Box::new(move || test().into_test_result()),
+            options,
+        });
+        self
+    }
+
+    /// Runs `setup` once, in this process, before the fork server starts:
+    /// whatever it builds (in statics, in files) every test sees, shared
+    /// copy-on-write. It does not run for `--list`.
+    pub fn setup(mut self, setup: impl FnOnce() + 'static) -> Harness {
+        self.setup.push(Box::new(setup));
+        self
+    }
+
+    /// Runs the tests as the command line asks and exits: 0 when all
+    /// passed, 101 otherwise.
+    pub fn run(self) -> ! {
+        self.run_with(&Arguments::from_args()).exit()
+    }
+
+    /// Runs the tests with `args`, and returns the conclusion.
+    pub fn run_with(mut self, args: &Arguments) -> Conclusion {
+        self.tests.sort_by(|a, b| a.name.cmp(&b.name));
+        if args.list {
+            let trials = self.tests.iter().map(listed).collect();
+            return libtest_mimic::run(args, trials);
+        }
+        for setup in self.setup.drain(..) {
+            setup();
+        }
+        let threads = args
+            .test_threads
+            .or_else(|| std::thread::available_parallelism().ok().map(Into::into))
+            .unwrap_or(1);
+        let capture = !args.nocapture;
+        let names: Vec<String> = self.tests.iter().map(|test| test.name.clone()).collect();
+        let options: Vec<TestOptions> = self.tests.iter().map(|test| test.options).collect();
+        let served: Vec<ServedTest> = self
+            .tests
+            .into_iter()
+            .map(|test| ServedTest {
+                memory_limit: test.options.memory_limit,
+                function: test.function,
+            })
+            .collect();
+        let server = match ForkServer::start(&served, threads, capture) {
+            Ok(server) => Arc::new(server),
+            Err(error) => {
+                eprintln!("isolate: failed to start the fork server: {error}");
+                std::process::exit(101);
+            }
+        };
+        let in_process = std::env::var_os("NEXTEST").is_some();
+        let served = Arc::new(served);
+        let report = ReportStream::from_env().map(Arc::new);
+        let trials = names
+            .into_iter()
+            .zip(options)
+            .enumerate()
+            .map(|(index, (name, options))| {
+                let server = Arc::clone(&server);
+                let served = Arc::clone(&served);
+                let report = report.clone();
+                let trial_name = name.clone();
+                Trial::test(name, move || {
+                    if let Some(report) = &report {
+                        report.started(&trial_name);
+                    }
+                    let run = if in_process && !options.needs_fork() {
+                        run_in_process(&served[index].function)
+                    } else {
+                        server.run(index, options.timeout, GRACE_PERIOD)
+                    };
+                    let verdict = verdict(&run, &options);
+                    if !run.leftovers.is_empty() {
+                        eprintln!(
+                            "isolate: test {trial_name} left {} process(es) running, now killed: {}",
+                            run.leftovers.len(),
+                            leftover_list(&run)
+                        );
+                    }
+                    if let Some(report) = &report {
+                        report.finished(&trial_name, &run, &verdict);
+                    }
+                    verdict.map_err(|message| Failed::from(with_output(message, &run)))
+                })
+                .with_ignored_flag(options.ignore.is_some())
+            })
+            .collect();
+        libtest_mimic::run(args, trials)
+    }
+}
+
+/// The time a timed-out test has between SIGTERM and SIGKILL.
+const GRACE_PERIOD: Duration = Duration::from_secs(1);
+
+fn listed(test: &TestEntry) -> Trial {
+    Trial::test(test.name.clone(), || Ok(())).with_ignored_flag(test.options.ignore.is_some())
+}
+
+/// Whether a test runs on a thread of this process now, for [`exit_trap`].
+static RUNNING_IN_PROCESS: AtomicBool = AtomicBool::new(false);
+
+/// Runs when the process exits: if a test running in this process called
+/// `exit`, that is a failure, even `exit(0)`, which would otherwise read as
+/// a pass.
+extern "C" fn exit_trap() {
+    if RUNNING_IN_PROCESS.load(Ordering::SeqCst) {
+        let message = b"isolate: the test exited the process before finishing\n";
+        // SAFETY: write and _exit take valid arguments; this ends the
+        // process with libtest's failure code instead of the test's.
+        unsafe {
+            libc::write(libc::STDERR_FILENO, message.as_ptr().cast(), message.len());
+            libc::_exit(101);
+        }
+    }
+}
+
+/// Runs a test on the calling thread: under nextest, which runs every test
+/// in a process of its own already.
+fn run_in_process(function: &TestFunction) -> TestRun {
+    static TRAP: std::sync::Once = std::sync::Once::new();
+    // SAFETY: `exit_trap` is an `extern "C" fn()` that stays valid for the
+    // life of the process.
+    TRAP.call_once(|| unsafe {
+        libc::atexit(exit_trap);
+    });
+    let started = std::time::Instant::now();
+    server::prepare_to_fork();
+    RUNNING_IN_PROCESS.store(true, Ordering::SeqCst);
+    let ending = match server::catch(function) {
+        Ok(result) => Ending::Returned(result),
+        Err(message) => Ending::Panicked(message.into_report()),
+    };
+    RUNNING_IN_PROCESS.store(false, Ordering::SeqCst);
+    TestRun {
+        ending,
+        stdout: CapturedStream::default(),
+        stderr: CapturedStream::default(),
+        leftovers: Vec::new(),
+        duration: started.elapsed(),
+    }
+}
+
+/// Weighs how a test ended against how it was expected to end: `Err` holds
+/// the failure message.
+fn verdict(run: &TestRun, options: &TestOptions) -> Result<(), String> {
+    match options.expect {
+        Expect::Return => expect_return(run, options),
+        Expect::Signal(expected) => match &run.ending {
+            Ending::Died(termination)
+                if termination
+                    .signal()
+                    .is_some_and(|signal| signal.name() == expected) =>
+            {
+                Ok(())
+            }
+            ending => Err(format!(
+                "expected to die by {expected}, but {}",
+                describe_ending(ending)
+            )),
+        },
+        Expect::Exit(expected) => match &run.ending {
+            Ending::Died(Termination::Exited { code }) if *code == expected => Ok(()),
+            ending => Err(format!(
+                "expected to exit with code {expected}, but {}",
+                describe_ending(ending)
+            )),
+        },
+    }
+}
+
+fn expect_return(run: &TestRun, options: &TestOptions) -> Result<(), String> {
+    match (&run.ending, options.should_panic) {
+        (Ending::Returned(Ok(())), None) => Ok(()),
+        (Ending::Returned(Ok(())), Some(_)) => Err("test did not panic as expected".to_owned()),
+        (Ending::Returned(Err(error)), _) => Err(error.clone()),
+        (Ending::Panicked(_), Some(None)) => Ok(()),
+        (Ending::Panicked(report), Some(Some(expected))) if report.message.contains(expected) => {
+            Ok(())
+        }
+        (Ending::Panicked(report), Some(Some(expected))) => Err(format!(
+            "panic did not contain expected string\n      panic message: {:?}\n expected substring: {expected:?}",
+            report.message
+        )),
+        (ending, _) => Err(describe_ending(ending)),
+    }
+}
+
+/// One paragraph on how a test ended, for a failure message.
+fn describe_ending(ending: &Ending) -> String {
+    match ending {
+        Ending::Returned(Ok(())) => "returned normally".to_owned(),
+        Ending::Returned(Err(error)) => format!("returned an error: {error}"),
+        Ending::Panicked(report) => {
+            let mut text = report.to_string();
+            if let Some(backtrace) = &report.backtrace {
+                text.push_str(&format!("\nstack backtrace:\n{backtrace}"));
+            }
+            text
+        }
+        Ending::Died(termination) => describe_termination(termination),
+        Ending::TimedOut {
+            limit,
+            grace_period,
+            termination,
+        } => format!(
+            "timed out after {limit:?} and was {termination} (SIGTERM, then SIGKILL after {grace_period:?})"
+        ),
+        Ending::Broken(reason) => format!("could not be run: {reason}"),
+    }
+}
+
+fn describe_termination(termination: &Termination) -> String {
+    let mut text = match termination {
+        Termination::Exited { code } => format!("exited with code {code} before finishing"),
+        _ => format!("was {termination}"),
+    };
+    if let Some(crash) = termination.crash() {
+        if crash.is_allocation_failure() {
+            text.push_str(": an allocation failed (out of memory, or over its memory limit)");
+        }
+        if !crash.backtrace.is_empty() {
+            text.push_str(&format!("\ncrash site:\n{}", crash.backtrace));
+        }
+    }
+    text
+}
+
+fn with_output(mut message: String, run: &TestRun) -> String {
+    for (name, stream) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+        if !stream.is_empty() {
+            message.push_str(&format!("\n---- {name} ----\n{}", stream.to_text()));
+        }
+    }
+    message
+}
+
+fn leftover_list(run: &TestRun) -> String {
+    run.leftovers
+        .iter()
+        .map(|leftover| format!("{} ({})", leftover.pid, leftover.command))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The JSON lines written to `ISOLATE_REPORT_FD`.
+struct ReportStream {
+    file: Mutex<File>,
+}
+
+/// The version of the report stream's lines.
+const REPORT_VERSION: u32 = 1;
+
+impl ReportStream {
+    fn from_env() -> Option<ReportStream> {
+        let fd: i32 = std::env::var("ISOLATE_REPORT_FD").ok()?.parse().ok()?;
+        // The descriptor must be open, and not one of the standard streams.
+        if fd <= 2
+            || nix::fcntl::fcntl(
+                // SAFETY: only borrowed for the check; validity is what is checked.
+                unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+                nix::fcntl::FcntlArg::F_GETFD,
+            )
+            .is_err()
+        {
+            return None;
+        }
+        // SAFETY: the runner that set the variable handed this descriptor
+        // to the harness, which takes it over for the rest of the run.
+        let file = unsafe { File::from_raw_fd(fd) };
+        Some(ReportStream {
+            file: Mutex::new(file),
+        })
+    }
+
+    fn write(&self, line: &serde_json::Value) {
+        let mut text = line.to_string();
+        text.push('\n');
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = file.write_all(text.as_bytes());
+    }
+
+    fn started(&self, name: &str) {
+        self.write(&json!({"version": REPORT_VERSION, "event": "started", "name": name}));
+    }
+
+    fn finished(&self, name: &str, run: &TestRun, verdict: &Result<(), String>) {
+        self.write(&json!({
+            "version": REPORT_VERSION,
+            "event": "finished",
+            "name": name,
+            "passed": verdict.is_ok(),
+            "message": verdict.as_ref().err(),
+            "outcome": outcome_json(&run.ending),
+            "duration_ms": run.duration.as_secs_f64() * 1000.0,
+            "stdout": run.stdout.to_text(),
+            "stderr": run.stderr.to_text(),
+            "leftovers": run.leftovers.iter().map(|leftover| json!({"pid": leftover.pid, "command": leftover.command})).collect::<Vec<_>>(),
+        }));
+    }
+}
+
+fn outcome_json(ending: &Ending) -> serde_json::Value {
+    match ending {
+        Ending::Returned(result) => json!({"kind": "returned", "error": result.as_ref().err()}),
+        Ending::Panicked(report) => json!({
+            "kind": "panicked",
+            "message": report.message,
+            "location": report.location,
+            "backtrace": report.backtrace.as_ref().map(|backtrace| backtrace.to_string()),
+        }),
+        Ending::Died(termination) => termination_json(termination),
+        Ending::TimedOut {
+            limit,
+            grace_period,
+            termination,
+        } => json!({
+            "kind": "timed_out",
+            "limit_ms": limit.as_millis() as u64,
+            "grace_ms": grace_period.as_millis() as u64,
+            "signal_name": termination.signal().map(Signal::name),
+        }),
+        Ending::Broken(reason) => json!({"kind": "broken", "reason": reason}),
+    }
+}
+
+fn termination_json(termination: &Termination) -> serde_json::Value {
+    match termination {
+        Termination::Exited { code } => json!({"kind": "exited", "code": code}),
+        _ => {
+            let crash = termination.crash();
+            if crash.is_some_and(crate::crash::Crash::is_allocation_failure) {
+                return json!({"kind": "out_of_memory", "description": termination.to_string()});
+            }
+            json!({
+                "kind": "signaled",
+                "signal": termination.signal().map(Signal::number),
+                "signal_name": termination.signal().map(Signal::name),
+                "description": termination.to_string(),
+                "core_dumped": matches!(termination, Termination::Signaled { core_dumped: true, .. }),
+                "fault_address": crash.and_then(|crash| crash.fault_address),
+                "stack_overflow": crash.is_some_and(|crash| crash.stack_overflow),
+                "backtrace": crash.map(|crash| crash.backtrace.frames.iter().filter_map(|frame| frame.function.clone()).collect::<Vec<_>>()),
+            })
+        }
+    }
+}
+
+/// The `main` of a `harness = false` test target: runs every test marked
+/// `#[isolate_harness::test]` in the binary.
+#[macro_export]
+macro_rules! main {
+    () => {
+        fn main() {
+            $crate::Harness::new().run()
+        }
+    };
+}

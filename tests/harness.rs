@@ -1,0 +1,624 @@
+//! End-to-end tests of the harness.
+//!
+//! This binary is two things. Run with `ISOLATE_FIXTURE=1`, it is a fixture
+//! harness whose tests end in every way a test can (the table `EXPECTED`
+//! says how each must be reported). Run without it, as `cargo test` does, it
+//! is the driver: it runs itself as the fixture with the arguments libtest,
+//! `cargo test` and `cargo nextest` use, and checks, test by test, what is
+//! reported.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use isolate::buggy;
+
+// ---- the fixture ----
+
+#[isolate_harness::test]
+fn passes() {}
+
+#[isolate_harness::test]
+fn returns_ok() -> Result<(), String> {
+    Ok(())
+}
+
+#[isolate_harness::test]
+fn returns_err() -> Result<(), String> {
+    Err("the answer was 41".to_owned())
+}
+
+#[isolate_harness::test]
+fn panics() {
+    panic!("dragons");
+}
+
+#[isolate_harness::test(should_panic)]
+fn should_panic_panics() {
+    panic!("as it should");
+}
+
+#[isolate_harness::test(should_panic = "expected text")]
+fn should_panic_with_text() {
+    panic!("the expected text is here");
+}
+
+#[isolate_harness::test(should_panic = "expected text")]
+fn should_panic_other_text() {
+    panic!("something else");
+}
+
+#[isolate_harness::test(should_panic)]
+fn should_panic_returns() {}
+
+#[isolate_harness::test]
+fn segfault() {
+    println!("about to crash");
+    buggy::dragons_here();
+}
+
+#[isolate_harness::test]
+fn aborts() {
+    buggy::abort();
+}
+
+#[isolate_harness::test]
+fn overflows_stack() {
+    buggy::overflow_stack(0);
+}
+
+#[isolate_harness::test]
+fn exit_zero() {
+    buggy::exit(0);
+}
+
+#[isolate_harness::test]
+fn exit_three() {
+    buggy::exit(3);
+}
+
+#[isolate_harness::test(timeout = "300ms")]
+fn hangs() {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[isolate_harness::test(memory_limit = "64MiB")]
+fn exceeds_memory_limit() {
+    buggy::allocate(1 << 30);
+}
+
+#[isolate_harness::test(expect_signal = "SIGSEGV")]
+fn death_by_segfault() {
+    buggy::dragons_here();
+}
+
+#[isolate_harness::test(expect_signal = "SIGSEGV")]
+fn death_expected_but_returns() {}
+
+#[isolate_harness::test(expect_signal = "SIGSEGV")]
+fn death_expected_but_aborts() {
+    buggy::abort();
+}
+
+#[isolate_harness::test(expect_exit = 3)]
+fn exits_three_as_expected() {
+    buggy::exit(3);
+}
+
+#[isolate_harness::test(expect_exit = 3)]
+fn exits_four_instead() {
+    buggy::exit(4);
+}
+
+#[isolate_harness::test(ignore)]
+fn ignored() {
+    buggy::dragons_here();
+}
+
+#[isolate_harness::test(ignore = "needs a GPU")]
+fn ignored_with_reason() {}
+
+#[isolate_harness::test]
+fn floods_output() {
+    use std::io::Write;
+    let line = [b'x'; 1023];
+    let mut stdout = std::io::stdout().lock();
+    for _ in 0..1024 {
+        stdout.write_all(&line).unwrap();
+        stdout.write_all(b"\n").unwrap();
+    }
+    panic!("after a megabyte of output");
+}
+
+#[isolate_harness::test]
+fn leaves_a_process() {
+    // Short-lived: run in-process (as under nextest) nobody kills it.
+    std::mem::forget(Command::new("sleep").arg("20").spawn().unwrap());
+}
+
+#[isolate_harness::test]
+fn closes_its_stdout() {
+    // SAFETY: closing a descriptor this test owns in its own process.
+    unsafe { libc::close(1) };
+}
+
+mod nested {
+    #[isolate_harness::test]
+    fn has_a_module_path() {}
+}
+
+static SETUP_RUNS: AtomicUsize = AtomicUsize::new(0);
+static FIXTURE: OnceLock<Vec<u64>> = OnceLock::new();
+
+#[isolate_harness::test]
+fn sees_the_shared_fixture_built_once() {
+    assert_eq!(SETUP_RUNS.load(Ordering::SeqCst), 1);
+    assert_eq!(FIXTURE.get().map(Vec::len), Some(100_000));
+}
+
+fn fixture() -> ! {
+    isolate_harness::Harness::new()
+        .setup(|| {
+            SETUP_RUNS.fetch_add(1, Ordering::SeqCst);
+            FIXTURE.set((0..100_000).collect()).unwrap();
+        })
+        .test("dynamic::passes", || {})
+        .test_with(
+            "dynamic::dies",
+            isolate_harness::TestOptions::new().expect_signal("SIGABRT"),
+            buggy::abort,
+        )
+        .run()
+}
+
+// ---- the driver ----
+
+/// How each fixture test must be reported, and a text its failure message
+/// must contain.
+const EXPECTED: &[(&str, Verdict, &str)] = &[
+    (
+        "aborts",
+        Verdict::Failed,
+        "killed by signal 6 (SIGABRT: abort)",
+    ),
+    ("closes_its_stdout", Verdict::Ok, ""),
+    ("death_by_segfault", Verdict::Ok, ""),
+    (
+        "death_expected_but_aborts",
+        Verdict::Failed,
+        "expected to die by SIGSEGV, but was killed by signal 6 (SIGABRT: abort)",
+    ),
+    (
+        "death_expected_but_returns",
+        Verdict::Failed,
+        "expected to die by SIGSEGV, but returned normally",
+    ),
+    ("dynamic::dies", Verdict::Ok, ""),
+    ("dynamic::passes", Verdict::Ok, ""),
+    (
+        "exceeds_memory_limit",
+        Verdict::Failed,
+        "an allocation failed",
+    ),
+    (
+        "exit_three",
+        Verdict::Failed,
+        "exited with code 3 before finishing",
+    ),
+    (
+        "exit_zero",
+        Verdict::Failed,
+        "exited with code 0 before finishing",
+    ),
+    (
+        "exits_four_instead",
+        Verdict::Failed,
+        "expected to exit with code 3, but exited with code 4 before finishing",
+    ),
+    ("exits_three_as_expected", Verdict::Ok, ""),
+    ("floods_output", Verdict::Failed, "bytes omitted ..."),
+    ("hangs", Verdict::Failed, "timed out after 300ms"),
+    ("ignored", Verdict::Ignored, ""),
+    ("ignored_with_reason", Verdict::Ignored, ""),
+    ("leaves_a_process", Verdict::Ok, ""),
+    ("nested::has_a_module_path", Verdict::Ok, ""),
+    (
+        "overflows_stack",
+        Verdict::Failed,
+        "stack overflow: killed by signal 11 (SIGSEGV",
+    ),
+    ("panics", Verdict::Failed, "panicked at tests/harness.rs"),
+    ("passes", Verdict::Ok, ""),
+    (
+        "returns_err",
+        Verdict::Failed,
+        "Error: \"the answer was 41\"",
+    ),
+    ("returns_ok", Verdict::Ok, ""),
+    ("sees_the_shared_fixture_built_once", Verdict::Ok, ""),
+    (
+        "segfault",
+        Verdict::Failed,
+        "killed by signal 11 (SIGSEGV: invalid memory reference) at address 0x0",
+    ),
+    (
+        "should_panic_other_text",
+        Verdict::Failed,
+        "panic did not contain expected string",
+    ),
+    ("should_panic_panics", Verdict::Ok, ""),
+    (
+        "should_panic_returns",
+        Verdict::Failed,
+        "test did not panic as expected",
+    ),
+    ("should_panic_with_text", Verdict::Ok, ""),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Ok,
+    Failed,
+    Ignored,
+}
+
+fn fixture_command(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(args)
+        .env("ISOLATE_FIXTURE", "1")
+        .env_remove("NEXTEST")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("ISOLATE_REPORT_FD");
+    command
+}
+
+fn run_fixture(args: &[&str]) -> Output {
+    fixture_command(args).output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The verdicts of a pretty run: `test NAME ... ok`.
+fn pretty_verdicts(text: &str) -> BTreeMap<String, Verdict> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("test ")?;
+            let (name, verdict) = rest.split_once(" ... ")?;
+            let verdict = match verdict.trim() {
+                "ok" => Verdict::Ok,
+                "FAILED" => Verdict::Failed,
+                verdict if verdict.starts_with("ignored") => Verdict::Ignored,
+                _ => return None,
+            };
+            Some((name.trim().to_owned(), verdict))
+        })
+        .collect()
+}
+
+fn expected_verdicts() -> BTreeMap<String, Verdict> {
+    EXPECTED
+        .iter()
+        .map(|(name, verdict, _)| ((*name).to_owned(), *verdict))
+        .collect()
+}
+
+/// The failure message libtest-mimic prints for `name`, up to the next
+/// test's.
+fn failure_section<'a>(text: &'a str, name: &str) -> &'a str {
+    let start = text
+        .find(&format!("\n---- {name} ----\n"))
+        .unwrap_or_else(|| panic!("no failure section for {name}:\n{text}"));
+    let section = &text[start + 1..];
+    let end = EXPECTED
+        .iter()
+        .filter_map(|(other, _, _)| section[1..].find(&format!("\n---- {other} ----\n")))
+        .min()
+        .unwrap_or(section.len() - 1);
+    &section[..=end]
+}
+
+fn check_pretty_run() {
+    let output = run_fixture(&["--test-threads", "2"]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(101), "{text}");
+    assert_eq!(pretty_verdicts(&text), expected_verdicts(), "{text}");
+    for (name, _, diagnosis) in EXPECTED {
+        if diagnosis.is_empty() {
+            continue;
+        }
+        let section = failure_section(&text, name);
+        assert!(
+            section.contains(diagnosis),
+            "{name}: {diagnosis:?} not in:\n{section}"
+        );
+    }
+    let segfault = failure_section(&text, "segfault");
+    assert!(segfault.contains("about to crash"), "{segfault}");
+    assert!(
+        segfault.contains("isolate::buggy::dragons_here"),
+        "{segfault}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("isolate: test leaves_a_process left 1 process(es) running, now killed")
+            && stderr.contains("(sleep)"),
+        "{stderr}"
+    );
+}
+
+fn check_json_report_stream() {
+    let path = std::env::temp_dir().join(format!("isolate-report-{}.jsonl", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    let fd = file.as_raw_fd();
+    // Let the fixture inherit the descriptor: this driver has one thread.
+    nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .unwrap();
+    let output = fixture_command(&["--test-threads", "2"])
+        .env("ISOLATE_REPORT_FD", fd.to_string())
+        .output()
+        .unwrap();
+    drop(file);
+    assert_eq!(output.status.code(), Some(101));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let finished: BTreeMap<String, &serde_json::Value> = events
+        .iter()
+        .filter(|event| event["event"] == "finished")
+        .map(|event| (event["name"].as_str().unwrap().to_owned(), event))
+        .collect();
+    let started = events
+        .iter()
+        .filter(|event| event["event"] == "started")
+        .count();
+    assert_eq!(started, finished.len());
+    assert!(events.iter().all(|event| event["version"] == 1));
+    for (name, verdict, _) in EXPECTED {
+        if *verdict == Verdict::Ignored {
+            assert!(!finished.contains_key(*name), "{name} ran");
+            continue;
+        }
+        let event = finished
+            .get(*name)
+            .unwrap_or_else(|| panic!("no event for {name}"));
+        assert_eq!(event["passed"], *verdict == Verdict::Ok, "{name}: {event}");
+    }
+    let segfault = &finished["segfault"]["outcome"];
+    assert_eq!(segfault["kind"], "signaled");
+    assert_eq!(segfault["signal"], 11);
+    assert_eq!(segfault["signal_name"], "SIGSEGV");
+    assert_eq!(segfault["fault_address"], 0);
+    assert_eq!(finished["segfault"]["stdout"], "about to crash\n");
+    assert_eq!(finished["exit_zero"]["outcome"]["kind"], "exited");
+    assert_eq!(finished["exit_zero"]["outcome"]["code"], 0);
+    assert_eq!(finished["hangs"]["outcome"]["kind"], "timed_out");
+    assert_eq!(
+        finished["overflows_stack"]["outcome"]["stack_overflow"],
+        true
+    );
+    assert_eq!(
+        finished["exceeds_memory_limit"]["outcome"]["kind"],
+        "out_of_memory"
+    );
+    assert_eq!(finished["panics"]["outcome"]["kind"], "panicked");
+    assert_eq!(finished["panics"]["outcome"]["message"], "dragons");
+    assert_eq!(
+        finished["leaves_a_process"]["leftovers"][0]["command"],
+        "sleep"
+    );
+}
+
+fn check_libtest_json_format() {
+    let output = run_fixture(&[
+        "--format",
+        "json",
+        "-Z",
+        "unstable-options",
+        "--test-threads",
+        "2",
+    ]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(101), "{text}");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let verdicts: BTreeMap<String, Verdict> = events
+        .iter()
+        .filter(|event| event["type"] == "test")
+        .filter_map(|event| {
+            let verdict = match event["event"].as_str()? {
+                "ok" => Verdict::Ok,
+                "failed" => Verdict::Failed,
+                "ignored" => Verdict::Ignored,
+                _ => return None,
+            };
+            Some((event["name"].as_str()?.to_owned(), verdict))
+        })
+        .collect();
+    assert_eq!(verdicts, expected_verdicts());
+}
+
+fn check_list() {
+    let text = stdout(&run_fixture(&["--list", "--format", "terse"]));
+    let mut expected: Vec<String> = EXPECTED
+        .iter()
+        .map(|(name, _, _)| format!("{name}: test"))
+        .collect();
+    expected.sort();
+    assert_eq!(text.lines().collect::<Vec<_>>(), expected);
+    let ignored = stdout(&run_fixture(&["--list", "--format", "terse", "--ignored"]));
+    assert_eq!(ignored, "ignored: test\nignored_with_reason: test\n");
+}
+
+fn check_filters() {
+    let output = run_fixture(&["--exact", "passes"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(pretty_verdicts(&stdout(&output)).len(), 1);
+
+    let output = run_fixture(&["should_panic", "--skip", "other", "--skip", "returns"]);
+    let verdicts = pretty_verdicts(&stdout(&output));
+    assert_eq!(
+        verdicts.keys().collect::<Vec<_>>(),
+        ["should_panic_panics", "should_panic_with_text"]
+    );
+    assert_eq!(output.status.code(), Some(0));
+
+    let output = run_fixture(&["--ignored", "--exact", "ignored"]);
+    assert_eq!(
+        pretty_verdicts(&stdout(&output))["ignored"],
+        Verdict::Failed
+    );
+}
+
+fn check_nocapture() {
+    let output = run_fixture(&["--exact", "segfault", "--nocapture"]);
+    assert!(stdout(&output).contains("about to crash"));
+    assert_eq!(output.status.code(), Some(101));
+}
+
+/// Runs the fixture as `cargo nextest run` does: list with `--list --format
+/// terse`, then each test alone with `--exact NAME --nocapture` and
+/// `NEXTEST` set, its verdict read from the exit code.
+fn check_as_nextest_runs_it() {
+    let list = stdout(&run_fixture(&["--list", "--format", "terse"]));
+    let ignored = stdout(&run_fixture(&["--list", "--format", "terse", "--ignored"]));
+    let mut verdicts = BTreeMap::new();
+    for line in list.lines() {
+        let name = line.strip_suffix(": test").unwrap();
+        if ignored.lines().any(|ignored| ignored == line) {
+            verdicts.insert(name.to_owned(), Verdict::Ignored);
+            continue;
+        }
+        // Each test in a process group of its own, killed afterwards: a
+        // test run in-process may leave a process behind, as nextest
+        // would see it do.
+        let mut child = fixture_command(&["--exact", name, "--nocapture"])
+            .env("NEXTEST", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let status = child.wait().unwrap();
+        let group = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let verdict = match status.code() {
+            Some(0) => Verdict::Ok,
+            _ => Verdict::Failed,
+        };
+        verdicts.insert(name.to_owned(), verdict);
+    }
+    assert_eq!(verdicts, expected_verdicts());
+}
+
+/// Runs `cargo nextest run` itself on the fixture, when nextest is
+/// installed and this driver was started by cargo (which tells where the
+/// workspace is).
+fn check_under_real_nextest() -> bool {
+    let Ok(workspace) = std::env::var("CARGO_MANIFEST_DIR") else {
+        return false;
+    };
+    let nextest = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output();
+    if !nextest.is_ok_and(|output| output.status.success()) {
+        return false;
+    }
+    let target = std::env::temp_dir().join(format!("isolate-nextest-{}", std::process::id()));
+    let output = Command::new("cargo")
+        .args([
+            "nextest",
+            "run",
+            "--test",
+            "harness",
+            "--no-fail-fast",
+            "--message-format",
+            "libtest-json-plus",
+            "--run-ignored",
+            "all",
+        ])
+        .current_dir(&workspace)
+        .env("ISOLATE_FIXTURE", "1")
+        .env("NEXTEST_EXPERIMENTAL_LIBTEST_JSON", "1")
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&target);
+    let text = stdout(&output);
+    let verdicts: BTreeMap<String, Verdict> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["type"] == "test")
+        .filter_map(|event| {
+            let verdict = match event["event"].as_str()? {
+                "ok" => Verdict::Ok,
+                "failed" => Verdict::Failed,
+                _ => return None,
+            };
+            let name = event["name"].as_str()?;
+            let name = name.rsplit_once('$').map_or(name, |(_, name)| name);
+            Some((name.to_owned(), verdict))
+        })
+        .collect();
+    let mut expected = expected_verdicts();
+    // `--run-ignored all` runs the ignored tests: `ignored` segfaults.
+    expected.insert("ignored".to_owned(), Verdict::Failed);
+    expected.insert("ignored_with_reason".to_owned(), Verdict::Ok);
+    assert_eq!(
+        verdicts,
+        expected,
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    true
+}
+
+fn main() {
+    if std::env::var_os("ISOLATE_FIXTURE").is_some() {
+        fixture();
+    }
+    let checks: [(&str, fn()); 7] = [
+        (
+            "every test's verdict and diagnosis, pretty format",
+            check_pretty_run,
+        ),
+        ("the structured report stream", check_json_report_stream),
+        ("libtest's json format", check_libtest_json_format),
+        ("--list --format terse", check_list),
+        ("filters, --exact, --skip, --ignored", check_filters),
+        ("--nocapture streams output", check_nocapture),
+        (
+            "verdicts as nextest runs each test",
+            check_as_nextest_runs_it,
+        ),
+    ];
+    for (name, check) in checks {
+        check();
+        println!("test {name} ... ok");
+    }
+    let mut passed = checks.len();
+    if check_under_real_nextest() {
+        println!("test verdicts under cargo nextest run ... ok");
+        passed += 1;
+    } else {
+        println!("test verdicts under cargo nextest run ... skipped (nextest is not installed)");
+    }
+    println!("\n{passed} passed, 0 failed");
+}
