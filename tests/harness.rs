@@ -148,6 +148,21 @@ fn closes_its_stdout() {
     unsafe { libc::close(1) };
 }
 
+/// Waits with a grandchild, when the driver asks (by naming a file for their
+/// pids): for the driver to kill the whole run under it.
+#[isolate_harness::test(ignore = "run by the driver only")]
+fn waits_with_a_grandchild() {
+    let Some(pidfile) = std::env::var_os("ISOLATE_FIXTURE_PIDFILE") else {
+        return;
+    };
+    let grandchild = Command::new("sleep").arg("30").spawn().unwrap();
+    let pids = format!("{} {}\n", std::process::id(), grandchild.id());
+    // Left running on purpose: the driver checks that it is killed.
+    std::mem::forget(grandchild);
+    std::fs::write(&pidfile, pids).unwrap();
+    std::thread::sleep(Duration::from_secs(30));
+}
+
 mod nested {
     #[isolate_harness::test]
     fn has_a_module_path() {}
@@ -259,6 +274,7 @@ const EXPECTED: &[(&str, Verdict, &str)] = &[
         "test did not panic as expected",
     ),
     ("should_panic_with_text", Verdict::Ok, ""),
+    ("waits_with_a_grandchild", Verdict::Ignored, ""),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -463,7 +479,10 @@ fn check_list() {
     expected.sort();
     assert_eq!(text.lines().collect::<Vec<_>>(), expected);
     let ignored = stdout(&run_fixture(&["--list", "--format", "terse", "--ignored"]));
-    assert_eq!(ignored, "ignored: test\nignored_with_reason: test\n");
+    assert_eq!(
+        ignored,
+        "ignored: test\nignored_with_reason: test\nwaits_with_a_grandchild: test\n"
+    );
 }
 
 fn check_filters() {
@@ -490,6 +509,74 @@ fn check_nocapture() {
     let output = run_fixture(&["--exact", "segfault", "--nocapture"]);
     assert!(stdout(&output).contains("about to crash"));
     assert_eq!(output.status.code(), Some(101));
+}
+
+fn is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat[stat.rfind(')').unwrap() + 2..].starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Whether `pid` stops running within ten seconds.
+fn stops_running(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while is_running(pid) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Kills the harness with SIGKILL while a test runs with a grandchild:
+/// the fork server, the test's child and its grandchild must all go.
+fn check_nothing_outlives_a_killed_runner() {
+    let pidfile = std::env::temp_dir().join(format!("isolate-pids-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pidfile);
+    let mut runner = fixture_command(&["--ignored", "--exact", "waits_with_a_grandchild"])
+        .env("ISOLATE_FIXTURE_PIDFILE", &pidfile)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let pids: Vec<u32> = loop {
+        let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
+        if text.ends_with('\n') {
+            break text
+                .split_whitespace()
+                .map(|pid| pid.parse().unwrap())
+                .collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the test never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::fs::remove_file(&pidfile).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pids[0])).unwrap();
+    let server: u32 = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(
+        server,
+        runner.id(),
+        "the test ran in the runner's own child"
+    );
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    for (what, pid) in [
+        ("fork server", server),
+        ("test child", pids[0]),
+        ("grandchild", pids[1]),
+    ] {
+        assert!(stops_running(pid), "the {what} ({pid}) outlived the runner");
+    }
 }
 
 /// Runs the fixture as `cargo nextest run` does: list with `--list --format
@@ -581,6 +668,7 @@ fn check_under_real_nextest() -> bool {
     // `--run-ignored all` runs the ignored tests: `ignored` segfaults.
     expected.insert("ignored".to_owned(), Verdict::Failed);
     expected.insert("ignored_with_reason".to_owned(), Verdict::Ok);
+    expected.insert("waits_with_a_grandchild".to_owned(), Verdict::Ok);
     assert_eq!(
         verdicts,
         expected,
@@ -594,7 +682,7 @@ fn main() {
     if std::env::var_os("ISOLATE_FIXTURE").is_some() {
         fixture();
     }
-    let checks: [(&str, fn()); 7] = [
+    let checks: [(&str, fn()); 8] = [
         (
             "every test's verdict and diagnosis, pretty format",
             check_pretty_run,
@@ -608,6 +696,10 @@ fn main() {
             "verdicts as nextest runs each test",
             check_as_nextest_runs_it,
         ),
+        (
+            "nothing outlives a killed runner",
+            check_nothing_outlives_a_killed_runner,
+        ),
     ];
     for (name, check) in checks {
         check();
@@ -618,7 +710,9 @@ fn main() {
         println!("test verdicts under cargo nextest run ... ok");
         passed += 1;
     } else {
-        println!("test verdicts under cargo nextest run ... skipped (nextest is not installed)");
+        println!(
+            "test verdicts under cargo nextest run ... skipped (needs cargo and cargo-nextest)"
+        );
     }
     println!("\n{passed} passed, 0 failed");
 }

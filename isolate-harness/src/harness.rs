@@ -2,28 +2,7 @@
 //! [`Harness`], each run by libtest-mimic in a child of the fork server, and
 //! the verdict on how each ended.
 //!
-//! # The structured report stream
-//!
-//! When the environment variable `ISOLATE_REPORT_FD` names an open file
-//! descriptor, the harness also writes one JSON object per line to it: one
-//! when a test starts and one when it ends. Every line has `"version": 1`.
-//!
-//! ```json
-//! {"version":1,"event":"started","name":"crashes::null_deref"}
-//! {"version":1,"event":"finished","name":"crashes::null_deref","passed":false,
-//!  "outcome":{"kind":"signaled","signal":11,"signal_name":"SIGSEGV",
-//!  "description":"killed by signal 11 (SIGSEGV: invalid memory reference) at address 0x0",
-//!  "core_dumped":false,"fault_address":0,"stack_overflow":false,"backtrace":["fixture::crash"]},
-//!  "message":"…","duration_ms":3.1,"stdout":"…","stderr":"…","leftovers":[]}
-//! ```
-//!
-//! `outcome.kind` is one of `returned` (with `error` when the test returned
-//! `Err`), `panicked` (`message`, `location`), `signaled` (as above),
-//! `exited` (`code`), `timed_out` (`limit_ms`, `grace_ms`, `signal_name`),
-//! `out_of_memory` (`limit`), `ignored` and `broken` (`reason`: the
-//! machinery failed). `passed` is the verdict after the test's
-//! expectations (`should_panic`, `expect_signal`, `expect_exit`), and
-//! `message` the failure message shown to people.
+//! The report stream's format is documented in the crate docs.
 
 use std::fmt::Debug;
 use std::fs::File;
@@ -435,11 +414,12 @@ fn expect_return(run: &TestRun, options: &TestOptions) -> Result<(), String> {
             "panic did not contain expected string\n      panic message: {:?}\n expected substring: {expected:?}",
             report.message
         )),
-        (ending, _) => Err(describe_ending(ending)),
+        (panicked @ Ending::Panicked(_), None) => Err(describe_ending(panicked)),
+        (ending, _) => Err(format!("the test {}", describe_ending(ending))),
     }
 }
 
-/// One paragraph on how a test ended, for a failure message.
+/// How a test ended, as a phrase that reads after "the test" or "but".
 fn describe_ending(ending: &Ending) -> String {
     match ending {
         Ending::Returned(Ok(())) => "returned normally".to_owned(),
@@ -456,9 +436,12 @@ fn describe_ending(ending: &Ending) -> String {
             limit,
             grace_period,
             termination,
-        } => format!(
-            "timed out after {limit:?} and was {termination} (SIGTERM, then SIGKILL after {grace_period:?})"
-        ),
+        } => match termination.signal().map(Signal::number) {
+            Some(libc::SIGKILL) => format!(
+                "timed out after {limit:?}, ignored SIGTERM for {grace_period:?} and was killed by SIGKILL"
+            ),
+            _ => format!("timed out after {limit:?} and was {termination}"),
+        },
         Ending::Broken(reason) => format!("could not be run: {reason}"),
     }
 }

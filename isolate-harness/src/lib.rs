@@ -1,6 +1,98 @@
-//! Run function calls, and soon tests, in forked child processes, so that a
-//! segfault, an abort, a stack overflow, a stray `exit()` or a hang ends one
-//! call with a clear diagnosis instead of the whole process.
+//! Run each test, or any function call, in a forked child process, so that
+//! a segfault, an abort, a stack overflow, a stray `exit()` or a hang fails
+//! that one test, with a clear diagnosis, and the run goes on.
+//!
+//! # As a test harness
+//!
+//! ```toml
+//! [[test]]
+//! name = "crashy"
+//! harness = false
+//!
+//! [dev-dependencies]
+//! isolate-harness = "0.1"
+//! ```
+//!
+//! ```ignore
+//! // tests/crashy.rs
+//! #[isolate_harness::test]
+//! fn parses_the_header() {
+//!     assert_eq!(unsafe { ffi::parse_header(b"GIF89a".as_ptr()) }, 0);
+//! }
+//!
+//! // A death test: passes only if the child dies by SIGSEGV.
+//! #[isolate_harness::test(expect_signal = "SIGSEGV")]
+//! fn null_input_crashes() {
+//!     unsafe { ffi::parse_header(std::ptr::null()) };
+//! }
+//!
+//! #[isolate_harness::test(timeout = "2s", memory_limit = "256MiB")]
+//! fn terminates_within_limits() {
+//!     unsafe { ffi::decode_all(INPUT.as_ptr(), INPUT.len()) };
+//! }
+//!
+//! isolate_harness::main!();
+//! ```
+//!
+//! `cargo test` and `cargo nextest run` run it like any test target, with
+//! libtest's options (filters, `--exact`, `--skip`, `--list`, `--ignored`,
+//! `--include-ignored`, `--test-threads`, `--format pretty|terse|json`,
+//! `--nocapture`, `--color`, `-q`) and exit code 101 on failure. A test that
+//! crashes fails alone:
+//!
+//! ```text
+//! test null_deref ... FAILED
+//! ---- null_deref ----
+//! was killed by signal 11 (SIGSEGV: invalid memory reference) at address 0x0
+//! crash site:
+//!    0: mylib::parse
+//!              at src/lib.rs:10
+//!    1: crashy::null_deref
+//!              at tests/crashy.rs:4
+//! ```
+//!
+//! Options of [`#[test]`](test): `ignore`, `ignore = "reason"`,
+//! `should_panic`, `should_panic = "text"`, `timeout = "2s"`,
+//! `memory_limit = "256MiB"`, `expect_signal = "SIGSEGV"`, `expect_exit = 3`.
+//! [`Harness`] adds tests at run time and a shared setup that runs once,
+//! before any test, and whose result every test sees copy-on-write.
+//!
+//! ## How the harness runs tests
+//!
+//! At the start of `main`, after the shared setup and while the process
+//! still has one thread, the harness forks a *fork server*. libtest-mimic's
+//! worker threads ask it for each test; it forks a child per test (a copy
+//! of itself, so of every test and of the setup's result), in a process
+//! group of its own. A test's stdout and stderr go to memory files, kept as
+//! head and tail. Under nextest, which runs each test in a process of its
+//! own already, tests that need no process for their options run in it
+//! directly.
+//!
+//! ## The structured report stream
+//!
+//! When the environment variable `ISOLATE_REPORT_FD` names an open file
+//! descriptor, the harness also writes one JSON object per line to it: one
+//! when a test starts and one when it ends. Every line has `"version": 1`.
+//!
+//! ```json
+//! {"version":1,"event":"started","name":"crashes::null_deref"}
+//! {"version":1,"event":"finished","name":"crashes::null_deref","passed":false,
+//!  "outcome":{"kind":"signaled","signal":11,"signal_name":"SIGSEGV",
+//!  "description":"killed by signal 11 (SIGSEGV: invalid memory reference) at address 0x0",
+//!  "core_dumped":false,"fault_address":0,"stack_overflow":false,"backtrace":["fixture::crash"]},
+//!  "message":"…","duration_ms":3.1,"stdout":"…","stderr":"…","leftovers":[]}
+//! ```
+//!
+//! `outcome.kind` is one of `returned` (with `error` when the test returned
+//! `Err`), `panicked` (`message`, `location`), `signaled` (as above),
+//! `exited` (`code`), `timed_out` (`limit_ms`, `grace_ms`, `signal_name`),
+//! `out_of_memory` (`limit`), `ignored` and `broken` (`reason`: the
+//! machinery failed). `passed` is the verdict after the test's
+//! expectations (`should_panic`, `expect_signal`, `expect_exit`), and
+//! `message` the failure message shown to people.
+//!
+
+//! # As a library
 //!
 //! ```no_run
 //! use isolate_harness::{Error, Isolate};
@@ -18,16 +110,12 @@
 //! # Ok::<(), Error>(())
 //! ```
 //!
-//! Three ways in, over one core:
-//!
 //! - [`Isolate`]: a forked child that serves calls; [`Isolate::call`] sends
 //!   it a function and an argument and returns the result, or an [`Error`]
 //!   that says how the child died.
 //! - [`run`]: one call in a fresh child.
 //! - [`#[isolated]`](isolated): a function every call of which runs in a
 //!   fresh child and returns `Result<T, Error>`.
-//!
-//! # How it works
 //!
 //! The child is a `fork()` of the calling process, so it starts with all of
 //! its state: a call crosses the boundary as a code address (valid in both,
@@ -41,20 +129,29 @@
 //! # Platforms
 //!
 //! Linux only (5.4 or later: pidfds, `waitid(P_PIDFD)`,
-//! `PR_SET_PDEATHSIG`). On other systems the crate does not compile.
+//! `PR_SET_PDEATHSIG`, `memfd_create`). On other systems the crate does not
+//! compile.
 //!
 //! # Limitations
 //!
 //! - Forking a multi-threaded process copies only the calling thread: see
-//!   [`Isolate`]. A one-time warning says so when it happens.
+//!   [`Isolate`]. A one-time warning says so when it happens. The harness
+//!   forks its server before any thread starts, so its tests are not
+//!   affected; a shared setup that starts threads should not leave them
+//!   holding locks.
 //! - Functions are sent as code addresses, so [`Isolate::call`] takes plain
 //!   `fn` items and closures that capture nothing.
-//! - With `panic = "abort"`, a panic in a call kills the child with SIGABRT
-//!   and is reported as a termination.
+//! - With `panic = "abort"`, a panic kills the child with SIGABRT and is
+//!   reported as that signal.
 //! - Inside a libtest `#[test]` run without `--nocapture`, `print!` and
-//!   `eprint!` in a child write to libtest's capture buffer of the test
-//!   thread, which the child holds only a copy of: that output is lost.
-//!   Writing to `std::io::stdout()` directly reaches the child's stdout.
+//!   `eprint!` in an isolate's child write to libtest's capture buffer of
+//!   the test thread, which the child holds only a copy of: that output is
+//!   lost. Writing to `std::io::stdout()` directly reaches the child's
+//!   stdout. (The harness has no such problem.)
+//! - Processes a test or call leaves behind are found and killed only in
+//!   its process group; one that calls `setsid` escapes.
+//! - Under nextest, a test that runs in-process and leaves a process behind
+//!   is nextest's to report, as a leak.
 //! - A program that ignores `SIGCHLD` has its children reaped by the kernel;
 //!   their exit status is then lost.
 
