@@ -25,6 +25,8 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -201,6 +203,28 @@ pub(crate) fn address_space_size() -> u64 {
         })
         .unwrap_or(0);
     kib * 1024
+}
+
+/// Warns, once per process, when forking a process that has more threads
+/// than the one forking, and says whether it has.
+pub(crate) fn warn_if_threaded() -> bool {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let threads = thread_count();
+    if threads > 1 && !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "isolate: warning: forking a process that runs {threads} threads. The child \
+             gets a copy of the calling thread only; a lock another thread held at that \
+             moment (in the allocator, on stdout, a mutex of yours) stays locked in the \
+             child, and a call that needs it hangs. Fork before starting threads where you can."
+        );
+    }
+    threads > 1
+}
+
+/// The number of threads of this process: the link count of
+/// `/proc/self/task` is two plus one per thread, and costs one `stat`.
+fn thread_count() -> u64 {
+    std::fs::metadata("/proc/self/task").map_or(1, |task| task.nlink().saturating_sub(2))
 }
 
 fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {

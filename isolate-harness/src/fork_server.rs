@@ -161,6 +161,9 @@ impl ForkServer {
             theirs.push(server_end);
         }
         let _ = io::stdout().flush();
+        // The harness forks before libtest-mimic starts its threads; only a
+        // shared setup that started threads of its own makes this warn.
+        child::warn_if_threaded();
         let mut setup = ChildSetup::new(theirs[0].as_raw_fd());
         setup.death_signal = NixSignal::SIGTERM;
         server::prepare_to_fork();

@@ -8,9 +8,7 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -466,7 +464,7 @@ type Died = (Error, Termination);
 impl Connection {
     /// Forks a child that runs `child_main` on its end of the channel.
     fn spawn(config: &Config, child_main: impl FnOnce(UnixStream)) -> Result<Connection, Error> {
-        let threaded = warn_if_threaded();
+        let threaded = child::warn_if_threaded();
         server::prepare_to_fork();
         // Whatever this process has buffered must not be written a second
         // time by the child.
@@ -682,28 +680,6 @@ enum Incoming {
     Frame(Frame),
     Pending,
     Closed,
-}
-
-/// Warns, once per process, when forking a process that has more threads
-/// than the one forking, and says whether it has.
-fn warn_if_threaded() -> bool {
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    let threads = thread_count();
-    if threads > 1 && !WARNED.swap(true, Ordering::Relaxed) {
-        eprintln!(
-            "isolate: warning: forking a process that runs {threads} threads. The child \
-             gets a copy of the calling thread only; a lock another thread held at that \
-             moment (in the allocator, on stdout, a mutex of yours) stays locked in the \
-             child, and a call that needs it hangs. Fork before starting threads where you can."
-        );
-    }
-    threads > 1
-}
-
-/// The number of threads of this process: the link count of
-/// `/proc/self/task` is two plus one per thread, and costs one `stat`.
-fn thread_count() -> u64 {
-    std::fs::metadata("/proc/self/task").map_or(1, |task| task.nlink().saturating_sub(2))
 }
 
 #[cfg(test)]
