@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use isolate::buggy;
+use support::stops_running;
+
+mod support;
 
 // ---- the fixture ----
 
@@ -511,24 +514,7 @@ fn check_nocapture() {
     assert_eq!(output.status.code(), Some(101));
 }
 
-fn is_running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat[stat.rfind(')').unwrap() + 2..].starts_with('Z'),
-        Err(_) => false,
-    }
-}
 
-/// Whether `pid` stops running within ten seconds.
-fn stops_running(pid: u32) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while is_running(pid) {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
-}
 
 /// Kills the harness with SIGKILL while a test runs with a grandchild:
 /// the fork server, the test's child and its grandchild must all go.

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use isolate::buggy;
 use isolate_harness::{Error, Isolate, Termination};
+use support::{is_running, stops_running};
+
+mod support;
 
 /// The termination of a call that should have ended its child.
 fn terminated<R: std::fmt::Debug>(result: Result<R, Error>) -> Termination {
@@ -26,29 +29,7 @@ fn backtrace_functions(termination: &Termination) -> Vec<String> {
         .collect()
 }
 
-fn is_running(pid: u32) -> bool {
-    // A zombie is not running; a reaped process has no /proc entry.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next();
-            state != Some('Z')
-        }
-        Err(_) => false,
-    }
-}
 
-/// Whether `pid` stops running soon: SIGKILL is sent at once, but a killed
-/// process takes a moment to exit.
-fn stops_running(pid: u32) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while is_running(pid) {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
-}
 
 fn add_one(n: u64) -> u64 {
     n + 1
