@@ -514,8 +514,6 @@ fn check_nocapture() {
     assert_eq!(output.status.code(), Some(101));
 }
 
-
-
 /// Kills the harness with SIGKILL while a test runs with a grandchild:
 /// the fork server, the test's child and its grandchild must all go.
 fn check_nothing_outlives_a_killed_runner() {

@@ -29,8 +29,6 @@ fn backtrace_functions(termination: &Termination) -> Vec<String> {
         .collect()
 }
 
-
-
 fn add_one(n: u64) -> u64 {
     n + 1
 }
