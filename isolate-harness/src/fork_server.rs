@@ -133,51 +133,64 @@ pub(crate) enum Ending {
     Broken(String),
 }
 
-/// The harness's handle on the fork server.
+/// The harness's handle on its fork servers.
 pub(crate) struct ForkServer {
-    /// Keeps the server process; dropping it ends the server.
-    process: Child,
+    /// Keeps the server processes; dropping them ends the servers.
+    processes: Vec<Child>,
     channels: Mutex<Vec<UnixStream>>,
     returned: Condvar,
 }
 
 impl ForkServer {
-    /// Forks the server with `channels` channels (one per worker thread).
+    /// Forks `servers` servers sharing `channels` channels (one per worker
+    /// thread) between them. One server forks one test at a time, and a
+    /// fork costs far more than anything else a test of a few microseconds
+    /// does, so a machine with several cores wants several servers.
     ///
     /// # Errors
     ///
-    /// When the channels or the server cannot be created.
+    /// When the channels or a server cannot be created.
     pub(crate) fn start(
         tests: &[ServedTest],
         channels: usize,
+        servers: usize,
         capture: bool,
     ) -> io::Result<ForkServer> {
+        let channels = channels.max(1);
+        let servers = servers.clamp(1, channels);
         let mut ours = Vec::with_capacity(channels);
-        let mut theirs = Vec::with_capacity(channels);
-        for _ in 0..channels.max(1) {
+        let mut theirs: Vec<Vec<UnixStream>> = (0..servers).map(|_| Vec::new()).collect();
+        for channel in 0..channels {
             let (parent_end, server_end) = UnixStream::pair()?;
             parent_end.set_nonblocking(true)?;
             ours.push(parent_end);
-            theirs.push(server_end);
+            theirs[channel % servers].push(server_end);
         }
         let _ = io::stdout().flush();
         // The harness forks before libtest-mimic starts its threads; only a
         // shared setup that started threads of its own makes this warn.
         child::warn_if_threaded();
-        let mut setup = ChildSetup::new(theirs[0].as_raw_fd());
-        setup.death_signal = NixSignal::SIGTERM;
         server::prepare_to_fork();
-        match child::fork(&setup)? {
-            Forked::Child => {
-                drop(ours);
-                serve(tests, theirs, capture)
+        let mut processes = Vec::with_capacity(servers);
+        while let Some(own) = theirs.pop() {
+            let mut setup = ChildSetup::new(own[0].as_raw_fd());
+            setup.death_signal = NixSignal::SIGTERM;
+            match child::fork(&setup)? {
+                Forked::Child => {
+                    drop((ours, theirs));
+                    // The servers forked before this one are not this
+                    // one's to kill: forget the handles without dropping.
+                    std::mem::forget(processes);
+                    serve(tests, own, capture)
+                }
+                Forked::Parent(process) => processes.push(process),
             }
-            Forked::Parent(process) => Ok(ForkServer {
-                process,
-                channels: Mutex::new(ours),
-                returned: Condvar::new(),
-            }),
         }
+        Ok(ForkServer {
+            processes,
+            channels: Mutex::new(ours),
+            returned: Condvar::new(),
+        })
     }
 
     /// Runs test `index` in a fresh child of the server and waits for it.
@@ -206,7 +219,11 @@ impl ForkServer {
             if let Some(channel) = channels.pop() {
                 return Some(channel);
             }
-            if self.process.wait_exit(Some(Duration::ZERO)).unwrap_or(true) {
+            let alive = self
+                .processes
+                .iter()
+                .any(|process| !process.wait_exit(Some(Duration::ZERO)).unwrap_or(true));
+            if !alive {
                 return None;
             }
             channels = self
@@ -386,7 +403,43 @@ fn write_all_nonblocking(channel: &mut UnixStream, mut bytes: &[u8]) -> io::Resu
 /// A test the server is running.
 struct Running {
     child: Child,
-    outputs: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// The files a channel's tests write their stdout and stderr to, made once
+/// per channel and emptied after each test. They are opened `O_APPEND`, so
+/// that once emptied the next test writes from the start.
+struct OutputFiles {
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+impl OutputFiles {
+    fn create() -> io::Result<OutputFiles> {
+        let open = |name| {
+            let fd = memfd(name)?;
+            nix::fcntl::fcntl(
+                &fd,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
+            )?;
+            Ok::<_, io::Error>(fd)
+        };
+        Ok(OutputFiles {
+            stdout: open("stdout")?,
+            stderr: open("stderr")?,
+        })
+    }
+
+    /// Takes what the last test wrote and empties the files.
+    fn take(&self) -> (CapturedStream, CapturedStream) {
+        let kept = (
+            read_kept(self.stdout.as_fd()),
+            read_kept(self.stderr.as_fd()),
+        );
+        for fd in [&self.stdout, &self.stderr] {
+            let _ = nix::unistd::ftruncate(fd, 0);
+        }
+        kept
+    }
 }
 
 /// The server's loop. Never returns: the server ends when every channel is
@@ -404,7 +457,9 @@ fn serve(tests: &[ServedTest], channels: Vec<UnixStream>, capture: bool) -> ! {
     };
     let mut channels: Vec<Option<UnixStream>> = channels.into_iter().map(Some).collect();
     let mut readers: Vec<FrameReader> = channels.iter().map(|_| FrameReader::new(64)).collect();
+    let mut outputs: Vec<Option<OutputFiles>> = channels.iter().map(|_| None).collect();
     let mut running: HashMap<usize, Running> = HashMap::new();
+    let children = Children::open();
     loop {
         if channels.iter().all(Option::is_none) && running.is_empty() {
             child::exit_child(0);
@@ -454,15 +509,17 @@ fn serve(tests: &[ServedTest], channels: Vec<UnixStream>, capture: bool) -> ! {
                                     .payload()
                                     .first_chunk::<4>()
                                     .map(|index| u32::from_le_bytes(*index) as usize);
-                                match index
-                                    .and_then(|index| tests.get(index).map(|test| (index, test)))
-                                {
-                                    Some((_, test)) => match start_test(test, channel, capture) {
-                                        Ok(test) => {
-                                            running.insert(slot, test);
-                                        }
-                                        Err(error) => {
-                                            let exit = TestExit {
+                                if capture && outputs[slot].is_none() {
+                                    outputs[slot] = OutputFiles::create().ok();
+                                }
+                                match index.and_then(|index| tests.get(index)) {
+                                    Some(test) => {
+                                        match start_test(test, channel, outputs[slot].as_ref()) {
+                                            Ok(test) => {
+                                                running.insert(slot, test);
+                                            }
+                                            Err(error) => {
+                                                let exit = TestExit {
                                                 status: ExitStatus::Code(-1),
                                                 stdout: CapturedStream::default(),
                                                 stderr: CapturedStream {
@@ -471,9 +528,10 @@ fn serve(tests: &[ServedTest], channels: Vec<UnixStream>, capture: bool) -> ! {
                                                 },
                                                 leftovers: Vec::new(),
                                             };
-                                            send_exit(channel, &exit);
+                                                send_exit(channel, &exit);
+                                            }
                                         }
-                                    },
+                                    }
                                     None => channels[slot] = None,
                                 }
                             }
@@ -501,7 +559,7 @@ fn serve(tests: &[ServedTest], channels: Vec<UnixStream>, capture: bool) -> ! {
                     let Some(test) = running.remove(&slot) else {
                         continue;
                     };
-                    let exit = finish_test(test, &running);
+                    let exit = finish_test(test, &running, &children, outputs[slot].as_ref());
                     if let Some(channel) = channels[slot].as_mut() {
                         send_exit(channel, &exit);
                     }
@@ -519,17 +577,14 @@ enum Source {
     Test(usize),
 }
 
-/// Forks the child for one test.
-fn start_test(test: &ServedTest, channel: &UnixStream, capture: bool) -> io::Result<Running> {
-    let outputs = if capture {
-        Some((memfd("stdout")?, memfd("stderr")?))
-    } else {
-        None
-    };
+/// Forks the child for one test, its output going to `outputs` if given.
+fn start_test(
+    test: &ServedTest,
+    channel: &UnixStream,
+    outputs: Option<&OutputFiles>,
+) -> io::Result<Running> {
     let mut setup = ChildSetup::new(channel.as_raw_fd());
-    setup.output = outputs
-        .as_ref()
-        .map(|(stdout, stderr)| (stdout.as_raw_fd(), stderr.as_raw_fd()));
+    setup.output = outputs.map(|files| (files.stdout.as_raw_fd(), files.stderr.as_raw_fd()));
     if let Some(limit) = test.memory_limit {
         setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
     }
@@ -542,7 +597,7 @@ fn start_test(test: &ServedTest, channel: &UnixStream, capture: bool) -> io::Res
             let _ = channel.write_all(&frame);
             child::exit_child(0)
         }
-        Forked::Parent(child) => Ok(Running { child, outputs }),
+        Forked::Parent(child) => Ok(Running { child }),
     }
 }
 
@@ -560,22 +615,23 @@ fn memfd(name: &str) -> io::Result<OwnedFd> {
 
 /// Reaps a test's child: finds what it left behind, kills its group, reaps
 /// it and its leftovers, and collects its output.
-fn finish_test(mut test: Running, others: &HashMap<usize, Running>) -> TestExit {
+fn finish_test(
+    mut test: Running,
+    others: &HashMap<usize, Running>,
+    children: &Children,
+    outputs: Option<&OutputFiles>,
+) -> TestExit {
     let pgid = test.child.pid().as_raw();
     let others: Vec<i32> = others
         .values()
         .map(|other| other.child.pid().as_raw())
         .collect();
-    let leftovers = leftovers_in_group(pgid, &others);
+    let leftovers = children.leftovers_in_group(pgid, &others);
     let status = test.child.wait().unwrap_or(ExitStatus::Code(-1));
     for leftover in &leftovers {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(leftover.pid as i32), None);
     }
-    let (stdout, stderr) = test
-        .outputs
-        .as_ref()
-        .map(|(stdout, stderr)| (read_kept(stdout.as_fd()), read_kept(stderr.as_fd())))
-        .unwrap_or_default();
+    let (stdout, stderr) = outputs.map(OutputFiles::take).unwrap_or_default();
     TestExit {
         status,
         stdout,
@@ -584,28 +640,49 @@ fn finish_test(mut test: Running, others: &HashMap<usize, Running>) -> TestExit 
     }
 }
 
-/// The server's children in process group `pgid`, other than the test's
-/// own child: processes the test left, reparented to this subreaper.
-fn leftovers_in_group(pgid: i32, running: &[i32]) -> Vec<Leftover> {
-    let tid = nix::unistd::gettid();
-    let Ok(children) = std::fs::read_to_string(format!("/proc/self/task/{tid}/children")) else {
-        return Vec::new();
-    };
-    children
-        .split_whitespace()
-        .filter_map(|pid| pid.parse::<i32>().ok())
-        .filter(|pid| *pid != pgid && !running.contains(pid))
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let open = stat.find('(')?;
-            let close = stat.rfind(')')?;
-            let group: i32 = stat[close + 1..].split_whitespace().nth(2)?.parse().ok()?;
-            (group == pgid).then(|| Leftover {
-                pid: pid.unsigned_abs(),
-                command: stat[open + 1..close].to_owned(),
+/// The server's list of its children, kept open to be read again after each
+/// test: a subreaper inherits what its tests leave behind.
+struct Children {
+    list: Option<std::fs::File>,
+}
+
+impl Children {
+    fn open() -> Children {
+        let tid = nix::unistd::gettid();
+        Children {
+            list: std::fs::File::open(format!("/proc/self/task/{tid}/children")).ok(),
+        }
+    }
+
+    /// The server's children in process group `pgid`, other than the
+    /// test's own child and the `running` tests: processes the test left,
+    /// reparented to this subreaper.
+    fn leftovers_in_group(&self, pgid: i32, running: &[i32]) -> Vec<Leftover> {
+        use std::os::unix::fs::FileExt;
+        let Some(list) = &self.list else {
+            return Vec::new();
+        };
+        let mut text = Vec::new();
+        let mut chunk = [0_u8; 4096];
+        while let Ok(read @ 1..) = list.read_at(&mut chunk, text.len() as u64) {
+            text.extend_from_slice(&chunk[..read]);
+        }
+        String::from_utf8_lossy(&text)
+            .split_whitespace()
+            .filter_map(|pid| pid.parse::<i32>().ok())
+            .filter(|pid| *pid != pgid && !running.contains(pid))
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let open = stat.find('(')?;
+                let close = stat.rfind(')')?;
+                let group: i32 = stat[close + 1..].split_whitespace().nth(2)?.parse().ok()?;
+                (group == pgid).then(|| Leftover {
+                    pid: pid.unsigned_abs(),
+                    command: stat[open + 1..close].to_owned(),
+                })
             })
-        })
-        .collect()
+            .collect()
+    }
 }
 
 /// The head and tail of a captured stream.

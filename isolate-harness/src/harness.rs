@@ -264,6 +264,14 @@ impl Harness {
             .or_else(|| std::thread::available_parallelism().ok().map(Into::into))
             .unwrap_or(1);
         let capture = !args.nocapture;
+        let in_process = std::env::var_os("NEXTEST").is_some();
+        // Under nextest, the one test of the run may need no fork server.
+        let needs_server = self.tests.iter().any(|test| {
+            let trial = listed(test);
+            !args.is_filtered_out(&trial)
+                && !args.is_ignored(&trial)
+                && (!in_process || test.options.needs_fork())
+        });
         let names: Vec<String> = self.tests.iter().map(|test| test.name.clone()).collect();
         let options: Vec<TestOptions> = self.tests.iter().map(|test| test.options).collect();
         let served: Vec<ServedTest> = self
@@ -274,14 +282,18 @@ impl Harness {
                 function: test.function,
             })
             .collect();
-        let server = match ForkServer::start(&served, threads, capture) {
-            Ok(server) => Arc::new(server),
-            Err(error) => {
-                eprintln!("isolate: failed to start the fork server: {error}");
-                std::process::exit(101);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let server = if needs_server {
+            match ForkServer::start(&served, threads, cores, capture) {
+                Ok(server) => Some(Arc::new(server)),
+                Err(error) => {
+                    eprintln!("isolate: failed to start the fork server: {error}");
+                    std::process::exit(101);
+                }
             }
+        } else {
+            None
         };
-        let in_process = std::env::var_os("NEXTEST").is_some();
         let served = Arc::new(served);
         let report = ReportStream::from_env().map(Arc::new);
         let trials = names
@@ -289,7 +301,7 @@ impl Harness {
             .zip(options)
             .enumerate()
             .map(|(index, (name, options))| {
-                let server = Arc::clone(&server);
+                let server = server.clone();
                 let served = Arc::clone(&served);
                 let report = report.clone();
                 let trial_name = name.clone();
@@ -297,10 +309,11 @@ impl Harness {
                     if let Some(report) = &report {
                         report.started(&trial_name);
                     }
-                    let run = if in_process && !options.needs_fork() {
-                        run_in_process(&served[index].function)
-                    } else {
-                        server.run(index, options.timeout, GRACE_PERIOD)
+                    let run = match &server {
+                        Some(server) if !in_process || options.needs_fork() => {
+                            server.run(index, options.timeout, GRACE_PERIOD)
+                        }
+                        _ => run_in_process(&served[index].function),
                     };
                     let verdict = verdict(&run, &options);
                     if !run.leftovers.is_empty() {
