@@ -1,9 +1,115 @@
 //! `cargo isolate`: run every test of a cargo workspace in its own process.
+//!
+//! The stages of a run, one module each: [`cli`] parses, [`build`] runs
+//! `cargo test --no-run`, [`list`] asks each binary for its tests, [`run`]
+//! runs them, [`report`] tells people and CI; [`exit_code`] says how the
+//! process ends.
 
 #![forbid(unsafe_code)]
 
+mod build;
 mod cli;
+mod exit_code;
+mod list;
+mod report;
+mod run;
 
-fn main() {
-    cli::Cargo::parse_args();
+use std::process::ExitCode;
+
+use cli::{Cargo, Command};
+
+fn main() -> ExitCode {
+    let Cargo::Isolate(command) = Cargo::parse_args();
+    let code = match command {
+        Command::Test(args) => test(&args),
+        Command::List(args) => list_tests(&args),
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Builds and lists, reporting failures; the listed binaries on success.
+fn build_and_list(
+    cargo: &cli::CargoOptions,
+    filters: &[String],
+    harness_args: &[String],
+) -> Result<(Vec<list::BinaryTests>, list::Selection), i32> {
+    let selection = list::Selection::new(filters, harness_args).map_err(|error| {
+        eprintln!("error: {error}");
+        exit_code::USAGE
+    })?;
+    let binaries = build::build(cargo).map_err(|error| {
+        eprintln!("error: {error}");
+        match error {
+            build::BuildError::Failed => exit_code::BUILD_FAILED,
+            _ => exit_code::RUNNER_FAILED,
+        }
+    })?;
+    let mut listed = Vec::with_capacity(binaries.len());
+    for binary in binaries {
+        match list::list(binary) {
+            Ok(tests) => listed.push(tests),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return Err(exit_code::RUNNER_FAILED);
+            }
+        }
+    }
+    Ok((listed, selection))
+}
+
+fn test(args: &cli::TestArgs) -> i32 {
+    let (binaries, selection) = match build_and_list(&args.cargo, &args.filters, &args.harness_args)
+    {
+        Ok(listed) => listed,
+        Err(code) => return code,
+    };
+    let threads = args
+        .run
+        .test_threads
+        .map(usize::from)
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    let plan = run::RunPlan {
+        threads,
+        timeout: args.run.timeout,
+        fail_fast: args.run.fail_fast,
+    };
+    let settings = report::ReportSettings {
+        format: args.report.message_format,
+        color: args.report.color,
+        verbose: args.report.verbose,
+        junit: args.report.junit.as_deref(),
+    };
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let summary = std::thread::scope(|scope| {
+        let reporter = scope.spawn(|| report::report(receiver, &settings));
+        run::run(&binaries, &selection, &plan, &sender);
+        drop(sender);
+        reporter
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the reporter panicked")))
+    });
+    match summary {
+        Ok(summary) if summary.has_failures() => exit_code::TESTS_FAILED,
+        Ok(_) => exit_code::SUCCESS,
+        Err(error) => {
+            eprintln!("error: failed to write the report: {error}");
+            exit_code::RUNNER_FAILED
+        }
+    }
+}
+
+fn list_tests(args: &cli::ListArgs) -> i32 {
+    let (binaries, selection) = match build_and_list(&args.cargo, &args.filters, &args.harness_args)
+    {
+        Ok(listed) => listed,
+        Err(code) => return code,
+    };
+    for binary in &binaries {
+        for test in binary.tests.iter().filter(|test| selection.selects(test)) {
+            let ignored = if test.ignored { " (ignored)" } else { "" };
+            println!("{} {}{ignored}", binary.binary.id, test.name);
+        }
+    }
+    exit_code::SUCCESS
 }

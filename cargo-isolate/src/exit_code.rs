@@ -1,0 +1,20 @@
+//! The exit codes of `cargo isolate`, in one place.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | every test that ran passed (or none was selected) |
+//! | 1 | the runner itself failed: a test binary could not be listed, a report could not be written |
+//! | 2 | usage error: bad options (clap exits with this code itself) |
+//! | 100 | at least one test failed, crashed, timed out or exited early |
+//! | 101 | the build failed |
+
+/// Every test that ran passed.
+pub(crate) const SUCCESS: i32 = 0;
+/// The runner itself failed.
+pub(crate) const RUNNER_FAILED: i32 = 1;
+/// Bad options.
+pub(crate) const USAGE: i32 = 2;
+/// A test failed.
+pub(crate) const TESTS_FAILED: i32 = 100;
+/// The build failed.
+pub(crate) const BUILD_FAILED: i32 = 101;

@@ -1,0 +1,235 @@
+//! Listing the tests of each binary and choosing which to run.
+//!
+//! Every binary is asked with `--list --format terse`, and again with
+//! `--ignored`, as libtest answers both. A binary that runs
+//! `isolate-harness` is told apart by the marker the harness links into
+//! it, without running it for that.
+
+use std::io;
+use std::process::Command;
+
+use crate::build::TestBinary;
+
+/// The bytes `isolate-harness` links into every binary that runs its
+/// harness.
+const HARNESS_MARKER: &[u8] = b"isolate-harness report stream v1";
+
+/// How a binary runs its tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Runner {
+    /// libtest, or any harness that speaks its command line: one process
+    /// per test.
+    Libtest,
+    /// isolate-harness: one process per binary, which isolates each test
+    /// itself and reports on the structured stream.
+    IsolateHarness,
+}
+
+/// A binary and its tests.
+#[derive(Debug)]
+pub(crate) struct BinaryTests {
+    pub(crate) binary: TestBinary,
+    pub(crate) runner: Runner,
+    pub(crate) tests: Vec<ListedTest>,
+}
+
+/// A test as the binary listed it.
+#[derive(Clone, Debug)]
+pub(crate) struct ListedTest {
+    pub(crate) name: String,
+    pub(crate) ignored: bool,
+}
+
+/// Why a binary's tests could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ListError {
+    #[error("failed to run {binary} to list its tests")]
+    Spawn {
+        binary: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{binary} failed to list its tests ({status}):\n{stderr}")]
+    Failed {
+        binary: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+}
+
+/// Lists the tests of `binary`.
+///
+/// # Errors
+///
+/// When the binary cannot run or its listing fails.
+pub(crate) fn list(binary: TestBinary) -> Result<BinaryTests, ListError> {
+    let all = list_with(&binary, &[])?;
+    let ignored = list_with(&binary, &["--ignored"])?;
+    let tests = all
+        .into_iter()
+        .map(|name| ListedTest {
+            ignored: ignored.contains(&name),
+            name,
+        })
+        .collect();
+    let runner = match std::fs::read(&binary.path) {
+        Ok(bytes) if memchr::memmem::find(&bytes, HARNESS_MARKER).is_some() => {
+            Runner::IsolateHarness
+        }
+        _ => Runner::Libtest,
+    };
+    Ok(BinaryTests {
+        binary,
+        runner,
+        tests,
+    })
+}
+
+fn list_with(binary: &TestBinary, extra: &[&str]) -> Result<Vec<String>, ListError> {
+    let output = Command::new(&binary.path)
+        .args(["--list", "--format", "terse"])
+        .args(extra)
+        .current_dir(&binary.package_dir)
+        .output()
+        .map_err(|source| ListError::Spawn {
+            binary: binary.id.clone(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(ListError::Failed {
+            binary: binary.id.clone(),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.strip_suffix(": test"))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Which tests to run: the filters and the libtest options given after
+/// `--`.
+#[derive(Debug, Default)]
+pub(crate) struct Selection {
+    filters: Vec<String>,
+    skip: Vec<String>,
+    exact: bool,
+    ignored: IgnoredTests,
+}
+
+/// What to do with ignored tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum IgnoredTests {
+    /// Report them as ignored.
+    #[default]
+    Skip,
+    /// Run only them (`--ignored`).
+    Only,
+    /// Run them with the others (`--include-ignored`).
+    Include,
+}
+
+/// A harness argument that `cargo isolate` does not know.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unsupported argument after `--`: {0} (supported: --exact, --skip NAME, --ignored, --include-ignored)"
+)]
+pub(crate) struct UnknownHarnessArg(String);
+
+impl Selection {
+    /// The selection that `filters` and `harness_args` describe.
+    ///
+    /// # Errors
+    ///
+    /// For a harness argument it does not know.
+    pub(crate) fn new(
+        filters: &[String],
+        harness_args: &[String],
+    ) -> Result<Selection, UnknownHarnessArg> {
+        let mut selection = Selection {
+            filters: filters.to_vec(),
+            ..Selection::default()
+        };
+        let mut args = harness_args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--exact" => selection.exact = true,
+                "--ignored" => selection.ignored = IgnoredTests::Only,
+                "--include-ignored" => selection.ignored = IgnoredTests::Include,
+                "--skip" => match args.next() {
+                    Some(name) => selection.skip.push(name.clone()),
+                    None => return Err(UnknownHarnessArg("--skip without a name".to_owned())),
+                },
+                filter if !filter.starts_with('-') => selection.filters.push(filter.to_owned()),
+                other => return Err(UnknownHarnessArg(other.to_owned())),
+            }
+        }
+        Ok(selection)
+    }
+
+    fn matches(&self, pattern: &str, name: &str) -> bool {
+        if self.exact {
+            name == pattern
+        } else {
+            name.contains(pattern)
+        }
+    }
+
+    /// Whether `test` is part of the run at all (ignored or not).
+    pub(crate) fn selects(&self, test: &ListedTest) -> bool {
+        (self.filters.is_empty()
+            || self
+                .filters
+                .iter()
+                .any(|filter| self.matches(filter, &test.name)))
+            && !self.skip.iter().any(|skip| self.matches(skip, &test.name))
+            && (self.ignored != IgnoredTests::Only || test.ignored)
+    }
+
+    /// Whether a selected `test` runs, rather than being reported ignored.
+    pub(crate) fn runs(&self, test: &ListedTest) -> bool {
+        !test.ignored || self.ignored != IgnoredTests::Skip
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test(name: &str, ignored: bool) -> ListedTest {
+        ListedTest {
+            name: name.to_owned(),
+            ignored,
+        }
+    }
+
+    #[test]
+    fn filters_skip_and_exact() {
+        let selection = Selection::new(
+            &["crash".to_owned()],
+            &["--skip".to_owned(), "abort".to_owned()],
+        )
+        .unwrap();
+        assert!(selection.selects(&test("crash::segfault", false)));
+        assert!(!selection.selects(&test("crash::abort", false)));
+        assert!(!selection.selects(&test("passes", false)));
+
+        let exact = Selection::new(&["passes".to_owned()], &["--exact".to_owned()]).unwrap();
+        assert!(exact.selects(&test("passes", false)));
+        assert!(!exact.selects(&test("passes_too", false)));
+    }
+
+    #[test]
+    fn ignored_tests() {
+        let default = Selection::new(&[], &[]).unwrap();
+        assert!(default.selects(&test("slow", true)) && !default.runs(&test("slow", true)));
+        let only = Selection::new(&[], &["--ignored".to_owned()]).unwrap();
+        assert!(!only.selects(&test("fast", false)));
+        assert!(only.runs(&test("slow", true)));
+        let include = Selection::new(&[], &["--include-ignored".to_owned()]).unwrap();
+        assert!(include.selects(&test("fast", false)) && include.runs(&test("slow", true)));
+        assert!(Selection::new(&[], &["--frobnicate".to_owned()]).is_err());
+    }
+}

@@ -1,0 +1,384 @@
+//! Reports of a run, all read from the one stream of [`Event`]s: lines for
+//! people, JSON lines for programs, and JUnit XML for CI.
+//!
+//! # JSON lines (`--message-format json`)
+//!
+//! One object per line, each with `"version": 1` and an `"event"`:
+//!
+//! - `{"event":"run-started","tests":N,"binaries":N}`
+//! - `{"event":"test-finished","binary":"pkg::target","name":"...","status":"crashed",
+//!   "signal":11,"signal_name":"SIGSEGV","core_dumped":false,"message":"killed by signal 11
+//!   (SIGSEGV: invalid memory reference)","duration_ms":1.2,"stdout":"...","stderr":"...",
+//!   "leaked":0}`; `status` is one of `passed`, `failed`, `crashed`,
+//!   `timed-out`, `exited-early` (with `exit_code`), `ignored`, `broken`.
+//! - `{"event":"run-finished","passed":N,"failed":N,...,"duration_ms":…}`
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anstyle::{AnsiColor, Style};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use serde_json::json;
+
+use crate::cli::{ColorChoice, MessageFormat};
+use crate::run::{Event, Status, TestOutcome};
+
+/// The version of the JSON lines.
+const JSON_VERSION: u32 = 1;
+
+/// Counts of a run, by how tests ended.
+#[derive(Debug, Default)]
+pub(crate) struct Summary {
+    pub(crate) passed: usize,
+    pub(crate) failed: usize,
+    pub(crate) crashed: usize,
+    pub(crate) timed_out: usize,
+    pub(crate) exited_early: usize,
+    pub(crate) broken: usize,
+    pub(crate) ignored: usize,
+    pub(crate) leaked: usize,
+}
+
+impl Summary {
+    fn count(&mut self, outcome: &TestOutcome) {
+        let count = match outcome.status {
+            Status::Passed => &mut self.passed,
+            Status::Failed => &mut self.failed,
+            Status::Crashed { .. } => &mut self.crashed,
+            Status::TimedOut { .. } => &mut self.timed_out,
+            Status::ExitedEarly { .. } => &mut self.exited_early,
+            Status::Broken => &mut self.broken,
+            Status::Ignored => &mut self.ignored,
+        };
+        *count += 1;
+        if outcome.leaked > 0 {
+            self.leaked += 1;
+        }
+    }
+
+    /// Whether any test did not pass.
+    pub(crate) fn has_failures(&self) -> bool {
+        self.failed + self.crashed + self.timed_out + self.exited_early + self.broken > 0
+    }
+
+    fn run(&self) -> usize {
+        self.passed + self.failed + self.crashed + self.timed_out + self.exited_early + self.broken
+    }
+}
+
+/// Everything the reporter was asked to do.
+pub(crate) struct ReportSettings<'a> {
+    pub(crate) format: MessageFormat,
+    pub(crate) color: ColorChoice,
+    pub(crate) verbose: bool,
+    pub(crate) junit: Option<&'a Path>,
+}
+
+/// Reads events until the run ends, writing the reports; returns the
+/// counts.
+///
+/// # Errors
+///
+/// When the JUnit report cannot be written.
+pub(crate) fn report(
+    events: std::sync::mpsc::Receiver<Event>,
+    settings: &ReportSettings<'_>,
+) -> std::io::Result<Summary> {
+    let started = std::time::Instant::now();
+    let choice = match settings.color {
+        ColorChoice::Auto => anstream::ColorChoice::Auto,
+        ColorChoice::Always => anstream::ColorChoice::Always,
+        ColorChoice::Never => anstream::ColorChoice::Never,
+    };
+    let mut out = anstream::AutoStream::new(std::io::stdout(), choice);
+    let mut summary = Summary::default();
+    let mut outcomes = Vec::new();
+    for event in events {
+        match event {
+            Event::Started { tests, binaries } => match settings.format {
+                MessageFormat::Human => {
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        styled(
+                            BOLD_GREEN,
+                            &format!("    Starting {tests} tests across {binaries} binaries")
+                        )
+                    );
+                }
+                MessageFormat::Json => {
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        json!({"version": JSON_VERSION, "event": "run-started", "tests": tests, "binaries": binaries})
+                    );
+                }
+            },
+            Event::Finished(outcome) => {
+                summary.count(&outcome);
+                match settings.format {
+                    MessageFormat::Human => print_test_line(&mut out, &outcome, settings.verbose),
+                    MessageFormat::Json => {
+                        let _ = writeln!(out, "{}", outcome_json(&outcome));
+                    }
+                }
+                outcomes.push(*outcome);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    match settings.format {
+        MessageFormat::Human => print_summary(&mut out, &summary, &outcomes, elapsed),
+        MessageFormat::Json => {
+            let _ = writeln!(
+                out,
+                "{}",
+                json!({
+                    "version": JSON_VERSION,
+                    "event": "run-finished",
+                    "passed": summary.passed,
+                    "failed": summary.failed,
+                    "crashed": summary.crashed,
+                    "timed_out": summary.timed_out,
+                    "exited_early": summary.exited_early,
+                    "broken": summary.broken,
+                    "ignored": summary.ignored,
+                    "leaked": summary.leaked,
+                    "duration_ms": elapsed.as_secs_f64() * 1000.0,
+                })
+            );
+        }
+    }
+    if let Some(path) = settings.junit {
+        write_junit(path, &outcomes, elapsed)?;
+    }
+    Ok(summary)
+}
+
+const BOLD_GREEN: Style = AnsiColor::Green.on_default().bold();
+const BOLD_RED: Style = AnsiColor::Red.on_default().bold();
+const BOLD_YELLOW: Style = AnsiColor::Yellow.on_default().bold();
+const BOLD_MAGENTA: Style = AnsiColor::Magenta.on_default().bold();
+
+fn styled(style: Style, text: &str) -> String {
+    format!("{style}{text}{style:#}")
+}
+
+/// The label and colour of a status in human output.
+fn label(status: &Status) -> (&'static str, Style) {
+    match status {
+        Status::Passed => ("PASS", BOLD_GREEN),
+        Status::Failed => ("FAIL", BOLD_RED),
+        Status::Crashed { .. } => ("CRASH", BOLD_MAGENTA),
+        Status::TimedOut { .. } => ("TIMEOUT", BOLD_RED),
+        Status::ExitedEarly { .. } => ("EXIT", BOLD_RED),
+        Status::Ignored => ("IGNORED", BOLD_YELLOW),
+        Status::Broken => ("BROKEN", BOLD_RED),
+    }
+}
+
+fn print_test_line(out: &mut impl Write, outcome: &TestOutcome, verbose: bool) {
+    let (label, style) = label(&outcome.status);
+    let mut line = format!(
+        "{} [{:>8.3}s] {} {}",
+        styled(style, &format!("{label:>12}")),
+        outcome.duration.as_secs_f64(),
+        outcome.binary.id,
+        outcome.name
+    );
+    if let Status::Crashed { signal, .. } = &outcome.status {
+        line.push_str(&format!(" ({})", signal.name()));
+    }
+    if outcome.leaked > 0 {
+        line.push_str(&styled(
+            BOLD_YELLOW,
+            &format!(" [leaked {} process(es), killed]", outcome.leaked),
+        ));
+    }
+    let _ = writeln!(out, "{line}");
+    if verbose && !outcome.status.is_failure() {
+        print_output(out, outcome);
+    }
+}
+
+fn print_output(out: &mut impl Write, outcome: &TestOutcome) {
+    for (name, text) in [("stdout", &outcome.stdout), ("stderr", &outcome.stderr)] {
+        if !text.is_empty() {
+            let _ = writeln!(
+                out,
+                "--- {name} of {} {} ---\n{}",
+                outcome.binary.id,
+                outcome.name,
+                text.trim_end()
+            );
+        }
+    }
+}
+
+fn print_summary(
+    out: &mut impl Write,
+    summary: &Summary,
+    outcomes: &[TestOutcome],
+    elapsed: Duration,
+) {
+    let failures: Vec<&TestOutcome> = outcomes
+        .iter()
+        .filter(|outcome| outcome.status.is_failure())
+        .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(out, "\n{}", styled(BOLD_RED, "failures:"));
+    }
+    for outcome in &failures {
+        let (label, style) = label(&outcome.status);
+        let _ = writeln!(
+            out,
+            "\n{} {} {}: {}",
+            styled(style, label),
+            outcome.binary.id,
+            outcome.name,
+            outcome.message.lines().next().unwrap_or_default()
+        );
+        for line in outcome.message.lines().skip(1) {
+            let _ = writeln!(out, "    {line}");
+        }
+        print_output(out, outcome);
+        let _ = writeln!(
+            out,
+            "    rerun: cargo isolate test -p {} {} -- --exact {}",
+            outcome.binary.package, outcome.binary.selector, outcome.name
+        );
+    }
+    let mut parts = vec![format!("{} passed", summary.passed)];
+    for (count, name) in [
+        (summary.failed, "failed"),
+        (summary.crashed, "crashed"),
+        (summary.timed_out, "timed out"),
+        (summary.exited_early, "exited early"),
+        (summary.broken, "could not run"),
+        (summary.leaked, "leaked processes"),
+        (summary.ignored, "ignored"),
+    ] {
+        if count > 0 {
+            parts.push(format!("{count} {name}"));
+        }
+    }
+    let style = if summary.has_failures() {
+        BOLD_RED
+    } else {
+        BOLD_GREEN
+    };
+    let _ = writeln!(
+        out,
+        "\n{} [{:>8.3}s] {} tests run: {}",
+        styled(style, "     Summary"),
+        elapsed.as_secs_f64(),
+        summary.run(),
+        parts.join(", ")
+    );
+}
+
+fn status_name(status: &Status) -> &'static str {
+    match status {
+        Status::Passed => "passed",
+        Status::Failed => "failed",
+        Status::Crashed { .. } => "crashed",
+        Status::TimedOut { .. } => "timed-out",
+        Status::ExitedEarly { .. } => "exited-early",
+        Status::Ignored => "ignored",
+        Status::Broken => "broken",
+    }
+}
+
+fn outcome_json(outcome: &TestOutcome) -> serde_json::Value {
+    let mut value = json!({
+        "version": JSON_VERSION,
+        "event": "test-finished",
+        "binary": outcome.binary.id,
+        "name": outcome.name,
+        "status": status_name(&outcome.status),
+        "message": outcome.message,
+        "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
+        "stdout": outcome.stdout,
+        "stderr": outcome.stderr,
+        "leaked": outcome.leaked,
+    });
+    match &outcome.status {
+        Status::Crashed {
+            signal,
+            core_dumped,
+        } => {
+            value["signal"] = json!(signal.number());
+            value["signal_name"] = json!(signal.name());
+            value["core_dumped"] = json!(core_dumped);
+        }
+        Status::ExitedEarly { code } => value["exit_code"] = json!(code),
+        Status::TimedOut { after } => value["timeout_ms"] = json!(after.as_millis() as u64),
+        _ => {}
+    }
+    value
+}
+
+/// The JUnit report: one test suite per binary. A crash's `<failure>` has
+/// the signal's name as its type, timeouts and early exits have types of
+/// their own, and captured output goes to `system-out` and `system-err`.
+fn write_junit(path: &Path, outcomes: &[TestOutcome], elapsed: Duration) -> std::io::Result<()> {
+    let mut report = Report::new("cargo-isolate");
+    report.set_time(elapsed);
+    let mut suites: Vec<TestSuite> = Vec::new();
+    for outcome in outcomes {
+        let index = match suites
+            .iter()
+            .position(|suite| suite.name.as_str() == outcome.binary.id)
+        {
+            Some(index) => index,
+            None => {
+                suites.push(TestSuite::new(outcome.binary.id.clone()));
+                suites.len() - 1
+            }
+        };
+        let status = match &outcome.status {
+            Status::Passed => TestCaseStatus::success(),
+            Status::Ignored => TestCaseStatus::skipped(),
+            status => {
+                let kind = if matches!(status, Status::Broken) {
+                    NonSuccessKind::Error
+                } else {
+                    NonSuccessKind::Failure
+                };
+                let mut failure = TestCaseStatus::non_success(kind);
+                let failure_type = match status {
+                    Status::Crashed { signal, .. } => signal.name(),
+                    Status::TimedOut { .. } => "timeout".to_owned(),
+                    Status::ExitedEarly { .. } => "exit".to_owned(),
+                    Status::Broken => "broken".to_owned(),
+                    _ => "test failure".to_owned(),
+                };
+                failure.set_type(failure_type);
+                failure.set_message(
+                    outcome
+                        .message
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+                failure.set_description(outcome.message.clone());
+                failure
+            }
+        };
+        let mut case = TestCase::new(outcome.name.clone(), status);
+        case.set_classname(outcome.binary.id.clone());
+        case.set_time(outcome.duration);
+        if !outcome.stdout.is_empty() {
+            case.set_system_out(outcome.stdout.clone());
+        }
+        if !outcome.stderr.is_empty() {
+            case.set_system_err(outcome.stderr.clone());
+        }
+        suites[index].add_test_case(case);
+    }
+    report.add_test_suites(suites);
+    let file = std::fs::File::create(path)?;
+    report.serialize(file).map_err(std::io::Error::other)
+}

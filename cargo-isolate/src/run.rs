@@ -1,0 +1,746 @@
+//! Running the tests: every test in a process of its own, with a global
+//! limit on how many run at once.
+//!
+//! - A libtest binary runs once per test, as `BIN --exact NAME
+//!   --test-threads 1 --logfile FILE`, in a process group of its own. Its
+//!   verdict comes from libtest's log file, which is open before the test
+//!   runs, so a test that closes its stdout still gets one; a test that
+//!   exits (even with code 0) before libtest logged a result fails.
+//!   Output goes to files, not pipes, so nothing blocks on it.
+//! - An isolate-harness binary runs once, with all the run's threads: its
+//!   fork server isolates each test, and its report stream (a pipe on its
+//!   descriptor 3, named by `ISOLATE_REPORT_FD`) says how each ended.
+//!
+//! Timeouts are kept by one watchdog thread. A worker waits for its test's
+//! process without reaping it (`WNOWAIT`), so the watchdog never signals a
+//! process group whose leader may have been reaped; then it kills what the
+//! test left in its group and reaps it.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+use isolate_harness::Signal;
+use nix::sys::signal::{Signal as NixSignal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::build::TestBinary;
+use crate::list::{BinaryTests, Runner, Selection};
+
+/// Bytes of each output stream kept from its start, and from its end.
+const KEPT_OUTPUT: u64 = 16 * 1024;
+
+/// Time between SIGTERM and SIGKILL for a test that ran out of time.
+const GRACE_PERIOD: Duration = Duration::from_secs(1);
+
+/// How a test ended.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Status {
+    Passed,
+    /// The test's harness reported a failure: a panic, an error, a death
+    /// test that did not die as expected.
+    Failed,
+    /// A signal killed the test's process.
+    Crashed {
+        signal: Signal,
+        core_dumped: bool,
+    },
+    /// It ran past the timeout and was killed.
+    TimedOut {
+        after: Duration,
+    },
+    /// Its process exited before the harness reported a result.
+    ExitedEarly {
+        code: i32,
+    },
+    /// Not run: ignored.
+    Ignored,
+    /// The runner could not run it.
+    Broken,
+}
+
+impl Status {
+    pub(crate) fn is_failure(&self) -> bool {
+        !matches!(self, Status::Passed | Status::Ignored)
+    }
+}
+
+/// One test's result.
+#[derive(Clone, Debug)]
+pub(crate) struct TestOutcome {
+    pub(crate) binary: TestBinary,
+    pub(crate) name: String,
+    pub(crate) status: Status,
+    /// What went wrong, for people: the diagnosis of a failure.
+    pub(crate) message: String,
+    pub(crate) duration: Duration,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    /// Processes the test left running, killed when it ended.
+    pub(crate) leaked: usize,
+}
+
+/// What the runner tells the reporter.
+pub(crate) enum Event {
+    /// The run starts: this many tests, across this many binaries.
+    Started {
+        tests: usize,
+        binaries: usize,
+    },
+    Finished(Box<TestOutcome>),
+}
+
+/// Options of the run.
+pub(crate) struct RunPlan {
+    pub(crate) threads: usize,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) fail_fast: bool,
+}
+
+/// A piece of work for one worker.
+enum Unit {
+    Test { binary: usize, name: String },
+}
+
+/// Runs the selected tests of `binaries`, sending an event per test.
+pub(crate) fn run(
+    binaries: &[BinaryTests],
+    selection: &Selection,
+    plan: &RunPlan,
+    events: &Sender<Event>,
+) {
+    let selected: usize = binaries
+        .iter()
+        .map(|binary| {
+            binary
+                .tests
+                .iter()
+                .filter(|test| selection.selects(test))
+                .count()
+        })
+        .sum();
+    let _ = events.send(Event::Started {
+        tests: selected,
+        binaries: binaries.len(),
+    });
+    let stop = AtomicBool::new(false);
+    let watchdog = Watchdog::start();
+    let mut queue = VecDeque::new();
+    for (index, binary) in binaries.iter().enumerate() {
+        let mut to_run = Vec::new();
+        for test in binary.tests.iter().filter(|test| selection.selects(test)) {
+            if selection.runs(test) {
+                to_run.push(test.name.clone());
+            } else {
+                let _ = events.send(Event::Finished(Box::new(outcome(
+                    &binary.binary,
+                    &test.name,
+                    Status::Ignored,
+                    String::new(),
+                ))));
+            }
+        }
+        match binary.runner {
+            Runner::IsolateHarness if !to_run.is_empty() => {
+                // Run it now, with every thread, before the per-test work.
+                run_harness(binary, &to_run, plan.threads, events, &stop, plan.fail_fast);
+            }
+            Runner::IsolateHarness => {}
+            Runner::Libtest => queue.extend(to_run.into_iter().map(|name| Unit::Test {
+                binary: index,
+                name,
+            })),
+        }
+    }
+    let queue = Mutex::new(queue);
+    std::thread::scope(|scope| {
+        for _ in 0..plan.threads.max(1) {
+            scope.spawn(|| {
+                loop {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Some(Unit::Test { binary, name }) = lock(&queue).pop_front() else {
+                        return;
+                    };
+                    let outcome =
+                        run_libtest(&binaries[binary].binary, &name, plan.timeout, &watchdog);
+                    if plan.fail_fast && outcome.status.is_failure() {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    let _ = events.send(Event::Finished(Box::new(outcome)));
+                }
+            });
+        }
+    });
+    watchdog.stop();
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn outcome(binary: &TestBinary, name: &str, status: Status, message: String) -> TestOutcome {
+    TestOutcome {
+        binary: binary.clone(),
+        name: name.to_owned(),
+        status,
+        message,
+        duration: Duration::ZERO,
+        stdout: String::new(),
+        stderr: String::new(),
+        leaked: 0,
+    }
+}
+
+/// The environment cargo gives a test, so tests that read it work here.
+fn test_command(binary: &TestBinary) -> Command {
+    let mut command = Command::new(&binary.path);
+    command
+        .current_dir(&binary.package_dir)
+        .env("CARGO_MANIFEST_DIR", &binary.package_dir)
+        .env("CARGO_PKG_NAME", &binary.package)
+        .env("CARGO_CRATE_NAME", binary.target.replace('-', "_"))
+        .stdin(Stdio::null())
+        .process_group(0);
+    command
+}
+
+/// Runs one test of a libtest binary in a process of its own.
+fn run_libtest(
+    binary: &TestBinary,
+    name: &str,
+    timeout: Option<Duration>,
+    watchdog: &Watchdog,
+) -> TestOutcome {
+    let started = Instant::now();
+    match run_libtest_process(binary, name, timeout, watchdog) {
+        Ok(mut outcome) => {
+            outcome.duration = started.elapsed();
+            outcome
+        }
+        Err(error) => {
+            let mut outcome = outcome(
+                binary,
+                name,
+                Status::Broken,
+                format!("could not run the test: {error}"),
+            );
+            outcome.duration = started.elapsed();
+            outcome
+        }
+    }
+}
+
+fn run_libtest_process(
+    binary: &TestBinary,
+    name: &str,
+    timeout: Option<Duration>,
+    watchdog: &Watchdog,
+) -> io::Result<TestOutcome> {
+    let logfile = tempfile::NamedTempFile::new()?;
+    let stdout = tempfile::tempfile()?;
+    let stderr = tempfile::tempfile()?;
+    let mut child = test_command(binary)
+        .args([
+            "--exact",
+            name,
+            "--test-threads",
+            "1",
+            "--include-ignored",
+            "--nocapture",
+            "--logfile",
+        ])
+        .arg(logfile.path())
+        .stdout(stdout.try_clone()?)
+        .stderr(stderr.try_clone()?)
+        .spawn()?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
+    if let Some(timeout) = timeout {
+        watchdog.watch(pid, timeout);
+    }
+    // Wait without reaping: the group id stays ours until the leader is
+    // reaped, so the watchdog and the clean-up below cannot hit a stranger.
+    loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            result => {
+                result?;
+                break;
+            }
+        }
+    }
+    let timed_out = watchdog.forget(pid);
+    let leaked = leftovers(pid);
+    let _ = killpg(pid, NixSignal::SIGKILL);
+    let status = child.wait()?;
+    let log = std::fs::read_to_string(logfile.path()).unwrap_or_default();
+    let (status, mut message) = libtest_verdict(&log, name, status, timed_out, timeout);
+    let stderr = without_libtest_lines(&read_kept(stderr), name);
+    if status == Status::Failed
+        && let Some(panic) = panic_message(&stderr)
+    {
+        message = panic;
+    }
+    Ok(TestOutcome {
+        binary: binary.clone(),
+        name: name.to_owned(),
+        status,
+        message,
+        duration: Duration::ZERO,
+        stdout: without_libtest_lines(&read_kept(stdout), name),
+        stderr,
+        leaked,
+    })
+}
+
+/// How a libtest test ended, from libtest's log and its process's status.
+fn libtest_verdict(
+    log: &str,
+    name: &str,
+    status: ExitStatus,
+    timed_out: bool,
+    timeout: Option<Duration>,
+) -> (Status, String) {
+    let logged = log.lines().find_map(|line| {
+        line.split_once(' ')
+            .filter(|(_, test)| *test == name)
+            .map(|(verdict, _)| verdict)
+    });
+    if timed_out {
+        let after = timeout.unwrap_or_default();
+        return (
+            Status::TimedOut { after },
+            format!(
+                "timed out after {after:?} and was killed (SIGTERM, then SIGKILL after {GRACE_PERIOD:?})"
+            ),
+        );
+    }
+    if let Some(signal) = status.signal() {
+        let signal = Signal(signal);
+        let core_dumped = status.core_dumped();
+        let mut message = format!("killed by {signal}");
+        if core_dumped {
+            message.push_str(" (core dumped)");
+        }
+        return (
+            Status::Crashed {
+                signal,
+                core_dumped,
+            },
+            message,
+        );
+    }
+    match (logged, status.code()) {
+        (Some("ok"), Some(0)) => (Status::Passed, String::new()),
+        (Some("failed"), _) => (Status::Failed, "the test failed".to_owned()),
+        (Some("ok"), Some(code)) => (
+            Status::ExitedEarly { code },
+            format!("libtest reported the test passed, but its process exited with code {code}"),
+        ),
+        (_, Some(code)) => (
+            Status::ExitedEarly { code },
+            format!("exited with code {code} before libtest reported a result"),
+        ),
+        (_, None) => (Status::Broken, format!("ended with {status}")),
+    }
+}
+
+/// How many processes other than its leader are left in process group
+/// `pgid`, read from `/proc` while the leader's zombie pins the group.
+fn leftovers(pgid: Pid) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != pgid.as_raw())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .is_some_and(|stat| {
+                    stat.rfind(')').and_then(|close| {
+                        stat[close + 1..]
+                            .split_whitespace()
+                            .nth(2)?
+                            .parse::<i32>()
+                            .ok()
+                    }) == Some(pgid.as_raw())
+                })
+        })
+        .count()
+}
+
+/// The panic Rust's hook printed, as `panicked at FILE:LINE:COLUMN: MESSAGE`.
+fn panic_message(stderr: &str) -> Option<String> {
+    let mut lines = stderr.lines();
+    let header = lines
+        .by_ref()
+        .find(|line| line.starts_with("thread '") && line.contains(" panicked at "))?;
+    let location = header.split(" panicked at ").nth(1)?.trim_end_matches(':');
+    let text: Vec<&str> = lines
+        .take_while(|line| !line.starts_with("note: ") && !line.starts_with("stack backtrace:"))
+        .collect();
+    Some(format!("panicked at {location}: {}", text.join("\n")))
+}
+
+/// A test's output without the lines libtest adds around it when it runs
+/// one test with `--nocapture`: the test's own output is what is left.
+fn without_libtest_lines(text: &str, name: &str) -> String {
+    let start = format!("test {name} ... ");
+    let mut kept = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end();
+        // After a failure, libtest's summary follows the test's output.
+        if bare == "failures:" {
+            break;
+        }
+        let framing = bare == "running 1 test"
+            || bare == "warning: `--logfile` is deprecated"
+            || bare.starts_with("test result: ")
+            || bare.trim().is_empty() && kept.is_empty();
+        if framing {
+            continue;
+        }
+        // libtest writes `test NAME ... ` before the test's first output
+        // and the verdict after its last.
+        kept.push_str(line.strip_prefix(start.as_str()).unwrap_or(line));
+    }
+    let trimmed = kept.trim_end();
+    let trimmed = trimmed
+        .strip_suffix("ok")
+        .or_else(|| trimmed.strip_suffix("FAILED"))
+        .map_or(trimmed, str::trim_end);
+    trimmed.to_owned()
+}
+
+/// The head and tail of a captured stream, as text.
+fn read_kept(mut file: File) -> String {
+    let size = file.metadata().map_or(0, |metadata| metadata.len());
+    let mut read = |offset: u64, len: u64| {
+        let mut bytes = Vec::new();
+        if file.seek(io::SeekFrom::Start(offset)).is_ok() {
+            let _ = (&mut file).take(len).read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    if size <= 2 * KEPT_OUTPUT {
+        return read(0, size);
+    }
+    let head = read(0, KEPT_OUTPUT);
+    let tail = read(size - KEPT_OUTPUT, KEPT_OUTPUT);
+    format!(
+        "{head}\n[... {} bytes omitted ...]\n{tail}",
+        size - 2 * KEPT_OUTPUT
+    )
+}
+
+/// Runs an isolate-harness binary once for `tests`, reading its report
+/// stream.
+fn run_harness(
+    binary: &BinaryTests,
+    tests: &[String],
+    threads: usize,
+    events: &Sender<Event>,
+    stop: &AtomicBool,
+    fail_fast: bool,
+) {
+    let started = Instant::now();
+    let mut reported = HashMap::new();
+    let result = run_harness_process(binary, tests, threads, |outcome| {
+        if fail_fast && outcome.status.is_failure() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        reported.insert(outcome.name.clone(), ());
+        let _ = events.send(Event::Finished(Box::new(outcome)));
+    });
+    let reason = match result {
+        Ok(status) if status.success() || status.code() == Some(101) => {
+            "the harness did not report this test".to_owned()
+        }
+        Ok(status) => format!("the harness binary ended ({status}) before reporting this test"),
+        Err(error) => format!("could not run the harness binary: {error}"),
+    };
+    for name in tests.iter().filter(|name| !reported.contains_key(*name)) {
+        let mut outcome = outcome(&binary.binary, name, Status::Broken, reason.clone());
+        outcome.duration = started.elapsed();
+        let _ = events.send(Event::Finished(Box::new(outcome)));
+    }
+}
+
+fn run_harness_process(
+    binary: &BinaryTests,
+    tests: &[String],
+    threads: usize,
+    mut on_outcome: impl FnMut(TestOutcome),
+) -> io::Result<ExitStatus> {
+    let (reader, writer) = io::pipe()?;
+    let mut command = test_command(&binary.binary);
+    command
+        .args([
+            "--test-threads",
+            &threads.to_string(),
+            "--include-ignored",
+            "--exact",
+        ])
+        .env("ISOLATE_REPORT_FD", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for test in binary
+        .tests
+        .iter()
+        .filter(|test| !tests.contains(&test.name))
+    {
+        command.args(["--skip", &test.name]);
+    }
+    command
+        .fd_mappings(vec![FdMapping {
+            parent_fd: writer.into(),
+            child_fd: 3,
+        }])
+        .map_err(io::Error::other)?;
+    let mut child = command.spawn()?;
+    // Our copy of the pipe's write end goes with the command, so the
+    // stream ends when the harness does.
+    drop(command);
+    for line in BufReader::new(reader).lines() {
+        let Ok(event) = serde_json::from_str::<Value>(&line?) else {
+            continue;
+        };
+        if event["event"] == "finished" {
+            on_outcome(harness_outcome(&binary.binary, &event));
+        }
+    }
+    let status = child.wait()?;
+    let _ = killpg(
+        Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?),
+        NixSignal::SIGKILL,
+    );
+    Ok(status)
+}
+
+/// A test's result from a `finished` event of the report stream.
+fn harness_outcome(binary: &TestBinary, event: &Value) -> TestOutcome {
+    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+    let outcome = &event["outcome"];
+    let status = if event["passed"] == true {
+        Status::Passed
+    } else {
+        match outcome["kind"].as_str() {
+            Some("signaled") => Status::Crashed {
+                signal: Signal(
+                    outcome["signal"]
+                        .as_i64()
+                        .and_then(|signal| i32::try_from(signal).ok())
+                        .unwrap_or(0),
+                ),
+                core_dumped: outcome["core_dumped"] == true,
+            },
+            Some("out_of_memory") => Status::Crashed {
+                signal: Signal(libc_sigabrt()),
+                core_dumped: false,
+            },
+            Some("exited") => Status::ExitedEarly {
+                code: outcome["code"]
+                    .as_i64()
+                    .and_then(|code| i32::try_from(code).ok())
+                    .unwrap_or(-1),
+            },
+            Some("timed_out") => Status::TimedOut {
+                after: Duration::from_millis(outcome["limit_ms"].as_u64().unwrap_or(0)),
+            },
+            Some("broken") => Status::Broken,
+            _ => Status::Failed,
+        }
+    };
+    TestOutcome {
+        binary: binary.clone(),
+        name: text(&event["name"]),
+        status,
+        message: text(&event["message"]),
+        duration: Duration::from_secs_f64(event["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0),
+        stdout: text(&event["stdout"]),
+        stderr: text(&event["stderr"]),
+        leaked: event["leftovers"].as_array().map_or(0, Vec::len),
+    }
+}
+
+fn libc_sigabrt() -> i32 {
+    NixSignal::SIGABRT as i32
+}
+
+/// The timeouts of running tests, kept by one thread.
+struct Watchdog {
+    state: Arc<(Mutex<WatchdogState>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct WatchdogState {
+    /// Process groups being watched, with when to signal them next.
+    watched: HashMap<Pid, Watch>,
+    stopping: bool,
+}
+
+struct Watch {
+    at: Instant,
+    /// Whether SIGTERM was sent already (SIGKILL comes next).
+    terminated: bool,
+}
+
+impl Watchdog {
+    fn start() -> Watchdog {
+        let state = Arc::new((Mutex::new(WatchdogState::default()), Condvar::new()));
+        let shared = Arc::clone(&state);
+        let thread = std::thread::spawn(move || {
+            let (lock_state, changed) = &*shared;
+            let mut state = lock(lock_state);
+            while !state.stopping {
+                let now = Instant::now();
+                for (pid, watch) in &mut state.watched {
+                    if watch.at <= now {
+                        let signal = if watch.terminated {
+                            NixSignal::SIGKILL
+                        } else {
+                            NixSignal::SIGTERM
+                        };
+                        // The worker forgets the pid before reaping it, and
+                        // cannot while this lock is held.
+                        let _ = killpg(*pid, signal);
+                        watch.terminated = true;
+                        watch.at = now + GRACE_PERIOD;
+                    }
+                }
+                let next = state.watched.values().map(|watch| watch.at).min();
+                let wait = next.map_or(Duration::from_secs(3600), |at| {
+                    at.saturating_duration_since(Instant::now())
+                });
+                state = changed
+                    .wait_timeout(state, wait)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        });
+        Watchdog {
+            state,
+            thread: Some(thread),
+        }
+    }
+
+    /// Starts watching the group of `pid`.
+    fn watch(&self, pid: Pid, timeout: Duration) {
+        let (state, changed) = &*self.state;
+        lock(state).watched.insert(
+            pid,
+            Watch {
+                at: Instant::now() + timeout,
+                terminated: false,
+            },
+        );
+        changed.notify_one();
+    }
+
+    /// Stops watching `pid`; returns whether it was signalled.
+    fn forget(&self, pid: Pid) -> bool {
+        lock(&self.state.0)
+            .watched
+            .remove(&pid)
+            .is_some_and(|watch| watch.terminated)
+    }
+
+    fn stop(mut self) {
+        let (state, changed) = &*self.state;
+        lock(state).stopping = true;
+        changed.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn panics_are_read_from_stderr() {
+        let stderr = "thread 'panics' (1234) panicked at tests/outcomes.rs:20:5:\ndragons\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("panicked at tests/outcomes.rs:20:5: dragons")
+        );
+        assert_eq!(panic_message("nothing here"), None);
+    }
+
+    #[test]
+    fn libtest_framing_is_removed_from_output() {
+        let stdout =
+            "\nrunning 1 test\ntest t ... about to crash\nmore\nok\n\ntest result: ok. 1 passed\n";
+        assert_eq!(without_libtest_lines(stdout, "t"), "about to crash\nmore");
+        assert_eq!(
+            without_libtest_lines("\nrunning 1 test\ntest t ... ", "t"),
+            ""
+        );
+        assert_eq!(
+            without_libtest_lines("warning: `--logfile` is deprecated\nreal error\n", "t"),
+            "real error"
+        );
+    }
+
+    #[test]
+    fn only_a_logged_pass_with_a_clean_exit_passes() {
+        assert_eq!(
+            libtest_verdict("ok t\n", "t", exit(0), false, None).0,
+            Status::Passed
+        );
+        assert_eq!(
+            libtest_verdict("", "t", exit(0), false, None).0,
+            Status::ExitedEarly { code: 0 }
+        );
+        assert_eq!(
+            libtest_verdict("failed t\n", "t", exit(101), false, None).0,
+            Status::Failed
+        );
+        assert_eq!(
+            libtest_verdict("ok t\n", "t", exit(3), false, None).0,
+            Status::ExitedEarly { code: 3 }
+        );
+        let (status, message) = libtest_verdict("", "t", ExitStatus::from_raw(11), false, None);
+        assert_eq!(
+            status,
+            Status::Crashed {
+                signal: Signal(11),
+                core_dumped: false
+            }
+        );
+        assert_eq!(
+            message,
+            "killed by signal 11 (SIGSEGV: invalid memory reference)"
+        );
+        assert!(matches!(
+            libtest_verdict(
+                "",
+                "t",
+                ExitStatus::from_raw(15),
+                true,
+                Some(Duration::from_secs(1))
+            )
+            .0,
+            Status::TimedOut { .. }
+        ));
+    }
+}

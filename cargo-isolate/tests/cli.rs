@@ -1,0 +1,342 @@
+//! End-to-end tests of `cargo isolate`: the real binary on the fixture
+//! workspaces under `tests/fixtures/`, built into a directory of their own.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// How each test of the `crashy` fixture must end: its binary, its name,
+/// the JSON status and, for crashes, the signal's name.
+const EXPECTED: &[(&str, &str, &str, Option<&str>)] = &[
+    ("crashy", "tests::adds", "passed", None),
+    ("crashy::outcomes", "aborts", "crashed", Some("SIGABRT")),
+    ("crashy::outcomes", "closes_its_stdout", "passed", None),
+    ("crashy::outcomes", "exits_three", "exited-early", None),
+    ("crashy::outcomes", "exits_zero", "exited-early", None),
+    ("crashy::outcomes", "hangs", "timed-out", None),
+    ("crashy::outcomes", "ignored_crasher", "ignored", None),
+    ("crashy::outcomes", "leaks_a_process", "passed", None),
+    (
+        "crashy::outcomes",
+        "overflows_stack",
+        "crashed",
+        Some("SIGABRT"),
+    ),
+    ("crashy::outcomes", "panics", "failed", None),
+    ("crashy::outcomes", "passes", "passed", None),
+    ("crashy::outcomes", "prints_fifty_megabytes", "passed", None),
+    (
+        "crashy::outcomes",
+        "raises_sigbus",
+        "crashed",
+        Some("SIGBUS"),
+    ),
+    (
+        "crashy::outcomes",
+        "raises_sigfpe",
+        "crashed",
+        Some("SIGFPE"),
+    ),
+    (
+        "crashy::outcomes",
+        "raises_sigill",
+        "crashed",
+        Some("SIGILL"),
+    ),
+    (
+        "crashy::outcomes",
+        "raises_sigkill",
+        "crashed",
+        Some("SIGKILL"),
+    ),
+    (
+        "crashy::outcomes",
+        "raises_sigterm",
+        "crashed",
+        Some("SIGTERM"),
+    ),
+    ("crashy::outcomes", "segfault", "crashed", Some("SIGSEGV")),
+    ("harnessed::deaths", "dies_as_expected", "passed", None),
+    ("harnessed::deaths", "exits_zero", "exited-early", None),
+    ("harnessed::deaths", "passes", "passed", None),
+    ("harnessed::deaths", "segfault", "crashed", Some("SIGSEGV")),
+];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+        .join("Cargo.toml")
+}
+
+/// `cargo isolate ARGS` on a fixture, in an environment cleaned of what
+/// the outer cargo set, with the fixture's own target directory.
+fn cargo_isolate(fixture_name: &str, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-isolate"));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if (key.starts_with("CARGO_") && key != "CARGO_HOME")
+            || key == "RUSTFLAGS"
+            || key == "RUST_BACKTRACE"
+        {
+            command.env_remove(key);
+        }
+    }
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fixture-{fixture_name}"));
+    let (subcommand, rest) = args.split_first().expect("a subcommand");
+    command
+        .args(["isolate", subcommand, "--manifest-path"])
+        .arg(fixture(fixture_name))
+        .args(rest)
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .unwrap()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn json_events(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|_| panic!("not JSON: {line}\n{}", describe(output)))
+        })
+        .collect()
+}
+
+#[test]
+fn every_verdict_in_json_junit_and_human_output() {
+    let junit = Path::new(env!("CARGO_TARGET_TMPDIR")).join("crashy-junit.xml");
+    let output = cargo_isolate(
+        "crashy",
+        &[
+            "test",
+            "--workspace",
+            "--timeout",
+            "2s",
+            "--test-threads",
+            "2",
+            "--message-format",
+            "json",
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let events = json_events(&output);
+    assert!(events.iter().all(|event| event["version"] == 1));
+    assert_eq!(events[0]["event"], "run-started");
+    assert_eq!(events[0]["tests"], EXPECTED.len());
+    let finished: BTreeMap<(String, String), &serde_json::Value> = events
+        .iter()
+        .filter(|event| event["event"] == "test-finished")
+        .map(|event| {
+            (
+                (
+                    event["binary"].as_str().unwrap().to_owned(),
+                    event["name"].as_str().unwrap().to_owned(),
+                ),
+                event,
+            )
+        })
+        .collect();
+    for (binary, name, status, signal) in EXPECTED {
+        let event = finished
+            .get(&((*binary).to_owned(), (*name).to_owned()))
+            .unwrap_or_else(|| panic!("no result for {binary} {name}\n{}", describe(&output)));
+        assert_eq!(event["status"], *status, "{binary} {name}: {event}");
+        if let Some(signal) = signal {
+            assert_eq!(event["signal_name"], *signal, "{binary} {name}: {event}");
+        }
+    }
+    assert_eq!(finished.len(), EXPECTED.len());
+    let key = |binary: &str, name: &str| (binary.to_owned(), name.to_owned());
+    let segfault = finished[&key("crashy::outcomes", "segfault")];
+    assert_eq!(
+        segfault["message"],
+        "killed by signal 11 (SIGSEGV: invalid memory reference)"
+    );
+    assert_eq!(segfault["stdout"], "about to crash");
+    assert_eq!(
+        finished[&key("crashy::outcomes", "exits_zero")]["exit_code"],
+        0
+    );
+    assert_eq!(
+        finished[&key("crashy::outcomes", "exits_three")]["exit_code"],
+        3
+    );
+    assert_eq!(
+        finished[&key("crashy::outcomes", "leaks_a_process")]["leaked"],
+        1
+    );
+    assert!(
+        finished[&key("crashy::outcomes", "panics")]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("panicked at tests/outcomes.rs:")
+    );
+    assert!(
+        finished[&key("harnessed::deaths", "segfault")]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at address 0x0")
+    );
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "run-finished");
+    assert_eq!(summary["crashed"], 9);
+    assert_eq!(summary["exited_early"], 3);
+    assert_eq!(summary["timed_out"], 1);
+    assert_eq!(summary["ignored"], 1);
+
+    let junit = std::fs::read_to_string(junit).unwrap();
+    assert!(
+        junit.contains(r#"<testsuite name="crashy::outcomes""#),
+        "{junit}"
+    );
+    assert!(
+        junit.contains(r#"type="SIGSEGV""#)
+            && junit
+                .contains(r#"message="killed by signal 11 (SIGSEGV: invalid memory reference)""#),
+        "{junit}"
+    );
+    assert!(
+        junit.contains(r#"type="timeout""#) && junit.contains(r#"type="exit""#),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("<system-out>about to crash</system-out>"),
+        "{junit}"
+    );
+    assert!(junit.contains("<skipped"), "{junit}");
+}
+
+#[test]
+fn human_output_names_each_failure_and_how_to_rerun_it() {
+    let output = cargo_isolate(
+        "crashy",
+        &[
+            "test",
+            "-p",
+            "crashy",
+            "--test",
+            "outcomes",
+            "--color",
+            "never",
+            "seg",
+            "exits_zero",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("Starting 2 tests across 1 binaries"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CRASH [") && text.contains("crashy::outcomes segfault (SIGSEGV)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "EXIT crashy::outcomes exits_zero: exited with code 0 before libtest reported a result"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("rerun: cargo isolate test -p crashy --test outcomes -- --exact segfault"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2 tests run: 0 passed, 1 crashed, 1 exited early"),
+        "{text}"
+    );
+}
+
+#[test]
+fn passing_selection_exits_zero() {
+    let output = cargo_isolate(
+        "crashy",
+        &[
+            "test",
+            "-p",
+            "crashy",
+            "--",
+            "--exact",
+            "passes",
+            "tests::adds",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+}
+
+#[test]
+fn fail_fast_stops_starting_tests() {
+    let output = cargo_isolate(
+        "crashy",
+        &[
+            "test",
+            "-p",
+            "crashy",
+            "--test",
+            "outcomes",
+            "--test-threads",
+            "1",
+            "--fail-fast",
+            "--message-format",
+            "json",
+            "raises",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let finished = json_events(&output)
+        .iter()
+        .filter(|event| event["event"] == "test-finished")
+        .count();
+    assert_eq!(finished, 1, "{}", describe(&output));
+}
+
+#[test]
+fn list_names_every_test() {
+    let output = cargo_isolate("crashy", &["list", "--workspace"]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for (binary, name, status, _) in EXPECTED {
+        let ignored = if *status == "ignored" {
+            " (ignored)"
+        } else {
+            ""
+        };
+        assert!(
+            text.lines()
+                .any(|line| line == format!("{binary} {name}{ignored}")),
+            "{binary} {name}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_build_failure_exits_101_with_cargo_s_diagnostics() {
+    let output = cargo_isolate("broken", &["test"]);
+    assert_eq!(output.status.code(), Some(101), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("error[E0308]: mismatched types"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let output = cargo_isolate("crashy", &["test", "--timeout", "soon"]);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let output = cargo_isolate("crashy", &["test", "--", "--frobnicate"]);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+}
