@@ -50,8 +50,7 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// Builds the tests and returns their executables, in the order cargo
-/// built them.
+/// Builds the tests and returns their executables, sorted by id.
 ///
 /// # Errors
 ///
@@ -150,5 +149,8 @@ pub(crate) fn build(options: &CargoOptions) -> Result<Vec<TestBinary>, BuildErro
     if !status.success() {
         return Err(BuildError::Failed);
     }
+    // Cargo reports artifacts in the order they finish building; shards
+    // (`--partition count:K/N`) need the same order on every machine.
+    binaries.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(binaries)
 }

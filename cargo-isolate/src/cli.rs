@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::list::Partition;
+
 /// Cargo's view of this binary.
 #[derive(Debug, Parser)]
 #[command(name = "cargo", bin_name = "cargo", version, propagate_version = true)]
@@ -65,6 +67,9 @@ pub(crate) struct ListArgs {
     /// Arguments after `--`, as for `cargo isolate test`.
     #[arg(last = true)]
     pub(crate) harness_args: Vec<String>,
+    /// List one shard of the tests, as `cargo isolate test --partition`.
+    #[arg(long, value_name = "count:K/N|hash:K/N", value_parser = Partition::parse)]
+    pub(crate) partition: Option<Partition>,
 }
 
 /// Options passed on to `cargo test --no-run`.
@@ -204,6 +209,15 @@ pub(crate) struct RunOptions {
     /// Stop starting tests after the first failure [default: run them all].
     #[arg(long)]
     pub(crate) fail_fast: bool,
+    /// Run a failing test up to N more times; one that then passes is
+    /// reported flaky.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) retries: u32,
+    /// Run one shard of the tests, to spread a suite over machines:
+    /// `count:K/N` takes every Nth selected test from the Kth on, `hash:K/N`
+    /// the tests whose name hashes to shard K (stable as tests come and go).
+    #[arg(long, value_name = "count:K/N|hash:K/N", value_parser = Partition::parse)]
+    pub(crate) partition: Option<Partition>,
 }
 
 /// Where and how results are reported.

@@ -7,6 +7,7 @@
 //! | 2 | usage error: bad options (clap exits with this code itself) |
 //! | 100 | at least one test failed, crashed, timed out or exited early |
 //! | 101 | the build failed |
+//! | 130 | the run was interrupted (Ctrl-C or SIGTERM); the reports cover what finished |
 
 /// Every test that ran passed.
 pub(crate) const SUCCESS: i32 = 0;
@@ -18,3 +19,5 @@ pub(crate) const USAGE: i32 = 2;
 pub(crate) const TESTS_FAILED: i32 = 100;
 /// The build failed.
 pub(crate) const BUILD_FAILED: i32 = 101;
+/// The run was interrupted.
+pub(crate) const INTERRUPTED: i32 = 130;

@@ -109,14 +109,68 @@ fn list_with(binary: &TestBinary, extra: &[&str]) -> Result<Vec<String>, ListErr
         .collect())
 }
 
-/// Which tests to run: the filters and the libtest options given after
-/// `--`.
+/// Which tests to run: the filters, the libtest options given after `--`,
+/// and the shard.
 #[derive(Debug, Default)]
 pub(crate) struct Selection {
     filters: Vec<String>,
     skip: Vec<String>,
     exact: bool,
     ignored: IgnoredTests,
+    partition: Option<Partition>,
+}
+
+/// One shard of a suite (`--partition`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Partition {
+    /// Every `total`th selected test, from the `shard`th on (1-based).
+    Count { shard: u64, total: u64 },
+    /// The tests whose binary and name hash to `shard`.
+    Hash { shard: u64, total: u64 },
+}
+
+impl Partition {
+    /// Parses `count:K/N` or `hash:K/N`, with 1 <= K <= N.
+    ///
+    /// # Errors
+    ///
+    /// For anything else, saying what was expected.
+    pub(crate) fn parse(text: &str) -> Result<Partition, String> {
+        let expected = || format!("expected count:K/N or hash:K/N with 1 <= K <= N, not {text:?}");
+        let (kind, shards) = text.split_once(':').ok_or_else(expected)?;
+        let (shard, total) = shards.split_once('/').ok_or_else(expected)?;
+        let shard: u64 = shard.parse().map_err(|_| expected())?;
+        let total: u64 = total.parse().map_err(|_| expected())?;
+        if shard == 0 || shard > total {
+            return Err(expected());
+        }
+        match kind {
+            "count" => Ok(Partition::Count { shard, total }),
+            "hash" => Ok(Partition::Hash { shard, total }),
+            _ => Err(expected()),
+        }
+    }
+
+    /// Whether the `position`th selected test (0-based), `name` of
+    /// `binary`, is in this shard.
+    fn includes(self, position: u64, binary: &str, name: &str) -> bool {
+        match self {
+            Partition::Count { shard, total } => position % total == shard - 1,
+            Partition::Hash { shard, total } => fnv1a(binary, name) % total == shard - 1,
+        }
+    }
+}
+
+/// The 64-bit FNV-1a hash of `binary`, a NUL and `name`: stable across
+/// machines and Rust versions, as shards must be.
+fn fnv1a(binary: &str, name: &str) -> u64 {
+    binary
+        .bytes()
+        .chain([0])
+        .chain(name.bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// What to do with ignored tests.
@@ -147,9 +201,11 @@ impl Selection {
     pub(crate) fn new(
         filters: &[String],
         harness_args: &[String],
+        partition: Option<Partition>,
     ) -> Result<Selection, UnknownHarnessArg> {
         let mut selection = Selection {
             filters: filters.to_vec(),
+            partition,
             ..Selection::default()
         };
         let mut args = harness_args.iter();
@@ -177,8 +233,32 @@ impl Selection {
         }
     }
 
-    /// Whether `test` is part of the run at all (ignored or not).
-    pub(crate) fn selects(&self, test: &ListedTest) -> bool {
+    /// The tests of `binaries` in the run (ignored or not), as (binary
+    /// index, test) pairs in order: those the filters select, then those of
+    /// the shard.
+    pub(crate) fn select<'a>(&self, binaries: &'a [BinaryTests]) -> Vec<(usize, &'a ListedTest)> {
+        binaries
+            .iter()
+            .enumerate()
+            .flat_map(|(index, binary)| {
+                binary
+                    .tests
+                    .iter()
+                    .filter(|test| self.selects(test))
+                    .map(move |test| (index, test))
+            })
+            .enumerate()
+            .filter(|(position, (index, test))| {
+                self.partition.is_none_or(|partition| {
+                    partition.includes(*position as u64, &binaries[*index].binary.id, &test.name)
+                })
+            })
+            .map(|(_, selected)| selected)
+            .collect()
+    }
+
+    /// Whether `test` passes the filters (ignored or not).
+    fn selects(&self, test: &ListedTest) -> bool {
         (self.filters.is_empty()
             || self
                 .filters
@@ -210,26 +290,27 @@ mod tests {
         let selection = Selection::new(
             &["crash".to_owned()],
             &["--skip".to_owned(), "abort".to_owned()],
+            None,
         )
         .unwrap();
         assert!(selection.selects(&test("crash::segfault", false)));
         assert!(!selection.selects(&test("crash::abort", false)));
         assert!(!selection.selects(&test("passes", false)));
 
-        let exact = Selection::new(&["passes".to_owned()], &["--exact".to_owned()]).unwrap();
+        let exact = Selection::new(&["passes".to_owned()], &["--exact".to_owned()], None).unwrap();
         assert!(exact.selects(&test("passes", false)));
         assert!(!exact.selects(&test("passes_too", false)));
     }
 
     #[test]
     fn ignored_tests() {
-        let default = Selection::new(&[], &[]).unwrap();
+        let default = Selection::new(&[], &[], None).unwrap();
         assert!(default.selects(&test("slow", true)) && !default.runs(&test("slow", true)));
-        let only = Selection::new(&[], &["--ignored".to_owned()]).unwrap();
+        let only = Selection::new(&[], &["--ignored".to_owned()], None).unwrap();
         assert!(!only.selects(&test("fast", false)));
         assert!(only.runs(&test("slow", true)));
-        let include = Selection::new(&[], &["--include-ignored".to_owned()]).unwrap();
+        let include = Selection::new(&[], &["--include-ignored".to_owned()], None).unwrap();
         assert!(include.selects(&test("fast", false)) && include.runs(&test("slow", true)));
-        assert!(Selection::new(&[], &["--frobnicate".to_owned()]).is_err());
+        assert!(Selection::new(&[], &["--frobnicate".to_owned()], None).is_err());
     }
 }

@@ -32,8 +32,9 @@ fn build_and_list(
     cargo: &cli::CargoOptions,
     filters: &[String],
     harness_args: &[String],
+    partition: Option<list::Partition>,
 ) -> Result<(Vec<list::BinaryTests>, list::Selection), i32> {
-    let selection = list::Selection::new(filters, harness_args).map_err(|error| {
+    let selection = list::Selection::new(filters, harness_args, partition).map_err(|error| {
         eprintln!("error: {error}");
         exit_code::USAGE
     })?;
@@ -58,8 +59,13 @@ fn build_and_list(
 }
 
 fn test(args: &cli::TestArgs) -> i32 {
-    let (binaries, selection) = match build_and_list(&args.cargo, &args.filters, &args.harness_args)
-    {
+    let listed = build_and_list(
+        &args.cargo,
+        &args.filters,
+        &args.harness_args,
+        args.run.partition,
+    );
+    let (binaries, selection) = match listed {
         Ok(listed) => listed,
         Err(code) => return code,
     };
@@ -73,7 +79,22 @@ fn test(args: &cli::TestArgs) -> i32 {
         threads,
         timeout: args.run.timeout,
         fail_fast: args.run.fail_fast,
+        retries: args.run.retries,
     };
+    // The first Ctrl-C (or SIGTERM) ends the running tests and starts no
+    // more, and the reports are written; a second kills at once.
+    let interrupt = std::sync::Arc::new(run::Interrupt::default());
+    let handler = std::sync::Arc::clone(&interrupt);
+    let _ = ctrlc::set_handler(move || {
+        if handler.is_stopped() {
+            handler.kill();
+            std::process::exit(exit_code::INTERRUPTED);
+        }
+        eprintln!(
+            "cargo isolate: interrupted: stopping the running tests (again to kill them at once)"
+        );
+        handler.stop();
+    });
     let settings = report::ReportSettings {
         format: args.report.message_format,
         color: args.report.color,
@@ -83,13 +104,14 @@ fn test(args: &cli::TestArgs) -> i32 {
     let (sender, receiver) = std::sync::mpsc::channel();
     let summary = std::thread::scope(|scope| {
         let reporter = scope.spawn(|| report::report(receiver, &settings));
-        run::run(&binaries, &selection, &plan, &sender);
+        run::run(&binaries, &selection, &plan, &sender, &interrupt);
         drop(sender);
         reporter
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the reporter panicked")))
     });
     match summary {
+        Ok(summary) if summary.interrupted > 0 => exit_code::INTERRUPTED,
         Ok(summary) if summary.has_failures() => exit_code::TESTS_FAILED,
         Ok(_) => exit_code::SUCCESS,
         Err(error) => {
@@ -100,16 +122,19 @@ fn test(args: &cli::TestArgs) -> i32 {
 }
 
 fn list_tests(args: &cli::ListArgs) -> i32 {
-    let (binaries, selection) = match build_and_list(&args.cargo, &args.filters, &args.harness_args)
-    {
+    let listed = build_and_list(
+        &args.cargo,
+        &args.filters,
+        &args.harness_args,
+        args.partition,
+    );
+    let (binaries, selection) = match listed {
         Ok(listed) => listed,
         Err(code) => return code,
     };
-    for binary in &binaries {
-        for test in binary.tests.iter().filter(|test| selection.selects(test)) {
-            let ignored = if test.ignored { " (ignored)" } else { "" };
-            println!("{} {}{ignored}", binary.binary.id, test.name);
-        }
+    for (binary, test) in selection.select(&binaries) {
+        let ignored = if test.ignored { " (ignored)" } else { "" };
+        println!("{} {}{ignored}", binaries[binary].binary.id, test.name);
     }
     exit_code::SUCCESS
 }

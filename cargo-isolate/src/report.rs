@@ -10,7 +10,9 @@
 //!   "signal":11,"signal_name":"SIGSEGV","core_dumped":false,"message":"killed by signal 11
 //!   (SIGSEGV: invalid memory reference)","duration_ms":1.2,"stdout":"...","stderr":"...",
 //!   "leaked":0}`; `status` is one of `passed`, `failed`, `crashed`,
-//!   `timed-out`, `exited-early` (with `exit_code`), `ignored`, `broken`.
+//!   `timed-out`, `exited-early` (with `exit_code`), `ignored`, `broken`,
+//!   `interrupted`; `attempts` counts runs under `--retries`, and `flaky`
+//!   says a test failed before it passed.
 //! - `{"event":"run-finished","passed":N,"failed":N,...,"duration_ms":…}`
 
 use std::io::Write;
@@ -18,7 +20,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anstyle::{AnsiColor, Style};
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
 use serde_json::json;
 
 use crate::cli::{ColorChoice, MessageFormat};
@@ -37,7 +39,9 @@ pub(crate) struct Summary {
     pub(crate) exited_early: usize,
     pub(crate) broken: usize,
     pub(crate) ignored: usize,
+    pub(crate) interrupted: usize,
     pub(crate) leaked: usize,
+    pub(crate) flaky: usize,
 }
 
 impl Summary {
@@ -50,20 +54,36 @@ impl Summary {
             Status::ExitedEarly { .. } => &mut self.exited_early,
             Status::Broken => &mut self.broken,
             Status::Ignored => &mut self.ignored,
+            Status::Interrupted => &mut self.interrupted,
         };
         *count += 1;
         if outcome.leaked > 0 {
             self.leaked += 1;
         }
+        if outcome.flaky {
+            self.flaky += 1;
+        }
     }
 
     /// Whether any test did not pass.
     pub(crate) fn has_failures(&self) -> bool {
-        self.failed + self.crashed + self.timed_out + self.exited_early + self.broken > 0
+        self.failed
+            + self.crashed
+            + self.timed_out
+            + self.exited_early
+            + self.broken
+            + self.interrupted
+            > 0
     }
 
     fn run(&self) -> usize {
-        self.passed + self.failed + self.crashed + self.timed_out + self.exited_early + self.broken
+        self.passed
+            + self.failed
+            + self.crashed
+            + self.timed_out
+            + self.exited_early
+            + self.broken
+            + self.interrupted
     }
 }
 
@@ -143,6 +163,8 @@ pub(crate) fn report(
                     "timed_out": summary.timed_out,
                     "exited_early": summary.exited_early,
                     "broken": summary.broken,
+                    "interrupted": summary.interrupted,
+                    "flaky": summary.flaky,
                     "ignored": summary.ignored,
                     "leaked": summary.leaked,
                     "duration_ms": elapsed.as_secs_f64() * 1000.0,
@@ -175,11 +197,15 @@ fn label(status: &Status) -> (&'static str, Style) {
         Status::ExitedEarly { .. } => ("EXIT", BOLD_RED),
         Status::Ignored => ("IGNORED", BOLD_YELLOW),
         Status::Broken => ("BROKEN", BOLD_RED),
+        Status::Interrupted => ("STOPPED", BOLD_YELLOW),
     }
 }
 
 fn print_test_line(out: &mut impl Write, outcome: &TestOutcome, verbose: bool) {
-    let (label, style) = label(&outcome.status);
+    let (label, style) = match (&outcome.status, outcome.flaky) {
+        (Status::Passed, true) => ("FLAKY", BOLD_YELLOW),
+        (status, _) => label(status),
+    };
     let mut line = format!(
         "{} [{:>8.3}s] {} {}",
         styled(style, &format!("{label:>12}")),
@@ -256,6 +282,8 @@ fn print_summary(
         (summary.timed_out, "timed out"),
         (summary.exited_early, "exited early"),
         (summary.broken, "could not run"),
+        (summary.interrupted, "stopped"),
+        (summary.flaky, "flaky"),
         (summary.leaked, "leaked processes"),
         (summary.ignored, "ignored"),
     ] {
@@ -287,6 +315,7 @@ fn status_name(status: &Status) -> &'static str {
         Status::ExitedEarly { .. } => "exited-early",
         Status::Ignored => "ignored",
         Status::Broken => "broken",
+        Status::Interrupted => "interrupted",
     }
 }
 
@@ -302,6 +331,8 @@ fn outcome_json(outcome: &TestOutcome) -> serde_json::Value {
         "stdout": outcome.stdout,
         "stderr": outcome.stderr,
         "leaked": outcome.leaked,
+        "attempts": outcome.attempts,
+        "flaky": outcome.flaky,
     });
     match &outcome.status {
         Status::Crashed {
@@ -338,10 +369,19 @@ fn write_junit(path: &Path, outcomes: &[TestOutcome], elapsed: Duration) -> std:
             }
         };
         let status = match &outcome.status {
-            Status::Passed => TestCaseStatus::success(),
+            Status::Passed => {
+                let mut success = TestCaseStatus::success();
+                // Each failed attempt before the pass, as a flaky failure.
+                for _ in 1..outcome.attempts {
+                    let mut rerun = TestRerun::new(NonSuccessKind::Failure);
+                    rerun.set_message("failed before passing on a retry");
+                    success.add_rerun(rerun);
+                }
+                success
+            }
             Status::Ignored => TestCaseStatus::skipped(),
             status => {
-                let kind = if matches!(status, Status::Broken) {
+                let kind = if matches!(status, Status::Broken | Status::Interrupted) {
                     NonSuccessKind::Error
                 } else {
                     NonSuccessKind::Failure
@@ -352,6 +392,7 @@ fn write_junit(path: &Path, outcomes: &[TestOutcome], elapsed: Duration) -> std:
                     Status::TimedOut { .. } => "timeout".to_owned(),
                     Status::ExitedEarly { .. } => "exit".to_owned(),
                     Status::Broken => "broken".to_owned(),
+                    Status::Interrupted => "interrupted".to_owned(),
                     _ => "test failure".to_owned(),
                 };
                 failure.set_type(failure_type);

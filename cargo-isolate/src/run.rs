@@ -66,6 +66,8 @@ pub(crate) enum Status {
     Ignored,
     /// The runner could not run it.
     Broken,
+    /// The run was interrupted (Ctrl-C) while it ran, or before.
+    Interrupted,
 }
 
 impl Status {
@@ -87,6 +89,10 @@ pub(crate) struct TestOutcome {
     pub(crate) stderr: String,
     /// Processes the test left running, killed when it ended.
     pub(crate) leaked: usize,
+    /// How many times it ran: more than once after `--retries`.
+    pub(crate) attempts: u32,
+    /// Whether it failed, then passed on a retry.
+    pub(crate) flaky: bool,
 }
 
 /// What the runner tells the reporter.
@@ -104,11 +110,36 @@ pub(crate) struct RunPlan {
     pub(crate) threads: usize,
     pub(crate) timeout: Option<Duration>,
     pub(crate) fail_fast: bool,
+    pub(crate) retries: u32,
 }
 
-/// A piece of work for one worker.
-enum Unit {
-    Test { binary: usize, name: String },
+/// Stops a run from another thread: the first [`Interrupt::stop`] ends the
+/// running tests' process groups with SIGTERM and starts no more tests;
+/// [`Interrupt::kill`] sends SIGKILL.
+#[derive(Default)]
+pub(crate) struct Interrupt {
+    stopped: AtomicBool,
+    watchdog: Mutex<Option<Arc<WatchdogShared>>>,
+}
+
+impl Interrupt {
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(watchdog) = &*lock(&self.watchdog) {
+            watchdog.signal_all(NixSignal::SIGTERM);
+        }
+    }
+
+    pub(crate) fn kill(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(watchdog) = &*lock(&self.watchdog) {
+            watchdog.signal_all(NixSignal::SIGKILL);
+        }
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
 }
 
 /// Runs the selected tests of `binaries`, sending an event per test.
@@ -117,66 +148,74 @@ pub(crate) fn run(
     selection: &Selection,
     plan: &RunPlan,
     events: &Sender<Event>,
+    interrupt: &Interrupt,
 ) {
-    let selected: usize = binaries
-        .iter()
-        .map(|binary| {
-            binary
-                .tests
-                .iter()
-                .filter(|test| selection.selects(test))
-                .count()
-        })
-        .sum();
+    let selected = selection.select(binaries);
+    let mut with_tests: Vec<usize> = selected.iter().map(|(binary, _)| *binary).collect();
+    with_tests.dedup();
     let _ = events.send(Event::Started {
-        tests: selected,
-        binaries: binaries.len(),
+        tests: selected.len(),
+        binaries: with_tests.len(),
     });
-    let stop = AtomicBool::new(false);
+    // Processes a test leaves behind become our children when it exits,
+    // where they are found, killed and reaped.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     let watchdog = Watchdog::start();
-    let mut queue = VecDeque::new();
-    for (index, binary) in binaries.iter().enumerate() {
-        let mut to_run = Vec::new();
-        for test in binary.tests.iter().filter(|test| selection.selects(test)) {
-            if selection.runs(test) {
-                to_run.push(test.name.clone());
-            } else {
-                let _ = events.send(Event::Finished(Box::new(outcome(
-                    &binary.binary,
-                    &test.name,
-                    Status::Ignored,
-                    String::new(),
-                ))));
-            }
+    *lock(&interrupt.watchdog) = Some(Arc::clone(&watchdog.shared));
+    let mut plain = VecDeque::new();
+    let mut harnessed: Vec<(usize, Vec<String>)> = Vec::new();
+    for (index, test) in selected {
+        if !selection.runs(test) {
+            let ignored = outcome(
+                &binaries[index].binary,
+                &test.name,
+                Status::Ignored,
+                String::new(),
+            );
+            let _ = events.send(Event::Finished(Box::new(ignored)));
+            continue;
         }
-        match binary.runner {
-            Runner::IsolateHarness if !to_run.is_empty() => {
-                // Run it now, with every thread, before the per-test work.
-                run_harness(binary, &to_run, plan.threads, events, &stop, plan.fail_fast);
-            }
-            Runner::IsolateHarness => {}
-            Runner::Libtest => queue.extend(to_run.into_iter().map(|name| Unit::Test {
-                binary: index,
-                name,
-            })),
+        match binaries[index].runner {
+            Runner::Libtest => plain.push_back((index, test.name.clone())),
+            Runner::IsolateHarness => match harnessed.last_mut() {
+                Some((last, names)) if *last == index => names.push(test.name.clone()),
+                _ => harnessed.push((index, vec![test.name.clone()])),
+            },
         }
     }
-    let queue = Mutex::new(queue);
+    let stop = |outcome: &TestOutcome| {
+        if plan.fail_fast && outcome.status.is_failure() {
+            interrupt.stopped.store(true, Ordering::SeqCst);
+        }
+    };
+    // A harness binary runs with every thread, one after another, before
+    // the per-test work.
+    for (index, names) in harnessed {
+        if interrupt.is_stopped() {
+            break;
+        }
+        run_harness(&binaries[index], &names, plan, &watchdog, events, &stop);
+    }
+    let queue = Mutex::new(plain);
     std::thread::scope(|scope| {
         for _ in 0..plan.threads.max(1) {
             scope.spawn(|| {
-                loop {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Some(Unit::Test { binary, name }) = lock(&queue).pop_front() else {
+                while !interrupt.is_stopped() {
+                    let Some((binary, name)) = lock(&queue).pop_front() else {
                         return;
                     };
-                    let outcome =
-                        run_libtest(&binaries[binary].binary, &name, plan.timeout, &watchdog);
-                    if plan.fail_fast && outcome.status.is_failure() {
-                        stop.store(true, Ordering::SeqCst);
+                    let binary = &binaries[binary].binary;
+                    let mut outcome = run_libtest(binary, &name, plan.timeout, &watchdog);
+                    while outcome.status.is_failure()
+                        && outcome.attempts <= plan.retries
+                        && !interrupt.is_stopped()
+                    {
+                        let attempts = outcome.attempts;
+                        outcome = run_libtest(binary, &name, plan.timeout, &watchdog);
+                        outcome.attempts = attempts + 1;
+                        outcome.flaky = !outcome.status.is_failure();
                     }
+                    stop(&outcome);
                     let _ = events.send(Event::Finished(Box::new(outcome)));
                 }
             });
@@ -199,6 +238,8 @@ fn outcome(binary: &TestBinary, name: &str, status: Status, message: String) -> 
         stdout: String::new(),
         stderr: String::new(),
         leaked: 0,
+        attempts: 1,
+        flaky: false,
     }
 }
 
@@ -265,26 +306,18 @@ fn run_libtest_process(
         .stderr(stderr.try_clone()?)
         .spawn()?;
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
-    if let Some(timeout) = timeout {
-        watchdog.watch(pid, timeout);
-    }
-    // Wait without reaping: the group id stays ours until the leader is
-    // reaped, so the watchdog and the clean-up below cannot hit a stranger.
-    loop {
-        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            result => {
-                result?;
-                break;
-            }
-        }
-    }
-    let timed_out = watchdog.forget(pid);
+    watchdog.watch(pid, timeout);
+    wait_unreaped(pid)?;
+    let fired = watchdog.forget(pid);
     let leaked = leftovers(pid);
     let _ = killpg(pid, NixSignal::SIGKILL);
     let status = child.wait()?;
+    for leftover in &leaked {
+        let _ = nix::sys::wait::waitpid(*leftover, None);
+    }
+    let leaked = leaked.len();
     let log = std::fs::read_to_string(logfile.path()).unwrap_or_default();
-    let (status, mut message) = libtest_verdict(&log, name, status, timed_out, timeout);
+    let (status, mut message) = libtest_verdict(&log, name, status, fired, timeout);
     let stderr = without_libtest_lines(&read_kept(stderr), name);
     if status == Status::Failed
         && let Some(panic) = panic_message(&stderr)
@@ -300,6 +333,8 @@ fn run_libtest_process(
         stdout: without_libtest_lines(&read_kept(stdout), name),
         stderr,
         leaked,
+        attempts: 1,
+        flaky: false,
     })
 }
 
@@ -308,7 +343,7 @@ fn libtest_verdict(
     log: &str,
     name: &str,
     status: ExitStatus,
-    timed_out: bool,
+    fired: Fired,
     timeout: Option<Duration>,
 ) -> (Status, String) {
     let logged = log.lines().find_map(|line| {
@@ -316,7 +351,13 @@ fn libtest_verdict(
             .filter(|(_, test)| *test == name)
             .map(|(verdict, _)| verdict)
     });
-    if timed_out {
+    if fired == Fired::Interrupted {
+        return (
+            Status::Interrupted,
+            "stopped by an interruption of the run".to_owned(),
+        );
+    }
+    if fired == Fired::TimedOut {
         let after = timeout.unwrap_or_default();
         return (
             Status::TimedOut { after },
@@ -355,15 +396,22 @@ fn libtest_verdict(
     }
 }
 
-/// How many processes other than its leader are left in process group
-/// `pgid`, read from `/proc` while the leader's zombie pins the group.
-fn leftovers(pgid: Pid) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+/// The processes left in process group `pgid` besides its leader. This
+/// runner is a subreaper, so when a test's process exits, whatever it left
+/// running becomes a child of ours: they are found in our children lists.
+fn leftovers(pgid: Pid) -> Vec<Pid> {
+    let Ok(threads) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
     };
-    entries
+    threads
         .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|pid| pid.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
         .filter(|pid| *pid != pgid.as_raw())
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -378,7 +426,8 @@ fn leftovers(pgid: Pid) -> usize {
                     }) == Some(pgid.as_raw())
                 })
         })
-        .count()
+        .map(Pid::from_raw)
+        .collect()
 }
 
 /// The panic Rust's hook printed, as `panicked at FILE:LINE:COLUMN: MESSAGE`.
@@ -445,36 +494,70 @@ fn read_kept(mut file: File) -> String {
     )
 }
 
-/// Runs an isolate-harness binary once for `tests`, reading its report
-/// stream.
+/// Runs an isolate-harness binary for `tests`, reading its report stream,
+/// and again for the tests that failed, as `--retries` allows.
 fn run_harness(
     binary: &BinaryTests,
     tests: &[String],
-    threads: usize,
+    plan: &RunPlan,
+    watchdog: &Watchdog,
     events: &Sender<Event>,
-    stop: &AtomicBool,
-    fail_fast: bool,
+    stop: &impl Fn(&TestOutcome),
+) {
+    let mut pending = tests.to_vec();
+    for round in 0..=plan.retries {
+        let mut failed = Vec::new();
+        run_harness_once(binary, &pending, plan.threads, watchdog, |mut outcome| {
+            outcome.attempts = round + 1;
+            outcome.flaky = round > 0 && !outcome.status.is_failure();
+            if outcome.status.is_failure() && round < plan.retries {
+                failed.push(outcome.name.clone());
+                return;
+            }
+            stop(&outcome);
+            let _ = events.send(Event::Finished(Box::new(outcome)));
+        });
+        if failed.is_empty() {
+            return;
+        }
+        pending = failed;
+    }
+}
+
+/// Runs an isolate-harness binary once for `tests`; every test gets an
+/// outcome, from the stream or, if the stream missed it, as broken.
+fn run_harness_once(
+    binary: &BinaryTests,
+    tests: &[String],
+    threads: usize,
+    watchdog: &Watchdog,
+    mut on_outcome: impl FnMut(TestOutcome),
 ) {
     let started = Instant::now();
-    let mut reported = HashMap::new();
-    let result = run_harness_process(binary, tests, threads, |outcome| {
-        if fail_fast && outcome.status.is_failure() {
-            stop.store(true, Ordering::SeqCst);
-        }
-        reported.insert(outcome.name.clone(), ());
-        let _ = events.send(Event::Finished(Box::new(outcome)));
+    let mut reported = Vec::new();
+    let result = run_harness_process(binary, tests, threads, watchdog, |outcome| {
+        reported.push(outcome.name.clone());
+        on_outcome(outcome);
     });
-    let reason = match result {
-        Ok(status) if status.success() || status.code() == Some(101) => {
-            "the harness did not report this test".to_owned()
-        }
-        Ok(status) => format!("the harness binary ended ({status}) before reporting this test"),
-        Err(error) => format!("could not run the harness binary: {error}"),
+    let (status, reason) = match result {
+        Ok((_, Fired::Interrupted)) => (Status::Interrupted, "stopped before it ran".to_owned()),
+        Ok((status, _)) if status.success() || status.code() == Some(101) => (
+            Status::Broken,
+            "the harness did not report this test".to_owned(),
+        ),
+        Ok((status, _)) => (
+            Status::Broken,
+            format!("the harness binary ended ({status}) before reporting this test"),
+        ),
+        Err(error) => (
+            Status::Broken,
+            format!("could not run the harness binary: {error}"),
+        ),
     };
-    for name in tests.iter().filter(|name| !reported.contains_key(*name)) {
-        let mut outcome = outcome(&binary.binary, name, Status::Broken, reason.clone());
+    for name in tests.iter().filter(|name| !reported.contains(*name)) {
+        let mut outcome = outcome(&binary.binary, name, status.clone(), reason.clone());
         outcome.duration = started.elapsed();
-        let _ = events.send(Event::Finished(Box::new(outcome)));
+        on_outcome(outcome);
     }
 }
 
@@ -482,8 +565,9 @@ fn run_harness_process(
     binary: &BinaryTests,
     tests: &[String],
     threads: usize,
+    watchdog: &Watchdog,
     mut on_outcome: impl FnMut(TestOutcome),
-) -> io::Result<ExitStatus> {
+) -> io::Result<(ExitStatus, Fired)> {
     let (reader, writer) = io::pipe()?;
     let mut command = test_command(&binary.binary);
     command
@@ -513,6 +597,8 @@ fn run_harness_process(
     // Our copy of the pipe's write end goes with the command, so the
     // stream ends when the harness does.
     drop(command);
+    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
+    watchdog.watch(pid, None);
     for line in BufReader::new(reader).lines() {
         let Ok(event) = serde_json::from_str::<Value>(&line?) else {
             continue;
@@ -521,12 +607,22 @@ fn run_harness_process(
             on_outcome(harness_outcome(&binary.binary, &event));
         }
     }
-    let status = child.wait()?;
-    let _ = killpg(
-        Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?),
-        NixSignal::SIGKILL,
-    );
-    Ok(status)
+    wait_unreaped(pid)?;
+    let fired = watchdog.forget(pid);
+    let _ = killpg(pid, NixSignal::SIGKILL);
+    Ok((child.wait()?, fired))
+}
+
+/// Waits for `pid` to exit without reaping it: its group id stays ours
+/// until the leader is reaped, so nothing signalled meanwhile can reach a
+/// stranger.
+fn wait_unreaped(pid: Pid) -> io::Result<()> {
+    loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Err(nix::errno::Errno::EINTR) => {}
+            result => return result.map(drop).map_err(io::Error::from),
+        }
+    }
 }
 
 /// A test's result from a `finished` event of the report stream.
@@ -572,6 +668,8 @@ fn harness_outcome(binary: &TestBinary, event: &Value) -> TestOutcome {
         stdout: text(&event["stdout"]),
         stderr: text(&event["stderr"]),
         leaked: event["leftovers"].as_array().map_or(0, Vec::len),
+        attempts: 1,
+        flaky: false,
     }
 }
 
@@ -579,89 +677,115 @@ fn libc_sigabrt() -> i32 {
     NixSignal::SIGABRT as i32
 }
 
-/// The timeouts of running tests, kept by one thread.
+/// Whether the watchdog signalled a process group, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fired {
+    No,
+    TimedOut,
+    Interrupted,
+}
+
+/// The running tests' process groups, and their timeouts, kept by one
+/// thread.
 struct Watchdog {
-    state: Arc<(Mutex<WatchdogState>, Condvar)>,
+    shared: Arc<WatchdogShared>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub(crate) struct WatchdogShared {
+    state: Mutex<WatchdogState>,
+    changed: Condvar,
 }
 
 #[derive(Default)]
 struct WatchdogState {
-    /// Process groups being watched, with when to signal them next.
+    /// Process groups of running tests.
     watched: HashMap<Pid, Watch>,
     stopping: bool,
 }
 
 struct Watch {
-    at: Instant,
-    /// Whether SIGTERM was sent already (SIGKILL comes next).
-    terminated: bool,
+    /// When to signal the group next, if it has a timeout.
+    at: Option<Instant>,
+    fired: Fired,
+}
+
+impl WatchdogShared {
+    /// Signals every running test's group (an interruption of the run).
+    fn signal_all(&self, signal: NixSignal) {
+        let mut state = lock(&self.state);
+        for (pid, watch) in &mut state.watched {
+            // The worker forgets the pid before reaping it, and cannot
+            // while this lock is held.
+            let _ = killpg(*pid, signal);
+            watch.fired = Fired::Interrupted;
+            watch.at = None;
+        }
+    }
 }
 
 impl Watchdog {
     fn start() -> Watchdog {
-        let state = Arc::new((Mutex::new(WatchdogState::default()), Condvar::new()));
-        let shared = Arc::clone(&state);
+        let shared = Arc::new(WatchdogShared {
+            state: Mutex::new(WatchdogState::default()),
+            changed: Condvar::new(),
+        });
+        let keeper = Arc::clone(&shared);
         let thread = std::thread::spawn(move || {
-            let (lock_state, changed) = &*shared;
-            let mut state = lock(lock_state);
+            let mut state = lock(&keeper.state);
             while !state.stopping {
                 let now = Instant::now();
                 for (pid, watch) in &mut state.watched {
-                    if watch.at <= now {
-                        let signal = if watch.terminated {
-                            NixSignal::SIGKILL
-                        } else {
-                            NixSignal::SIGTERM
+                    if watch.at.is_some_and(|at| at <= now) {
+                        let signal = match watch.fired {
+                            Fired::No => NixSignal::SIGTERM,
+                            _ => NixSignal::SIGKILL,
                         };
-                        // The worker forgets the pid before reaping it, and
-                        // cannot while this lock is held.
                         let _ = killpg(*pid, signal);
-                        watch.terminated = true;
-                        watch.at = now + GRACE_PERIOD;
+                        watch.fired = Fired::TimedOut;
+                        watch.at = (signal == NixSignal::SIGTERM).then_some(now + GRACE_PERIOD);
                     }
                 }
-                let next = state.watched.values().map(|watch| watch.at).min();
+                let next = state.watched.values().filter_map(|watch| watch.at).min();
                 let wait = next.map_or(Duration::from_secs(3600), |at| {
                     at.saturating_duration_since(Instant::now())
                 });
-                state = changed
+                state = keeper
+                    .changed
                     .wait_timeout(state, wait)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
         });
         Watchdog {
-            state,
+            shared,
             thread: Some(thread),
         }
     }
 
-    /// Starts watching the group of `pid`.
-    fn watch(&self, pid: Pid, timeout: Duration) {
-        let (state, changed) = &*self.state;
-        lock(state).watched.insert(
+    /// Starts watching the group of `pid`, with a timeout if given.
+    fn watch(&self, pid: Pid, timeout: Option<Duration>) {
+        lock(&self.shared.state).watched.insert(
             pid,
             Watch {
-                at: Instant::now() + timeout,
-                terminated: false,
+                at: timeout.map(|timeout| Instant::now() + timeout),
+                fired: Fired::No,
             },
         );
-        changed.notify_one();
+        self.shared.changed.notify_one();
     }
 
-    /// Stops watching `pid`; returns whether it was signalled.
-    fn forget(&self, pid: Pid) -> bool {
-        lock(&self.state.0)
+    /// Stops watching `pid`; says whether and why it was signalled.
+    fn forget(&self, pid: Pid) -> Fired {
+        lock(&self.shared.state)
             .watched
             .remove(&pid)
-            .is_some_and(|watch| watch.terminated)
+            .map_or(Fired::No, |watch| watch.fired)
     }
 
     fn stop(mut self) {
-        let (state, changed) = &*self.state;
-        lock(state).stopping = true;
-        changed.notify_one();
+        lock(&self.shared.state).stopping = true;
+        self.shared.changed.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -704,22 +828,22 @@ mod tests {
     #[test]
     fn only_a_logged_pass_with_a_clean_exit_passes() {
         assert_eq!(
-            libtest_verdict("ok t\n", "t", exit(0), false, None).0,
+            libtest_verdict("ok t\n", "t", exit(0), Fired::No, None).0,
             Status::Passed
         );
         assert_eq!(
-            libtest_verdict("", "t", exit(0), false, None).0,
+            libtest_verdict("", "t", exit(0), Fired::No, None).0,
             Status::ExitedEarly { code: 0 }
         );
         assert_eq!(
-            libtest_verdict("failed t\n", "t", exit(101), false, None).0,
+            libtest_verdict("failed t\n", "t", exit(101), Fired::No, None).0,
             Status::Failed
         );
         assert_eq!(
-            libtest_verdict("ok t\n", "t", exit(3), false, None).0,
+            libtest_verdict("ok t\n", "t", exit(3), Fired::No, None).0,
             Status::ExitedEarly { code: 3 }
         );
-        let (status, message) = libtest_verdict("", "t", ExitStatus::from_raw(11), false, None);
+        let (status, message) = libtest_verdict("", "t", ExitStatus::from_raw(11), Fired::No, None);
         assert_eq!(
             status,
             Status::Crashed {
@@ -736,7 +860,7 @@ mod tests {
                 "",
                 "t",
                 ExitStatus::from_raw(15),
-                true,
+                Fired::TimedOut,
                 Some(Duration::from_secs(1))
             )
             .0,

@@ -13,6 +13,7 @@ const EXPECTED: &[(&str, &str, &str, Option<&str>)] = &[
     ("crashy::outcomes", "closes_its_stdout", "passed", None),
     ("crashy::outcomes", "exits_three", "exited-early", None),
     ("crashy::outcomes", "exits_zero", "exited-early", None),
+    ("crashy::outcomes", "fails_once", "passed", None),
     ("crashy::outcomes", "hangs", "timed-out", None),
     ("crashy::outcomes", "ignored_crasher", "ignored", None),
     ("crashy::outcomes", "leaks_a_process", "passed", None),
@@ -339,4 +340,126 @@ fn usage_errors_exit_2() {
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let output = cargo_isolate("crashy", &["test", "--", "--frobnicate"]);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+}
+
+#[test]
+fn shards_cover_the_suite_exactly_once() {
+    let full = cargo_isolate("crashy", &["list", "--workspace"]);
+    let full: Vec<String> = String::from_utf8_lossy(&full.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    for kind in ["count", "hash"] {
+        let mut seen = Vec::new();
+        for shard in 1..=3 {
+            let partition = format!("{kind}:{shard}/3");
+            let output = cargo_isolate(
+                "crashy",
+                &["list", "--workspace", "--partition", &partition],
+            );
+            assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+            seen.extend(
+                String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+        seen.sort();
+        let mut expected = full.clone();
+        expected.sort();
+        assert_eq!(seen, expected, "{kind}");
+    }
+    let output = cargo_isolate("crashy", &["test", "--partition", "count:4/3"]);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+}
+
+#[test]
+fn a_test_that_passes_on_a_retry_is_flaky() {
+    let marker =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("flaky-marker-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let junit = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flaky-junit.xml");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-isolate"));
+    let output = command
+        .args(["isolate", "test", "--manifest-path"])
+        .arg(fixture("crashy"))
+        .args([
+            "-p",
+            "crashy",
+            "--test",
+            "outcomes",
+            "--retries",
+            "2",
+            "--message-format",
+            "json",
+            "--junit",
+        ])
+        .arg(&junit)
+        .args(["fails_once", "passes"])
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-crashy"),
+        )
+        .env("CRASHY_FLAKY_MARKER", &marker)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let events = json_events(&output);
+    let flaky = events
+        .iter()
+        .find(|event| event["name"] == "fails_once")
+        .unwrap_or_else(|| panic!("{}", describe(&output)));
+    assert_eq!(flaky["status"], "passed");
+    assert_eq!(flaky["flaky"], true);
+    assert_eq!(flaky["attempts"], 2);
+    assert_eq!(events.last().unwrap()["flaky"], 1);
+    let junit = std::fs::read_to_string(junit).unwrap();
+    assert!(junit.contains("<flakyFailure"), "{junit}");
+}
+
+#[test]
+fn ctrl_c_stops_running_tests_and_still_reports() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cargo-isolate"))
+        .args(["isolate", "test", "--manifest-path"])
+        .arg(fixture("crashy"))
+        .args([
+            "-p",
+            "crashy",
+            "--test",
+            "outcomes",
+            "--message-format",
+            "json",
+            "--",
+            "--exact",
+            "hangs",
+        ])
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-crashy"),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = lines.next().unwrap().unwrap();
+    assert!(started.contains("run-started"), "{started}");
+    // Let the test start, then press Ctrl-C.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let rest: Vec<serde_json::Value> = lines
+        .map(|line| serde_json::from_str(&line.unwrap()).unwrap())
+        .collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let hangs = rest
+        .iter()
+        .find(|event| event["name"] == "hangs")
+        .expect("the interrupted test is reported");
+    assert_eq!(hangs["status"], "interrupted");
+    assert_eq!(rest.last().unwrap()["event"], "run-finished");
 }
