@@ -218,6 +218,10 @@ pub(crate) struct RunOptions {
     /// the tests whose name hashes to shard K (stable as tests come and go).
     #[arg(long, value_name = "count:K/N|hash:K/N", value_parser = Partition::parse)]
     pub(crate) partition: Option<Partition>,
+    /// Let tests write to the terminal as they run instead of capturing
+    /// their output; runs one test at a time.
+    #[arg(long)]
+    pub(crate) nocapture: bool,
 }
 
 /// Where and how results are reported.

@@ -69,17 +69,22 @@ fn test(args: &cli::TestArgs) -> i32 {
         Ok(listed) => listed,
         Err(code) => return code,
     };
-    let threads = args
-        .run
-        .test_threads
-        .map(usize::from)
-        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-        .unwrap_or(1);
+    let threads = if args.run.nocapture {
+        // Output of tests running at once would interleave.
+        1
+    } else {
+        args.run
+            .test_threads
+            .map(usize::from)
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+            .unwrap_or(1)
+    };
     let plan = run::RunPlan {
         threads,
         timeout: args.run.timeout,
         fail_fast: args.run.fail_fast,
         retries: args.run.retries,
+        nocapture: args.run.nocapture,
     };
     // The first Ctrl-C (or SIGTERM) ends the running tests and starts no
     // more, and the reports are written; a second kills at once.

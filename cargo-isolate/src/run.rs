@@ -111,6 +111,8 @@ pub(crate) struct RunPlan {
     pub(crate) timeout: Option<Duration>,
     pub(crate) fail_fast: bool,
     pub(crate) retries: u32,
+    /// Tests write to the terminal instead of being captured.
+    pub(crate) nocapture: bool,
 }
 
 /// Stops a run from another thread: the first [`Interrupt::stop`] ends the
@@ -205,13 +207,13 @@ pub(crate) fn run(
                         return;
                     };
                     let binary = &binaries[binary].binary;
-                    let mut outcome = run_libtest(binary, &name, plan.timeout, &watchdog);
+                    let mut outcome = run_libtest(binary, &name, plan, &watchdog);
                     while outcome.status.is_failure()
                         && outcome.attempts <= plan.retries
                         && !interrupt.is_stopped()
                     {
                         let attempts = outcome.attempts;
-                        outcome = run_libtest(binary, &name, plan.timeout, &watchdog);
+                        outcome = run_libtest(binary, &name, plan, &watchdog);
                         outcome.attempts = attempts + 1;
                         outcome.flaky = !outcome.status.is_failure();
                     }
@@ -253,6 +255,8 @@ fn test_command(binary: &TestBinary) -> Command {
         .env("CARGO_CRATE_NAME", binary.target.replace('-', "_"))
         .stdin(Stdio::null())
         .process_group(0);
+    // If this runner is killed outright, its tests die with it.
+    isolate_harness::kill_with_parent(&mut command);
     command
 }
 
@@ -260,11 +264,11 @@ fn test_command(binary: &TestBinary) -> Command {
 fn run_libtest(
     binary: &TestBinary,
     name: &str,
-    timeout: Option<Duration>,
+    plan: &RunPlan,
     watchdog: &Watchdog,
 ) -> TestOutcome {
     let started = Instant::now();
-    match run_libtest_process(binary, name, timeout, watchdog) {
+    match run_libtest_process(binary, name, plan, watchdog) {
         Ok(mut outcome) => {
             outcome.duration = started.elapsed();
             outcome
@@ -285,13 +289,19 @@ fn run_libtest(
 fn run_libtest_process(
     binary: &TestBinary,
     name: &str,
-    timeout: Option<Duration>,
+    plan: &RunPlan,
     watchdog: &Watchdog,
 ) -> io::Result<TestOutcome> {
     let logfile = tempfile::NamedTempFile::new()?;
-    let stdout = tempfile::tempfile()?;
-    let stderr = tempfile::tempfile()?;
-    let mut child = test_command(binary)
+    // Output goes to files, read once the test is over; with --nocapture,
+    // to the terminal.
+    let captured = if plan.nocapture {
+        None
+    } else {
+        Some((tempfile::tempfile()?, tempfile::tempfile()?))
+    };
+    let mut command = test_command(binary);
+    command
         .args([
             "--exact",
             name,
@@ -301,12 +311,16 @@ fn run_libtest_process(
             "--nocapture",
             "--logfile",
         ])
-        .arg(logfile.path())
-        .stdout(stdout.try_clone()?)
-        .stderr(stderr.try_clone()?)
-        .spawn()?;
+        .arg(logfile.path());
+    match &captured {
+        Some((stdout, stderr)) => command
+            .stdout(stdout.try_clone()?)
+            .stderr(stderr.try_clone()?),
+        None => command.stdout(Stdio::inherit()).stderr(Stdio::inherit()),
+    };
+    let mut child = command.spawn()?;
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
-    watchdog.watch(pid, timeout);
+    watchdog.watch(pid, plan.timeout);
     wait_unreaped(pid)?;
     let fired = watchdog.forget(pid);
     let leaked = leftovers(pid);
@@ -317,8 +331,15 @@ fn run_libtest_process(
     }
     let leaked = leaked.len();
     let log = std::fs::read_to_string(logfile.path()).unwrap_or_default();
-    let (status, mut message) = libtest_verdict(&log, name, status, fired, timeout);
-    let stderr = without_libtest_lines(&read_kept(stderr), name);
+    let (status, mut message) = libtest_verdict(&log, name, status, fired, plan.timeout);
+    let (stdout, stderr) = captured
+        .map(|(stdout, stderr)| {
+            (
+                without_libtest_lines(&read_kept(stdout), name),
+                without_libtest_lines(&read_kept(stderr), name),
+            )
+        })
+        .unwrap_or_default();
     if status == Status::Failed
         && let Some(panic) = panic_message(&stderr)
     {
@@ -330,7 +351,7 @@ fn run_libtest_process(
         status,
         message,
         duration: Duration::ZERO,
-        stdout: without_libtest_lines(&read_kept(stdout), name),
+        stdout,
         stderr,
         leaked,
         attempts: 1,
@@ -507,16 +528,23 @@ fn run_harness(
     let mut pending = tests.to_vec();
     for round in 0..=plan.retries {
         let mut failed = Vec::new();
-        run_harness_once(binary, &pending, plan.threads, watchdog, |mut outcome| {
-            outcome.attempts = round + 1;
-            outcome.flaky = round > 0 && !outcome.status.is_failure();
-            if outcome.status.is_failure() && round < plan.retries {
-                failed.push(outcome.name.clone());
-                return;
-            }
-            stop(&outcome);
-            let _ = events.send(Event::Finished(Box::new(outcome)));
-        });
+        run_harness_once(
+            binary,
+            &pending,
+            plan.threads,
+            plan.nocapture,
+            watchdog,
+            |mut outcome| {
+                outcome.attempts = round + 1;
+                outcome.flaky = round > 0 && !outcome.status.is_failure();
+                if outcome.status.is_failure() && round < plan.retries {
+                    failed.push(outcome.name.clone());
+                    return;
+                }
+                stop(&outcome);
+                let _ = events.send(Event::Finished(Box::new(outcome)));
+            },
+        );
         if failed.is_empty() {
             return;
         }
@@ -530,12 +558,13 @@ fn run_harness_once(
     binary: &BinaryTests,
     tests: &[String],
     threads: usize,
+    nocapture: bool,
     watchdog: &Watchdog,
     mut on_outcome: impl FnMut(TestOutcome),
 ) {
     let started = Instant::now();
     let mut reported = Vec::new();
-    let result = run_harness_process(binary, tests, threads, watchdog, |outcome| {
+    let result = run_harness_process(binary, tests, threads, nocapture, watchdog, |outcome| {
         reported.push(outcome.name.clone());
         on_outcome(outcome);
     });
@@ -565,6 +594,7 @@ fn run_harness_process(
     binary: &BinaryTests,
     tests: &[String],
     threads: usize,
+    nocapture: bool,
     watchdog: &Watchdog,
     mut on_outcome: impl FnMut(TestOutcome),
 ) -> io::Result<(ExitStatus, Fired)> {
@@ -577,9 +607,12 @@ fn run_harness_process(
             "--include-ignored",
             "--exact",
         ])
-        .env("ISOLATE_REPORT_FD", "3")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .env("ISOLATE_REPORT_FD", "3");
+    if nocapture {
+        command.arg("--nocapture");
+    } else {
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+    }
     for test in binary
         .tests
         .iter()

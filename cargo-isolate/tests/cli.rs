@@ -463,3 +463,75 @@ fn ctrl_c_stops_running_tests_and_still_reports() {
     assert_eq!(hangs["status"], "interrupted");
     assert_eq!(rest.last().unwrap()["event"], "run-finished");
 }
+
+#[test]
+fn nocapture_streams_output() {
+    let output = cargo_isolate(
+        "crashy",
+        &[
+            "test",
+            "-p",
+            "crashy",
+            "--test",
+            "outcomes",
+            "--nocapture",
+            "--color",
+            "never",
+            "--",
+            "--exact",
+            "segfault",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let streamed = text
+        .find("about to crash")
+        .unwrap_or_else(|| panic!("{text}"));
+    let verdict = text.find("CRASH [").unwrap_or_else(|| panic!("{text}"));
+    assert!(streamed < verdict, "{text}");
+}
+
+/// Processes whose environment holds `marker`: everything a run started,
+/// since its tests and what they spawn inherit the environment.
+fn processes_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            std::fs::read(entry.path().join("environ")).is_ok_and(|environ| {
+                environ
+                    .split(|byte| *byte == 0)
+                    .any(|var| var == marker.as_bytes())
+            })
+        })
+        .map(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).replace('\0', " ")
+        })
+        .collect()
+}
+
+#[test]
+fn nothing_is_left_running_after_a_run() {
+    let marker = format!("ISOLATE_E2E_RUN=nothing-left-{}", std::process::id());
+    let (key, value) = marker.split_once('=').unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_cargo-isolate"))
+        .args(["isolate", "test", "--manifest-path"])
+        .arg(fixture("crashy"))
+        .args(["--workspace", "--timeout", "1s", "--message-format", "json"])
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-crashy"),
+        )
+        .env(key, value)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let leaked = json_events(&output)
+        .into_iter()
+        .find(|event| event["name"] == "leaks_a_process")
+        .unwrap();
+    assert_eq!(leaked["leaked"], 1);
+    assert_eq!(processes_with(&marker), Vec::<String>::new());
+}

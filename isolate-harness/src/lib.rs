@@ -169,7 +169,7 @@ mod isolate;
 mod server;
 
 pub use capture::Output;
-pub use child::{Signal, Termination};
+pub use child::{Signal, Termination, kill_with_parent};
 pub use crash::{Backtrace, Crash, Frame};
 #[doc(hidden)]
 pub use harness::__private;
