@@ -284,7 +284,7 @@ fn print_summary(
         (summary.broken, "could not run"),
         (summary.interrupted, "stopped"),
         (summary.flaky, "flaky"),
-        (summary.leaked, "leaked processes"),
+        (summary.leaked, "left processes behind"),
         (summary.ignored, "ignored"),
     ] {
         if count > 0 {
