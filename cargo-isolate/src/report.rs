@@ -15,11 +15,12 @@
 //!   says a test failed before it passed.
 //! - `{"event":"run-finished","passed":N,"failed":N,...,"duration_ms":…}`
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
 use anstyle::{AnsiColor, Style};
+use indicatif::{ProgressBar, ProgressStyle};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
 use serde_json::json;
 
@@ -112,12 +113,26 @@ pub(crate) fn report(
         ColorChoice::Never => anstream::ColorChoice::Never,
     };
     let mut out = anstream::AutoStream::new(std::io::stdout(), choice);
+    // On a terminal, a bar under the lines counts the tests done; a log
+    // or a pipe gets the lines alone.
+    let progress = (settings.format == MessageFormat::Human && std::io::stdout().is_terminal())
+        .then(|| {
+            ProgressBar::new(0).with_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tests",
+                )
+                .expect("the template is valid"),
+            )
+        });
     let mut summary = Summary::default();
     let mut outcomes = Vec::new();
     for event in events {
         match event {
             Event::Started { tests, binaries } => match settings.format {
                 MessageFormat::Human => {
+                    if let Some(progress) = &progress {
+                        progress.set_length(tests as u64);
+                    }
                     let _ = writeln!(
                         out,
                         "{}",
@@ -138,7 +153,14 @@ pub(crate) fn report(
             Event::Finished(outcome) => {
                 summary.count(&outcome);
                 match settings.format {
-                    MessageFormat::Human => print_test_line(&mut out, &outcome, settings.verbose),
+                    MessageFormat::Human => match &progress {
+                        Some(progress) => {
+                            progress
+                                .suspend(|| print_test_line(&mut out, &outcome, settings.verbose));
+                            progress.inc(1);
+                        }
+                        None => print_test_line(&mut out, &outcome, settings.verbose),
+                    },
                     MessageFormat::Json => {
                         let _ = writeln!(out, "{}", outcome_json(&outcome));
                     }
@@ -146,6 +168,9 @@ pub(crate) fn report(
                 outcomes.push(*outcome);
             }
         }
+    }
+    if let Some(progress) = progress {
+        progress.finish_and_clear();
     }
     let elapsed = started.elapsed();
     match settings.format {
