@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::list::Partition;
+use crate::run::Isolation;
 
 /// Cargo's view of this binary.
 #[derive(Debug, Parser)]
@@ -222,6 +223,14 @@ pub(crate) struct RunOptions {
     /// their output; runs one test at a time.
     #[arg(long)]
     pub(crate) nocapture: bool,
+    /// How many libtest tests share a process. `process`: one each.
+    /// `batch`: a process runs many in sequence, and when it dies the test
+    /// that was running gets the crash while the rest go on in a fresh
+    /// process; faster, but tests of a batch share state (statics, files
+    /// left open, a heap corrupted by an earlier test). isolate-harness
+    /// binaries always isolate every test.
+    #[arg(long, value_enum, default_value_t = Isolation::Process)]
+    pub(crate) isolation: Isolation,
 }
 
 /// Where and how results are reported.

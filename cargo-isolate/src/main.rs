@@ -85,6 +85,7 @@ fn test(args: &cli::TestArgs) -> i32 {
         fail_fast: args.run.fail_fast,
         retries: args.run.retries,
         nocapture: args.run.nocapture,
+        isolation: args.run.isolation,
     };
     // The first Ctrl-C (or SIGTERM) ends the running tests and starts no
     // more, and the reports are written; a second kills at once.

@@ -7,6 +7,12 @@
 //!   runs, so a test that closes its stdout still gets one; a test that
 //!   exits (even with code 0) before libtest logged a result fails.
 //!   Output goes to files, not pipes, so nothing blocks on it.
+//! - With `--isolation batch`, a libtest binary runs many tests per
+//!   process, one after another. The log says which finished; if the
+//!   process dies, the test libtest announced last gets the crash, and the
+//!   rest run on in a fresh process. The timeout restarts with each logged
+//!   test. Output is split between the tests by libtest's `test NAME ... `
+//!   lines; processes left behind are charged to the batch's last test.
 //! - An isolate-harness binary runs once, with all the run's threads: its
 //!   fork server isolates each test, and its report stream (a pipe on its
 //!   descriptor 3, named by `ISOLATE_REPORT_FD`) says how each ended.
@@ -113,6 +119,18 @@ pub(crate) struct RunPlan {
     pub(crate) retries: u32,
     /// Tests write to the terminal instead of being captured.
     pub(crate) nocapture: bool,
+    pub(crate) isolation: Isolation,
+}
+
+/// How many libtest tests share a process (`--isolation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Isolation {
+    /// Every test in a process of its own.
+    Process,
+    /// A process runs many tests in sequence; when it dies, the test that
+    /// was running gets the crash and the rest go on in a fresh process.
+    /// Faster; weaker: tests of a batch share process state.
+    Batch,
 }
 
 /// Stops a run from another thread: the first [`Interrupt::stop`] ends the
@@ -164,7 +182,7 @@ pub(crate) fn run(
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let watchdog = Watchdog::start();
     *lock(&interrupt.watchdog) = Some(Arc::clone(&watchdog.shared));
-    let mut plain = VecDeque::new();
+    let mut plain: Vec<(usize, String)> = Vec::new();
     let mut harnessed: Vec<(usize, Vec<String>)> = Vec::new();
     for (index, test) in selected {
         if !selection.runs(test) {
@@ -177,14 +195,29 @@ pub(crate) fn run(
             let _ = events.send(Event::Finished(Box::new(ignored)));
             continue;
         }
-        match binaries[index].runner {
-            Runner::Libtest => plain.push_back((index, test.name.clone())),
-            Runner::IsolateHarness => match harnessed.last_mut() {
-                Some((last, names)) if *last == index => names.push(test.name.clone()),
-                _ => harnessed.push((index, vec![test.name.clone()])),
-            },
+        let group = match binaries[index].runner {
+            Runner::Libtest => {
+                plain.push((index, test.name.clone()));
+                continue;
+            }
+            Runner::IsolateHarness => &mut harnessed,
+        };
+        match group.last_mut() {
+            Some((last, names)) if *last == index => names.push(test.name.clone()),
+            _ => group.push((index, vec![test.name.clone()])),
         }
     }
+    let queue: VecDeque<Unit> = match plan.isolation {
+        Isolation::Process => plain
+            .into_iter()
+            .map(|(binary, name)| Unit::Test {
+                binary,
+                name,
+                attempts: 0,
+            })
+            .collect(),
+        Isolation::Batch => batches(plain, plan.threads),
+    };
     let stop = |outcome: &TestOutcome| {
         if plan.fail_fast && outcome.status.is_failure() {
             interrupt.stopped.store(true, Ordering::SeqCst);
@@ -198,32 +231,100 @@ pub(crate) fn run(
         }
         run_harness(&binaries[index], &names, plan, &watchdog, events, &stop);
     }
-    let queue = Mutex::new(plain);
+    let queue = Mutex::new(queue);
     std::thread::scope(|scope| {
         for _ in 0..plan.threads.max(1) {
             scope.spawn(|| {
                 while !interrupt.is_stopped() {
-                    let Some((binary, name)) = lock(&queue).pop_front() else {
+                    let Some(unit) = lock(&queue).pop_front() else {
                         return;
                     };
-                    let binary = &binaries[binary].binary;
-                    let mut outcome = run_libtest(binary, &name, plan, &watchdog);
-                    while outcome.status.is_failure()
-                        && outcome.attempts <= plan.retries
-                        && !interrupt.is_stopped()
-                    {
-                        let attempts = outcome.attempts;
-                        outcome = run_libtest(binary, &name, plan, &watchdog);
-                        outcome.attempts = attempts + 1;
-                        outcome.flaky = !outcome.status.is_failure();
+                    let finished = match unit {
+                        Unit::Test {
+                            binary,
+                            name,
+                            attempts,
+                        } => {
+                            let mut outcome =
+                                run_libtest(&binaries[binary].binary, &name, plan, &watchdog);
+                            outcome.attempts = attempts + 1;
+                            outcome.flaky = attempts > 0 && !outcome.status.is_failure();
+                            vec![(binary, outcome)]
+                        }
+                        Unit::Batch { binary, names } => {
+                            let (outcomes, rest) =
+                                run_batch(&binaries[binary].binary, &names, plan, &watchdog);
+                            if !rest.is_empty() {
+                                // The batch's process died: the rest go on in a fresh one.
+                                lock(&queue).push_front(Unit::Batch {
+                                    binary,
+                                    names: rest,
+                                });
+                            }
+                            outcomes
+                                .into_iter()
+                                .map(|outcome| (binary, outcome))
+                                .collect()
+                        }
+                    };
+                    for (binary, outcome) in finished {
+                        if outcome.status.is_failure()
+                            && outcome.attempts <= plan.retries
+                            && !interrupt.is_stopped()
+                        {
+                            // Retried in a process of its own.
+                            lock(&queue).push_back(Unit::Test {
+                                binary,
+                                name: outcome.name.clone(),
+                                attempts: outcome.attempts,
+                            });
+                            continue;
+                        }
+                        stop(&outcome);
+                        let _ = events.send(Event::Finished(Box::new(outcome)));
                     }
-                    stop(&outcome);
-                    let _ = events.send(Event::Finished(Box::new(outcome)));
                 }
             });
         }
     });
     watchdog.stop();
+}
+
+/// A piece of work for one worker.
+enum Unit {
+    /// One test in a process of its own; `attempts` it ran before.
+    Test {
+        binary: usize,
+        name: String,
+        attempts: u32,
+    },
+    /// Several tests of one binary in one process, one after another.
+    Batch { binary: usize, names: Vec<String> },
+}
+
+/// The batches of `--isolation batch`: each binary's tests cut into as many
+/// batches as there are threads, so that every thread has one.
+fn batches(tests: Vec<(usize, String)>, threads: usize) -> VecDeque<Unit> {
+    let mut per_binary: Vec<(usize, Vec<String>)> = Vec::new();
+    for (binary, name) in tests {
+        match per_binary.last_mut() {
+            Some((last, names)) if *last == binary => names.push(name),
+            _ => per_binary.push((binary, vec![name])),
+        }
+    }
+    per_binary
+        .into_iter()
+        .flat_map(|(binary, names)| {
+            let size = names.len().div_ceil(threads.max(1)).max(1);
+            names
+                .chunks(size)
+                .map(|chunk| Unit::Batch {
+                    binary,
+                    names: chunk.to_vec(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -357,6 +458,223 @@ fn run_libtest_process(
         attempts: 1,
         flaky: false,
     })
+}
+
+/// Bytes of a batch's output read to split it between its tests.
+const BATCH_OUTPUT: u64 = 16 * 1024 * 1024;
+
+/// Runs `names` of a libtest binary in one process, in sequence. Returns
+/// the outcomes of the tests that ran and, if the process died mid-way,
+/// the names that are left.
+fn run_batch(
+    binary: &TestBinary,
+    names: &[String],
+    plan: &RunPlan,
+    watchdog: &Watchdog,
+) -> (Vec<TestOutcome>, Vec<String>) {
+    let started = Instant::now();
+    match run_batch_process(binary, names, plan, watchdog) {
+        Ok(ran) => ran,
+        Err(error) => {
+            let outcomes = names
+                .iter()
+                .map(|name| {
+                    let mut outcome = outcome(
+                        binary,
+                        name,
+                        Status::Broken,
+                        format!("could not run the batch: {error}"),
+                    );
+                    outcome.duration = started.elapsed();
+                    outcome
+                })
+                .collect();
+            (outcomes, Vec::new())
+        }
+    }
+}
+
+fn run_batch_process(
+    binary: &TestBinary,
+    names: &[String],
+    plan: &RunPlan,
+    watchdog: &Watchdog,
+) -> io::Result<(Vec<TestOutcome>, Vec<String>)> {
+    let started = Instant::now();
+    let logfile = tempfile::NamedTempFile::new()?;
+    let (stdout, stderr) = (tempfile::tempfile()?, tempfile::tempfile()?);
+    let mut child = test_command(binary)
+        .arg("--exact")
+        .args(names)
+        .args([
+            "--test-threads",
+            "1",
+            "--include-ignored",
+            "--nocapture",
+            "--logfile",
+        ])
+        .arg(logfile.path())
+        .stdout(stdout.try_clone()?)
+        .stderr(stderr.try_clone()?)
+        .spawn()?;
+    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
+    watchdog.watch(pid, plan.timeout);
+    // The timeout is per test: it starts again whenever libtest logs one.
+    let mut logged = 0;
+    loop {
+        match waitid(
+            Id::Pid(pid),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG,
+        ) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => break,
+            Err(error) => return Err(error.into()),
+        }
+        if let Some(timeout) = plan.timeout {
+            let length = std::fs::metadata(logfile.path()).map_or(0, |metadata| metadata.len());
+            if length != logged {
+                logged = length;
+                watchdog.rearm(pid, timeout);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let fired = watchdog.forget(pid);
+    let leaked = leftovers(pid);
+    let _ = killpg(pid, NixSignal::SIGKILL);
+    let status = child.wait()?;
+    for leftover in &leaked {
+        let _ = nix::sys::wait::waitpid(*leftover, None);
+    }
+    let elapsed = started.elapsed();
+    let log = std::fs::read_to_string(logfile.path()).unwrap_or_default();
+    let stdout = read_prefix(stdout, BATCH_OUTPUT);
+    let stderr = read_prefix(stderr, BATCH_OUTPUT);
+    let segments = split_by_test(&stdout, names);
+    let mut outcomes = Vec::new();
+    let mut done: Vec<&str> = Vec::new();
+    for line in log.lines() {
+        let Some((verdict, name)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some(name) = names.iter().find(|candidate| *candidate == name) else {
+            continue;
+        };
+        let (status, message) = match verdict {
+            "ok" => (Status::Passed, String::new()),
+            "failed" => (
+                Status::Failed,
+                thread_panic(&stderr, name).unwrap_or_else(|| "the test failed".to_owned()),
+            ),
+            _ => continue,
+        };
+        done.push(name);
+        let mut outcome = outcome(binary, name, status, message);
+        outcome.stdout = segments.get(name.as_str()).cloned().unwrap_or_default();
+        outcomes.push(outcome);
+    }
+    let mut rest: Vec<String> = names
+        .iter()
+        .filter(|name| !done.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    if !rest.is_empty() {
+        // The test that was running when the process died: the last one
+        // libtest announced, else the first of the rest in libtest's order.
+        let running = segments
+            .order
+            .iter()
+            .rev()
+            .find(|name| !done.contains(&name.as_str()))
+            .cloned()
+            .unwrap_or_else(|| rest.iter().min().cloned().unwrap_or_default());
+        rest.retain(|name| *name != running);
+        let (status, message) = libtest_verdict("", &running, status, fired, plan.timeout);
+        let mut outcome = outcome(binary, &running, status, message);
+        outcome.stdout = segments.get(running.as_str()).cloned().unwrap_or_default();
+        outcome.stderr = stderr;
+        outcomes.push(outcome);
+    }
+    if let Some(last) = outcomes.last_mut() {
+        last.leaked = leaked.len();
+    }
+    let each = elapsed / u32::try_from(outcomes.len().max(1)).unwrap_or(u32::MAX);
+    for outcome in &mut outcomes {
+        outcome.duration = each;
+    }
+    Ok((outcomes, rest))
+}
+
+/// A batch's stdout cut into the output of each of its tests, and the
+/// order libtest announced them in (`test NAME ... ` starts each).
+struct Segments {
+    order: Vec<String>,
+    text: HashMap<String, String>,
+}
+
+impl Segments {
+    fn get(&self, name: &str) -> Option<&String> {
+        self.text.get(name)
+    }
+}
+
+fn split_by_test(stdout: &str, names: &[String]) -> Segments {
+    let mut segments = Segments {
+        order: Vec::new(),
+        text: HashMap::new(),
+    };
+    let mut current: Option<String> = None;
+    for line in stdout.split_inclusive('\n') {
+        // Once the tests are over, libtest prints its summary.
+        if line.trim_end() == "failures:" || line.starts_with("test result: ") {
+            break;
+        }
+        let started = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.split_once(" ... "))
+            .filter(|(name, _)| names.iter().any(|candidate| candidate == name));
+        let text = match started {
+            Some((name, rest)) => {
+                segments.order.push(name.to_owned());
+                current = Some(name.to_owned());
+                rest
+            }
+            None => line,
+        };
+        if let Some(name) = &current {
+            segments
+                .text
+                .entry(name.clone())
+                .or_default()
+                .push_str(text);
+        }
+    }
+    for text in segments.text.values_mut() {
+        let trimmed = text.trim_end();
+        let trimmed = trimmed
+            .strip_suffix("ok")
+            .or_else(|| trimmed.strip_suffix("FAILED"))
+            .unwrap_or(trimmed);
+        *text = trimmed.trim_end().to_owned();
+    }
+    segments
+}
+
+/// The panic of test `name` in a batch's stderr, by its thread's name.
+fn thread_panic(stderr: &str, name: &str) -> Option<String> {
+    let header = format!("thread '{name}'");
+    let start = stderr.find(&header)?;
+    panic_message(&stderr[start..])
+}
+
+/// The first `limit` bytes of a captured stream, as text.
+fn read_prefix(mut file: File, limit: u64) -> String {
+    let mut bytes = Vec::new();
+    // The test shared this file's offset, and left it at the end.
+    if file.rewind().is_ok() {
+        let _ = file.take(limit).read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// How a libtest test ended, from libtest's log and its process's status.
@@ -808,6 +1126,15 @@ impl Watchdog {
         self.shared.changed.notify_one();
     }
 
+    /// Gives `pid` a fresh `timeout`, unless it was signalled already.
+    fn rearm(&self, pid: Pid, timeout: Duration) {
+        if let Some(watch) = lock(&self.shared.state).watched.get_mut(&pid)
+            && watch.fired == Fired::No
+        {
+            watch.at = Some(Instant::now() + timeout);
+        }
+    }
+
     /// Stops watching `pid`; says whether and why it was signalled.
     fn forget(&self, pid: Pid) -> Fired {
         lock(&self.shared.state)
@@ -831,6 +1158,33 @@ mod tests {
 
     fn exit(code: i32) -> ExitStatus {
         ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn a_batch_s_output_is_split_between_its_tests() {
+        let names = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let stdout = "\nrunning 3 tests\ntest a ... one\ntwo\nok\ntest b ... ok\ntest c ... three\nFAILED\n\nfailures:\n    c\n";
+        let segments = split_by_test(stdout, &names);
+        assert_eq!(segments.order, names);
+        assert_eq!(segments.get("a").map(String::as_str), Some("one\ntwo"));
+        assert_eq!(segments.get("b").map(String::as_str), Some(""));
+        assert_eq!(segments.get("c").map(String::as_str), Some("three"));
+    }
+
+    #[test]
+    fn batches_give_every_thread_work() {
+        let tests = (0..5)
+            .map(|n| (0, n.to_string()))
+            .chain([(1, "x".to_owned())])
+            .collect();
+        let sizes: Vec<(usize, usize)> = batches(tests, 2)
+            .into_iter()
+            .map(|unit| match unit {
+                Unit::Batch { binary, names } => (binary, names.len()),
+                Unit::Test { .. } => panic!("a batch was expected"),
+            })
+            .collect();
+        assert_eq!(sizes, [(0, 3), (0, 2), (1, 1)]);
     }
 
     #[test]

@@ -535,3 +535,51 @@ fn nothing_is_left_running_after_a_run() {
     assert_eq!(leaked["leaked"], 1);
     assert_eq!(processes_with(&marker), Vec::<String>::new());
 }
+
+#[test]
+fn batch_isolation_gives_every_test_its_own_verdict() {
+    let output = cargo_isolate(
+        "crashy",
+        &[
+            "test",
+            "-p",
+            "crashy",
+            "--test",
+            "outcomes",
+            "--isolation",
+            "batch",
+            "--timeout",
+            "2s",
+            "--message-format",
+            "json",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let events = json_events(&output);
+    for (binary, name, status, signal) in EXPECTED
+        .iter()
+        .filter(|(binary, ..)| *binary == "crashy::outcomes")
+    {
+        let event = events
+            .iter()
+            .find(|event| event["event"] == "test-finished" && event["name"] == *name)
+            .unwrap_or_else(|| panic!("no result for {binary} {name}\n{}", describe(&output)));
+        assert_eq!(event["status"], *status, "{name}: {event}");
+        if let Some(signal) = signal {
+            assert_eq!(event["signal_name"], *signal, "{name}: {event}");
+        }
+    }
+    let segfault = events
+        .iter()
+        .find(|event| event["name"] == "segfault")
+        .unwrap();
+    assert_eq!(segfault["stdout"], "about to crash");
+    let panics = events
+        .iter()
+        .find(|event| event["name"] == "panics")
+        .unwrap();
+    assert_eq!(
+        panics["message"],
+        "panicked at tests/outcomes.rs:27:5: dragons"
+    );
+}
