@@ -423,14 +423,11 @@ fn run_libtest_process(
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
     watchdog.watch(pid, plan.timeout);
     wait_unreaped(pid)?;
-    let fired = watchdog.forget(pid);
-    let leaked = leftovers(pid);
-    let _ = killpg(pid, NixSignal::SIGKILL);
-    let status = child.wait()?;
-    for leftover in &leaked {
-        let _ = nix::sys::wait::waitpid(*leftover, None);
-    }
-    let leaked = leaked.len();
+    let Ended {
+        status,
+        fired,
+        leaked,
+    } = reap(&mut child, pid, watchdog)?;
     let log = std::fs::read_to_string(logfile.path()).unwrap_or_default();
     let (status, mut message) = libtest_verdict(&log, name, status, fired, plan.timeout);
     let (stdout, stderr) = captured
@@ -539,13 +536,11 @@ fn run_batch_process(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let fired = watchdog.forget(pid);
-    let leaked = leftovers(pid);
-    let _ = killpg(pid, NixSignal::SIGKILL);
-    let status = child.wait()?;
-    for leftover in &leaked {
-        let _ = nix::sys::wait::waitpid(*leftover, None);
-    }
+    let Ended {
+        status,
+        fired,
+        leaked,
+    } = reap(&mut child, pid, watchdog)?;
     let elapsed = started.elapsed();
     let log = std::fs::read_to_string(logfile.path()).unwrap_or_default();
     let stdout = read_prefix(stdout, BATCH_OUTPUT);
@@ -596,7 +591,7 @@ fn run_batch_process(
         outcomes.push(outcome);
     }
     if let Some(last) = outcomes.last_mut() {
-        last.leaked = leaked.len();
+        last.leaked = leaked;
     }
     let each = elapsed / u32::try_from(outcomes.len().max(1)).unwrap_or(u32::MAX);
     for outcome in &mut outcomes {
@@ -959,9 +954,34 @@ fn run_harness_process(
         }
     }
     wait_unreaped(pid)?;
+    let ended = reap(&mut child, pid, watchdog)?;
+    Ok((ended.status, ended.fired))
+}
+
+/// How a test's process ended, reaped with what it left behind.
+struct Ended {
+    status: ExitStatus,
+    fired: Fired,
+    /// Processes left in its group, killed and reaped.
+    leaked: usize,
+}
+
+/// Takes `child`, which has exited but is not reaped (so its group id is
+/// still ours), off the watchdog; kills and reaps what it left in its
+/// group; then reaps it.
+fn reap(child: &mut std::process::Child, pid: Pid, watchdog: &Watchdog) -> io::Result<Ended> {
     let fired = watchdog.forget(pid);
+    let leftovers = leftovers(pid);
     let _ = killpg(pid, NixSignal::SIGKILL);
-    Ok((child.wait()?, fired))
+    let status = child.wait()?;
+    for leftover in &leftovers {
+        let _ = nix::sys::wait::waitpid(*leftover, None);
+    }
+    Ok(Ended {
+        status,
+        fired,
+        leaked: leftovers.len(),
+    })
 }
 
 /// Waits for `pid` to exit without reaping it: its group id stays ours

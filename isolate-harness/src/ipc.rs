@@ -403,6 +403,24 @@ impl FrameReader {
         }
     }
 
+    /// The error for the partial frame this reader holds, if any: what a
+    /// peer that is gone left unfinished. (A copy of the peer's end of the
+    /// channel in another process can keep the channel from ever reading
+    /// end of file.)
+    pub(crate) fn truncated(&self) -> Option<ProtocolError> {
+        match &self.body {
+            Some(body) => Some(ProtocolError::Truncated {
+                expected: HEADER_LEN + body.len,
+                received: HEADER_LEN + body.filled,
+            }),
+            None if self.header_len > 0 => Some(ProtocolError::Truncated {
+                expected: HEADER_LEN,
+                received: self.header_len,
+            }),
+            None => None,
+        }
+    }
+
     /// Reads one whole frame from a blocking reader.
     ///
     /// # Errors

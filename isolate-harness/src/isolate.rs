@@ -547,6 +547,10 @@ impl Connection {
                 }
             }
             if exited {
+                if let Some(truncated) = self.reader.truncated() {
+                    let termination = Termination::new(self.reap(output), crash);
+                    return Err((Error::Protocol(truncated), termination));
+                }
                 return Err(self.ended(config, crash, output));
             }
             if !unsent.is_empty() && !closed {
