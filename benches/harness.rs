@@ -19,7 +19,15 @@
 //! - `cargo nextest run --release --offline -p plain --test-threads 2
 //!   -E 'test(/^trivial_/)'` (then `cpu_`), when nextest is installed;
 //! - 2000 bare `fork()`, `_exit(0)` in the child, `waitpid` in the parent,
-//!   in the bench process itself.
+//!   in the bench process itself;
+//! - on the trivial suites only, `cargo isolate test` (the `cargo-isolate`
+//!   binary of this workspace, which the bench builds in release mode
+//!   first): `cargo-isolate isolate test --release --offline
+//!   --manifest-path <generated>/Cargo.toml -p plain --test-threads 2
+//!   trivial_` (a process per libtest test), and the same with `-p
+//!   isolated` (one run of the harness binary). `CARGO_TARGET_DIR` is the
+//!   generated workspace's, so its `cargo test --no-run` is a no-op build
+//!   check, counted in its time as nextest's is in nextest's.
 //!
 //! Goals:
 //!
@@ -27,7 +35,11 @@
 //! - isolated at least 15x faster than nextest;
 //! - per-test overhead of the isolated harness, (isolated trivial - plain
 //!   trivial) / 2000, at most 1.5x a bare fork + `_exit` + `waitpid`;
-//! - cpu suite: isolated at most 1.2x plain.
+//! - cpu suite: isolated at most 1.2x plain;
+//! - `cargo isolate test -p plain` at most 0.5x nextest (and, with no goal,
+//!   its ratio to the plain binary run directly);
+//! - `cargo isolate test -p isolated` at most 1.2x the isolated binary run
+//!   directly.
 //!
 //! Every command must pass; each runs in its own process group with a
 //! timeout, and this process is a child subreaper, so that any process a
@@ -115,19 +127,43 @@ impl Suite {
 /// What runs a suite.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Runner {
+    /// The `isolated` binary, run directly.
     Isolated,
+    /// The `plain` binary, run directly.
     Plain,
+    /// `cargo nextest run -p plain`.
     Nextest,
+    /// `cargo isolate test -p plain`: a process per test.
+    CargoIsolatePlain,
+    /// `cargo isolate test -p isolated`: one run of the harness binary.
+    CargoIsolateIsolated,
 }
 
 impl Runner {
-    const ALL: [Runner; 3] = [Runner::Isolated, Runner::Plain, Runner::Nextest];
+    const ALL: [Runner; 5] = [
+        Runner::Isolated,
+        Runner::Plain,
+        Runner::Nextest,
+        Runner::CargoIsolatePlain,
+        Runner::CargoIsolateIsolated,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Runner::Isolated => "isolated",
             Runner::Plain => "plain",
             Runner::Nextest => "nextest",
+            Runner::CargoIsolatePlain => "cargo-isolate plain",
+            Runner::CargoIsolateIsolated => "cargo-isolate isolated",
+        }
+    }
+
+    /// Whether this runner is measured on `suite`: `cargo isolate` only on
+    /// the trivial suite, where its own cost shows.
+    fn measures(self, suite: Suite) -> bool {
+        match self {
+            Runner::CargoIsolatePlain | Runner::CargoIsolateIsolated => suite == Suite::Trivial,
+            Runner::Isolated | Runner::Plain | Runner::Nextest => true,
         }
     }
 }
@@ -139,6 +175,8 @@ struct Workspace {
     logs: PathBuf,
     isolated: PathBuf,
     plain: PathBuf,
+    /// This workspace's `cargo-isolate`, built in release mode.
+    cargo_isolate: PathBuf,
 }
 
 /// One run of a command: wall time, and the CPU time and minor page faults
@@ -168,8 +206,10 @@ fn main() {
     let root = target_dir.join("isolate-bench");
     eprintln!("harness bench: generating {}", root.display());
     generate(&root, manifest_dir);
-    eprintln!("harness bench: building (release)");
-    let workspace = build(root);
+    eprintln!("harness bench: building cargo-isolate (release)");
+    let cargo_isolate = build_cargo_isolate(manifest_dir, &target_dir);
+    eprintln!("harness bench: building the suites (release)");
+    let workspace = build(root, cargo_isolate);
     let nextest = nextest_available();
     if !nextest {
         eprintln!("harness bench: `cargo nextest --version` failed; nextest is left out");
@@ -184,7 +224,9 @@ fn main() {
         .flat_map(|&suite| {
             Runner::ALL
                 .iter()
-                .filter(|&&runner| nextest || runner != Runner::Nextest)
+                .filter(move |&&runner| {
+                    runner.measures(suite) && (nextest || runner != Runner::Nextest)
+                })
                 .map(move |&runner| Case {
                     suite,
                     runner,
@@ -202,15 +244,28 @@ fn main() {
         for case in &mut cases {
             let label = format!("{} {}", case.runner.name(), case.suite.name());
             let command = command(&workspace, case.runner, case.suite);
-            let log =
-                workspace
-                    .logs
-                    .join(format!("{}-{}.log", case.runner.name(), case.suite.name()));
+            let log = workspace.logs.join(format!(
+                "{}-{}.log",
+                case.runner.name().replace(' ', "-"),
+                case.suite.name()
+            ));
             let sample = run(&label, command, &log, &mut leftovers);
             eprintln!(
                 "harness bench: {round_name}: {label}: {}",
                 format_duration(sample.wall)
             );
+            if matches!(
+                case.runner,
+                Runner::CargoIsolatePlain | Runner::CargoIsolateIsolated
+            ) && fs::read_to_string(&log).is_ok_and(|text| text.contains("   Compiling "))
+            {
+                // Its build check is meant to be a no-op: something (an
+                // edit of isolate-harness) made it rebuild.
+                eprintln!(
+                    "harness bench: warning: {label} rebuilt the suites in this run; \
+                     its time includes the build"
+                );
+            }
             if round > 0 {
                 case.samples.push(sample);
             }
@@ -302,6 +357,8 @@ fn report(cases: &[Case], forks: &[Sample], nextest: bool) {
         verdict(fork_ratio <= 1.5),
     );
 
+    report_cargo_isolate(&median_of, verdict);
+
     println!();
     println!(
         "CPU time (user + sys) and minor page faults of each command's process tree \
@@ -337,6 +394,55 @@ fn report(cases: &[Case], forks: &[Sample], nextest: bool) {
         println!();
         println!("nextest is not installed: its columns are n/a.");
     }
+}
+
+/// Prints the table of `cargo isolate test` against the runners it stands
+/// in for, on the trivial suites.
+fn report_cargo_isolate(
+    median_of: &dyn Fn(Suite, Runner) -> Option<Duration>,
+    verdict: fn(bool) -> &'static str,
+) {
+    let time = |runner| median_of(Suite::Trivial, runner).expect("measured on the trivial suite");
+    let by_plain = time(Runner::CargoIsolatePlain);
+    let by_isolated = time(Runner::CargoIsolateIsolated);
+    println!();
+    println!(
+        "cargo isolate: {TESTS} trivial tests, median of {RUNS} runs, {THREADS} test threads \
+         (its no-op build check and the listing included, as in nextest's time)"
+    );
+    println!();
+    println!("| cargo isolate test | time | against | its time | ratio | goal | |");
+    println!("|---|---|---|---|---|---|---|");
+    match median_of(Suite::Trivial, Runner::Nextest) {
+        Some(nextest) => {
+            let over = ratio(by_plain, nextest);
+            println!(
+                "| -p plain | {} | cargo nextest run -p plain | {} | {over:.2}x | ≤ 0.5x | {} |",
+                format_duration(by_plain),
+                format_duration(nextest),
+                verdict(over <= 0.5),
+            );
+        }
+        None => println!(
+            "| -p plain | {} | cargo nextest run -p plain | n/a | n/a | ≤ 0.5x | n/a |",
+            format_duration(by_plain),
+        ),
+    }
+    let plain = time(Runner::Plain);
+    println!(
+        "| -p plain | {} | plain binary | {} | {:.1}x | none | |",
+        format_duration(by_plain),
+        format_duration(plain),
+        ratio(by_plain, plain),
+    );
+    let isolated = time(Runner::Isolated);
+    let over = ratio(by_isolated, isolated);
+    println!(
+        "| -p isolated | {} | isolated binary | {} | {over:.2}x | ≤ 1.2x | {} |",
+        format_duration(by_isolated),
+        format_duration(isolated),
+        verdict(over <= 1.2),
+    );
 }
 
 /// Writes the generated workspace under `root`, rewriting only the files
@@ -416,8 +522,28 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
 }
 
+/// Builds this workspace's `cargo-isolate` in release mode, in
+/// `target_dir`, and returns its executable.
+fn build_cargo_isolate(manifest_dir: &Path, target_dir: &Path) -> PathBuf {
+    let status = cargo()
+        .args(["build", "--release", "-p", "cargo-isolate"])
+        .current_dir(manifest_dir)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run cargo build -p cargo-isolate");
+    if !status.success() {
+        fail(&format!("building cargo-isolate failed: {status}"));
+    }
+    let executable = target_dir.join("release/cargo-isolate");
+    if !executable.is_file() {
+        fail(&format!("no cargo-isolate at {}", executable.display()));
+    }
+    executable
+}
+
 /// Builds both suites in release mode and finds their executables.
-fn build(root: PathBuf) -> Workspace {
+fn build(root: PathBuf, cargo_isolate: PathBuf) -> Workspace {
     let target = root.join("target");
     let output = cargo()
         .args([
@@ -468,6 +594,7 @@ fn build(root: PathBuf) -> Workspace {
         root,
         target,
         logs,
+        cargo_isolate,
     }
 }
 
@@ -509,6 +636,27 @@ fn command(workspace: &Workspace, runner: Runner, suite: Suite) -> Command {
                     "-E",
                     &format!("test(/^{}/)", suite.prefix()),
                 ])
+                .current_dir(&workspace.root)
+                .env("CARGO_TARGET_DIR", &workspace.target);
+            command
+        }
+        Runner::CargoIsolatePlain | Runner::CargoIsolateIsolated => {
+            let package = if runner == Runner::CargoIsolatePlain {
+                "plain"
+            } else {
+                "isolated"
+            };
+            let mut command = Command::new(&workspace.cargo_isolate);
+            command
+                .args([
+                    "isolate",
+                    "test",
+                    "--release",
+                    "--offline",
+                    "--manifest-path",
+                ])
+                .arg(workspace.root.join("Cargo.toml"))
+                .args(["-p", package, "--test-threads", THREADS, suite.prefix()])
                 .current_dir(&workspace.root)
                 .env("CARGO_TARGET_DIR", &workspace.target);
             command
