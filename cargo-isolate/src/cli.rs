@@ -39,6 +39,9 @@ pub(crate) enum Command {
     Test(TestArgs),
     /// Build the tests and list them, one `binary test` pair per line.
     List(ListArgs),
+    /// The guard process a run starts (see the `guard` module).
+    #[command(hide = true)]
+    Guard,
 }
 
 /// The arguments of `cargo isolate test`.

@@ -2,14 +2,15 @@
 //!
 //! The stages of a run, one module each: [`cli`] parses, [`build`] runs
 //! `cargo test --no-run`, [`list`] asks each binary for its tests, [`run`]
-//! runs them, [`report`] tells people and CI; [`exit_code`] says how the
-//! process ends.
+//! runs them (with a [`guard`] process so nothing outlives the run),
+//! [`report`] tells people and CI; [`exit_code`] says how the process ends.
 
 #![forbid(unsafe_code)]
 
 mod build;
 mod cli;
 mod exit_code;
+mod guard;
 mod list;
 mod report;
 mod run;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     let code = match command {
         Command::Test(args) => test(&args),
         Command::List(args) => list_tests(&args),
+        Command::Guard => guard::serve(),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

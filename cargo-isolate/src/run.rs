@@ -24,9 +24,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -40,6 +42,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::build::TestBinary;
+use crate::guard::Guard;
 use crate::list::{BinaryTests, Runner, Selection};
 
 /// Bytes of each output stream kept from its start, and from its end.
@@ -346,6 +349,20 @@ fn outcome(binary: &TestBinary, name: &str, status: Status, message: String) -> 
     }
 }
 
+/// Where logs and captured output go: memory (`/dev/shm`) where there is
+/// one, as three files per test on a disk cost more than the test.
+fn scratch_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            shm.to_owned()
+        } else {
+            std::env::temp_dir()
+        }
+    })
+}
+
 /// The environment cargo gives a test, so tests that read it work here.
 fn test_command(binary: &TestBinary) -> Command {
     let mut command = Command::new(&binary.path);
@@ -356,8 +373,6 @@ fn test_command(binary: &TestBinary) -> Command {
         .env("CARGO_CRATE_NAME", binary.target.replace('-', "_"))
         .stdin(Stdio::null())
         .process_group(0);
-    // If this runner is killed outright, its tests die with it.
-    isolate_harness::kill_with_parent(&mut command);
     command
 }
 
@@ -393,13 +408,16 @@ fn run_libtest_process(
     plan: &RunPlan,
     watchdog: &Watchdog,
 ) -> io::Result<TestOutcome> {
-    let logfile = tempfile::NamedTempFile::new()?;
+    let logfile = tempfile::NamedTempFile::new_in(scratch_dir())?;
     // Output goes to files, read once the test is over; with --nocapture,
     // to the terminal.
     let captured = if plan.nocapture {
         None
     } else {
-        Some((tempfile::tempfile()?, tempfile::tempfile()?))
+        Some((
+            tempfile::tempfile_in(scratch_dir())?,
+            tempfile::tempfile_in(scratch_dir())?,
+        ))
     };
     let mut command = test_command(binary);
     command
@@ -498,8 +516,11 @@ fn run_batch_process(
     watchdog: &Watchdog,
 ) -> io::Result<(Vec<TestOutcome>, Vec<String>)> {
     let started = Instant::now();
-    let logfile = tempfile::NamedTempFile::new()?;
-    let (stdout, stderr) = (tempfile::tempfile()?, tempfile::tempfile()?);
+    let logfile = tempfile::NamedTempFile::new_in(scratch_dir())?;
+    let (stdout, stderr) = (
+        tempfile::tempfile_in(scratch_dir())?,
+        tempfile::tempfile_in(scratch_dir())?,
+    );
     let mut child = test_command(binary)
         .arg("--exact")
         .args(names)
@@ -914,25 +935,20 @@ fn run_harness_process(
     let (reader, writer) = io::pipe()?;
     let mut command = test_command(&binary.binary);
     command
-        .args([
-            "--test-threads",
-            &threads.to_string(),
-            "--include-ignored",
-            "--exact",
-        ])
+        .args(["--test-threads", &threads.to_string(), "--include-ignored"])
         .env("ISOLATE_REPORT_FD", "3");
     if nocapture {
         command.arg("--nocapture");
     } else {
         command.stdout(Stdio::null()).stderr(Stdio::null());
     }
-    for test in binary
-        .tests
-        .iter()
-        .filter(|test| !tests.contains(&test.name))
-    {
-        command.args(["--skip", &test.name]);
+    // The tests to run, by name, in a file the harness reads: a --skip per
+    // other test would cost the harness a comparison per pair.
+    let mut only = tempfile::NamedTempFile::new_in(scratch_dir())?;
+    for test in tests {
+        writeln!(only, "{test}")?;
     }
+    command.env("ISOLATE_ONLY", only.path());
     command
         .fd_mappings(vec![FdMapping {
             parent_fd: writer.into(),
@@ -1061,6 +1077,8 @@ pub(crate) enum Fired {
 struct Watchdog {
     shared: Arc<WatchdogShared>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Kills the watched groups if this runner dies.
+    guard: Option<Guard>,
 }
 
 pub(crate) struct WatchdogShared {
@@ -1131,11 +1149,16 @@ impl Watchdog {
         Watchdog {
             shared,
             thread: Some(thread),
+            // Without a guard, a run killed outright may leave its tests.
+            guard: Guard::start().ok(),
         }
     }
 
     /// Starts watching the group of `pid`, with a timeout if given.
     fn watch(&self, pid: Pid, timeout: Option<Duration>) {
+        if let Some(guard) = &self.guard {
+            guard.protect(pid);
+        }
         lock(&self.shared.state).watched.insert(
             pid,
             Watch {
@@ -1155,8 +1178,12 @@ impl Watchdog {
         }
     }
 
-    /// Stops watching `pid`; says whether and why it was signalled.
+    /// Stops watching `pid`, before it is reaped; says whether and why it
+    /// was signalled.
     fn forget(&self, pid: Pid) -> Fired {
+        if let Some(guard) = &self.guard {
+            guard.release(pid);
+        }
         lock(&self.shared.state)
             .watched
             .remove(&pid)

@@ -583,3 +583,61 @@ fn batch_isolation_gives_every_test_its_own_verdict() {
         "panicked at tests/outcomes.rs:27:5: dragons"
     );
 }
+
+#[test]
+fn nothing_outlives_a_runner_killed_outright() {
+    use std::io::BufRead;
+    let marker = format!("ISOLATE_E2E_RUN=killed-runner-{}", std::process::id());
+    let (key, value) = marker.split_once('=').unwrap();
+    let mut runner = Command::new(env!("CARGO_BIN_EXE_cargo-isolate"))
+        .args(["isolate", "test", "--manifest-path"])
+        .arg(fixture("crashy"))
+        .args([
+            "-p",
+            "crashy",
+            "--test",
+            "outcomes",
+            "--message-format",
+            "json",
+            "--",
+            "--exact",
+            "hangs",
+        ])
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-crashy"),
+        )
+        .env(key, value)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(runner.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().contains("run-started"));
+    // The hanging test runs; then the runner is killed without warning.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !processes_with(&marker)
+        .iter()
+        .any(|cmdline| cmdline.contains("hangs"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the test never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = processes_with(&marker);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left running: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

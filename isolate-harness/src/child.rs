@@ -192,26 +192,6 @@ pub(crate) fn exit_child(code: i32) -> ! {
     unreachable!("exit_group returned")
 }
 
-/// Makes `command`'s process get SIGKILL when the thread that spawns it
-/// exits (`PR_SET_PDEATHSIG`), so that a runner killed outright does not
-/// leave it running. Processes it starts in turn are not covered.
-pub fn kill_with_parent(command: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = nix::unistd::getpid().as_raw();
-    // SAFETY: the closure runs in the child between fork and exec and makes
-    // only async-signal-safe calls (prctl, getppid, _exit).
-    unsafe {
-        command.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != parent {
-                // The parent died before the death signal was set.
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-}
-
 /// The address space this process maps now, in bytes (`VmSize`): what a
 /// child forked now starts with, and what its memory limit counts from.
 pub(crate) fn address_space_size() -> u64 {

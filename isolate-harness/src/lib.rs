@@ -68,7 +68,13 @@
 //! own already, tests that need no process for their options run in it
 //! directly.
 //!
-//! ## The structured report stream
+//! ## For runners: choosing tests, and the structured report stream
+//!
+//! A runner that has chosen the tests to run itself can name them, one
+//! per line, in a file whose path it puts in `ISOLATE_ONLY`; the harness
+//! then runs those alone (before its own filters).
+//!
+//! ### The report stream
 //!
 //! When the environment variable `ISOLATE_REPORT_FD` names an open file
 //! descriptor, the harness also writes one JSON object per line to it: one
@@ -169,7 +175,7 @@ mod isolate;
 mod server;
 
 pub use capture::Output;
-pub use child::{Signal, Termination, kill_with_parent};
+pub use child::{Signal, Termination};
 pub use crash::{Backtrace, Crash, Frame};
 #[doc(hidden)]
 pub use harness::__private;
