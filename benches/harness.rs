@@ -137,15 +137,19 @@ enum Runner {
     CargoIsolatePlain,
     /// `cargo isolate test -p isolated`: one run of the harness binary.
     CargoIsolateIsolated,
+    /// `cargo isolate test -p plain --isolation batch`: many tests per
+    /// process.
+    CargoIsolateBatch,
 }
 
 impl Runner {
-    const ALL: [Runner; 5] = [
+    const ALL: [Runner; 6] = [
         Runner::Isolated,
         Runner::Plain,
         Runner::Nextest,
         Runner::CargoIsolatePlain,
         Runner::CargoIsolateIsolated,
+        Runner::CargoIsolateBatch,
     ];
 
     fn name(self) -> &'static str {
@@ -155,6 +159,7 @@ impl Runner {
             Runner::Nextest => "nextest",
             Runner::CargoIsolatePlain => "cargo-isolate plain",
             Runner::CargoIsolateIsolated => "cargo-isolate isolated",
+            Runner::CargoIsolateBatch => "cargo-isolate batch",
         }
     }
 
@@ -162,7 +167,9 @@ impl Runner {
     /// the trivial suite, where its own cost shows.
     fn measures(self, suite: Suite) -> bool {
         match self {
-            Runner::CargoIsolatePlain | Runner::CargoIsolateIsolated => suite == Suite::Trivial,
+            Runner::CargoIsolatePlain
+            | Runner::CargoIsolateIsolated
+            | Runner::CargoIsolateBatch => suite == Suite::Trivial,
             Runner::Isolated | Runner::Plain | Runner::Nextest => true,
         }
     }
@@ -256,7 +263,9 @@ fn main() {
             );
             if matches!(
                 case.runner,
-                Runner::CargoIsolatePlain | Runner::CargoIsolateIsolated
+                Runner::CargoIsolatePlain
+                    | Runner::CargoIsolateIsolated
+                    | Runner::CargoIsolateBatch
             ) && fs::read_to_string(&log).is_ok_and(|text| text.contains("   Compiling "))
             {
                 // Its build check is meant to be a no-op: something (an
@@ -434,6 +443,14 @@ fn report_cargo_isolate(
         format_duration(by_plain),
         format_duration(plain),
         ratio(by_plain, plain),
+    );
+    let batch = time(Runner::CargoIsolateBatch);
+    let over = ratio(batch, plain);
+    println!(
+        "| -p plain --isolation batch | {} | plain binary | {} | {over:.2}x | ≤ 2x | {} |",
+        format_duration(batch),
+        format_duration(plain),
+        verdict(over <= 2.0),
     );
     let isolated = time(Runner::Isolated);
     let over = ratio(by_isolated, isolated);
@@ -640,11 +657,11 @@ fn command(workspace: &Workspace, runner: Runner, suite: Suite) -> Command {
                 .env("CARGO_TARGET_DIR", &workspace.target);
             command
         }
-        Runner::CargoIsolatePlain | Runner::CargoIsolateIsolated => {
-            let package = if runner == Runner::CargoIsolatePlain {
-                "plain"
-            } else {
-                "isolated"
+        Runner::CargoIsolatePlain | Runner::CargoIsolateIsolated | Runner::CargoIsolateBatch => {
+            let (package, isolation) = match runner {
+                Runner::CargoIsolateIsolated => ("isolated", "process"),
+                Runner::CargoIsolateBatch => ("plain", "batch"),
+                _ => ("plain", "process"),
             };
             let mut command = Command::new(&workspace.cargo_isolate);
             command
@@ -656,7 +673,15 @@ fn command(workspace: &Workspace, runner: Runner, suite: Suite) -> Command {
                     "--manifest-path",
                 ])
                 .arg(workspace.root.join("Cargo.toml"))
-                .args(["-p", package, "--test-threads", THREADS, suite.prefix()])
+                .args([
+                    "-p",
+                    package,
+                    "--isolation",
+                    isolation,
+                    "--test-threads",
+                    THREADS,
+                    suite.prefix(),
+                ])
                 .current_dir(&workspace.root)
                 .env("CARGO_TARGET_DIR", &workspace.target);
             command
