@@ -7,7 +7,7 @@ use std::io::{self, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use cargo_metadata::{Message, MetadataCommand, TargetKind};
+use cargo_metadata::{Message, MetadataCommand, PackageId, TargetKind};
 
 use crate::cli::CargoOptions;
 
@@ -45,18 +45,9 @@ pub(crate) enum BuildError {
     Failed,
 }
 
-/// The cargo to run: the one that ran us, as cargo subcommands do.
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-}
-
-/// Builds the tests and returns their executables, sorted by id.
-///
-/// # Errors
-///
-/// When cargo cannot run or the build fails (cargo has then printed the
-/// compiler's messages, as it prints them).
-pub(crate) fn build(options: &CargoOptions) -> Result<Vec<TestBinary>, BuildError> {
+/// The name of every package of the workspace, by id, from `cargo
+/// metadata`.
+fn package_names(options: &CargoOptions) -> Result<HashMap<PackageId, String>, BuildError> {
     let mut metadata = MetadataCommand::new();
     metadata.cargo_path(
         std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from),
@@ -76,12 +67,25 @@ pub(crate) fn build(options: &CargoOptions) -> Result<Vec<TestBinary>, BuildErro
         .other_options(flags)
         .exec()
         .map_err(BuildError::Metadata)?;
-    let names: HashMap<_, _> = metadata
+    Ok(metadata
         .packages
-        .iter()
-        .map(|package| (package.id.clone(), package.name.to_string()))
-        .collect();
+        .into_iter()
+        .map(|package| (package.id, package.name.to_string()))
+        .collect())
+}
 
+/// The cargo to run: the one that ran us, as cargo subcommands do.
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Builds the tests and returns their executables, sorted by id.
+///
+/// # Errors
+///
+/// When cargo cannot run or the build fails (cargo has then printed the
+/// compiler's messages, as it prints them).
+pub(crate) fn build(options: &CargoOptions) -> Result<Vec<TestBinary>, BuildError> {
     let mut child = cargo()
         .args([
             "test",
@@ -94,6 +98,8 @@ pub(crate) fn build(options: &CargoOptions) -> Result<Vec<TestBinary>, BuildErro
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(BuildError::Spawn)?;
+    // The package names, read while the build (or its no-op check) runs.
+    let names = package_names(options);
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut binaries = Vec::new();
     for message in Message::parse_stream(BufReader::new(stdout)) {
@@ -104,7 +110,9 @@ pub(crate) fn build(options: &CargoOptions) -> Result<Vec<TestBinary>, BuildErro
             continue;
         };
         let package = names
-            .get(&artifact.package_id)
+            .as_ref()
+            .ok()
+            .and_then(|names| names.get(&artifact.package_id))
             .cloned()
             .unwrap_or_else(|| artifact.target.name.clone());
         let target = artifact.target.name.clone();
@@ -149,6 +157,7 @@ pub(crate) fn build(options: &CargoOptions) -> Result<Vec<TestBinary>, BuildErro
     if !status.success() {
         return Err(BuildError::Failed);
     }
+    names?;
     // Cargo reports artifacts in the order they finish building; shards
     // (`--partition count:K/N`) need the same order on every machine.
     binaries.sort_by(|a, b| a.id.cmp(&b.id));

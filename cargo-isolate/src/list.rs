@@ -63,8 +63,12 @@ pub(crate) enum ListError {
 ///
 /// When the binary cannot run or its listing fails.
 pub(crate) fn list(binary: TestBinary) -> Result<BinaryTests, ListError> {
-    let all = list_with(&binary, &[])?;
-    let ignored = list_with(&binary, &["--ignored"])?;
+    let (all, ignored) = std::thread::scope(|scope| {
+        let ignored = scope.spawn(|| list_with(&binary, &["--ignored"]));
+        let all = list_with(&binary, &[]);
+        (all, ignored.join().expect("listing does not panic"))
+    });
+    let (all, ignored) = (all?, ignored?);
     let tests = all
         .into_iter()
         .map(|name| ListedTest {

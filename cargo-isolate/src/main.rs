@@ -47,16 +47,24 @@ fn build_and_list(
             _ => exit_code::RUNNER_FAILED,
         }
     })?;
-    let mut listed = Vec::with_capacity(binaries.len());
-    for binary in binaries {
-        match list::list(binary) {
-            Ok(tests) => listed.push(tests),
-            Err(error) => {
-                eprintln!("error: {error}");
-                return Err(exit_code::RUNNER_FAILED);
-            }
-        }
-    }
+    // Every binary is asked at once: each listing is mostly process start-up.
+    let listed: Vec<_> = std::thread::scope(|scope| {
+        let listings: Vec<_> = binaries
+            .into_iter()
+            .map(|binary| scope.spawn(move || list::list(binary)))
+            .collect();
+        listings
+            .into_iter()
+            .map(|listing| listing.join().expect("listing does not panic"))
+            .collect()
+    });
+    let listed = listed
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| {
+            eprintln!("error: {error}");
+            exit_code::RUNNER_FAILED
+        })?;
     Ok((listed, selection))
 }
 
