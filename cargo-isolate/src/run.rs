@@ -862,23 +862,16 @@ fn run_harness(
     let mut pending = tests.to_vec();
     for round in 0..=plan.retries {
         let mut failed = Vec::new();
-        run_harness_once(
-            binary,
-            &pending,
-            plan.threads,
-            plan.nocapture,
-            watchdog,
-            |mut outcome| {
-                outcome.attempts = round + 1;
-                outcome.flaky = round > 0 && !outcome.status.is_failure();
-                if outcome.status.is_failure() && round < plan.retries {
-                    failed.push(outcome.name.clone());
-                    return;
-                }
-                stop(&outcome);
-                let _ = events.send(Event::Finished(Box::new(outcome)));
-            },
-        );
+        run_harness_once(binary, &pending, plan, watchdog, |mut outcome| {
+            outcome.attempts = round + 1;
+            outcome.flaky = round > 0 && !outcome.status.is_failure();
+            if outcome.status.is_failure() && round < plan.retries {
+                failed.push(outcome.name.clone());
+                return;
+            }
+            stop(&outcome);
+            let _ = events.send(Event::Finished(Box::new(outcome)));
+        });
         if failed.is_empty() {
             return;
         }
@@ -891,14 +884,13 @@ fn run_harness(
 fn run_harness_once(
     binary: &BinaryTests,
     tests: &[String],
-    threads: usize,
-    nocapture: bool,
+    plan: &RunPlan,
     watchdog: &Watchdog,
     mut on_outcome: impl FnMut(TestOutcome),
 ) {
     let started = Instant::now();
     let mut reported = Vec::new();
-    let result = run_harness_process(binary, tests, threads, nocapture, watchdog, |outcome| {
+    let result = run_harness_process(binary, tests, plan, watchdog, |outcome| {
         reported.push(outcome.name.clone());
         on_outcome(outcome);
     });
@@ -927,17 +919,20 @@ fn run_harness_once(
 fn run_harness_process(
     binary: &BinaryTests,
     tests: &[String],
-    threads: usize,
-    nocapture: bool,
+    plan: &RunPlan,
     watchdog: &Watchdog,
     mut on_outcome: impl FnMut(TestOutcome),
 ) -> io::Result<(ExitStatus, Fired)> {
     let (reader, writer) = io::pipe()?;
     let mut command = test_command(&binary.binary);
     command
-        .args(["--test-threads", &threads.to_string(), "--include-ignored"])
+        .args([
+            "--test-threads",
+            &plan.threads.to_string(),
+            "--include-ignored",
+        ])
         .env("ISOLATE_REPORT_FD", "3");
-    if nocapture {
+    if plan.nocapture {
         command.arg("--nocapture");
     } else {
         command.stdout(Stdio::null()).stderr(Stdio::null());
@@ -949,6 +944,12 @@ fn run_harness_process(
         writeln!(only, "{test}")?;
     }
     command.env("ISOLATE_ONLY", only.path());
+    if let Some(timeout) = plan.timeout {
+        command.env(
+            "ISOLATE_DEFAULT_TIMEOUT_MS",
+            timeout.as_millis().to_string(),
+        );
+    }
     command
         .fd_mappings(vec![FdMapping {
             parent_fd: writer.into(),

@@ -59,6 +59,7 @@ const EXPECTED: &[(&str, &str, &str, Option<&str>)] = &[
     ("crashy::outcomes", "segfault", "crashed", Some("SIGSEGV")),
     ("harnessed::deaths", "dies_as_expected", "passed", None),
     ("harnessed::deaths", "exits_zero", "exited-early", None),
+    ("harnessed::deaths", "hangs", "timed-out", None),
     ("harnessed::deaths", "passes", "passed", None),
     ("harnessed::deaths", "segfault", "crashed", Some("SIGSEGV")),
 ];
@@ -194,7 +195,7 @@ fn every_verdict_in_json_junit_and_human_output() {
     assert_eq!(summary["event"], "run-finished");
     assert_eq!(summary["crashed"], 9);
     assert_eq!(summary["exited_early"], 3);
-    assert_eq!(summary["timed_out"], 1);
+    assert_eq!(summary["timed_out"], 2);
     assert_eq!(summary["ignored"], 1);
 
     let junit = std::fs::read_to_string(junit).unwrap();
@@ -626,6 +627,9 @@ fn nothing_outlives_a_runner_killed_outright() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // The runner hands the test's group to its guard just after spawning
+    // it: give it that moment.
+    std::thread::sleep(std::time::Duration::from_millis(300));
     runner.kill().unwrap();
     runner.wait().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

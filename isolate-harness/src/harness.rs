@@ -270,6 +270,7 @@ impl Harness {
             .unwrap_or(1);
         let capture = !args.nocapture;
         let in_process = std::env::var_os("NEXTEST").is_some();
+        let default_timeout = default_timeout();
         // Under nextest, the one test of the run may need no fork server.
         let needs_server = self.tests.iter().any(|test| {
             let trial = listed(test);
@@ -316,7 +317,7 @@ impl Harness {
                     }
                     let run = match &server {
                         Some(server) if !in_process || options.needs_fork() => {
-                            server.run(index, options.timeout, GRACE_PERIOD)
+                            server.run(index, options.timeout.or(default_timeout), GRACE_PERIOD)
                         }
                         _ => run_in_process(&served[index].function),
                     };
@@ -355,6 +356,16 @@ fn only_tests() -> Option<std::collections::HashSet<String>> {
             std::process::exit(101);
         }
     }
+}
+
+/// The timeout a runner gives every test that sets none, in milliseconds
+/// in `ISOLATE_DEFAULT_TIMEOUT_MS` (`cargo isolate test --timeout`).
+fn default_timeout() -> Option<Duration> {
+    let millis = std::env::var("ISOLATE_DEFAULT_TIMEOUT_MS")
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(millis)).filter(|timeout| !timeout.is_zero())
 }
 
 /// Bytes that mark a binary as running this harness: `cargo isolate`

@@ -72,7 +72,8 @@
 //!
 //! A runner that has chosen the tests to run itself can name them, one
 //! per line, in a file whose path it puts in `ISOLATE_ONLY`; the harness
-//! then runs those alone (before its own filters).
+//! then runs those alone (before its own filters). `ISOLATE_DEFAULT_TIMEOUT_MS`
+//! gives every test without a `timeout` of its own one, in milliseconds.
 //!
 //! ### The report stream
 //!
