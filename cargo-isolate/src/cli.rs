@@ -34,8 +34,9 @@ pub(crate) enum Command {
     /// calls exit(0) fails. Doc-tests are not run (use `cargo test --doc`).
     ///
     /// Exit status: 0 when every test passed, 100 when a test failed, 101
-    /// when the build failed, 2 for a usage error, 1 when the runner
-    /// itself failed.
+    /// when the build failed, 2 for a usage error, 130 when interrupted
+    /// (Ctrl-C: the first stops the running tests and writes the reports,
+    /// a second kills at once), 1 when the runner itself failed.
     Test(TestArgs),
     /// Build the tests and list them, one `binary test` pair per line.
     List(ListArgs),
