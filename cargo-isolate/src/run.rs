@@ -376,6 +376,29 @@ fn test_command(binary: &TestBinary) -> Command {
     command
 }
 
+/// libtest running `names` one after another, each as it would run alone:
+/// ignored or not, output uncaptured (it goes where the runner says), and
+/// every result logged to `logfile`.
+fn libtest_command<S: AsRef<std::ffi::OsStr>>(
+    binary: &TestBinary,
+    names: impl IntoIterator<Item = S>,
+    logfile: &Path,
+) -> Command {
+    let mut command = test_command(binary);
+    command
+        .arg("--exact")
+        .args(names)
+        .args([
+            "--test-threads",
+            "1",
+            "--include-ignored",
+            "--nocapture",
+            "--logfile",
+        ])
+        .arg(logfile);
+    command
+}
+
 /// Runs one test of a libtest binary in a process of its own.
 fn run_libtest(
     binary: &TestBinary,
@@ -384,22 +407,16 @@ fn run_libtest(
     watchdog: &Watchdog,
 ) -> TestOutcome {
     let started = Instant::now();
-    match run_libtest_process(binary, name, plan, watchdog) {
-        Ok(mut outcome) => {
-            outcome.duration = started.elapsed();
-            outcome
-        }
-        Err(error) => {
-            let mut outcome = outcome(
-                binary,
-                name,
-                Status::Broken,
-                format!("could not run the test: {error}"),
-            );
-            outcome.duration = started.elapsed();
-            outcome
-        }
-    }
+    let mut outcome = run_libtest_process(binary, name, plan, watchdog).unwrap_or_else(|error| {
+        outcome(
+            binary,
+            name,
+            Status::Broken,
+            format!("could not run the test: {error}"),
+        )
+    });
+    outcome.duration = started.elapsed();
+    outcome
 }
 
 fn run_libtest_process(
@@ -419,18 +436,7 @@ fn run_libtest_process(
             tempfile::tempfile_in(scratch_dir())?,
         ))
     };
-    let mut command = test_command(binary);
-    command
-        .args([
-            "--exact",
-            name,
-            "--test-threads",
-            "1",
-            "--include-ignored",
-            "--nocapture",
-            "--logfile",
-        ])
-        .arg(logfile.path());
+    let mut command = libtest_command(binary, [name], logfile.path());
     match &captured {
         Some((stdout, stderr)) => command
             .stdout(stdout.try_clone()?)
@@ -521,17 +527,7 @@ fn run_batch_process(
         tempfile::tempfile_in(scratch_dir())?,
         tempfile::tempfile_in(scratch_dir())?,
     );
-    let mut child = test_command(binary)
-        .arg("--exact")
-        .args(names)
-        .args([
-            "--test-threads",
-            "1",
-            "--include-ignored",
-            "--nocapture",
-            "--logfile",
-        ])
-        .arg(logfile.path())
+    let mut child = libtest_command(binary, names, logfile.path())
         .stdout(stdout.try_clone()?)
         .stderr(stderr.try_clone()?)
         .spawn()?;

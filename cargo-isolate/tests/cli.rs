@@ -2,8 +2,9 @@
 //! workspaces under `tests/fixtures/`, built into a directory of their own.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{ChildStdout, Command, Output, Stdio};
 
 /// How each test of the `crashy` fixture must end: its binary, its name,
 /// the JSON status and, for crashes, the signal's name.
@@ -73,7 +74,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// `cargo isolate ARGS` on a fixture, in an environment cleaned of what
 /// the outer cargo set, with the fixture's own target directory.
-fn cargo_isolate(fixture_name: &str, args: &[&str]) -> Output {
+fn command(fixture_name: &str, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-isolate"));
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
@@ -90,9 +91,44 @@ fn cargo_isolate(fixture_name: &str, args: &[&str]) -> Output {
         .args(["isolate", subcommand, "--manifest-path"])
         .arg(fixture(fixture_name))
         .args(rest)
-        .env("CARGO_TARGET_DIR", target)
-        .output()
-        .unwrap()
+        .env("CARGO_TARGET_DIR", target);
+    command
+}
+
+/// Runs [`command`] to the end.
+fn cargo_isolate(fixture_name: &str, args: &[&str]) -> Output {
+    command(fixture_name, args).output().unwrap()
+}
+
+/// Starts a run of the fixture's hanging test, with `env` set, and waits
+/// for its `run-started` line; the rest of its JSON lines are returned.
+fn start_hanging_run(
+    env: (&str, &str),
+) -> (std::process::Child, std::io::Lines<BufReader<ChildStdout>>) {
+    let mut child = command(
+        "crashy",
+        &[
+            "test",
+            "-p",
+            "crashy",
+            "--test",
+            "outcomes",
+            "--message-format",
+            "json",
+            "--",
+            "--exact",
+            "hangs",
+        ],
+    )
+    .env(env.0, env.1)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = lines.next().unwrap().unwrap();
+    assert!(started.contains("run-started"), "{started}");
+    (child, lines)
 }
 
 fn describe(output: &Output) -> String {
@@ -380,11 +416,10 @@ fn a_test_that_passes_on_a_retry_is_flaky() {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("flaky-marker-{}", std::process::id()));
     let _ = std::fs::remove_file(&marker);
     let junit = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flaky-junit.xml");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-isolate"));
-    let output = command
-        .args(["isolate", "test", "--manifest-path"])
-        .arg(fixture("crashy"))
-        .args([
+    let output = command(
+        "crashy",
+        &[
+            "test",
             "-p",
             "crashy",
             "--test",
@@ -394,17 +429,14 @@ fn a_test_that_passes_on_a_retry_is_flaky() {
             "--message-format",
             "json",
             "--junit",
-        ])
-        .arg(&junit)
-        .args(["fails_once", "passes"])
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-crashy"),
-        )
-        .env("CRASHY_FLAKY_MARKER", &marker)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap();
+            junit.to_str().unwrap(),
+            "fails_once",
+            "passes",
+        ],
+    )
+    .env("CRASHY_FLAKY_MARKER", &marker)
+    .output()
+    .unwrap();
     let _ = std::fs::remove_file(&marker);
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let events = json_events(&output);
@@ -422,32 +454,7 @@ fn a_test_that_passes_on_a_retry_is_flaky() {
 
 #[test]
 fn ctrl_c_stops_running_tests_and_still_reports() {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cargo-isolate"))
-        .args(["isolate", "test", "--manifest-path"])
-        .arg(fixture("crashy"))
-        .args([
-            "-p",
-            "crashy",
-            "--test",
-            "outcomes",
-            "--message-format",
-            "json",
-            "--",
-            "--exact",
-            "hangs",
-        ])
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-crashy"),
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let started = lines.next().unwrap().unwrap();
-    assert!(started.contains("run-started"), "{started}");
+    let (mut child, lines) = start_hanging_run(("ISOLATE_E2E_RUN", "ctrl-c"));
     // Let the test start, then press Ctrl-C.
     std::thread::sleep(std::time::Duration::from_millis(500));
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
@@ -516,18 +523,20 @@ fn processes_with(marker: &str) -> Vec<String> {
 fn nothing_is_left_running_after_a_run() {
     let marker = format!("ISOLATE_E2E_RUN=nothing-left-{}", std::process::id());
     let (key, value) = marker.split_once('=').unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_cargo-isolate"))
-        .args(["isolate", "test", "--manifest-path"])
-        .arg(fixture("crashy"))
-        .args(["--workspace", "--timeout", "1s", "--message-format", "json"])
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-crashy"),
-        )
-        .env(key, value)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap();
+    let output = command(
+        "crashy",
+        &[
+            "test",
+            "--workspace",
+            "--timeout",
+            "1s",
+            "--message-format",
+            "json",
+        ],
+    )
+    .env(key, value)
+    .output()
+    .unwrap();
     assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
     let leaked = json_events(&output)
         .into_iter()
@@ -587,34 +596,9 @@ fn batch_isolation_gives_every_test_its_own_verdict() {
 
 #[test]
 fn nothing_outlives_a_runner_killed_outright() {
-    use std::io::BufRead;
     let marker = format!("ISOLATE_E2E_RUN=killed-runner-{}", std::process::id());
     let (key, value) = marker.split_once('=').unwrap();
-    let mut runner = Command::new(env!("CARGO_BIN_EXE_cargo-isolate"))
-        .args(["isolate", "test", "--manifest-path"])
-        .arg(fixture("crashy"))
-        .args([
-            "-p",
-            "crashy",
-            "--test",
-            "outcomes",
-            "--message-format",
-            "json",
-            "--",
-            "--exact",
-            "hangs",
-        ])
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixture-crashy"),
-        )
-        .env(key, value)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(runner.stdout.take().unwrap()).lines();
-    assert!(lines.next().unwrap().unwrap().contains("run-started"));
+    let (mut runner, _lines) = start_hanging_run((key, value));
     // The hanging test runs; then the runner is killed without warning.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !processes_with(&marker)

@@ -358,7 +358,7 @@ fn run_on(
                     duration: started.elapsed(),
                 };
             }
-            (kind, _) => Err(ProtocolError::Unexpected(kind_name(kind))),
+            (kind, _) => Err(ProtocolError::Unexpected(kind.name())),
         };
         if let Err(error) = parsed {
             return broken(started, format!("the test broke the protocol: {error}"));
@@ -370,17 +370,6 @@ fn describe(error: &ReadError) -> String {
     match error {
         ReadError::Protocol(error) => error.to_string(),
         ReadError::Io(error) => error.to_string(),
-    }
-}
-
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Hello => "hello",
-        Kind::Call => "call",
-        Kind::CallFailed => "call-failed",
-        Kind::Run => "run",
-        Kind::Kill => "kill",
-        _ => "reply",
     }
 }
 

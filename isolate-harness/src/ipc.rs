@@ -89,6 +89,22 @@ impl Kind {
         .into_iter()
         .find(|kind| *kind as u8 == byte)
     }
+
+    /// The message's name, for errors.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Hello => "hello",
+            Kind::Call => "call",
+            Kind::Returned => "returned",
+            Kind::Panicked => "panicked",
+            Kind::CallFailed => "call-failed",
+            Kind::Crash => "crash",
+            Kind::Backtrace => "backtrace",
+            Kind::Run => "run",
+            Kind::Kill => "kill",
+            Kind::Exited => "exited",
+        }
+    }
 }
 
 /// What went wrong with the bytes a peer sent.

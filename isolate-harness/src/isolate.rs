@@ -407,7 +407,7 @@ fn decode_reply<R: DeserializeOwned>(frame: &Frame) -> Result<R, Error> {
         Kind::CallFailed => {
             Err(ipc::decode(frame.payload()).map_or_else(Error::Protocol, Error::CallFailed))
         }
-        _ => Err(Error::Protocol(ProtocolError::Unexpected("non-reply"))),
+        kind => Err(Error::Protocol(ProtocolError::Unexpected(kind.name()))),
     }
 }
 
