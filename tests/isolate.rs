@@ -49,6 +49,39 @@ fn a_call_returns_its_value_and_the_child_keeps_serving() {
     assert_eq!(isolate_harness::run(add_one, 1).unwrap(), 2);
 }
 
+/// Answers with the bytes reversed, and their sum.
+fn reverse_bytes(mut bytes: Vec<u8>) -> (Vec<u8>, u64) {
+    bytes.reverse();
+    let sum = bytes.iter().map(|&byte| u64::from(byte)).sum();
+    (bytes, sum)
+}
+
+fn reverse_only(bytes: Vec<u8>) -> Vec<u8> {
+    reverse_bytes(bytes).0
+}
+
+#[test]
+fn byte_vectors_cross_both_ways_as_they_are() {
+    let isolate = Isolate::fork().unwrap();
+    // Bytes of every value, and more than a socket buffer holds.
+    let bytes: Vec<u8> = (0..3_000_000_u32).map(|i| (i % 251) as u8).collect();
+    let mut reversed = bytes.clone();
+    reversed.reverse();
+    assert_eq!(isolate.call(reverse_only, bytes.clone()).unwrap(), reversed);
+    assert_eq!(
+        isolate.call(reverse_only, Vec::new()).unwrap(),
+        Vec::<u8>::new()
+    );
+    // Inside another type, the bytes are encoded with the rest.
+    let sum = bytes.iter().map(|&byte| u64::from(byte)).sum();
+    assert_eq!(
+        isolate.call(reverse_bytes, bytes.clone()).unwrap(),
+        (reversed.clone(), sum)
+    );
+    assert_eq!(isolate.call(|n: usize| vec![7_u8; n], 5).unwrap(), [7; 5]);
+    assert_eq!(isolate_harness::run(reverse_only, bytes).unwrap(), reversed);
+}
+
 #[test]
 fn a_call_runs_in_another_process() {
     let isolate = Isolate::fork().unwrap();

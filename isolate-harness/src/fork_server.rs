@@ -580,10 +580,10 @@ fn start_test(
     let reply = Vec::with_capacity(4096);
     match child::fork(&setup)? {
         Forked::Child => {
-            let frame = server::reply_frame(server::catch(|| (test.function)()), reply);
+            let mut frame = server::reply_frame(server::catch(|| (test.function)()), reply);
             server::flush_stdio();
             let mut channel = channel;
-            let _ = channel.write_all(&frame);
+            let _ = frame.write_to(&mut channel);
             child::exit_child(0)
         }
         Forked::Parent(child) => Ok(Running { child }),

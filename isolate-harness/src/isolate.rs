@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal as NixSignal;
-use nix::sys::socket::{MsgFlags, send};
+use nix::sys::socket::{MsgFlags, sendmsg};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::capture::{Output, Pipes};
 use crate::child::{self, Child, ChildSetup, ExitStatus, Forked, Termination};
 use crate::crash::Crash;
 use crate::ipc::{
-    self, DEFAULT_MAX_FRAME, Frame, FrameReader, Kind, ProtocolError, ReadError, Received,
+    self, DEFAULT_MAX_FRAME, Frame, FrameReader, Kind, Outgoing, ProtocolError, ReadError, Received,
 };
 use crate::server::{self, PanicReport};
 
@@ -207,7 +207,7 @@ impl IsolateBuilder {
     /// # Errors
     ///
     /// As [`Isolate::call`]. Output, when captured, is dropped.
-    pub fn run<A, R: Serialize + DeserializeOwned>(
+    pub fn run<A, R: Serialize + DeserializeOwned + 'static>(
         &self,
         f: fn(A) -> R,
         arg: A,
@@ -219,9 +219,9 @@ impl IsolateBuilder {
         })?;
         connection
             .expect_hello(&self.config, &mut output)
-            .and_then(|()| connection.exchange(&[], &self.config, &mut output))
+            .and_then(|()| connection.exchange(None, &self.config, &mut output))
             .map_err(|(error, _)| error)
-            .and_then(|frame| decode_reply(&frame))
+            .and_then(|reply| decode_reply(&reply.frame, reply.bytes))
     }
 }
 
@@ -300,8 +300,8 @@ impl Isolate {
     /// Calls `f(arg)` in the child and returns its result.
     ///
     /// The argument and result cross the process boundary encoded with
-    /// serde; `f` must be a plain function (or a closure that captures
-    /// nothing).
+    /// serde, except a `Vec<u8>`, whose bytes are sent as they are; `f`
+    /// must be a plain function (or a closure that captures nothing).
     ///
     /// # Errors
     ///
@@ -311,8 +311,8 @@ impl Isolate {
     /// the other variants when the machinery fails.
     pub fn call<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R, Error>
     where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let state = &mut *self.lock();
         let connection = match &mut state.life.connection {
@@ -321,15 +321,14 @@ impl Isolate {
         };
         let buffer = std::mem::take(&mut state.request_buffer);
         let trampoline = server::trampoline::<A, R>;
-        let request =
-            server::call_frame(trampoline, f as usize, &arg, buffer).map_err(Error::Encode)?;
-        drop(arg);
-        let reply = connection.exchange(&request, &self.config, &mut state.output);
-        state.request_buffer = request;
+        let mut request =
+            server::call_frame(trampoline, f as usize, arg, buffer).map_err(Error::Encode)?;
+        let reply = connection.exchange(Some(&mut request), &self.config, &mut state.output);
+        state.request_buffer = request.into_buffer();
         match reply {
-            Ok(frame) => {
-                let result = decode_reply(&frame);
-                connection.reader.recycle(frame);
+            Ok(reply) => {
+                let result = decode_reply(&reply.frame, reply.bytes);
+                connection.reader.recycle(reply.frame);
                 result
             }
             Err((error, termination)) => {
@@ -393,13 +392,21 @@ impl Isolate {
 /// # Errors
 ///
 /// As [`Isolate::call`].
-pub fn run<A, R: Serialize + DeserializeOwned>(f: fn(A) -> R, arg: A) -> Result<R, Error> {
+pub fn run<A, R: Serialize + DeserializeOwned + 'static>(
+    f: fn(A) -> R,
+    arg: A,
+) -> Result<R, Error> {
     Isolate::builder().run(f, arg)
 }
 
-fn decode_reply<R: DeserializeOwned>(frame: &Frame) -> Result<R, Error> {
+/// The result of a call from its reply frame and the `Bytes` payload that
+/// came before it, if any.
+fn decode_reply<R: DeserializeOwned + 'static>(
+    frame: &Frame,
+    bytes: Option<Vec<u8>>,
+) -> Result<R, Error> {
     match frame.kind {
-        Kind::Returned => ipc::decode(frame.payload()).map_err(Error::Protocol),
+        Kind::Returned => ipc::decode_value(frame.payload(), bytes).map_err(Error::Protocol),
         Kind::Panicked => Err(ipc::decode(frame.payload())
             .map_or_else(Error::Protocol, |message: server::PanicMessage| {
                 Error::Panicked(message.into_report())
@@ -502,16 +509,18 @@ impl Connection {
 
     /// Waits for the child's `Hello`.
     fn expect_hello(&mut self, config: &Config, output: &mut Output) -> Result<(), Died> {
-        let frame = self.exchange(&[], config, output)?;
+        let Reply { frame, .. } = self.exchange(None, config, output)?;
         let checked = match frame.kind {
             Kind::Hello => ipc::check_hello(frame.payload()).map_err(Error::Protocol),
-            _ => decode_reply::<()>(&frame).and(Err(Error::Protocol(ProtocolError::BadHandshake))),
+            _ => decode_reply::<()>(&frame, None)
+                .and(Err(Error::Protocol(ProtocolError::BadHandshake))),
         };
         checked.map_err(|error| self.abandon(error, output))
     }
 
     /// Sends `request` (which may be empty) and waits for the next frame
-    /// that is not a crash report, draining output meanwhile.
+    /// that is neither a crash report nor a `Bytes` frame, draining output
+    /// meanwhile.
     ///
     /// # Errors
     ///
@@ -519,21 +528,21 @@ impl Connection {
     /// the child is then reaped.
     fn exchange(
         &mut self,
-        request: &[u8],
+        mut request: Option<&mut Outgoing>,
         config: &Config,
         output: &mut Output,
-    ) -> Result<Frame, Died> {
+    ) -> Result<Reply, Died> {
         let deadline = config.timeout.map(|timeout| Instant::now() + timeout);
-        let mut unsent = request;
         let mut crash: Option<Crash> = None;
+        let mut bytes = None;
         let mut closed = false;
         let mut exited = false;
         loop {
             if !closed {
-                match self.read_frames(&mut crash) {
+                match self.read_frames(&mut crash, &mut bytes) {
                     Ok(Incoming::Frame(frame)) => {
                         self.drain(output);
-                        return Ok(frame);
+                        return Ok(Reply { frame, bytes });
                     }
                     Ok(Incoming::Pending) => {}
                     Ok(Incoming::Closed) => closed = true,
@@ -553,16 +562,20 @@ impl Connection {
                 }
                 return Err(self.ended(config, crash, output));
             }
-            if !unsent.is_empty() && !closed {
-                match send(
+            if let Some(unsent) = request.as_deref_mut().filter(|request| !request.is_sent())
+                && !closed
+            {
+                match sendmsg::<()>(
                     self.channel.as_raw_fd(),
-                    unsent,
+                    &unsent.unsent(),
+                    &[],
                     MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                    None,
                 ) {
-                    Ok(sent) => unsent = &unsent[sent..],
+                    Ok(sent) => unsent.advance(sent),
                     Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
                     // The child is gone; its pidfd says how.
-                    Err(_) => unsent = &[],
+                    Err(_) => request = None,
                 }
             }
             let timeout = match deadline {
@@ -576,7 +589,8 @@ impl Connection {
                         .unwrap_or(PollTimeout::MAX)
                 }
             };
-            let channel_events = match (closed, unsent.is_empty()) {
+            let sending = request.as_ref().is_some_and(|request| !request.is_sent());
+            let channel_events = match (closed, !sending) {
                 (true, _) => PollFlags::empty(),
                 (false, true) => PollFlags::POLLIN,
                 (false, false) => PollFlags::POLLIN | PollFlags::POLLOUT,
@@ -599,9 +613,13 @@ impl Connection {
         }
     }
 
-    /// Reads the frames that have arrived, keeping crash reports aside,
-    /// until a frame of another kind.
-    fn read_frames(&mut self, crash: &mut Option<Crash>) -> Result<Incoming, ReadError> {
+    /// Reads the frames that have arrived, keeping crash reports and a
+    /// `Bytes` payload aside, until a frame of another kind.
+    fn read_frames(
+        &mut self,
+        crash: &mut Option<Crash>,
+        bytes: &mut Option<Vec<u8>>,
+    ) -> Result<Incoming, ReadError> {
         loop {
             let frame = match self.reader.read_from(&mut &self.channel)? {
                 Received::Frame(frame) => frame,
@@ -613,6 +631,10 @@ impl Connection {
                 (Kind::Backtrace, Some(crash)) => crash.add_backtrace(frame.payload())?,
                 (Kind::Backtrace, None) => {
                     return Err(ProtocolError::Unexpected("backtrace without a crash").into());
+                }
+                (Kind::Bytes, _) if bytes.is_none() => *bytes = Some(frame.into_payload()),
+                (Kind::Bytes, _) => {
+                    return Err(ProtocolError::Unexpected("second bytes").into());
                 }
                 _ => return Ok(Incoming::Frame(frame)),
             }
@@ -679,6 +701,13 @@ impl Connection {
     }
 }
 
+/// A reply frame, and the `Bytes` payload that came before it.
+#[derive(Debug)]
+struct Reply {
+    frame: Frame,
+    bytes: Option<Vec<u8>>,
+}
+
 /// What [`Connection::read_frames`] found.
 enum Incoming {
     Frame(Frame),
@@ -699,14 +728,14 @@ mod tests {
 
     /// Forks a child that writes `bytes` on its channel and exits, and
     /// returns what the parent makes of it as the child's first reply.
-    fn reply_to(bytes: &'static [u8]) -> Result<Frame, Died> {
+    fn reply_to(bytes: &'static [u8]) -> Result<Reply, Died> {
         let config = config();
         let mut output = Output::default();
         let mut connection = Connection::spawn(&config, move |mut channel| {
             let _ = channel.write_all(bytes);
         })
         .unwrap();
-        connection.exchange(&[], &config, &mut output)
+        connection.exchange(None, &config, &mut output)
     }
 
     fn protocol_error(bytes: &'static [u8]) -> ProtocolError {
@@ -782,12 +811,54 @@ mod tests {
 
     #[test]
     fn undecodable_reply_is_a_protocol_error() {
-        let frame = reply_to(&[3, 0, 0, 0, Kind::Returned as u8, 0xff, 0xff]).unwrap();
-        let error = decode_reply::<String>(&frame).unwrap_err();
+        let reply = reply_to(&[3, 0, 0, 0, Kind::Returned as u8, 0xff, 0xff]).unwrap();
+        let error = decode_reply::<String>(&reply.frame, reply.bytes).unwrap_err();
         assert!(
             matches!(error, Error::Protocol(ProtocolError::Decode(_))),
             "{error:?}"
         );
+    }
+
+    /// A `Bytes` frame of three bytes, then an empty `Returned` frame.
+    const BYTES_REPLY: &[u8] = &[
+        4,
+        0,
+        0,
+        0,
+        Kind::Bytes as u8,
+        7,
+        8,
+        9,
+        1,
+        0,
+        0,
+        0,
+        Kind::Returned as u8,
+    ];
+
+    #[test]
+    fn bytes_frame_is_the_vec_u8_result() {
+        let reply = reply_to(BYTES_REPLY).unwrap();
+        let value: Vec<u8> = decode_reply(&reply.frame, reply.bytes).unwrap();
+        assert_eq!(value, [7, 8, 9]);
+    }
+
+    #[test]
+    fn bytes_frame_for_another_type_is_a_protocol_error() {
+        let reply = reply_to(BYTES_REPLY).unwrap();
+        let error = decode_reply::<String>(&reply.frame, reply.bytes).unwrap_err();
+        assert!(
+            matches!(error, Error::Protocol(ProtocolError::Unexpected("bytes"))),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn two_bytes_frames_in_a_row_are_a_protocol_error() {
+        assert!(matches!(
+            protocol_error(&[1, 0, 0, 0, Kind::Bytes as u8, 1, 0, 0, 0, Kind::Bytes as u8]),
+            ProtocolError::Unexpected("second bytes")
+        ));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::child::exit_child;
 use crate::crash::Backtrace;
-use crate::ipc::{self, FrameBuilder, FrameReader, Kind};
+use crate::ipc::{self, FrameBuilder, FrameReader, Kind, Outgoing};
 
 /// A panic caught in a child.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,39 +150,44 @@ pub(crate) fn catch<R>(call: impl FnOnce() -> R) -> Result<R, PanicMessage> {
     })
 }
 
-/// Appends the reply frame for the outcome of a call to `buffer`. If the
+/// Appends the reply frames for the outcome of a call to `buffer`. If the
 /// result cannot be encoded, the reply is a `CallFailed` frame alone.
-pub(crate) fn reply_frame<R: Serialize>(
+pub(crate) fn reply_frame<R: Serialize + 'static>(
     outcome: Result<R, PanicMessage>,
     buffer: Vec<u8>,
-) -> Vec<u8> {
-    let encoded = match &outcome {
-        Ok(value) => FrameBuilder::appending(Kind::Returned, buffer).encode(value),
-        Err(report) => FrameBuilder::appending(Kind::Panicked, buffer).encode(report),
+) -> Outgoing {
+    let encoded = match outcome {
+        Ok(value) => ipc::value_frames(Kind::Returned, &[], value, buffer),
+        Err(report) => FrameBuilder::appending(Kind::Panicked, buffer)
+            .encode(&report)
+            .map(|frame| Outgoing::frames(frame.finish())),
     };
-    match encoded {
-        Ok(frame) => frame.finish(),
-        Err(error) => call_failed_frame(&format!("could not encode the result: {error}")),
-    }
+    encoded
+        .unwrap_or_else(|error| call_failed_frame(&format!("could not encode the result: {error}")))
 }
 
-fn call_failed_frame(reason: &str) -> Vec<u8> {
-    FrameBuilder::new(Kind::CallFailed)
-        .encode(reason)
-        .expect("a string always encodes")
-        .finish()
+fn call_failed_frame(reason: &str) -> Outgoing {
+    Outgoing::frames(
+        FrameBuilder::new(Kind::CallFailed)
+            .encode(reason)
+            .expect("a string always encodes")
+            .finish(),
+    )
 }
 
-/// A trampoline: decodes the argument, calls the function, encodes the
-/// reply frame.
-pub(crate) type Trampoline = fn(function: usize, argument: &[u8]) -> Vec<u8>;
+/// A trampoline: decodes the argument (from the `Call` payload, or the
+/// `Bytes` payload that came before it), calls the function, encodes the
+/// reply.
+pub(crate) type Trampoline =
+    fn(function: usize, argument: &[u8], bytes: Option<Vec<u8>>) -> Outgoing;
 
 /// The trampoline for functions `fn(A) -> R`.
-pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
+pub(crate) fn trampoline<A: DeserializeOwned + 'static, R: Serialize + 'static>(
     function: usize,
     argument: &[u8],
-) -> Vec<u8> {
-    let argument: A = match ipc::decode(argument) {
+    bytes: Option<Vec<u8>>,
+) -> Outgoing {
+    let argument: A = match ipc::decode_value(argument, bytes) {
         Ok(argument) => argument,
         Err(error) => return call_failed_frame(&format!("could not decode the argument: {error}")),
     };
@@ -194,19 +199,19 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
     reply_frame(catch(|| function(argument)), Vec::new())
 }
 
-/// The payload of a `Call` frame: trampoline and function addresses, then
-/// the encoded argument.
-pub(crate) fn call_frame<A: Serialize>(
+/// The frames of a call, built in `buffer` (whose contents are dropped):
+/// trampoline and function addresses, then the argument.
+pub(crate) fn call_frame<A: Serialize + 'static>(
     trampoline: Trampoline,
     function: usize,
-    argument: &A,
-    buffer: Vec<u8>,
-) -> Result<Vec<u8>, postcard::Error> {
-    Ok(FrameBuilder::reusing(Kind::Call, buffer)
-        .push(&(trampoline as usize as u64).to_le_bytes())
-        .push(&(function as u64).to_le_bytes())
-        .encode(argument)?
-        .finish())
+    argument: A,
+    mut buffer: Vec<u8>,
+) -> Result<Outgoing, postcard::Error> {
+    let mut addresses = [0; 16];
+    addresses[..8].copy_from_slice(&(trampoline as usize as u64).to_le_bytes());
+    addresses[8..].copy_from_slice(&(function as u64).to_le_bytes());
+    buffer.clear();
+    ipc::value_frames(Kind::Call, &addresses, argument, buffer)
 }
 
 /// Splits a `Call` payload.
@@ -220,11 +225,11 @@ fn parse_call(payload: &[u8]) -> Option<(Trampoline, usize, &[u8])> {
     Some((trampoline, u64::from_le_bytes(*function) as usize, argument))
 }
 
-/// Writes a frame to the parent; if the parent is gone there is no one left
+/// Writes frames to the parent; if the parent is gone there is no one left
 /// to serve, so the child ends.
-fn send(channel: &mut UnixStream, frame: &[u8]) {
+fn send(channel: &mut UnixStream, mut frames: Outgoing) {
     flush_stdio();
-    if channel.write_all(frame).is_err() {
+    if frames.write_to(channel).is_err() {
         exit_child(0);
     }
 }
@@ -253,27 +258,34 @@ pub(crate) fn start(channel: &mut UnixStream, setup: Option<&(dyn Fn() + Send + 
     if let Some(setup) = setup
         && let Err(report) = catch(setup)
     {
-        send(channel, &reply_frame::<()>(Err(report), Vec::new()));
+        send(channel, reply_frame::<()>(Err(report), Vec::new()));
         exit_child(0);
     }
-    send(channel, &ipc::hello_frame(Vec::new()));
+    send(channel, Outgoing::frames(ipc::hello_frame(Vec::new())));
 }
 
 /// Serves calls until the channel closes, then ends the child.
 pub(crate) fn serve(mut channel: UnixStream, max_frame: usize) -> ! {
     let mut reader = FrameReader::new(max_frame);
+    let mut bytes = None;
     loop {
         let frame = match reader.read_blocking(&mut channel) {
             Ok(Some(frame)) => frame,
             Ok(None) => exit_child(0),
             Err(_) => exit_child(2),
         };
+        if frame.kind == Kind::Bytes && bytes.is_none() {
+            bytes = Some(frame.into_payload());
+            continue;
+        }
         let reply = match (frame.kind, parse_call(frame.payload())) {
-            (Kind::Call, Some((trampoline, function, argument))) => trampoline(function, argument),
+            (Kind::Call, Some((trampoline, function, argument))) => {
+                trampoline(function, argument, bytes.take())
+            }
             _ => call_failed_frame("the child expected a call"),
         };
         reader.recycle(frame);
-        send(&mut channel, &reply);
+        send(&mut channel, reply);
     }
 }
 
@@ -281,13 +293,13 @@ pub(crate) fn serve(mut channel: UnixStream, max_frame: usize) -> ! {
 /// it), replies with the hello and the reply in one write, and ends the
 /// child. `buffer` was allocated by the parent before forking, so the child
 /// need not allocate (each page a child writes costs it a copy).
-pub(crate) fn run_once<A, R: Serialize>(
+pub(crate) fn run_once<A, R: Serialize + 'static>(
     mut channel: UnixStream,
     function: fn(A) -> R,
     argument: A,
     buffer: Vec<u8>,
 ) -> ! {
     let frames = reply_frame(catch(|| function(argument)), ipc::hello_frame(buffer));
-    send(&mut channel, &frames);
+    send(&mut channel, frames);
     exit_child(0)
 }
