@@ -5,9 +5,9 @@
 //! The harness runs tests on libtest-mimic's worker threads, and a threaded
 //! process must not fork (see [`crate::child`]). So the workers never fork:
 //! each holds a *channel* (a `socketpair`) to the server for as long as it
-//! runs a test, and sends `Run(index)`. The server, single-threaded, forks a
-//! test child that has the whole test table (it is a copy of the process
-//! after registration and shared setup), runs test `index`, writes its
+//! runs a test, and sends `Run` naming the test by where its function is
+//! (see [`TestTable`]). The server, single-threaded, forks a test child (a
+//! copy of the process after shared setup), which runs the test, writes its
 //! result on the worker's channel and exits. The server notices the exit on
 //! the child's pidfd, kills whatever the test left in its process group,
 //! reaps it, and writes `Exited` with the wait status and captured output on
@@ -48,14 +48,48 @@ use crate::server::{self, PanicMessage, PanicReport};
 /// Bytes of each captured stream kept from its start, and from its end.
 pub(crate) const KEPT_OUTPUT: usize = 8 * 1024;
 
-/// A test function, as the table holds it.
-pub(crate) type TestFunction = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+/// A test function.
+pub(crate) type TestFunction = dyn Fn() -> Result<(), String> + Send + Sync;
 
-/// What the server needs to know of each test: how to run it and how much
-/// memory it may take.
-pub(crate) struct ServedTest {
-    pub(crate) function: TestFunction,
-    pub(crate) memory_limit: Option<u64>,
+/// Which test to run, by where its function is.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) enum TestId {
+    /// The test at this index of the binary's registry of
+    /// `#[isolate_harness::test]` functions.
+    Registered(u32),
+    /// The test at this index of the tests added to the harness by hand.
+    Added(u32),
+}
+
+/// The test functions a fork server can find.
+///
+/// The servers are forked before the harness builds its list of tests (names,
+/// options, libtest-mimic trials): a fork costs about 30 µs more per MiB the
+/// forking process has touched, and that list is several hundred KiB for a
+/// few thousand tests. So a server knows only what it must: the registry,
+/// which is static, and the functions of the tests added by hand, which
+/// exist before it is forked. A worker names each test by a [`TestId`].
+pub(crate) struct TestTable {
+    pub(crate) added: Vec<Box<TestFunction>>,
+}
+
+impl TestTable {
+    /// The function of test `id`.
+    pub(crate) fn function(&self, id: TestId) -> Option<&TestFunction> {
+        match id {
+            TestId::Registered(index) => crate::harness::__private::TESTS
+                .get(index as usize)
+                .map(|case| &case.function as &TestFunction),
+            TestId::Added(index) => self.added.get(index as usize).map(|function| &**function),
+        }
+    }
+}
+
+/// The payload of a `Run` frame.
+#[derive(Debug, Serialize, Deserialize)]
+struct RunRequest {
+    test: TestId,
+    memory_limit: Option<u64>,
 }
 
 /// What a stream of a test's output kept: all of it, or its head and tail.
@@ -151,7 +185,7 @@ impl ForkServer {
     ///
     /// When the channels or a server cannot be created.
     pub(crate) fn start(
-        tests: &[ServedTest],
+        tests: &TestTable,
         channels: usize,
         servers: usize,
         capture: bool,
@@ -193,10 +227,13 @@ impl ForkServer {
         })
     }
 
-    /// Runs test `index` in a fresh child of the server and waits for it.
+    /// Runs test `test` in a fresh child of the server, with at most
+    /// `memory_limit` bytes of address space beyond its size at fork, and
+    /// waits for it.
     pub(crate) fn run(
         &self,
-        index: usize,
+        test: TestId,
+        memory_limit: Option<u64>,
         timeout: Option<Duration>,
         grace_period: Duration,
     ) -> TestRun {
@@ -204,7 +241,8 @@ impl ForkServer {
         let Some(mut channel) = self.check_out() else {
             return broken(started, "no channel to the fork server is left".to_owned());
         };
-        let run = run_on(&mut channel, index, timeout, grace_period, started);
+        let request = RunRequest { test, memory_limit };
+        let run = run_on(&mut channel, &request, timeout, grace_period, started);
         match &run.ending {
             // A channel whose framing broke cannot carry another test.
             Ending::Broken(_) => {}
@@ -256,13 +294,14 @@ fn broken(started: Instant, reason: String) -> TestRun {
 /// The worker's side of one test: send `Run`, read until `Exited`.
 fn run_on(
     channel: &mut UnixStream,
-    index: usize,
+    request: &RunRequest,
     timeout: Option<Duration>,
     grace_period: Duration,
     started: Instant,
 ) -> TestRun {
     let request = FrameBuilder::new(Kind::Run)
-        .push(&u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes())
+        .encode(request)
+        .expect("a run request always encodes")
         .finish();
     if let Err(error) = write_all_nonblocking(channel, &request) {
         return broken(
@@ -433,7 +472,7 @@ impl OutputFiles {
 
 /// The server's loop. Never returns: the server ends when every channel is
 /// closed, or when the harness dies.
-fn serve(tests: &[ServedTest], channels: Vec<UnixStream>, capture: bool) -> ! {
+fn serve(tests: &TestTable, channels: Vec<UnixStream>, capture: bool) -> ! {
     // SAFETY: prctl takes an option and integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     let mut termination = SigSet::empty();
@@ -494,16 +533,21 @@ fn serve(tests: &[ServedTest], channels: Vec<UnixStream>, capture: bool) -> ! {
                     match readers[slot].read_blocking(channel) {
                         Ok(Some(frame)) => match frame.kind {
                             Kind::Run => {
-                                let index = frame
-                                    .payload()
-                                    .first_chunk::<4>()
-                                    .map(|index| u32::from_le_bytes(*index) as usize);
+                                let request = ipc::decode::<RunRequest>(frame.payload()).ok();
                                 if capture && outputs[slot].is_none() {
                                     outputs[slot] = OutputFiles::create().ok();
                                 }
-                                match index.and_then(|index| tests.get(index)) {
-                                    Some(test) => {
-                                        match start_test(test, channel, outputs[slot].as_ref()) {
+                                let test = request.as_ref().and_then(|request| {
+                                    Some((tests.function(request.test)?, request.memory_limit))
+                                });
+                                match test {
+                                    Some((function, memory_limit)) => {
+                                        match start_test(
+                                            function,
+                                            memory_limit,
+                                            channel,
+                                            outputs[slot].as_ref(),
+                                        ) {
                                             Ok(test) => {
                                                 running.insert(slot, test);
                                             }
@@ -568,19 +612,20 @@ enum Source {
 
 /// Forks the child for one test, its output going to `outputs` if given.
 fn start_test(
-    test: &ServedTest,
+    function: &TestFunction,
+    memory_limit: Option<u64>,
     channel: &UnixStream,
     outputs: Option<&OutputFiles>,
 ) -> io::Result<Running> {
     let mut setup = ChildSetup::new(channel.as_raw_fd());
     setup.output = outputs.map(|files| (files.stdout.as_raw_fd(), files.stderr.as_raw_fd()));
-    if let Some(limit) = test.memory_limit {
+    if let Some(limit) = memory_limit {
         setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
     }
     let reply = Vec::with_capacity(4096);
     match child::fork(&setup)? {
         Forked::Child => {
-            let mut frame = server::reply_frame(server::catch(|| (test.function)()), reply);
+            let mut frame = server::reply_frame(server::catch(function), reply);
             server::flush_stdio();
             let mut channel = channel;
             let _ = frame.write_to(&mut channel);

@@ -16,7 +16,9 @@ use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 use serde_json::json;
 
 use crate::child::{Signal, Termination};
-use crate::fork_server::{CapturedStream, Ending, ForkServer, ServedTest, TestFunction, TestRun};
+use crate::fork_server::{
+    CapturedStream, Ending, ForkServer, TestFunction, TestId, TestRun, TestTable,
+};
 use crate::server;
 
 /// Options of one test: what `#[isolate_harness::test(...)]` takes, or
@@ -144,10 +146,18 @@ pub mod __private {
     pub static TESTS: [TestCase];
 }
 
-/// One test of the run.
+/// A test added to the harness by hand.
+struct AddedTest {
+    name: String,
+    function: Box<TestFunction>,
+    options: TestOptions,
+}
+
+/// One test of the run: its name and options, and where the fork server
+/// finds its function.
 struct TestEntry {
     name: String,
-    function: TestFunction,
+    id: TestId,
     options: TestOptions,
 }
 
@@ -174,7 +184,7 @@ struct TestEntry {
 /// ```
 #[must_use]
 pub struct Harness {
-    tests: Vec<TestEntry>,
+    added: Vec<AddedTest>,
     setup: Vec<Box<dyn FnOnce()>>,
 }
 
@@ -188,25 +198,8 @@ impl Harness {
     /// A harness with every test marked `#[isolate_harness::test]` in this
     /// binary.
     pub fn new() -> Harness {
-        let tests = __private::TESTS
-            .iter()
-            .map(|case| {
-                // libtest names a test by its path without the crate's name.
-                let module = case.module_path.split_once("::").map(|(_, rest)| rest);
-                let name = match module {
-                    Some(module) => format!("{module}::{}", case.name),
-                    None => case.name.to_owned(),
-                };
-                let function = case.function;
-                TestEntry {
-                    name,
-                    function: Box::new(function),
-                    options: case.options,
-                }
-            })
-            .collect();
         Harness {
-            tests,
+            added: Vec::new(),
             setup: Vec::new(),
         }
     }
@@ -227,7 +220,7 @@ impl Harness {
         options: TestOptions,
         test: impl Fn() -> R + Send + Sync + 'static,
     ) -> Harness {
-        self.tests.push(TestEntry {
+        self.added.push(AddedTest {
             name: name.into(),
             function: Box::new(move || test().into_test_result()),
             options,
@@ -253,12 +246,13 @@ impl Harness {
     pub fn run_with(mut self, args: &Arguments) -> Conclusion {
         // Keeps the marker in every binary that runs the harness.
         std::hint::black_box(&HARNESS_MARKER);
-        self.tests.sort_by(|a, b| a.name.cmp(&b.name));
-        if let Some(only) = only_tests() {
-            self.tests.retain(|test| only.contains(&test.name));
-        }
+        let (mut added, functions): (Vec<_>, Vec<_>) = self
+            .added
+            .into_iter()
+            .map(|test| ((test.name, test.options), test.function))
+            .unzip();
         if args.list {
-            let trials = self.tests.iter().map(listed).collect();
+            let trials = test_list(added).iter().map(listed).collect();
             return libtest_mimic::run(args, trials);
         }
         for setup in self.setup.drain(..) {
@@ -271,26 +265,22 @@ impl Harness {
         let capture = !args.nocapture;
         let in_process = std::env::var_os("NEXTEST").is_some();
         let default_timeout = default_timeout();
-        // Under nextest, the one test of the run may need no fork server.
-        let needs_server = self.tests.iter().any(|test| {
-            let trial = listed(test);
-            !args.is_filtered_out(&trial)
-                && !args.is_ignored(&trial)
-                && (!in_process || test.options.needs_fork())
-        });
-        let names: Vec<String> = self.tests.iter().map(|test| test.name.clone()).collect();
-        let options: Vec<TestOptions> = self.tests.iter().map(|test| test.options).collect();
-        let served: Vec<ServedTest> = self
-            .tests
-            .into_iter()
-            .map(|test| ServedTest {
-                memory_limit: test.options.memory_limit,
-                function: test.function,
+        let table = Arc::new(TestTable { added: functions });
+        // The list of tests is built after the servers are forked, so that
+        // they do not carry it (see `TestTable`); except under nextest, where
+        // the one test of the run may need no fork server at all.
+        let early = in_process.then(|| test_list(std::mem::take(&mut added)));
+        let needs_server = early.as_ref().is_none_or(|tests| {
+            tests.iter().any(|test| {
+                let trial = listed(test);
+                !args.is_filtered_out(&trial)
+                    && !args.is_ignored(&trial)
+                    && test.options.needs_fork()
             })
-            .collect();
+        });
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let server = if needs_server {
-            match ForkServer::start(&served, threads, cores, capture) {
+            match ForkServer::start(&table, threads, cores, capture) {
                 Ok(server) => Some(Arc::new(server)),
                 Err(error) => {
                     eprintln!("isolate: failed to start the fork server: {error}");
@@ -300,26 +290,26 @@ impl Harness {
         } else {
             None
         };
-        let served = Arc::new(served);
+        let tests = early.unwrap_or_else(|| test_list(added));
         let report = ReportStream::from_env().map(Arc::new);
-        let trials = names
+        let trials = tests
             .into_iter()
-            .zip(options)
-            .enumerate()
-            .map(|(index, (name, options))| {
+            .map(|TestEntry { name, id, options }| {
                 let server = server.clone();
-                let served = Arc::clone(&served);
+                let table = Arc::clone(&table);
                 let report = report.clone();
                 let trial_name = name.clone();
                 Trial::test(name, move || {
                     if let Some(report) = &report {
                         report.started(&trial_name);
                     }
-                    let run = match &server {
-                        Some(server) if !in_process || options.needs_fork() => {
-                            server.run(index, options.timeout.or(default_timeout), GRACE_PERIOD)
+                    let timeout = options.timeout.or(default_timeout);
+                    let run = match (&server, table.function(id)) {
+                        (Some(server), _) if !in_process || options.needs_fork() => {
+                            server.run(id, options.memory_limit, timeout, GRACE_PERIOD)
                         }
-                        _ => run_in_process(&served[index].function),
+                        (_, Some(function)) => run_in_process(function),
+                        (_, None) => unreachable!("every listed test is in the table"),
                     };
                     let verdict = verdict(&run, &options);
                     if !run.leftovers.is_empty() {
@@ -339,6 +329,38 @@ impl Harness {
             .collect();
         libtest_mimic::run(args, trials)
     }
+}
+
+/// The tests of the run: the registry's and those `added` by hand (name
+/// and options, in the order they were added), sorted by name as libtest
+/// sorts them, and only those named in `ISOLATE_ONLY` if it is set.
+fn test_list(added: Vec<(String, TestOptions)>) -> Vec<TestEntry> {
+    let registered = __private::TESTS.iter().zip(0..).map(|(case, index)| {
+        // libtest names a test by its path without the crate's name.
+        let name = match case.module_path.split_once("::") {
+            Some((_, module)) => format!("{module}::{}", case.name),
+            None => case.name.to_owned(),
+        };
+        TestEntry {
+            name,
+            id: TestId::Registered(index),
+            options: case.options,
+        }
+    });
+    let added = added
+        .into_iter()
+        .zip(0..)
+        .map(|((name, options), index)| TestEntry {
+            name,
+            id: TestId::Added(index),
+            options,
+        });
+    let mut tests: Vec<TestEntry> = registered.chain(added).collect();
+    tests.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(only) = only_tests() {
+        tests.retain(|test| only.contains(&test.name));
+    }
+    tests
 }
 
 /// The tests a runner asked for by name, one per line in the file named

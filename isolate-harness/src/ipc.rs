@@ -34,7 +34,7 @@
 //! | `CallFailed` | child → parent | a postcard-encoded `String`: the call could not be made |
 //! | `Crash` | child → parent | fixed layout, written by the fatal-signal handler (see [`crate::crash`]) |
 //! | `Backtrace` | child → parent | fixed layout, written by the fatal-signal handler |
-//! | `Run` | harness → fork server | the test's index (`u32`) |
+//! | `Run` | harness → fork server | a postcard-encoded run request: the test (its index in the registry or among the tests added by hand) and its memory limit |
 //! | `Kill` | harness → fork server | a signal (`i32`) for the group of the test running on that channel |
 //! | `Exited` | fork server → harness | a postcard-encoded test exit: wait status, captured output, leftover processes |
 //!
