@@ -28,12 +28,13 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::signal::{SigSet, Signal as NixSignal};
 use nix::sys::signalfd::SignalFd;
 use serde::{Deserialize, Serialize};
@@ -444,7 +445,7 @@ struct OutputFiles {
 impl OutputFiles {
     fn create() -> io::Result<OutputFiles> {
         let open = |name| {
-            let fd = memfd(name)?;
+            let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC)?;
             nix::fcntl::fcntl(
                 &fd,
                 nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
@@ -633,18 +634,6 @@ fn start_test(
         }
         Forked::Parent(child) => Ok(Running { child }),
     }
-}
-
-fn memfd(name: &str) -> io::Result<OwnedFd> {
-    let name = std::ffi::CString::new(name).expect("no NUL in a stream name");
-    // SAFETY: memfd_create takes a valid C string and flags, and returns a
-    // new descriptor or -1.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the descriptor was just created and is owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Reaps a test's child: finds what it left behind, kills its group, reaps

@@ -2,17 +2,26 @@
 //!
 //! An [`Isolate`] is a forked child that serves calls; [`run`] forks a fresh
 //! child for a single call. Both wait for the child's answer in one `poll`
-//! loop over the channel, the child's pidfd and, when output is captured,
+//! loop over the child's pidfd, its channel and, when output is captured,
 //! its pipes, so that a reply, a crash, a timeout and a flood of output are
 //! all noticed while the parent waits, and nothing blocks on a full buffer.
+//!
+//! The two talk to their child differently (see [`Transport`]): an isolate
+//! over a `socketpair`, since it sends requests; the child of [`run`], which
+//! needs none, writes its frames to a file that the parent reads once it
+//! has exited. A reply on a socket wakes the parent, which then sleeps
+//! again until the exit; a file lets it wake once, as `waitpid` would.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::signal::Signal as NixSignal;
 use nix::sys::socket::{MsgFlags, sendmsg};
 use serde::{Serialize, de::DeserializeOwned};
@@ -214,8 +223,8 @@ impl IsolateBuilder {
     ) -> Result<R, Error> {
         let mut output = Output::default();
         let reply_buffer = Vec::with_capacity(REPLY_BUFFER);
-        let mut connection = Connection::spawn(&self.config, move |channel| {
-            server::run_once(channel, f, arg, reply_buffer)
+        let mut connection = Connection::spawn_one_shot(&self.config, move |file| {
+            server::run_once(file, f, arg, reply_buffer)
         })?;
         connection
             .expect_hello(&self.config, &mut output)
@@ -459,9 +468,37 @@ impl Life {
 /// The parent's side of one child.
 struct Connection {
     child: Child,
-    channel: UnixStream,
+    transport: Transport,
     reader: FrameReader,
     pipes: Option<Pipes>,
+}
+
+/// How a child's frames reach the parent.
+enum Transport {
+    /// A `socketpair` (non-blocking on this side), both ways: for a child
+    /// that serves requests.
+    Channel(UnixStream),
+    /// A `memfd` the child writes its frames to, and the parent reads from
+    /// the start once the child has exited (`read` bytes of it so far): for
+    /// a one-shot child. A file never fills, so the child cannot block on
+    /// it, and writing it wakes no one. (Its crash handler writes there
+    /// too.)
+    File { file: File, read: u64 },
+}
+
+/// Reads a file from `offset` on, advancing it, without moving the file
+/// offset (which the child's descriptor shares).
+struct ReadAt<'a> {
+    file: &'a File,
+    offset: &'a mut u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.file.read_at(buf, *self.offset)?;
+        *self.offset += read as u64;
+        Ok(read)
+    }
 }
 
 /// A failed exchange: the error to return and how the child, now reaped,
@@ -469,37 +506,69 @@ struct Connection {
 type Died = (Error, Termination);
 
 impl Connection {
-    /// Forks a child that runs `child_main` on its end of the channel.
+    /// Forks a child that runs `child_main` on its end of a channel.
     fn spawn(config: &Config, child_main: impl FnOnce(UnixStream)) -> Result<Connection, Error> {
+        let (channel, child_channel) = UnixStream::pair().map_err(Error::Spawn)?;
+        channel.set_nonblocking(true).map_err(Error::Spawn)?;
+        Connection::fork(
+            config,
+            Transport::Channel(channel),
+            child_channel,
+            child_main,
+        )
+    }
+
+    /// Forks a one-shot child that runs `child_main` on the file it writes
+    /// its frames to.
+    fn spawn_one_shot(config: &Config, child_main: impl FnOnce(File)) -> Result<Connection, Error> {
+        let file = File::from(
+            memfd_create("isolate-reply", MFdFlags::MFD_CLOEXEC)
+                .map_err(|error| Error::Spawn(error.into()))?,
+        );
+        let child_file = file.try_clone().map_err(Error::Spawn)?;
+        Connection::fork(
+            config,
+            Transport::File { file, read: 0 },
+            child_file,
+            child_main,
+        )
+    }
+
+    /// Forks a child that runs `child_main` on `child_end`, its side of
+    /// `transport`.
+    fn fork<E: AsRawFd>(
+        config: &Config,
+        transport: Transport,
+        child_end: E,
+        child_main: impl FnOnce(E),
+    ) -> Result<Connection, Error> {
         let threaded = child::warn_if_threaded();
         server::prepare_to_fork();
         // Whatever this process has buffered must not be written a second
         // time by the child.
         let _ = io::stdout().flush();
-        let (channel, child_channel) = UnixStream::pair().map_err(Error::Spawn)?;
         let pipes = config
             .capture
             .then(Pipes::open)
             .transpose()
             .map_err(Error::Spawn)?;
-        let mut setup = ChildSetup::new(child_channel.as_raw_fd());
+        let mut setup = ChildSetup::new(child_end.as_raw_fd());
         setup.output = pipes.as_ref().map(|(_, ends)| ends.raw());
         if let Some(limit) = config.memory_limit {
             setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
         }
         match child::fork(&setup).map_err(Error::Spawn)? {
             Forked::Child => {
-                drop((channel, pipes));
+                drop((transport, pipes));
                 server::set_flush_stdout(!threaded);
-                child_main(child_channel);
+                child_main(child_end);
                 child::exit_child(0)
             }
             Forked::Parent(child) => {
-                drop(child_channel);
-                channel.set_nonblocking(true).map_err(Error::Spawn)?;
+                drop(child_end);
                 Ok(Connection {
                     child,
-                    channel,
+                    transport,
                     reader: FrameReader::new(config.max_frame),
                     pipes: pipes.map(|(pipes, _)| pipes),
                 })
@@ -538,7 +607,9 @@ impl Connection {
         let mut closed = false;
         let mut exited = false;
         loop {
-            if !closed {
+            // A one-shot child's file is complete once it has exited.
+            let readable = matches!(self.transport, Transport::Channel(_)) || exited;
+            if !closed && readable {
                 match self.read_frames(&mut crash, &mut bytes) {
                     Ok(Incoming::Frame(frame)) => {
                         self.drain(output);
@@ -563,10 +634,11 @@ impl Connection {
                 return Err(self.ended(config, crash, output));
             }
             if let Some(unsent) = request.as_deref_mut().filter(|request| !request.is_sent())
+                && let Transport::Channel(channel) = &self.transport
                 && !closed
             {
                 match sendmsg::<()>(
-                    self.channel.as_raw_fd(),
+                    channel.as_raw_fd(),
                     &unsent.unsent(),
                     &[],
                     MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
@@ -590,20 +662,26 @@ impl Connection {
                 }
             };
             let sending = request.as_ref().is_some_and(|request| !request.is_sent());
-            let channel_events = match (closed, !sending) {
-                (true, _) => PollFlags::empty(),
-                (false, true) => PollFlags::POLLIN,
-                (false, false) => PollFlags::POLLIN | PollFlags::POLLOUT,
-            };
-            let pidfd = PollFd::new(self.child.pidfd(), PollFlags::POLLIN);
-            let channel = PollFd::new(self.channel.as_fd(), channel_events);
-            let (mut fds, watched) = match &self.pipes {
-                Some(pipes) => {
-                    let [stdout, stderr] = pipes.fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN));
-                    ([pidfd, channel, stdout, stderr], 4)
+            let mut fds: [_; 4] =
+                std::array::from_fn(|_| PollFd::new(self.child.pidfd(), PollFlags::POLLIN));
+            let mut watched = 1;
+            if let Transport::Channel(channel) = &self.transport
+                && !closed
+            {
+                let events = if sending {
+                    PollFlags::POLLIN | PollFlags::POLLOUT
+                } else {
+                    PollFlags::POLLIN
+                };
+                fds[watched] = PollFd::new(channel.as_fd(), events);
+                watched += 1;
+            }
+            if let Some(pipes) = &self.pipes {
+                for fd in pipes.fds() {
+                    fds[watched] = PollFd::new(fd, PollFlags::POLLIN);
+                    watched += 1;
                 }
-                None => ([pidfd.clone(), channel, pidfd.clone(), pidfd], 2),
-            };
+            }
             match poll(&mut fds[..watched], timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(error) => return Err(self.abandon(Error::Io(error.into()), output)),
@@ -621,7 +699,13 @@ impl Connection {
         bytes: &mut Option<Vec<u8>>,
     ) -> Result<Incoming, ReadError> {
         loop {
-            let frame = match self.reader.read_from(&mut &self.channel)? {
+            let received = match &mut self.transport {
+                Transport::Channel(channel) => self.reader.read_from(&mut &*channel)?,
+                Transport::File { file, read } => {
+                    self.reader.read_from(&mut ReadAt { file, offset: read })?
+                }
+            };
+            let frame = match received {
                 Received::Frame(frame) => frame,
                 Received::Pending => return Ok(Incoming::Pending),
                 Received::Closed => return Ok(Incoming::Closed),

@@ -227,7 +227,7 @@ fn parse_call(payload: &[u8]) -> Option<(Trampoline, usize, &[u8])> {
 
 /// Writes frames to the parent; if the parent is gone there is no one left
 /// to serve, so the child ends.
-fn send(channel: &mut UnixStream, mut frames: Outgoing) {
+fn send(channel: &mut impl Write, mut frames: Outgoing) {
     flush_stdio();
     if frames.write_to(channel).is_err() {
         exit_child(0);
@@ -294,7 +294,7 @@ pub(crate) fn serve(mut channel: UnixStream, max_frame: usize) -> ! {
 /// child. `buffer` was allocated by the parent before forking, so the child
 /// need not allocate (each page a child writes costs it a copy).
 pub(crate) fn run_once<A, R: Serialize + 'static>(
-    mut channel: UnixStream,
+    mut channel: impl Write,
     function: fn(A) -> R,
     argument: A,
     buffer: Vec<u8>,
