@@ -304,12 +304,15 @@ impl Harness {
                         report.started(&trial_name);
                     }
                     let timeout = options.timeout.or(default_timeout);
-                    let run = match (&server, table.function(id)) {
-                        (Some(server), _) if !in_process || options.needs_fork() => {
+                    let run = match &server {
+                        Some(server) if !in_process || options.needs_fork() => {
                             server.run(id, options.memory_limit, timeout, GRACE_PERIOD)
                         }
-                        (_, Some(function)) => run_in_process(function),
-                        (_, None) => unreachable!("every listed test is in the table"),
+                        _ => run_in_process(
+                            table
+                                .function(id)
+                                .expect("every listed test is in the table"),
+                        ),
                     };
                     let verdict = verdict(&run, &options);
                     if !run.leftovers.is_empty() {

@@ -540,12 +540,9 @@ impl FrameReader {
                     .take(missing as u64)
                     .read_to_end(&mut body.payload);
                 match read {
+                    // The reader ended before the payload did.
                     Ok(_) if body.payload.len() < body.len => {
-                        return Err(ProtocolError::Truncated {
-                            expected: HEADER_LEN + 1 + body.len,
-                            received: HEADER_LEN + 1 + body.payload.len(),
-                        }
-                        .into());
+                        return Err(self.truncated().expect("a payload is begun").into());
                     }
                     Ok(_) => {}
                     Err(error) => return would_block(error),

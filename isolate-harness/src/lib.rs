@@ -126,8 +126,10 @@
 //!
 //! The child is a `fork()` of the calling process, so it starts with all of
 //! its state: a call crosses the boundary as a code address (valid in both,
-//! since no `exec` happens) and a serde-encoded argument. Parent and child
-//! talk over a `socketpair` in length-prefixed frames. A fatal-signal
+//! since no `exec` happens) and a serde-encoded argument (a `Vec<u8>` goes
+//! as its bytes). Parent and child talk over a `socketpair` in
+//! length-prefixed frames; the one-shot child of [`run`] writes its frames
+//! to a `memfd` instead, read once it has exited. A fatal-signal
 //! handler in the child reports the fault address and a backtrace of the
 //! crash site before the child dies; the parent reads how the child ended
 //! through a pidfd. Each child leads its own process group, which a timeout
