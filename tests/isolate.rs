@@ -82,6 +82,37 @@ fn byte_vectors_cross_both_ways_as_they_are() {
     assert_eq!(isolate_harness::run(reverse_only, bytes).unwrap(), reversed);
 }
 
+/// The resident memory of the calling process, in bytes.
+fn resident_bytes((): ()) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_serving_child_keeps_the_memory_a_call_freed_for_the_next() {
+    const LEN: usize = 32 << 20;
+    let isolate = Isolate::fork().unwrap();
+    let before = isolate.call(resident_bytes, ()).unwrap();
+    // The argument arrives in memory the child faults in, and `len` frees
+    // it; the pages stay, so the next large argument lands on them.
+    assert_eq!(
+        isolate
+            .call(|bytes: Vec<u8>| bytes.len(), vec![1; LEN])
+            .unwrap(),
+        LEN
+    );
+    let after = isolate.call(resident_bytes, ()).unwrap();
+    assert!(
+        after >= before + LEN as u64 * 9 / 10,
+        "resident memory went from {before} to {after} bytes"
+    );
+}
+
 #[test]
 fn a_call_runs_in_another_process() {
     let isolate = Isolate::fork().unwrap();

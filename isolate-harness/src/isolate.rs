@@ -259,6 +259,16 @@ impl IsolateBuilder {
 /// Dropping an `Isolate` kills its child and everything left in the child's
 /// process group, and reaps it.
 ///
+/// # Memory
+///
+/// The child keeps the memory its calls free for the calls that follow,
+/// up to [`max_frame_size`](IsolateBuilder::max_frame_size) bytes free at the top
+/// of its heap (with glibc's allocator): a large argument then lands on
+/// pages the child already has instead of being faulted in anew, which
+/// makes a 100 MiB `Vec<u8>` about three times faster to send. A child that
+/// freed a large buffer therefore stays that large until it reuses the
+/// memory or ends.
+///
 /// # Forking a threaded process
 ///
 /// The child holds only a copy of the thread that forked it. If another
