@@ -318,10 +318,22 @@ impl Child {
         Ok(status)
     }
 
-    /// Kills the child and its group at once and reaps it.
+    /// Kills the child and its group at once and reaps it. Every process
+    /// in the group has its SIGKILL before the leader is reaped, and a
+    /// process with a SIGKILL pending can no longer fork, so, unlike
+    /// [`Child::wait`], this need not signal the group again.
+    ///
+    /// # Errors
+    ///
+    /// As [`Child::wait`].
     pub(crate) fn kill(&mut self) -> io::Result<ExitStatus> {
+        if let State::Exited(status) = self.state {
+            return Ok(status);
+        }
         self.signal_group(NixSignal::SIGKILL);
-        self.wait()
+        let status = waitid(self.pidfd.as_raw_fd(), libc::WEXITED)?;
+        self.state = State::Exited(status);
+        Ok(status)
     }
 }
 

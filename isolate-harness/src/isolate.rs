@@ -13,7 +13,7 @@
 //! again until the exit; a file lets it wake once, as `waitpid` would.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
@@ -478,6 +478,8 @@ impl Life {
 /// The parent's side of one child.
 struct Connection {
     child: Child,
+    /// Whether the child has been seen to exit (it is not reaped yet).
+    exited: bool,
     transport: Transport,
     reader: FrameReader,
     pipes: Option<Pipes>,
@@ -489,24 +491,25 @@ enum Transport {
     /// that serves requests.
     Channel(UnixStream),
     /// A `memfd` the child writes its frames to, and the parent reads from
-    /// the start once the child has exited (`read` bytes of it so far): for
-    /// a one-shot child. A file never fills, so the child cannot block on
-    /// it, and writing it wakes no one. (Its crash handler writes there
-    /// too.)
-    File { file: File, read: u64 },
+    /// the start once the child has exited: for a one-shot child. A file
+    /// never fills, so the child cannot block on it, and writing it wakes
+    /// no one. (Its crash handler writes there too.) Read through a buffer,
+    /// so a small reply takes one system call, not one per frame part.
+    File(BufReader<FromStart>),
 }
 
-/// Reads a file from `offset` on, advancing it, without moving the file
-/// offset (which the child's descriptor shares).
-struct ReadAt<'a> {
-    file: &'a File,
-    offset: &'a mut u64,
+/// Reads a file from its start, without moving the file offset (which the
+/// child's descriptor shares).
+struct FromStart {
+    file: File,
+    /// How many bytes have been read so far.
+    read: u64,
 }
 
-impl Read for ReadAt<'_> {
+impl Read for FromStart {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let read = self.file.read_at(buf, *self.offset)?;
-        *self.offset += read as u64;
+        let read = self.file.read_at(buf, self.read)?;
+        self.read += read as u64;
         Ok(read)
     }
 }
@@ -538,7 +541,10 @@ impl Connection {
         let child_file = file.try_clone().map_err(Error::Spawn)?;
         Connection::fork(
             config,
-            Transport::File { file, read: 0 },
+            Transport::File(BufReader::with_capacity(
+                REPLY_BUFFER,
+                FromStart { file, read: 0 },
+            )),
             child_file,
             child_main,
         )
@@ -578,6 +584,7 @@ impl Connection {
                 drop(child_end);
                 Ok(Connection {
                     child,
+                    exited: false,
                     transport,
                     reader: FrameReader::new(config.max_frame),
                     pipes: pipes.map(|(pipes, _)| pipes),
@@ -615,10 +622,9 @@ impl Connection {
         let mut crash: Option<Crash> = None;
         let mut bytes = None;
         let mut closed = false;
-        let mut exited = false;
         loop {
             // A one-shot child's file is complete once it has exited.
-            let readable = matches!(self.transport, Transport::Channel(_)) || exited;
+            let readable = matches!(self.transport, Transport::Channel(_)) || self.exited;
             if !closed && readable {
                 match self.read_frames(&mut crash, &mut bytes) {
                     Ok(Incoming::Frame(frame)) => {
@@ -636,7 +642,7 @@ impl Connection {
                     }
                 }
             }
-            if exited {
+            if self.exited {
                 if let Some(truncated) = self.reader.truncated() {
                     let termination = Termination::new(self.reap(output), crash);
                     return Err((Error::Protocol(truncated), termination));
@@ -696,7 +702,7 @@ impl Connection {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(error) => return Err(self.abandon(Error::Io(error.into()), output)),
             }
-            exited = fds[0].any().unwrap_or(false);
+            self.exited = fds[0].any().unwrap_or(false);
             self.drain(output);
         }
     }
@@ -711,9 +717,7 @@ impl Connection {
         loop {
             let received = match &mut self.transport {
                 Transport::Channel(channel) => self.reader.read_from(&mut &*channel)?,
-                Transport::File { file, read } => {
-                    self.reader.read_from(&mut ReadAt { file, offset: read })?
-                }
+                Transport::File(file) => self.reader.read_from(file)?,
             };
             let frame = match received {
                 Received::Frame(frame) => frame,
