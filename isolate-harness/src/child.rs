@@ -5,9 +5,11 @@
 //!
 //! After `fork()` the child has one thread; any lock another thread of the
 //! parent held stays locked. So between `fork()` and the return of
-//! [`fork`] in the child, only async-signal-safe calls are made: `setpgid`,
-//! `prctl`, `getppid`, `dup2`, `setrlimit`, `sigaltstack`, `sigaction`.
-//! Everything they need is prepared before forking, in a [`ChildSetup`].
+//! [`fork`] in the child, only async-signal-safe calls are made: the system
+//! calls `setpgid`, `rt_sigprocmask`, `prctl`, `getppid`, `dup2`,
+//! `setrlimit` and `sigaltstack` (through libc's `syscall`, which takes no
+//! lock), and `sigaction`. Everything they need is prepared before
+//! forking, in a [`ChildSetup`].
 //!
 //! # Waiting and killing
 //!
@@ -118,66 +120,72 @@ pub(crate) fn fork(setup: &ChildSetup) -> io::Result<Forked> {
     }
 }
 
-/// Calls, harmlessly, each libc function a child calls after `fork`.
+/// Calls, harmlessly, each libc function a child calls after `fork`:
+/// `syscall` and `sigaction`.
 ///
 /// Where symbols are bound lazily, the first call of a function resolves
 /// it and writes the result into the process's own table. Done in a child,
 /// that costs every child a symbol lookup and a copy-on-write fault, and is
 /// lost when the child exits; done once here, every child inherits it.
 fn resolve_child_calls() {
-    // SAFETY: each call reads state into valid locals, fails with
-    // EINVAL/EBADF on purpose (a negative pid, a negative descriptor), or
-    // sets a limit to the value it has: none changes anything.
+    // SAFETY: `getpid` has no arguments, and `sigaction` with no new action
+    // only reads the current one into a valid local.
     unsafe {
-        libc::getppid();
-        let mut signal = 0;
-        libc::prctl(libc::PR_GET_PDEATHSIG, &mut signal);
-        libc::setpgid(-1, 0);
-        libc::dup2(-1, -1);
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_AS, &mut limit) == 0 {
-            libc::setrlimit(libc::RLIMIT_AS, &limit);
-        }
-        let mut stack: libc::stack_t = std::mem::zeroed();
-        libc::sigaltstack(std::ptr::null(), &mut stack);
+        libc::syscall(libc::SYS_getpid);
         let mut action: libc::sigaction = std::mem::zeroed();
         libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut action);
-        libc::sigemptyset(&mut action.sa_mask);
-        let mut mask: libc::sigset_t = std::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
-        libc::syscall(libc::SYS_getpid);
     }
 }
 
+/// Sets up a just-forked child.
+///
+/// Each step but the signal handlers is made through libc's `syscall`,
+/// which [`exit_child`] needs anyway, rather than through its own libc
+/// wrapper: a fork starts without the parent's code mapped, and faults in
+/// every page of code it runs, while the wrappers lie on pages of their
+/// own. (`sigaction` keeps its wrapper, which supplies the return
+/// trampoline the kernel needs.)
+///
 /// # Safety
 ///
 /// Only in a child just forked, before any user code.
 unsafe fn prepare_child(setup: &ChildSetup) {
-    // SAFETY: every call below is async-signal-safe and takes valid
-    // arguments; the descriptors were opened by the parent for this child.
+    // SAFETY: every call below is async-signal-safe, passes arguments of
+    // the types and sizes the system call takes, and points only to valid
+    // locals; the descriptors were opened by the parent for this child.
     unsafe {
-        libc::setpgid(0, 0);
+        libc::syscall(libc::SYS_setpgid, 0, 0);
         // A forking process may block signals (the fork server blocks
         // SIGTERM); a child starts with none blocked, so a timeout's
-        // SIGTERM reaches it.
-        let mut unblocked: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut unblocked);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &unblocked, std::ptr::null_mut());
-        libc::prctl(libc::PR_SET_PDEATHSIG, setup.death_signal as libc::c_int);
-        if libc::getppid() != setup.parent.as_raw() {
+        // SIGTERM reaches it. (A zeroed set is the empty set; the kernel's
+        // set is 8 bytes.)
+        let unblocked: libc::sigset_t = std::mem::zeroed();
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &unblocked,
+            std::ptr::null_mut::<libc::sigset_t>(),
+            8,
+        );
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_PDEATHSIG,
+            setup.death_signal as libc::c_long,
+        );
+        if libc::syscall(libc::SYS_getppid) != libc::c_long::from(setup.parent.as_raw()) {
             // The parent died before PR_SET_PDEATHSIG was in place.
-            libc::_exit(1);
+            exit_child(1);
         }
         if let Some((stdout, stderr)) = setup.output {
-            libc::dup2(stdout, libc::STDOUT_FILENO);
-            libc::dup2(stderr, libc::STDERR_FILENO);
+            libc::syscall(libc::SYS_dup2, stdout, libc::STDOUT_FILENO);
+            libc::syscall(libc::SYS_dup2, stderr, libc::STDERR_FILENO);
         }
         if let Some(limit) = setup.address_space_limit {
             let limit = libc::rlimit {
                 rlim_cur: limit,
                 rlim_max: limit,
             };
-            libc::setrlimit(libc::RLIMIT_AS, &limit);
+            libc::syscall(libc::SYS_setrlimit, libc::RLIMIT_AS, &limit);
         }
         crash::install(setup.report_fd, setup.stack_low);
     }

@@ -121,7 +121,12 @@ pub(crate) unsafe fn install(report_fd: RawFd, stack_low: usize) {
     // SAFETY: the stack is a static buffer that nothing else uses; the
     // handler is an `extern "C"` function of the signature SA_SIGINFO expects.
     unsafe {
-        libc::sigaltstack(&stack, std::ptr::null_mut());
+        // Through `syscall`, as `child::prepare_child` explains.
+        libc::syscall(
+            libc::SYS_sigaltstack,
+            &stack,
+            std::ptr::null_mut::<libc::stack_t>(),
+        );
         for signal in FATAL_SIGNALS {
             set_handler(signal, on_fatal_signal as *const () as usize);
         }
@@ -137,10 +142,10 @@ pub(crate) unsafe fn install(report_fd: RawFd, stack_low: usize) {
 unsafe fn set_handler(signal: libc::c_int, handler: libc::sighandler_t) {
     // SAFETY: a zeroed sigaction is valid; the caller vouches for `handler`.
     unsafe {
+        // Zeroed, `sa_mask` is the empty set.
         let mut action: libc::sigaction = std::mem::zeroed();
         action.sa_sigaction = handler;
         action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        libc::sigemptyset(&mut action.sa_mask);
         libc::sigaction(signal, &action, std::ptr::null_mut());
     }
 }

@@ -113,8 +113,13 @@ fn limit_text(limit: Option<u64>) -> String {
 }
 
 /// Bytes the parent allocates, before forking, for the reply of a one-shot
-/// child: enough for small results without an allocation in the child.
-const REPLY_BUFFER: usize = 4096;
+/// child, and reads that child's reply file by: enough for small results
+/// without an allocation in the child or a second read in the parent. Kept
+/// small on purpose: glibc frees a block this size to a per-thread cache,
+/// while freeing a larger one writes to its neighbours and to the
+/// allocator's state, and each page the parent writes after a fork costs
+/// it a fault.
+const REPLY_BUFFER: usize = 512;
 
 /// The default time a timed-out child has between SIGTERM and SIGKILL.
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(1);
@@ -575,7 +580,16 @@ impl Connection {
         }
         match child::fork(&setup).map_err(Error::Spawn)? {
             Forked::Child => {
-                drop((transport, pipes));
+                // The parent's end of a channel must be closed here, or the
+                // child would not see end of file when the parent goes. A
+                // one-shot child's file is left alone: the child is about
+                // to exit, and closing it and freeing its read buffer would
+                // cost faults on pages the child has not touched so far.
+                match transport {
+                    Transport::Channel(channel) => drop(channel),
+                    Transport::File(file) => std::mem::forget(file),
+                }
+                drop(pipes);
                 server::set_flush_stdout(!threaded);
                 child_main(child_end);
                 child::exit_child(0)
