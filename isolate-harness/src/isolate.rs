@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::signal::Signal as NixSignal;
 use nix::sys::socket::{MsgFlags, sendmsg};
 use serde::{Serialize, de::DeserializeOwned};
@@ -231,11 +230,12 @@ impl IsolateBuilder {
         let mut connection = Connection::spawn_one_shot(&self.config, move |file| {
             server::run_once(file, f, arg, reply_buffer)
         })?;
-        connection
+        let reply = connection
             .expect_hello(&self.config, &mut output)
             .and_then(|()| connection.exchange(None, &self.config, &mut output))
-            .map_err(|(error, _)| error)
-            .and_then(|reply| decode_reply(&reply.frame, reply.bytes))
+            .map_err(|(error, _)| error);
+        connection.end_one_shot();
+        reply.and_then(|reply| decode_reply(&reply.frame, reply.bytes))
     }
 }
 
@@ -537,12 +537,9 @@ impl Connection {
     }
 
     /// Forks a one-shot child that runs `child_main` on the file it writes
-    /// its frames to.
+    /// its frames to. End it with [`Connection::end_one_shot`].
     fn spawn_one_shot(config: &Config, child_main: impl FnOnce(File)) -> Result<Connection, Error> {
-        let file = File::from(
-            memfd_create("isolate-reply", MFdFlags::MFD_CLOEXEC)
-                .map_err(|error| Error::Spawn(error.into()))?,
-        );
+        let file = reply_file::take().map_err(Error::Spawn)?;
         let child_file = file.try_clone().map_err(Error::Spawn)?;
         Connection::fork(
             config,
@@ -604,6 +601,15 @@ impl Connection {
                     pipes: pipes.map(|(pipes, _)| pipes),
                 })
             }
+        }
+    }
+
+    /// Kills and reaps a one-shot child, if it is not reaped yet, and keeps
+    /// its reply file for the next one.
+    fn end_one_shot(mut self) {
+        let _ = self.child.kill();
+        if let Transport::File(reader) = self.transport {
+            reply_file::keep(reader.into_inner().file);
         }
     }
 
@@ -810,6 +816,52 @@ impl Connection {
         // `waitid` on our own pidfd fails only if SIGCHLD is ignored, when
         // the kernel reaps for us and keeps no status.
         status.unwrap_or(ExitStatus::Code(-1))
+    }
+}
+
+mod reply_file {
+    //! The file a one-shot child writes its frames to: a `memfd`, kept from
+    //! one child to the next on the same thread. Making a `memfd` and
+    //! tearing it down cost about as much as the rest of a small call's
+    //! system calls together; emptying one costs two cheap ones.
+    //!
+    //! A kept file is handed to the next child only once the last one and
+    //! its process group are dead, so no child of this library writes to
+    //! it any more. A process that left the group (with `setsid`) and kept
+    //! the descriptor could still write to it, as it could to an
+    //! [`Isolate`](super::Isolate)'s channel: the library does not handle
+    //! processes that leave their group.
+
+    use std::cell::Cell;
+    use std::fs::File;
+    use std::io::{self, Seek};
+
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+
+    thread_local! {
+        /// This thread's kept file, and the pid of the process that kept
+        /// it: a forked child inherits the variable, but must not share the
+        /// file with its parent.
+        static KEPT: Cell<Option<(File, u32)>> = const { Cell::new(None) };
+    }
+
+    /// This thread's kept file, if this process kept it, or a new one.
+    pub(super) fn take() -> io::Result<File> {
+        match KEPT.take() {
+            Some((file, owner)) if owner == std::process::id() => Ok(file),
+            _ => Ok(File::from(memfd_create(
+                "isolate-reply",
+                MFdFlags::MFD_CLOEXEC,
+            )?)),
+        }
+    }
+
+    /// Keeps `file`, emptied, for the next child; closes it if it cannot
+    /// be emptied.
+    pub(super) fn keep(mut file: File) {
+        if file.set_len(0).is_ok() && file.rewind().is_ok() {
+            KEPT.set(Some((file, std::process::id())));
+        }
     }
 }
 
