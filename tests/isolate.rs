@@ -49,6 +49,26 @@ fn a_call_returns_its_value_and_the_child_keeps_serving() {
     assert_eq!(isolate_harness::run(add_one, 1).unwrap(), 2);
 }
 
+#[test]
+fn fresh_children_on_one_thread_each_answer_for_themselves() {
+    // Each one-shot child of a thread writes to the file the one before it
+    // wrote to: a large reply, a crash, and what came before must not leak
+    // into the next call's reply.
+    let large = isolate_harness::run(|n: usize| vec![9_u8; n], 1 << 20).unwrap();
+    assert_eq!(large.len(), 1 << 20);
+    assert_eq!(isolate_harness::run(add_one, 1).unwrap(), 2);
+    let termination = terminated(isolate_harness::run(|(): ()| buggy::dragons_here(), ()));
+    assert_eq!(termination.signal().map(|signal| signal.number()), Some(11));
+    assert_eq!(isolate_harness::run(add_one, 2).unwrap(), 3);
+    // A child forked from here runs fresh children of its own.
+    let isolate = Isolate::fork().unwrap();
+    let nested = isolate
+        .call(|n: u64| isolate_harness::run(add_one, n).unwrap(), 40)
+        .unwrap();
+    assert_eq!(nested, 41);
+    assert_eq!(isolate_harness::run(add_one, 3).unwrap(), 4);
+}
+
 /// Answers with the bytes reversed, and their sum.
 fn reverse_bytes(mut bytes: Vec<u8>) -> (Vec<u8>, u64) {
     bytes.reverse();
