@@ -14,20 +14,27 @@
 //! # Waiting and killing
 //!
 //! A pid can be reused once it is reaped, so signalling a pid that may have
-//! been reaped can hit a stranger. [`Child`] holds a pidfd for the child and
-//! an explicit state: while it is `Running` its process group (whose id is
-//! its pid) may be signalled; [`Child::wait`] first waits *without* reaping
-//! (`WNOWAIT`), so the zombie still pins the group id, kills whatever the
-//! child left in its group, and only then reaps and moves to `Exited`. No
-//! signal is sent after that.
+//! been reaped can hit a stranger. [`Child`] holds an explicit state: while
+//! it is `Running` (not reaped) its pid and its process group (whose id is
+//! its pid) are ours, to wait for and to signal; [`Child::wait`] first
+//! waits *without* reaping (`WNOWAIT`), so the zombie still pins the group
+//! id, kills whatever the child left in its group, and only then reaps and
+//! moves to `Exited`. No signal is sent after that.
+//!
+//! A pidfd, which polls readable when the child exits, is opened only for
+//! a child whose exit must be polled for together with other descriptors or
+//! with a timeout: a plain wait is a `waitid` on the pid, which costs a
+//! one-shot child a good part less (no descriptor to make and close, and
+//! one wake-up path instead of two).
 //!
 //! What this does not do: processes that left the child's group (with
 //! `setsid` or `setpgid`) are not found or killed.
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -84,8 +91,7 @@ pub(crate) enum Forked {
 ///
 /// # Errors
 ///
-/// When `fork` or `pidfd_open` fails (in the latter case the new child is
-/// killed and reaped first).
+/// When `fork` fails.
 pub(crate) fn fork(setup: &ChildSetup) -> io::Result<Forked> {
     static RESOLVE: std::sync::Once = std::sync::Once::new();
     RESOLVE.call_once(resolve_child_calls);
@@ -104,18 +110,11 @@ pub(crate) fn fork(setup: &ChildSetup) -> io::Result<Forked> {
             // Both sides set the group, so it is in place whichever runs
             // first; EACCES/ESRCH only mean the child got there or is gone.
             let _ = nix::unistd::setpgid(pid, pid);
-            match pidfd_open(pid) {
-                Ok(pidfd) => Ok(Forked::Parent(Child {
-                    pid,
-                    pidfd,
-                    state: State::Running,
-                })),
-                Err(error) => {
-                    let _ = killpg(pid, NixSignal::SIGKILL);
-                    let _ = nix::sys::wait::waitpid(pid, None);
-                    Err(error)
-                }
-            }
+            Ok(Forked::Parent(Child {
+                pid,
+                pidfd: OnceLock::new(),
+                state: State::Running,
+            }))
         }
     }
 }
@@ -247,10 +246,11 @@ fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// A child process, waited for through a pidfd.
+/// A child process of ours, not reaped until it has ended.
 pub(crate) struct Child {
     pid: Pid,
-    pidfd: OwnedFd,
+    /// Opened at the first [`Child::pidfd`].
+    pidfd: OnceLock<OwnedFd>,
     state: State,
 }
 
@@ -273,9 +273,22 @@ impl Child {
         self.pid
     }
 
-    /// A descriptor that polls readable once the child has exited.
-    pub(crate) fn pidfd(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
+    /// A descriptor that polls readable once the child has exited, opened
+    /// at the first call.
+    ///
+    /// # Errors
+    ///
+    /// When `pidfd_open` fails, or the child has been reaped (its pid may
+    /// name another process by now).
+    pub(crate) fn pidfd(&self) -> io::Result<BorrowedFd<'_>> {
+        if let Some(pidfd) = self.pidfd.get() {
+            return Ok(pidfd.as_fd());
+        }
+        if let State::Exited(_) = self.state {
+            return Err(io::Error::other("the child has been reaped"));
+        }
+        let pidfd = pidfd_open(self.pid)?;
+        Ok(self.pidfd.get_or_init(|| pidfd).as_fd())
     }
 
     /// Sends `signal` to the child's process group, if it is not reaped.
@@ -292,11 +305,12 @@ impl Child {
         if let State::Exited(_) = self.state {
             return Ok(true);
         }
-        let timeout = match timeout {
-            None => PollTimeout::NONE,
-            Some(timeout) => PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
+        let Some(timeout) = timeout else {
+            waitid(self.pid, libc::WEXITED | libc::WNOWAIT)?;
+            return Ok(true);
         };
-        let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(self.pidfd()?, PollFlags::POLLIN)];
         loop {
             match poll(&mut fds, timeout) {
                 Ok(ready) => return Ok(ready > 0),
@@ -317,11 +331,11 @@ impl Child {
         if let State::Exited(status) = self.state {
             return Ok(status);
         }
-        waitid(self.pidfd.as_raw_fd(), libc::WEXITED | libc::WNOWAIT)?;
+        waitid(self.pid, libc::WEXITED | libc::WNOWAIT)?;
         // The zombie leader still holds the group id, so this reaches only
         // what the child left behind.
         self.signal_group(NixSignal::SIGKILL);
-        let status = waitid(self.pidfd.as_raw_fd(), libc::WEXITED)?;
+        let status = waitid(self.pid, libc::WEXITED)?;
         self.state = State::Exited(status);
         Ok(status)
     }
@@ -339,7 +353,7 @@ impl Child {
             return Ok(status);
         }
         self.signal_group(NixSignal::SIGKILL);
-        let status = waitid(self.pidfd.as_raw_fd(), libc::WEXITED)?;
+        let status = waitid(self.pid, libc::WEXITED)?;
         self.state = State::Exited(status);
         Ok(status)
     }
@@ -351,12 +365,15 @@ impl Drop for Child {
     }
 }
 
-fn waitid(pidfd: RawFd, flags: libc::c_int) -> io::Result<ExitStatus> {
+/// Waits for our child `pid`, which must not be reaped yet (so the pid is
+/// still its own).
+fn waitid(pid: Pid, flags: libc::c_int) -> io::Result<ExitStatus> {
     loop {
         // SAFETY: a zeroed siginfo is valid, and `waitid` fills it in.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is a valid out-pointer; P_PIDFD takes a descriptor.
-        let result = unsafe { libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, flags) };
+        // SAFETY: `info` is a valid out-pointer; P_PID takes a pid.
+        let result =
+            unsafe { libc::waitid(libc::P_PID, pid.as_raw() as libc::id_t, &mut info, flags) };
         if result == -1 {
             let error = io::Error::last_os_error();
             if error.kind() == io::ErrorKind::Interrupted {

@@ -504,8 +504,11 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, capture: bool) -> ! {
             }
         }
         for (slot, test) in &running {
-            sources.push(Source::Test(*slot));
-            fds.push(PollFd::new(test.child.pidfd(), PollFlags::POLLIN));
+            // Opened when the test started, so this does not fail.
+            if let Ok(pidfd) = test.child.pidfd() {
+                sources.push(Source::Test(*slot));
+                fds.push(PollFd::new(pidfd, PollFlags::POLLIN));
+            }
         }
         if let Err(error) = poll(&mut fds, PollTimeout::NONE)
             && error != nix::errno::Errno::EINTR
@@ -632,7 +635,12 @@ fn start_test(
             let _ = frame.write_to(&mut channel);
             child::exit_child(0)
         }
-        Forked::Parent(child) => Ok(Running { child }),
+        Forked::Parent(child) => {
+            // The server polls for the child's exit along with its
+            // channels. (If this fails, dropping `child` kills and reaps it.)
+            child.pidfd()?;
+            Ok(Running { child })
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 //! loop over the child's pidfd, its channel and, when output is captured,
 //! its pipes, so that a reply, a crash, a timeout and a flood of output are
 //! all noticed while the parent waits, and nothing blocks on a full buffer.
+//! (A child of [`run`] with no timeout and no capture has only its exit to
+//! wait for, and is waited for with a plain `waitid`.)
 //!
 //! The two talk to their child differently (see [`Transport`]): an isolate
 //! over a `socketpair`, since it sends requests; the child of [`run`], which
@@ -697,33 +699,52 @@ impl Connection {
                         .unwrap_or(PollTimeout::MAX)
                 }
             };
-            let sending = request.as_ref().is_some_and(|request| !request.is_sent());
-            let mut fds: [_; 4] =
-                std::array::from_fn(|_| PollFd::new(self.child.pidfd(), PollFlags::POLLIN));
-            let mut watched = 1;
-            if let Transport::Channel(channel) = &self.transport
-                && !closed
-            {
-                let events = if sending {
-                    PollFlags::POLLIN | PollFlags::POLLOUT
-                } else {
-                    PollFlags::POLLIN
-                };
-                fds[watched] = PollFd::new(channel.as_fd(), events);
+            let waited = match (&self.transport, &self.pipes, deadline) {
+                // Nothing but the exit to wait for: a plain wait.
+                (Transport::File(_), None, None) => self.child.wait_exit(None),
+                _ => self.poll(request.as_deref(), closed, timeout),
+            };
+            match waited {
+                Ok(exited) => self.exited = exited,
+                Err(error) => return Err(self.abandon(Error::Io(error), output)),
+            }
+            self.drain(output);
+        }
+    }
+
+    /// Waits up to `timeout` for the child to exit or for its channel (to
+    /// send `request` or to read) or its capture pipes to be ready. Returns
+    /// whether it has exited.
+    fn poll(
+        &self,
+        request: Option<&Outgoing>,
+        closed: bool,
+        timeout: PollTimeout,
+    ) -> io::Result<bool> {
+        let sending = request.is_some_and(|request| !request.is_sent());
+        let pidfd = self.child.pidfd()?;
+        let mut fds: [_; 4] = std::array::from_fn(|_| PollFd::new(pidfd, PollFlags::POLLIN));
+        let mut watched = 1;
+        if let Transport::Channel(channel) = &self.transport
+            && !closed
+        {
+            let events = if sending {
+                PollFlags::POLLIN | PollFlags::POLLOUT
+            } else {
+                PollFlags::POLLIN
+            };
+            fds[watched] = PollFd::new(channel.as_fd(), events);
+            watched += 1;
+        }
+        if let Some(pipes) = &self.pipes {
+            for fd in pipes.fds() {
+                fds[watched] = PollFd::new(fd, PollFlags::POLLIN);
                 watched += 1;
             }
-            if let Some(pipes) = &self.pipes {
-                for fd in pipes.fds() {
-                    fds[watched] = PollFd::new(fd, PollFlags::POLLIN);
-                    watched += 1;
-                }
-            }
-            match poll(&mut fds[..watched], timeout) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(error) => return Err(self.abandon(Error::Io(error.into()), output)),
-            }
-            self.exited = fds[0].any().unwrap_or(false);
-            self.drain(output);
+        }
+        match poll(&mut fds[..watched], timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(fds[0].any().unwrap_or(false)),
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -813,7 +834,7 @@ impl Connection {
     fn reap(&mut self, output: &mut Output) -> ExitStatus {
         let status = self.child.wait();
         self.drain(output);
-        // `waitid` on our own pidfd fails only if SIGCHLD is ignored, when
+        // `waitid` on our own child fails only if SIGCHLD is ignored, when
         // the kernel reaps for us and keeps no status.
         status.unwrap_or(ExitStatus::Code(-1))
     }

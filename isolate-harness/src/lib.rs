@@ -132,14 +132,14 @@
 //! to a `memfd` instead, read once it has exited. A fatal-signal
 //! handler in the child reports the fault address and a backtrace of the
 //! crash site before the child dies; the parent reads how the child ended
-//! through a pidfd. Each child leads its own process group, which a timeout
+//! with `waitid`, and polls a pidfd where it must wait for more than the
+//! exit. Each child leads its own process group, which a timeout
 //! or the end of the isolate kills whole.
 //!
 //! # Platforms
 //!
-//! Linux only (5.4 or later: pidfds, `waitid(P_PIDFD)`,
-//! `PR_SET_PDEATHSIG`, `memfd_create`). On other systems the crate does not
-//! compile.
+//! Linux only (5.3 or later: pidfds, `PR_SET_PDEATHSIG`, `memfd_create`).
+//! On other systems the crate does not compile.
 //!
 //! # Limitations
 //!
