@@ -171,6 +171,45 @@ mod nested {
     fn has_a_module_path() {}
 }
 
+mod queue {
+    //! Two tests the driver runs with `--test-threads 1`: `timed` waits
+    //! behind `slow`, and must not be charged for the wait. Each appends
+    //! when it ran to the file `ISOLATE_FIXTURE_LOG` names.
+
+    use std::io::Write;
+    use std::time::{Duration, SystemTime};
+
+    fn ran_for(duration: Duration) {
+        let since_epoch = || {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_micros()
+        };
+        let start = since_epoch();
+        std::thread::sleep(duration);
+        let end = since_epoch();
+        if let Some(log) = std::env::var_os("ISOLATE_FIXTURE_LOG") {
+            let mut log = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(log)
+                .unwrap();
+            writeln!(log, "{start} {end}").unwrap();
+        }
+    }
+
+    #[isolate_harness::test(ignore = "run by the driver only")]
+    fn slow() {
+        ran_for(Duration::from_millis(600));
+    }
+
+    #[isolate_harness::test(ignore = "run by the driver only", timeout = "400ms")]
+    fn timed() {
+        ran_for(Duration::from_millis(50));
+    }
+}
+
 static SETUP_RUNS: AtomicUsize = AtomicUsize::new(0);
 static FIXTURE: OnceLock<Vec<u64>> = OnceLock::new();
 
@@ -253,6 +292,8 @@ const EXPECTED: &[(&str, Verdict, &str)] = &[
     ),
     ("panics", Verdict::Failed, "panicked at tests/harness.rs"),
     ("passes", Verdict::Ok, ""),
+    ("queue::slow", Verdict::Ignored, ""),
+    ("queue::timed", Verdict::Ignored, ""),
     (
         "returns_err",
         Verdict::Failed,
@@ -484,7 +525,7 @@ fn check_list() {
     let ignored = stdout(&run_fixture(&["--list", "--format", "terse", "--ignored"]));
     assert_eq!(
         ignored,
-        "ignored: test\nignored_with_reason: test\nwaits_with_a_grandchild: test\n"
+        "ignored: test\nignored_with_reason: test\nqueue::slow: test\nqueue::timed: test\nwaits_with_a_grandchild: test\n"
     );
 }
 
@@ -506,6 +547,37 @@ fn check_filters() {
         pretty_verdicts(&stdout(&output))["ignored"],
         Verdict::Failed
     );
+}
+
+/// With `--test-threads 1`, tests run one at a time, even though the
+/// harness hands the next one to the fork server early; and a test's
+/// timeout counts from when it starts, not from when it was handed over.
+fn check_one_test_at_a_time() {
+    let log = std::env::temp_dir().join(format!("isolate-queue-{}", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let output = fixture_command(&["--ignored", "--test-threads", "1", "queue::"])
+        .env("ISOLATE_FIXTURE_LOG", &log)
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let verdicts = pretty_verdicts(&stdout(&output));
+    assert_eq!(
+        verdicts.values().collect::<Vec<_>>(),
+        [&Verdict::Ok, &Verdict::Ok],
+        "{}",
+        stdout(&output)
+    );
+    let mut runs: Vec<(u128, u128)> = text
+        .lines()
+        .map(|line| {
+            let (start, end) = line.split_once(' ').unwrap();
+            (start.parse().unwrap(), end.parse().unwrap())
+        })
+        .collect();
+    runs.sort_unstable();
+    assert_eq!(runs.len(), 2, "{text}");
+    assert!(runs[0].1 <= runs[1].0, "the two tests overlapped: {text}");
 }
 
 fn check_nocapture() {
@@ -653,6 +725,8 @@ fn check_under_real_nextest() -> bool {
     expected.insert("ignored".to_owned(), Verdict::Failed);
     expected.insert("ignored_with_reason".to_owned(), Verdict::Ok);
     expected.insert("waits_with_a_grandchild".to_owned(), Verdict::Ok);
+    expected.insert("queue::slow".to_owned(), Verdict::Ok);
+    expected.insert("queue::timed".to_owned(), Verdict::Ok);
     assert_eq!(
         verdicts,
         expected,
@@ -666,7 +740,7 @@ fn main() {
     if std::env::var_os("ISOLATE_FIXTURE").is_some() {
         fixture();
     }
-    let checks: [(&str, fn()); 8] = [
+    let checks: [(&str, fn()); 9] = [
         (
             "every test's verdict and diagnosis, pretty format",
             check_pretty_run,
@@ -676,6 +750,10 @@ fn main() {
         ("--list --format terse", check_list),
         ("filters, --exact, --skip, --ignored", check_filters),
         ("--nocapture streams output", check_nocapture),
+        (
+            "--test-threads 1 runs one test at a time, timed from its start",
+            check_one_test_at_a_time,
+        ),
         (
             "verdicts as nextest runs each test",
             check_as_nextest_runs_it,

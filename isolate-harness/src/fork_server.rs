@@ -11,9 +11,18 @@
 //! result on the worker's channel and exits. The server notices the exit on
 //! the child's pidfd, kills whatever the test left in its process group,
 //! reaps it, and writes `Exited` with the wait status and captured output on
-//! the same channel. The worker reads one ordered stream per test, and owns
-//! the timeout: it asks the server to signal the test's group (`Kill`),
-//! since only the server knows whether the child is reaped yet.
+//! the same channel. The worker reads one ordered stream per test.
+//!
+//! The server also owns the test's timeout, counted from the fork: it alone
+//! knows when the test started and whether its child is reaped yet (a
+//! reaped child's group id may name someone else's processes).
+//!
+//! A server runs at most its share of `--test-threads` tests at once, but
+//! serves twice as many workers: when a test ends, the next request is
+//! already there, and the server forks it before it even reaps the test
+//! that ended. Without that, a core sat idle each time while the result
+//! went to a worker and the worker's next request came back (on a 2-core
+//! machine, 2000 trivial tests kept 1.3 of the 2 cores busy).
 //!
 //! Captured output goes to two `memfd`s per test rather than pipes: a file
 //! never fills, so a test writing 100 MB cannot block, and nobody has to
@@ -26,7 +35,7 @@
 //! If the harness dies, the server gets SIGTERM (`PR_SET_PDEATHSIG`), kills
 //! every running test's group and exits; test children die with the server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -45,6 +54,10 @@ use crate::ipc::{
     self, DEFAULT_MAX_FRAME, FrameBuilder, FrameReader, Kind, ProtocolError, ReadError, Received,
 };
 use crate::server::{self, PanicMessage, PanicReport};
+
+/// Workers (and channels) per test a server may run at once: one whose
+/// test runs, one whose request waits.
+const WORKERS_PER_TEST: usize = 2;
 
 /// Bytes of each captured stream kept from its start, and from its end.
 pub(crate) const KEPT_OUTPUT: usize = 8 * 1024;
@@ -91,6 +104,10 @@ impl TestTable {
 struct RunRequest {
     test: TestId,
     memory_limit: Option<u64>,
+    /// When to stop the test: SIGTERM to its group at `timeout`, SIGKILL
+    /// `grace_period` later.
+    timeout: Option<Duration>,
+    grace_period: Duration,
 }
 
 /// What a stream of a test's output kept: all of it, or its head and tail.
@@ -137,6 +154,10 @@ struct TestExit {
     stdout: CapturedStream,
     stderr: CapturedStream,
     leftovers: Vec<Leftover>,
+    /// Whether the test's timeout signalled it.
+    timed_out: bool,
+    /// From the fork to the exit.
+    duration: Duration,
 }
 
 /// How one test run ended, as the worker saw it.
@@ -172,34 +193,49 @@ pub(crate) enum Ending {
 pub(crate) struct ForkServer {
     /// Keeps the server processes; dropping them ends the servers.
     processes: Vec<Child>,
+    /// How many channels there are.
+    workers: usize,
     channels: Mutex<Vec<UnixStream>>,
     returned: Condvar,
 }
 
 impl ForkServer {
-    /// Forks `servers` servers sharing `channels` channels (one per worker
-    /// thread) between them. One server forks one test at a time, and a
-    /// fork costs far more than anything else a test of a few microseconds
-    /// does, so a machine with several cores wants several servers.
+    /// Forks `servers` servers that run at most `threads` tests at once
+    /// between them. One server forks one test at a time, and a fork costs
+    /// far more than anything else a test of a few microseconds does, so a
+    /// machine with several cores wants several servers.
+    ///
+    /// Each server gets two channels per test it may run: the harness runs
+    /// a worker per channel (see [`ForkServer::workers`]), so that a
+    /// server always has the next request at hand when a test ends.
     ///
     /// # Errors
     ///
     /// When the channels or a server cannot be created.
     pub(crate) fn start(
         tests: &TestTable,
-        channels: usize,
+        threads: usize,
         servers: usize,
         capture: bool,
     ) -> io::Result<ForkServer> {
-        let channels = channels.max(1);
-        let servers = servers.clamp(1, channels);
-        let mut ours = Vec::with_capacity(channels);
-        let mut theirs: Vec<Vec<UnixStream>> = (0..servers).map(|_| Vec::new()).collect();
-        for channel in 0..channels {
-            let (parent_end, server_end) = UnixStream::pair()?;
-            parent_end.set_nonblocking(true)?;
-            ours.push(parent_end);
-            theirs[channel % servers].push(server_end);
+        let threads = threads.max(1);
+        let servers = servers.clamp(1, threads);
+        let mut ours = Vec::with_capacity(WORKERS_PER_TEST * threads);
+        // Each server's share of the tests that may run at once, and its
+        // ends of the channels.
+        let mut theirs: Vec<(usize, Vec<UnixStream>)> = (0..servers)
+            .map(|server| {
+                let limit = threads / servers + usize::from(server < threads % servers);
+                (limit, Vec::new())
+            })
+            .collect();
+        for (limit, channels) in &mut theirs {
+            for _ in 0..WORKERS_PER_TEST * *limit {
+                let (parent_end, server_end) = UnixStream::pair()?;
+                parent_end.set_nonblocking(true)?;
+                ours.push(parent_end);
+                channels.push(server_end);
+            }
         }
         let _ = io::stdout().flush();
         // The harness forks before libtest-mimic starts its threads; only a
@@ -207,7 +243,7 @@ impl ForkServer {
         child::warn_if_threaded();
         server::prepare_to_fork();
         let mut processes = Vec::with_capacity(servers);
-        while let Some(own) = theirs.pop() {
+        while let Some((limit, own)) = theirs.pop() {
             let mut setup = ChildSetup::new(own[0].as_raw_fd());
             setup.death_signal = NixSignal::SIGTERM;
             match child::fork(&setup)? {
@@ -216,16 +252,23 @@ impl ForkServer {
                     // The servers forked before this one are not this
                     // one's to kill: forget the handles without dropping.
                     std::mem::forget(processes);
-                    serve(tests, own, capture)
+                    serve(tests, own, limit, capture)
                 }
                 Forked::Parent(process) => processes.push(process),
             }
         }
         Ok(ForkServer {
+            workers: ours.len(),
             processes,
             channels: Mutex::new(ours),
             returned: Condvar::new(),
         })
+    }
+
+    /// How many worker threads should run tests on these servers: one per
+    /// channel.
+    pub(crate) fn workers(&self) -> usize {
+        self.workers
     }
 
     /// Runs test `test` in a fresh child of the server, with at most
@@ -242,8 +285,13 @@ impl ForkServer {
         let Some(mut channel) = self.check_out() else {
             return broken(started, "no channel to the fork server is left".to_owned());
         };
-        let request = RunRequest { test, memory_limit };
-        let run = run_on(&mut channel, &request, timeout, grace_period, started);
+        let request = RunRequest {
+            test,
+            memory_limit,
+            timeout,
+            grace_period,
+        };
+        let run = run_on(&mut channel, &request, started);
         match &run.ending {
             // A channel whose framing broke cannot carry another test.
             Ending::Broken(_) => {}
@@ -293,18 +341,12 @@ fn broken(started: Instant, reason: String) -> TestRun {
 }
 
 /// The worker's side of one test: send `Run`, read until `Exited`.
-fn run_on(
-    channel: &mut UnixStream,
-    request: &RunRequest,
-    timeout: Option<Duration>,
-    grace_period: Duration,
-    started: Instant,
-) -> TestRun {
-    let request = FrameBuilder::new(Kind::Run)
+fn run_on(channel: &mut UnixStream, request: &RunRequest, started: Instant) -> TestRun {
+    let frame = FrameBuilder::new(Kind::Run)
         .encode(request)
         .expect("a run request always encodes")
         .finish();
-    if let Err(error) = write_all_nonblocking(channel, &request) {
+    if let Err(error) = write_all_nonblocking(channel, &frame) {
         return broken(
             started,
             format!("failed to ask the fork server for the test: {error}"),
@@ -313,41 +355,13 @@ fn run_on(
     let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
     let mut returned = None;
     let mut crash: Option<Crash> = None;
-    let mut deadline = timeout.map(|timeout| started + timeout);
-    let mut signalled: Option<NixSignal> = None;
     loop {
         let frame = match reader.read_from(&mut &*channel) {
             Ok(Received::Frame(frame)) => frame,
             Ok(Received::Closed) => return broken(started, "the fork server died".to_owned()),
             Ok(Received::Pending) => {
-                let wait = match deadline {
-                    None => PollTimeout::NONE,
-                    Some(at) => {
-                        let left = at.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            let (signal, next) = match signalled {
-                                None => (NixSignal::SIGTERM, Some(Instant::now() + grace_period)),
-                                Some(_) => (NixSignal::SIGKILL, None),
-                            };
-                            signalled = Some(signal);
-                            deadline = next;
-                            let kill = FrameBuilder::new(Kind::Kill)
-                                .push(&(signal as i32).to_le_bytes())
-                                .finish();
-                            if let Err(error) = write_all_nonblocking(channel, &kill) {
-                                return broken(
-                                    started,
-                                    format!("failed to stop the test: {error}"),
-                                );
-                            }
-                            continue;
-                        }
-                        PollTimeout::try_from(left.max(Duration::from_millis(1)))
-                            .unwrap_or(PollTimeout::MAX)
-                    }
-                };
                 let mut fds = [PollFd::new(channel.as_fd(), PollFlags::POLLIN)];
-                match poll(&mut fds, wait) {
+                match poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
                     Err(error) => {
                         return broken(started, format!("failed to wait for the test: {error}"));
@@ -381,21 +395,21 @@ fn run_on(
                     }
                 };
                 let termination = Termination::new(exit.status, crash);
-                let ending = match (signalled, returned) {
-                    (Some(_), _) => Ending::TimedOut {
-                        limit: timeout.unwrap_or_default(),
-                        grace_period,
+                let ending = match (exit.timed_out, returned) {
+                    (true, _) => Ending::TimedOut {
+                        limit: request.timeout.unwrap_or_default(),
+                        grace_period: request.grace_period,
                         termination,
                     },
-                    (None, Some(ending)) => ending,
-                    (None, None) => Ending::Died(termination),
+                    (false, Some(ending)) => ending,
+                    (false, None) => Ending::Died(termination),
                 };
                 return TestRun {
                     ending,
                     stdout: exit.stdout,
                     stderr: exit.stderr,
                     leftovers: exit.leftovers,
-                    duration: started.elapsed(),
+                    duration: exit.duration,
                 };
             }
             (kind, _) => Err(ProtocolError::Unexpected(kind.name())),
@@ -432,6 +446,30 @@ fn write_all_nonblocking(channel: &mut UnixStream, mut bytes: &[u8]) -> io::Resu
 /// A test the server is running.
 struct Running {
     child: Child,
+    started: Instant,
+    /// When its timeout next acts: at the limit SIGTERM to its group, then,
+    /// after the grace period, SIGKILL.
+    deadline: Option<Instant>,
+    grace_period: Duration,
+    /// Whether its timeout has signalled it.
+    timed_out: bool,
+}
+
+impl Running {
+    /// Signals the test's group if its deadline has passed.
+    fn enforce_timeout(&mut self, now: Instant) {
+        let Some(deadline) = self.deadline.filter(|deadline| *deadline <= now) else {
+            return;
+        };
+        if self.timed_out {
+            self.child.signal_group(NixSignal::SIGKILL);
+            self.deadline = None;
+        } else {
+            self.child.signal_group(NixSignal::SIGTERM);
+            self.timed_out = true;
+            self.deadline = Some(deadline + self.grace_period);
+        }
+    }
 }
 
 /// The files a channel's tests write their stdout and stderr to, made once
@@ -473,7 +511,7 @@ impl OutputFiles {
 
 /// The server's loop. Never returns: the server ends when every channel is
 /// closed, or when the harness dies.
-fn serve(tests: &TestTable, channels: Vec<UnixStream>, capture: bool) -> ! {
+fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bool) -> ! {
     // SAFETY: prctl takes an option and integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     let mut termination = SigSet::empty();
@@ -484,33 +522,49 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, capture: bool) -> ! {
     let Ok(signals) = signals else {
         child::exit_child(2);
     };
-    let mut channels: Vec<Option<UnixStream>> = channels.into_iter().map(Some).collect();
-    let mut readers: Vec<FrameReader> = channels.iter().map(|_| FrameReader::new(64)).collect();
-    let mut outputs: Vec<Option<OutputFiles>> = channels.iter().map(|_| None).collect();
-    let mut running: HashMap<usize, Running> = HashMap::new();
-    let children = Children::open();
+    let mut server = Server {
+        tests,
+        readers: channels.iter().map(|_| FrameReader::new(64)).collect(),
+        outputs: channels.iter().map(|_| None).collect(),
+        channels: channels.into_iter().map(Some).collect(),
+        capture,
+        running: HashMap::new(),
+        waiting: VecDeque::new(),
+        limit: limit.max(1),
+        children: Children::open(),
+    };
     loop {
-        if channels.iter().all(Option::is_none) && running.is_empty() {
+        if server.channels.iter().all(Option::is_none) && server.running.is_empty() {
             child::exit_child(0);
         }
-        let mut sources = Vec::with_capacity(1 + channels.len() + running.len());
+        let mut sources = Vec::with_capacity(1 + server.channels.len() + server.running.len());
         let mut fds = Vec::with_capacity(sources.capacity());
         sources.push(Source::Signals);
         fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
-        for (slot, channel) in channels.iter().enumerate() {
+        for (slot, channel) in server.channels.iter().enumerate() {
             if let Some(channel) = channel {
                 sources.push(Source::Channel(slot));
                 fds.push(PollFd::new(channel.as_fd(), PollFlags::POLLIN));
             }
         }
-        for (slot, test) in &running {
+        for (slot, test) in &server.running {
             // Opened when the test started, so this does not fail.
             if let Ok(pidfd) = test.child.pidfd() {
                 sources.push(Source::Test(*slot));
                 fds.push(PollFd::new(pidfd, PollFlags::POLLIN));
             }
         }
-        if let Err(error) = poll(&mut fds, PollTimeout::NONE)
+        let timeout = server
+            .running
+            .values()
+            .filter_map(|test| test.deadline)
+            .min()
+            .map_or(PollTimeout::NONE, |deadline| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.max(Duration::from_millis(1)))
+                    .unwrap_or(PollTimeout::MAX)
+            });
+        if let Err(error) = poll(&mut fds, timeout)
             && error != nix::errno::Errno::EINTR
         {
             child::exit_child(2);
@@ -525,83 +579,143 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, capture: bool) -> ! {
         for source in ready {
             match source {
                 Source::Signals => {
-                    for test in running.values() {
+                    for test in server.running.values() {
                         test.child.signal_group(NixSignal::SIGKILL);
                     }
                     child::exit_child(0);
                 }
-                Source::Channel(slot) => {
-                    let Some(channel) = channels[slot].as_mut() else {
-                        continue;
-                    };
-                    match readers[slot].read_blocking(channel) {
-                        Ok(Some(frame)) => match frame.kind {
-                            Kind::Run => {
-                                let request = ipc::decode::<RunRequest>(frame.payload()).ok();
-                                if capture && outputs[slot].is_none() {
-                                    outputs[slot] = OutputFiles::create().ok();
-                                }
-                                let test = request.as_ref().and_then(|request| {
-                                    Some((tests.function(request.test)?, request.memory_limit))
-                                });
-                                match test {
-                                    Some((function, memory_limit)) => {
-                                        match start_test(
-                                            function,
-                                            memory_limit,
-                                            channel,
-                                            outputs[slot].as_ref(),
-                                        ) {
-                                            Ok(test) => {
-                                                running.insert(slot, test);
-                                            }
-                                            Err(error) => {
-                                                let exit = TestExit {
-                                                status: ExitStatus::Code(-1),
-                                                stdout: CapturedStream::default(),
-                                                stderr: CapturedStream {
-                                                    head: format!("isolate: the fork server could not fork the test: {error}\n").into_bytes(),
-                                                    ..CapturedStream::default()
-                                                },
-                                                leftovers: Vec::new(),
-                                            };
-                                                send_exit(channel, &exit);
-                                            }
-                                        }
-                                    }
-                                    None => channels[slot] = None,
-                                }
-                            }
-                            Kind::Kill => {
-                                let signal =
-                                    frame.payload().first_chunk::<4>().and_then(|signal| {
-                                        NixSignal::try_from(i32::from_le_bytes(*signal)).ok()
-                                    });
-                                if let (Some(test), Some(signal)) = (running.get(&slot), signal) {
-                                    test.child.signal_group(signal);
-                                }
-                            }
-                            _ => channels[slot] = None,
-                        },
-                        // The harness closed the channel, or broke it.
-                        Ok(None) | Err(_) => {
-                            channels[slot] = None;
-                            if let Some(test) = running.get(&slot) {
-                                test.child.signal_group(NixSignal::SIGKILL);
-                            }
-                        }
-                    }
-                }
-                Source::Test(slot) => {
-                    let Some(test) = running.remove(&slot) else {
-                        continue;
-                    };
-                    let exit = finish_test(test, &running, &children, outputs[slot].as_ref());
-                    if let Some(channel) = channels[slot].as_mut() {
-                        send_exit(channel, &exit);
-                    }
+                Source::Channel(slot) => server.read_channel(slot),
+                Source::Test(slot) => server.finish(slot),
+            }
+        }
+        let now = Instant::now();
+        for test in server.running.values_mut() {
+            test.enforce_timeout(now);
+        }
+    }
+}
+
+/// A fork server's state.
+///
+/// It runs at most `limit` tests at once. It has more channels than that
+/// (the harness gives each server two workers per test it may run), so
+/// that when a test ends, the next request is already waiting: the server
+/// forks the next test at once, instead of leaving its core idle while the
+/// result travels to a worker and the worker's next request travels back.
+struct Server<'a> {
+    tests: &'a TestTable,
+    channels: Vec<Option<UnixStream>>,
+    readers: Vec<FrameReader>,
+    /// Each channel's output files, made at its first test.
+    outputs: Vec<Option<OutputFiles>>,
+    capture: bool,
+    /// The running tests, by channel.
+    running: HashMap<usize, Running>,
+    /// Requests waiting for a running test to end, oldest first.
+    waiting: VecDeque<(usize, RunRequest)>,
+    limit: usize,
+    children: Children,
+}
+
+impl Server<'_> {
+    /// Reads a request from channel `slot`.
+    fn read_channel(&mut self, slot: usize) {
+        let Some(channel) = self.channels[slot].as_mut() else {
+            return;
+        };
+        match self.readers[slot].read_blocking(channel) {
+            Ok(Some(frame)) if frame.kind == Kind::Run => {
+                match ipc::decode::<RunRequest>(frame.payload()) {
+                    Ok(request) if self.running.len() < self.limit => self.start(slot, request),
+                    Ok(request) => self.waiting.push_back((slot, request)),
+                    Err(_) => self.close(slot),
                 }
             }
+            // Anything else breaks the protocol; end of file or an error
+            // means the harness closed the channel, or broke it.
+            Ok(_) | Err(_) => self.close(slot),
+        }
+    }
+
+    /// Forks the test `request` names, for channel `slot`.
+    fn start(&mut self, slot: usize, request: RunRequest) {
+        let (Some(function), Some(channel)) = (
+            self.tests.function(request.test),
+            self.channels[slot].as_mut(),
+        ) else {
+            self.close(slot);
+            return;
+        };
+        if self.capture && self.outputs[slot].is_none() {
+            self.outputs[slot] = OutputFiles::create().ok();
+        }
+        match start_test(
+            function,
+            request.memory_limit,
+            channel,
+            self.outputs[slot].as_ref(),
+        ) {
+            Ok(child) => {
+                let started = Instant::now();
+                self.running.insert(
+                    slot,
+                    Running {
+                        child,
+                        started,
+                        deadline: request.timeout.map(|timeout| started + timeout),
+                        grace_period: request.grace_period,
+                        timed_out: false,
+                    },
+                );
+            }
+            Err(error) => {
+                let exit = TestExit {
+                    status: ExitStatus::Code(-1),
+                    stdout: CapturedStream::default(),
+                    stderr: CapturedStream {
+                        head: format!(
+                            "isolate: the fork server could not fork the test: {error}\n"
+                        )
+                        .into_bytes(),
+                        ..CapturedStream::default()
+                    },
+                    leftovers: Vec::new(),
+                    timed_out: false,
+                    duration: Duration::ZERO,
+                };
+                send_exit(channel, &exit);
+            }
+        }
+    }
+
+    /// The test of channel `slot` has exited: starts the next waiting
+    /// request first, then reaps the test and sends its `Exited`.
+    fn finish(&mut self, slot: usize) {
+        let Some(test) = self.running.remove(&slot) else {
+            return;
+        };
+        while self.running.len() < self.limit
+            && let Some((next, request)) = self.waiting.pop_front()
+        {
+            self.start(next, request);
+        }
+        let exit = finish_test(
+            test,
+            &self.running,
+            &self.children,
+            self.outputs[slot].as_ref(),
+        );
+        if let Some(channel) = self.channels[slot].as_mut() {
+            send_exit(channel, &exit);
+        }
+    }
+
+    /// Closes channel `slot`: its waiting request goes, its test is killed.
+    fn close(&mut self, slot: usize) {
+        self.channels[slot] = None;
+        self.waiting.retain(|(waiting, _)| *waiting != slot);
+        if let Some(test) = self.running.get(&slot) {
+            test.child.signal_group(NixSignal::SIGKILL);
         }
     }
 }
@@ -620,7 +734,7 @@ fn start_test(
     memory_limit: Option<u64>,
     channel: &UnixStream,
     outputs: Option<&OutputFiles>,
-) -> io::Result<Running> {
+) -> io::Result<Child> {
     let mut setup = ChildSetup::new(channel.as_raw_fd());
     setup.output = outputs.map(|files| (files.stdout.as_raw_fd(), files.stderr.as_raw_fd()));
     if let Some(limit) = memory_limit {
@@ -639,7 +753,7 @@ fn start_test(
             // The server polls for the child's exit along with its
             // channels. (If this fails, dropping `child` kills and reaps it.)
             child.pidfd()?;
-            Ok(Running { child })
+            Ok(child)
         }
     }
 }
@@ -662,12 +776,15 @@ fn finish_test(
     for leftover in &leftovers {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(leftover.pid as i32), None);
     }
+    let duration = test.started.elapsed();
     let (stdout, stderr) = outputs.map(OutputFiles::take).unwrap_or_default();
     TestExit {
         status,
         stdout,
         stderr,
         leftovers,
+        timed_out: test.timed_out,
+        duration,
     }
 }
 

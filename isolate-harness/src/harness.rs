@@ -330,7 +330,17 @@ impl Harness {
                 .with_ignored_flag(options.ignore.is_some())
             })
             .collect();
-        libtest_mimic::run(args, trials)
+        match &server {
+            // Enough workers to keep every server's next request waiting
+            // (see `ForkServer::start`); the servers hold the number of
+            // tests running at once to `--test-threads`.
+            Some(server) if !in_process => {
+                let mut args = args.clone();
+                args.test_threads = Some(server.workers());
+                libtest_mimic::run(&args, trials)
+            }
+            _ => libtest_mimic::run(args, trials),
+        }
     }
 }
 

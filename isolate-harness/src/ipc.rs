@@ -34,9 +34,8 @@
 //! | `CallFailed` | child → parent | a postcard-encoded `String`: the call could not be made |
 //! | `Crash` | child → parent | fixed layout, written by the fatal-signal handler (see [`crate::crash`]) |
 //! | `Backtrace` | child → parent | fixed layout, written by the fatal-signal handler |
-//! | `Run` | harness → fork server | a postcard-encoded run request: the test (its index in the registry or among the tests added by hand) and its memory limit |
-//! | `Kill` | harness → fork server | a signal (`i32`) for the group of the test running on that channel |
-//! | `Exited` | fork server → harness | a postcard-encoded test exit: wait status, captured output, leftover processes |
+//! | `Run` | harness → fork server | a postcard-encoded run request: the test (its index in the registry or among the tests added by hand), its memory limit, its timeout and grace period |
+//! | `Exited` | fork server → harness | a postcard-encoded test exit: wait status, whether the timeout stopped it, its duration, captured output, leftover processes |
 //!
 //! A test child of the fork server writes its `Returned`, `Panicked`,
 //! `Crash` and `Backtrace` frames on the channel of the worker that asked
@@ -78,7 +77,8 @@ pub(crate) enum Kind {
     Crash = 6,
     Backtrace = 7,
     Run = 8,
-    Kill = 9,
+    // 9 was a request to signal a test's group, before the fork server
+    // took over timeouts.
     Exited = 10,
     Bytes = 11,
 }
@@ -94,7 +94,6 @@ impl Kind {
             Kind::Crash,
             Kind::Backtrace,
             Kind::Run,
-            Kind::Kill,
             Kind::Exited,
             Kind::Bytes,
         ]
@@ -113,7 +112,6 @@ impl Kind {
             Kind::Crash => "crash",
             Kind::Backtrace => "backtrace",
             Kind::Run => "run",
-            Kind::Kill => "kill",
             Kind::Exited => "exited",
             Kind::Bytes => "bytes",
         }

@@ -60,11 +60,13 @@
 //! ## How the harness runs tests
 //!
 //! At the start of `main`, after the shared setup and while the process
-//! still has one thread, the harness forks a *fork server*. libtest-mimic's
-//! worker threads ask it for each test; it forks a child per test (a copy
-//! of itself, so of every test and of the setup's result), in a process
-//! group of its own. A test's stdout and stderr go to memory files, kept as
-//! head and tail. Under nextest, which runs each test in a process of its
+//! still has one thread, the harness forks a *fork server* per core.
+//! libtest-mimic's worker threads ask them for each test; a server forks a
+//! child per test (a copy of itself, so of every test and of the setup's
+//! result), in a process group of its own, and enforces its timeout. At
+//! most `--test-threads` tests run at once; there are twice as many
+//! workers, so that a server has the next test at hand when one ends. A
+//! test's stdout and stderr go to memory files, kept as head and tail. Under nextest, which runs each test in a process of its
 //! own already, tests that need no process for their options run in it
 //! directly.
 //!
@@ -79,7 +81,9 @@
 //!
 //! When the environment variable `ISOLATE_REPORT_FD` names an open file
 //! descriptor, the harness also writes one JSON object per line to it: one
-//! when a test starts and one when it ends. Every line has `"version": 1`.
+//! when a test starts (is handed to a fork server, which may first finish
+//! the test before it) and one when it ends. Every line has
+//! `"version": 1`.
 //!
 //! ```json
 //! {"version":1,"event":"started","name":"crashes::null_deref"}
