@@ -498,14 +498,10 @@ impl OutputFiles {
 
     /// Takes what the last test wrote and empties the files.
     fn take(&self) -> (CapturedStream, CapturedStream) {
-        let kept = (
-            read_kept(self.stdout.as_fd()),
-            read_kept(self.stderr.as_fd()),
-        );
-        for fd in [&self.stdout, &self.stderr] {
-            let _ = nix::unistd::ftruncate(fd, 0);
-        }
-        kept
+        (
+            take_kept(self.stdout.as_fd()),
+            take_kept(self.stderr.as_fd()),
+        )
     }
 }
 
@@ -740,7 +736,7 @@ fn start_test(
     if let Some(limit) = memory_limit {
         setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
     }
-    let reply = Vec::with_capacity(4096);
+    let reply = Vec::with_capacity(server::REPLY_BUFFER);
     match child::fork(&setup)? {
         Forked::Child => {
             let mut frame = server::reply_frame(server::catch(function), reply);
@@ -833,9 +829,13 @@ impl Children {
     }
 }
 
-/// The head and tail of a captured stream.
-fn read_kept(fd: BorrowedFd<'_>) -> CapturedStream {
+/// The head and tail of a captured stream, which is then emptied. (Most
+/// tests write nothing: an empty file costs one `fstat`.)
+fn take_kept(fd: BorrowedFd<'_>) -> CapturedStream {
     let size = nix::sys::stat::fstat(fd).map_or(0, |stat| stat.st_size.max(0) as u64);
+    if size == 0 {
+        return CapturedStream::default();
+    }
     let read_at = |offset: u64, len: usize| {
         let mut bytes = vec![0; len];
         let read = nix::sys::uio::pread(fd, &mut bytes, offset as i64).unwrap_or(0);
@@ -843,7 +843,7 @@ fn read_kept(fd: BorrowedFd<'_>) -> CapturedStream {
         bytes
     };
     let kept = KEPT_OUTPUT as u64;
-    if size <= 2 * kept {
+    let stream = if size <= 2 * kept {
         CapturedStream {
             head: read_at(0, size as usize),
             omitted: 0,
@@ -855,7 +855,9 @@ fn read_kept(fd: BorrowedFd<'_>) -> CapturedStream {
             omitted: size - 2 * kept,
             tail: read_at(size - kept, KEPT_OUTPUT),
         }
-    }
+    };
+    let _ = nix::unistd::ftruncate(fd, 0);
+    stream
 }
 
 fn send_exit(channel: &mut UnixStream, exit: &TestExit) {

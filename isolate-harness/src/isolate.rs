@@ -113,15 +113,6 @@ fn limit_text(limit: Option<u64>) -> String {
     })
 }
 
-/// Bytes the parent allocates, before forking, for the reply of a one-shot
-/// child, and reads that child's reply file by: enough for small results
-/// without an allocation in the child or a second read in the parent. Kept
-/// small on purpose: glibc frees a block this size to a per-thread cache,
-/// while freeing a larger one writes to its neighbours and to the
-/// allocator's state, and each page the parent writes after a fork costs
-/// it a fault.
-const REPLY_BUFFER: usize = 512;
-
 /// The default time a timed-out child has between SIGTERM and SIGKILL.
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(1);
 
@@ -228,7 +219,7 @@ impl IsolateBuilder {
         arg: A,
     ) -> Result<R, Error> {
         let mut output = Output::default();
-        let reply_buffer = Vec::with_capacity(REPLY_BUFFER);
+        let reply_buffer = Vec::with_capacity(server::REPLY_BUFFER);
         let mut connection = Connection::spawn_one_shot(&self.config, move |file| {
             server::run_once(file, f, arg, reply_buffer)
         })?;
@@ -546,7 +537,7 @@ impl Connection {
         Connection::fork(
             config,
             Transport::File(BufReader::with_capacity(
-                REPLY_BUFFER,
+                server::REPLY_BUFFER,
                 FromStart { file, read: 0 },
             )),
             child_file,

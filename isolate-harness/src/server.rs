@@ -320,6 +320,14 @@ fn keep_freed_memory(max_frame: usize) {
     let _ = max_frame;
 }
 
+/// Bytes a parent allocates, before forking, for the reply of a child that
+/// runs one call or one test: enough for small results without an
+/// allocation in the child. Kept small on purpose: glibc frees a block this
+/// size to a per-thread cache, while freeing a larger one writes to its
+/// neighbours and to the allocator's state, and each page the parent
+/// writes after a fork costs it a fault.
+pub(crate) const REPLY_BUFFER: usize = 512;
+
 /// Runs one call on a value the child already holds (it was forked with
 /// it), replies with the hello and the reply in one write, and ends the
 /// child. `buffer` was allocated by the parent before forking, so the child
