@@ -69,6 +69,29 @@ fn fresh_children_on_one_thread_each_answer_for_themselves() {
     assert_eq!(isolate_harness::run(add_one, 3).unwrap(), 4);
 }
 
+#[test]
+fn a_child_starts_with_no_signal_blocked() {
+    use nix::sys::signal::{SigSet, Signal};
+    // The fork server blocks SIGTERM, which a timeout sends to the test:
+    // a child must not inherit a blocked signal.
+    let mut blocked = SigSet::empty();
+    blocked.add(Signal::SIGTERM);
+    blocked.thread_block().unwrap();
+    let in_child = isolate_harness::run(
+        |(): ()| {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let line = status
+                .lines()
+                .find(|line| line.starts_with("SigBlk:"))
+                .unwrap();
+            line.split_whitespace().nth(1).unwrap().to_owned()
+        },
+        (),
+    );
+    blocked.thread_unblock().unwrap();
+    assert_eq!(in_child.unwrap(), "0000000000000000");
+}
+
 /// Answers with the bytes reversed, and their sum.
 fn reverse_bytes(mut bytes: Vec<u8>) -> (Vec<u8>, u64) {
     bytes.reverse();

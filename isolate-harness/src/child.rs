@@ -149,11 +149,12 @@ fn resolve_child_calls() {
 ///
 /// Only in a child just forked, before any user code.
 unsafe fn prepare_child(setup: &ChildSetup) {
-    // SAFETY: every call below is async-signal-safe, passes arguments of
-    // the types and sizes the system call takes, and points only to valid
-    // locals; the descriptors were opened by the parent for this child.
+    // SAFETY: every call below is async-signal-safe and points only to
+    // valid locals; integers go as `c_long`, which is what `syscall` reads
+    // each argument as; the descriptors were opened by the parent for this
+    // child.
     unsafe {
-        libc::syscall(libc::SYS_setpgid, 0, 0);
+        libc::syscall(libc::SYS_setpgid, 0 as libc::c_long, 0 as libc::c_long);
         // A forking process may block signals (the fork server blocks
         // SIGTERM); a child starts with none blocked, so a timeout's
         // SIGTERM reaches it. (A zeroed set is the empty set; the kernel's
@@ -161,14 +162,14 @@ unsafe fn prepare_child(setup: &ChildSetup) {
         let unblocked: libc::sigset_t = std::mem::zeroed();
         libc::syscall(
             libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
+            libc::c_long::from(libc::SIG_SETMASK),
             &unblocked,
             std::ptr::null_mut::<libc::sigset_t>(),
-            8,
+            8 as libc::c_long,
         );
         libc::syscall(
             libc::SYS_prctl,
-            libc::PR_SET_PDEATHSIG,
+            libc::c_long::from(libc::PR_SET_PDEATHSIG),
             setup.death_signal as libc::c_long,
         );
         if libc::syscall(libc::SYS_getppid) != libc::c_long::from(setup.parent.as_raw()) {
@@ -176,15 +177,20 @@ unsafe fn prepare_child(setup: &ChildSetup) {
             exit_child(1);
         }
         if let Some((stdout, stderr)) = setup.output {
-            libc::syscall(libc::SYS_dup2, stdout, libc::STDOUT_FILENO);
-            libc::syscall(libc::SYS_dup2, stderr, libc::STDERR_FILENO);
+            for (from, to) in [(stdout, libc::STDOUT_FILENO), (stderr, libc::STDERR_FILENO)] {
+                libc::syscall(
+                    libc::SYS_dup2,
+                    libc::c_long::from(from),
+                    libc::c_long::from(to),
+                );
+            }
         }
         if let Some(limit) = setup.address_space_limit {
             let limit = libc::rlimit {
                 rlim_cur: limit,
                 rlim_max: limit,
             };
-            libc::syscall(libc::SYS_setrlimit, libc::RLIMIT_AS, &limit);
+            libc::syscall(libc::SYS_setrlimit, libc::RLIMIT_AS as libc::c_long, &limit);
         }
         crash::install(setup.report_fd, setup.stack_low);
     }
@@ -195,7 +201,7 @@ unsafe fn prepare_child(setup: &ChildSetup) {
 /// the system call itself, which [`resolve_child_calls`] has bound already.
 pub(crate) fn exit_child(code: i32) -> ! {
     // SAFETY: exit_group ends the process and does not return.
-    unsafe { libc::syscall(libc::SYS_exit_group, code) };
+    unsafe { libc::syscall(libc::SYS_exit_group, libc::c_long::from(code)) };
     unreachable!("exit_group returned")
 }
 
@@ -237,7 +243,13 @@ fn thread_count() -> u64 {
 fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
     // or -1; PIDFD_NONBLOCK is not asked for.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_open,
+            libc::c_long::from(pid.as_raw()),
+            0 as libc::c_long,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
