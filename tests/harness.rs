@@ -91,6 +91,15 @@ fn hangs() {
     }
 }
 
+#[isolate_harness::test(timeout = "200ms")]
+fn hangs_ignoring_sigterm() {
+    // SAFETY: setting a signal's disposition to "ignore" is always sound.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 #[isolate_harness::test(memory_limit = "64MiB")]
 fn exceeds_memory_limit() {
     buggy::allocate(1 << 30);
@@ -281,6 +290,11 @@ const EXPECTED: &[(&str, Verdict, &str)] = &[
     ("exits_three_as_expected", Verdict::Ok, ""),
     ("floods_output", Verdict::Failed, "bytes omitted ..."),
     ("hangs", Verdict::Failed, "timed out after 300ms"),
+    (
+        "hangs_ignoring_sigterm",
+        Verdict::Failed,
+        "timed out after 200ms, ignored SIGTERM for 1s and was killed by SIGKILL",
+    ),
     ("ignored", Verdict::Ignored, ""),
     ("ignored_with_reason", Verdict::Ignored, ""),
     ("leaves_a_process", Verdict::Ok, ""),
