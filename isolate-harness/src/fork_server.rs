@@ -537,8 +537,15 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
         let mut fds = Vec::with_capacity(sources.capacity());
         sources.push(Source::Signals);
         fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+        // With as many tests running as it may, the server waits only for
+        // them and for their own channels (to kill a test whose harness is
+        // gone); the other requests are read when a test ends, without a
+        // wake-up of their own.
+        let full = server.running.len() >= server.limit;
         for (slot, channel) in server.channels.iter().enumerate() {
-            if let Some(channel) = channel {
+            if let Some(channel) = channel
+                && (!full || server.running.contains_key(&slot))
+            {
                 sources.push(Source::Channel(slot));
                 fds.push(PollFd::new(channel.as_fd(), PollFlags::POLLIN));
             }
@@ -690,6 +697,7 @@ impl Server<'_> {
         let Some(test) = self.running.remove(&slot) else {
             return;
         };
+        self.read_requests();
         while self.running.len() < self.limit
             && let Some((next, request)) = self.waiting.pop_front()
         {
@@ -703,6 +711,34 @@ impl Server<'_> {
         );
         if let Some(channel) = self.channels[slot].as_mut() {
             send_exit(channel, &exit);
+        }
+    }
+
+    /// Reads the requests that have arrived on channels not polled while
+    /// the server was full.
+    fn read_requests(&mut self) {
+        let mut fds = Vec::with_capacity(self.channels.len());
+        let mut slots = Vec::with_capacity(self.channels.len());
+        for (slot, channel) in self.channels.iter().enumerate() {
+            if let Some(channel) = channel
+                && !self.running.contains_key(&slot)
+            {
+                fds.push(PollFd::new(channel.as_fd(), PollFlags::POLLIN));
+                slots.push(slot);
+            }
+        }
+        if poll(&mut fds, PollTimeout::ZERO).is_err() {
+            return;
+        }
+        let ready: Vec<usize> = slots
+            .into_iter()
+            .zip(&fds)
+            .filter(|(_, fd)| fd.any().unwrap_or(false))
+            .map(|(slot, _)| slot)
+            .collect();
+        drop(fds);
+        for slot in ready {
+            self.read_channel(slot);
         }
     }
 
