@@ -8,10 +8,11 @@
 //! runs a test, and sends `Run` naming the test by where its function is
 //! (see [`TestTable`]). The server, single-threaded, forks a test child (a
 //! copy of the process after shared setup), which runs the test, writes its
-//! result on the worker's channel and exits. The server notices the exit on
-//! the child's pidfd, kills whatever the test left in its process group,
-//! reaps it, and writes `Exited` with the wait status and captured output on
-//! the same channel. The worker reads one ordered stream per test.
+//! result to the channel's reply file and exits. The server notices the
+//! exit on the child's pidfd, kills whatever the test left in its process
+//! group, reaps it, and writes the result and `Exited` (the wait status and
+//! captured output) on the channel in one write. The worker reads one
+//! ordered stream per test, and wakes once for it.
 //!
 //! The server also owns the test's timeout, counted from the fork: it alone
 //! knows when the test started and whether its child is reaped yet (a
@@ -36,8 +37,10 @@
 //! every running test's group and exits; test children die with the server.
 
 use std::collections::{HashMap, VecDeque};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -480,19 +483,22 @@ struct OutputFiles {
     stderr: OwnedFd,
 }
 
+/// A `memfd` opened `O_APPEND`: once emptied, the next writer writes from
+/// its start, wherever the last one left its offset.
+fn append_only_memfd(name: &str) -> io::Result<OwnedFd> {
+    let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC)?;
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
+    )?;
+    Ok(fd)
+}
+
 impl OutputFiles {
     fn create() -> io::Result<OutputFiles> {
-        let open = |name| {
-            let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC)?;
-            nix::fcntl::fcntl(
-                &fd,
-                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
-            )?;
-            Ok::<_, io::Error>(fd)
-        };
         Ok(OutputFiles {
-            stdout: open("stdout")?,
-            stderr: open("stderr")?,
+            stdout: append_only_memfd("stdout")?,
+            stderr: append_only_memfd("stderr")?,
         })
     }
 
@@ -521,7 +527,9 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
     let mut server = Server {
         tests,
         readers: channels.iter().map(|_| FrameReader::new(64)).collect(),
+        replies: channels.iter().map(|_| None).collect(),
         outputs: channels.iter().map(|_| None).collect(),
+        message: Vec::new(),
         channels: channels.into_iter().map(Some).collect(),
         capture,
         running: HashMap::new(),
@@ -609,8 +617,16 @@ struct Server<'a> {
     tests: &'a TestTable,
     channels: Vec<Option<UnixStream>>,
     readers: Vec<FrameReader>,
+    /// Each channel's reply file, made at its first test: its test child
+    /// writes its result (or its crash handler a crash report) there, and
+    /// the server sends it on with `Exited`, so that the worker wakes once
+    /// per test rather than once for the result and once for the exit.
+    replies: Vec<Option<File>>,
     /// Each channel's output files, made at its first test.
     outputs: Vec<Option<OutputFiles>>,
+    /// The bytes of the last `Exited` message and the reply before it,
+    /// kept to build the next.
+    message: Vec<u8>,
     capture: bool,
     /// The running tests, by channel.
     running: HashMap<usize, Running>,
@@ -652,12 +668,19 @@ impl Server<'_> {
         if self.capture && self.outputs[slot].is_none() {
             self.outputs[slot] = OutputFiles::create().ok();
         }
-        match start_test(
-            function,
-            request.memory_limit,
-            channel,
-            self.outputs[slot].as_ref(),
-        ) {
+        if self.replies[slot].is_none() {
+            self.replies[slot] = append_only_memfd("reply").map(File::from).ok();
+        }
+        let started = match &self.replies[slot] {
+            Some(reply) => start_test(
+                function,
+                request.memory_limit,
+                reply,
+                self.outputs[slot].as_ref(),
+            ),
+            None => Err(io::Error::other("no file for its result")),
+        };
+        match started {
             Ok(child) => {
                 let started = Instant::now();
                 self.running.insert(
@@ -677,7 +700,7 @@ impl Server<'_> {
                     stdout: CapturedStream::default(),
                     stderr: CapturedStream {
                         head: format!(
-                            "isolate: the fork server could not fork the test: {error}\n"
+                            "isolate: the fork server could not start the test: {error}\n"
                         )
                         .into_bytes(),
                         ..CapturedStream::default()
@@ -686,7 +709,8 @@ impl Server<'_> {
                     timed_out: false,
                     duration: Duration::ZERO,
                 };
-                send_exit(channel, &exit);
+                self.message.clear();
+                send_exit(channel, &exit, &mut self.message);
             }
         }
     }
@@ -709,8 +733,12 @@ impl Server<'_> {
             &self.children,
             self.outputs[slot].as_ref(),
         );
+        self.message.clear();
+        if let Some(reply) = &self.replies[slot] {
+            take_reply(reply, &mut self.message);
+        }
         if let Some(channel) = self.channels[slot].as_mut() {
-            send_exit(channel, &exit);
+            send_exit(channel, &exit, &mut self.message);
         }
     }
 
@@ -760,25 +788,26 @@ enum Source {
     Test(usize),
 }
 
-/// Forks the child for one test, its output going to `outputs` if given.
+/// Forks the child for one test, its result going to `reply` and its
+/// output to `outputs` if given.
 fn start_test(
     function: &TestFunction,
     memory_limit: Option<u64>,
-    channel: &UnixStream,
+    reply: &File,
     outputs: Option<&OutputFiles>,
 ) -> io::Result<Child> {
-    let mut setup = ChildSetup::new(channel.as_raw_fd());
+    let mut setup = ChildSetup::new(reply.as_raw_fd());
     setup.output = outputs.map(|files| (files.stdout.as_raw_fd(), files.stderr.as_raw_fd()));
     if let Some(limit) = memory_limit {
         setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
     }
-    let reply = Vec::with_capacity(server::REPLY_BUFFER);
+    let buffer = Vec::with_capacity(server::REPLY_BUFFER);
     match child::fork(&setup)? {
         Forked::Child => {
-            let mut frame = server::reply_frame(server::catch(function), reply);
+            let mut frame = server::reply_frame(server::catch(function), buffer);
             server::flush_stdio();
-            let mut channel = channel;
-            let _ = frame.write_to(&mut channel);
+            let mut reply = reply;
+            let _ = frame.write_to(&mut reply);
             child::exit_child(0)
         }
         Forked::Parent(child) => {
@@ -838,7 +867,6 @@ impl Children {
     /// test's own child and the `running` tests: processes the test left,
     /// reparented to this subreaper.
     fn leftovers_in_group(&self, pgid: i32, running: &[i32]) -> Vec<Leftover> {
-        use std::os::unix::fs::FileExt;
         let Some(list) = &self.list else {
             return Vec::new();
         };
@@ -896,8 +924,35 @@ fn take_kept(fd: BorrowedFd<'_>) -> CapturedStream {
     stream
 }
 
-fn send_exit(channel: &mut UnixStream, exit: &TestExit) {
-    if let Ok(frame) = FrameBuilder::new(Kind::Exited).encode(exit) {
-        let _ = channel.write_all(&frame.finish());
+/// Moves what a test child wrote to its reply file to the end of
+/// `message`, and empties the file. (The child is dead, so a short read is
+/// the end of the file.)
+fn take_reply(reply: &File, message: &mut Vec<u8>) {
+    const CHUNK: usize = 4096;
+    let start = message.len();
+    loop {
+        let end = message.len();
+        message.resize(end + CHUNK, 0);
+        let read = reply
+            .read_at(&mut message[end..], (end - start) as u64)
+            .unwrap_or(0);
+        message.truncate(end + read);
+        if read < CHUNK {
+            break;
+        }
     }
+    if message.len() > start {
+        let _ = reply.set_len(0);
+    }
+}
+
+/// Sends `Exited` after what `message` holds already (the test's reply),
+/// in one write, keeping the buffer in `message` for the next.
+fn send_exit(channel: &mut UnixStream, exit: &TestExit, message: &mut Vec<u8>) {
+    let Ok(frame) = FrameBuilder::appending(Kind::Exited, std::mem::take(message)).encode(exit)
+    else {
+        return;
+    };
+    *message = frame.finish();
+    let _ = channel.write_all(message);
 }

@@ -38,9 +38,10 @@
 //! | `Exited` | fork server → harness | a postcard-encoded test exit: wait status, whether the timeout stopped it, its duration, captured output, leftover processes |
 //!
 //! A test child of the fork server writes its `Returned`, `Panicked`,
-//! `Crash` and `Backtrace` frames on the channel of the worker that asked
-//! for it; the server writes `Exited` on the same channel once it has
-//! reaped the child, so the worker reads one ordered stream per test.
+//! `Crash` and `Backtrace` frames to a file the server gave it; once it has
+//! reaped the child, the server writes them, then `Exited`, on the channel
+//! of the worker that asked for the test, so the worker reads one ordered
+//! stream per test.
 //!
 //! End of file on the channel means the child is gone: the caller then asks
 //! [`crate::child`] how it ended.
