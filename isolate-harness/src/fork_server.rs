@@ -871,7 +871,9 @@ impl Children {
             return Vec::new();
         };
         let mut text = Vec::new();
-        let mut chunk = [0_u8; 4096];
+        // Small: the list holds a few pids, and each stack page the server
+        // writes after a fork costs it a fault.
+        let mut chunk = [0_u8; 256];
         while let Ok(read @ 1..) = list.read_at(&mut chunk, text.len() as u64) {
             text.extend_from_slice(&chunk[..read]);
         }
@@ -926,20 +928,23 @@ fn take_kept(fd: BorrowedFd<'_>) -> CapturedStream {
 
 /// Moves what a test child wrote to its reply file to the end of
 /// `message`, and empties the file. (The child is dead, so a short read is
-/// the end of the file.)
+/// the end of the file.) The first read asks for as much as a child's
+/// reply buffer holds, which is most replies; each further one for twice
+/// what came so far.
 fn take_reply(reply: &File, message: &mut Vec<u8>) {
-    const CHUNK: usize = 4096;
     let start = message.len();
+    let mut chunk = server::REPLY_BUFFER;
     loop {
         let end = message.len();
-        message.resize(end + CHUNK, 0);
+        message.resize(end + chunk, 0);
         let read = reply
             .read_at(&mut message[end..], (end - start) as u64)
             .unwrap_or(0);
         message.truncate(end + read);
-        if read < CHUNK {
+        if read < chunk {
             break;
         }
+        chunk = 2 * (message.len() - start);
     }
     if message.len() > start {
         let _ = reply.set_len(0);
