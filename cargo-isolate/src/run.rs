@@ -22,6 +22,7 @@
 //! process group whose leader may have been reaped; then it kills what the
 //! test left in its group and reaps it.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
@@ -39,7 +40,8 @@ use isolate_harness::Signal;
 use nix::sys::signal::{Signal as NixSignal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::build::TestBinary;
 use crate::guard::Guard;
@@ -959,11 +961,13 @@ fn run_harness_process(
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
     watchdog.watch(pid, None);
     for line in BufReader::with_capacity(PIPE_CAPACITY, Batched(reader)).lines() {
-        let Ok(event) = serde_json::from_str::<Value>(&line?) else {
-            continue;
-        };
-        if event["event"] == "finished" {
-            on_outcome(harness_outcome(&binary.binary, &event));
+        let line = line?;
+        match serde_json::from_str::<ReportEvent<'_>>(&line) {
+            Ok(ReportEvent::Finished(finished)) => {
+                on_outcome(harness_outcome(&binary.binary, finished));
+            }
+            // A start, or a line of a later version of the stream.
+            Ok(ReportEvent::Started) | Err(_) => {}
         }
     }
     wait_unreaped(pid)?;
@@ -1036,48 +1040,89 @@ fn wait_unreaped(pid: Pid) -> io::Result<()> {
 }
 
 /// A test's result from a `finished` event of the report stream.
-fn harness_outcome(binary: &TestBinary, event: &Value) -> TestOutcome {
-    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
-    let outcome = &event["outcome"];
-    let status = if event["passed"] == true {
+/// An event of a harness's report stream, as far as the runner reads it.
+/// (The format is documented in `isolate_harness`'s crate docs.) Strings
+/// are borrowed from the line where they have no escapes.
+#[derive(Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum ReportEvent<'a> {
+    Started,
+    Finished(#[serde(borrow)] FinishedEvent<'a>),
+}
+
+#[derive(Deserialize)]
+struct FinishedEvent<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    passed: bool,
+    outcome: ReportedOutcome,
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
+    #[serde(default)]
+    duration_ms: f64,
+    #[serde(borrow, default)]
+    stdout: Cow<'a, str>,
+    #[serde(borrow, default)]
+    stderr: Cow<'a, str>,
+    #[serde(default)]
+    leftovers: Vec<IgnoredAny>,
+}
+
+/// How a test ended, by `kind`; the fields the runner reports.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum ReportedOutcome {
+    Signaled {
+        signal: i32,
+        #[serde(default)]
+        core_dumped: bool,
+    },
+    OutOfMemory,
+    Exited {
+        code: i32,
+    },
+    TimedOut {
+        limit_ms: u64,
+    },
+    Broken,
+    /// `returned`, `panicked`, `ignored`, and kinds of later versions.
+    #[serde(other)]
+    Other,
+}
+
+fn harness_outcome(binary: &TestBinary, event: FinishedEvent<'_>) -> TestOutcome {
+    let status = if event.passed {
         Status::Passed
     } else {
-        match outcome["kind"].as_str() {
-            Some("signaled") => Status::Crashed {
-                signal: Signal(
-                    outcome["signal"]
-                        .as_i64()
-                        .and_then(|signal| i32::try_from(signal).ok())
-                        .unwrap_or(0),
-                ),
-                core_dumped: outcome["core_dumped"] == true,
+        match event.outcome {
+            ReportedOutcome::Signaled {
+                signal,
+                core_dumped,
+            } => Status::Crashed {
+                signal: Signal(signal),
+                core_dumped,
             },
-            Some("out_of_memory") => Status::Crashed {
+            ReportedOutcome::OutOfMemory => Status::Crashed {
                 signal: Signal(libc_sigabrt()),
                 core_dumped: false,
             },
-            Some("exited") => Status::ExitedEarly {
-                code: outcome["code"]
-                    .as_i64()
-                    .and_then(|code| i32::try_from(code).ok())
-                    .unwrap_or(-1),
+            ReportedOutcome::Exited { code } => Status::ExitedEarly { code },
+            ReportedOutcome::TimedOut { limit_ms } => Status::TimedOut {
+                after: Duration::from_millis(limit_ms),
             },
-            Some("timed_out") => Status::TimedOut {
-                after: Duration::from_millis(outcome["limit_ms"].as_u64().unwrap_or(0)),
-            },
-            Some("broken") => Status::Broken,
-            _ => Status::Failed,
+            ReportedOutcome::Broken => Status::Broken,
+            ReportedOutcome::Other => Status::Failed,
         }
     };
     TestOutcome {
         binary: binary.clone(),
-        name: text(&event["name"]),
+        name: event.name.into_owned(),
         status,
-        message: text(&event["message"]),
-        duration: Duration::from_secs_f64(event["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0),
-        stdout: text(&event["stdout"]),
-        stderr: text(&event["stderr"]),
-        leaked: event["leftovers"].as_array().map_or(0, Vec::len),
+        message: event.message.map(Cow::into_owned).unwrap_or_default(),
+        duration: Duration::from_secs_f64(event.duration_ms / 1000.0),
+        stdout: event.stdout.into_owned(),
+        stderr: event.stderr.into_owned(),
+        leaked: event.leftovers.len(),
         attempts: 1,
         flaky: false,
     }
@@ -1322,6 +1367,81 @@ mod tests {
             )
             .0,
             Status::TimedOut { .. }
+        ));
+    }
+
+    /// The outcome of a `finished` line of a harness's report stream.
+    fn reported(line: &str) -> TestOutcome {
+        let binary = TestBinary {
+            id: "package::suite".to_owned(),
+            package: "package".to_owned(),
+            target: "suite".to_owned(),
+            selector: "--test suite".to_owned(),
+            path: PathBuf::from("suite"),
+            package_dir: PathBuf::from("."),
+        };
+        match serde_json::from_str::<ReportEvent<'_>>(line).expect("a report event") {
+            ReportEvent::Finished(finished) => harness_outcome(&binary, finished),
+            ReportEvent::Started => panic!("not a finished event: {line}"),
+        }
+    }
+
+    #[test]
+    fn report_stream_events_become_outcomes() {
+        let passed = reported(
+            r#"{"version":1,"event":"finished","name":"a\"b","passed":true,"outcome":{"kind":"returned","error":null},"message":null,"duration_ms":1.5,"stdout":"out\n","stderr":"","leftovers":[]}"#,
+        );
+        assert_eq!(passed.name, "a\"b");
+        assert_eq!(passed.status, Status::Passed);
+        assert_eq!(passed.stdout, "out\n");
+        assert_eq!(passed.duration, Duration::from_micros(1500));
+        let crashed = reported(
+            r#"{"version":1,"event":"finished","name":"c","passed":false,"outcome":{"kind":"signaled","signal":11,"signal_name":"SIGSEGV","core_dumped":false,"fault_address":0,"stack_overflow":false,"backtrace":[]},"message":"killed","duration_ms":2.0,"stdout":"","stderr":"","leftovers":[{"pid":7,"command":"sleep"}]}"#,
+        );
+        assert_eq!(
+            crashed.status,
+            Status::Crashed {
+                signal: Signal(11),
+                core_dumped: false
+            }
+        );
+        assert_eq!((crashed.message.as_str(), crashed.leaked), ("killed", 1));
+        let finished = |outcome: &str| {
+            reported(&format!(
+                r#"{{"event":"finished","name":"t","passed":false,"outcome":{outcome},"message":"m"}}"#
+            ))
+            .status
+        };
+        assert_eq!(
+            finished(r#"{"kind":"exited","code":3}"#),
+            Status::ExitedEarly { code: 3 }
+        );
+        assert_eq!(
+            finished(
+                r#"{"kind":"timed_out","limit_ms":300,"grace_ms":1000,"signal_name":"SIGTERM"}"#
+            ),
+            Status::TimedOut {
+                after: Duration::from_millis(300)
+            }
+        );
+        assert!(matches!(
+            finished(r#"{"kind":"out_of_memory","limit":64}"#),
+            Status::Crashed { .. }
+        ));
+        assert_eq!(
+            finished(r#"{"kind":"broken","reason":"r"}"#),
+            Status::Broken
+        );
+        assert_eq!(
+            finished(r#"{"kind":"panicked","message":"p","location":"l"}"#),
+            Status::Failed
+        );
+        assert_eq!(finished(r#"{"kind":"of_a_later_version"}"#), Status::Failed);
+        assert!(matches!(
+            serde_json::from_str::<ReportEvent<'_>>(
+                r#"{"version":1,"event":"started","name":"t"}"#
+            ),
+            Ok(ReportEvent::Started)
         ));
     }
 }
