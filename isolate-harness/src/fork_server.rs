@@ -580,12 +580,7 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
         {
             child::exit_child(2);
         }
-        let ready: Vec<Source> = sources
-            .into_iter()
-            .zip(&fds)
-            .filter(|(_, fd)| fd.any().unwrap_or(false))
-            .map(|(source, _)| source)
-            .collect();
+        let ready = ready(sources, &fds);
         drop(fds);
         for source in ready {
             match source {
@@ -718,10 +713,13 @@ impl Server<'_> {
     /// The test of channel `slot` has exited: starts the next waiting
     /// request first, then reaps the test and sends its `Exited`.
     fn finish(&mut self, slot: usize) {
+        let was_full = self.running.len() >= self.limit;
         let Some(test) = self.running.remove(&slot) else {
             return;
         };
-        self.read_requests();
+        if was_full {
+            self.read_requests();
+        }
         while self.running.len() < self.limit
             && let Some((next, request)) = self.waiting.pop_front()
         {
@@ -742,8 +740,8 @@ impl Server<'_> {
         }
     }
 
-    /// Reads the requests that have arrived on channels not polled while
-    /// the server was full.
+    /// Reads the requests that have arrived on the channels the server did
+    /// not poll while it was full.
     fn read_requests(&mut self) {
         let mut fds = Vec::with_capacity(self.channels.len());
         let mut slots = Vec::with_capacity(self.channels.len());
@@ -758,12 +756,7 @@ impl Server<'_> {
         if poll(&mut fds, PollTimeout::ZERO).is_err() {
             return;
         }
-        let ready: Vec<usize> = slots
-            .into_iter()
-            .zip(&fds)
-            .filter(|(_, fd)| fd.any().unwrap_or(false))
-            .map(|(slot, _)| slot)
-            .collect();
+        let ready = ready(slots, &fds);
         drop(fds);
         for slot in ready {
             self.read_channel(slot);
@@ -778,6 +771,16 @@ impl Server<'_> {
             test.child.signal_group(NixSignal::SIGKILL);
         }
     }
+}
+
+/// The tags of the descriptors in `fds` that `poll` found ready, in order:
+/// `tags[i]` names `fds[i]`.
+fn ready<T>(tags: Vec<T>, fds: &[PollFd<'_>]) -> Vec<T> {
+    tags.into_iter()
+        .zip(fds)
+        .filter(|(_, fd)| fd.any().unwrap_or(false))
+        .map(|(tag, _)| tag)
+        .collect()
 }
 
 /// What became ready in the server's poll.
