@@ -92,12 +92,34 @@ pub(crate) struct TestTable {
 
 impl TestTable {
     /// The function of test `id`.
-    pub(crate) fn function(&self, id: TestId) -> Option<&TestFunction> {
+    pub(crate) fn function(&self, id: TestId) -> Option<Function<'_>> {
         match id {
             TestId::Registered(index) => crate::harness::__private::TESTS
                 .get(index as usize)
-                .map(|case| &case.function as &TestFunction),
-            TestId::Added(index) => self.added.get(index as usize).map(|function| &**function),
+                .map(|describe| Function::Registered(describe().function)),
+            TestId::Added(index) => self
+                .added
+                .get(index as usize)
+                .map(|function| Function::Added(&**function)),
+        }
+    }
+}
+
+/// A test's function, as a [`TestTable`] finds it.
+#[derive(Clone, Copy)]
+pub(crate) enum Function<'a> {
+    /// A registered test's.
+    Registered(fn() -> Result<(), String>),
+    /// A test's added by hand.
+    Added(&'a TestFunction),
+}
+
+impl Function<'_> {
+    /// Runs the test.
+    pub(crate) fn call(self) -> Result<(), String> {
+        match self {
+            Function::Registered(function) => function(),
+            Function::Added(function) => function(),
         }
     }
 }
@@ -794,7 +816,7 @@ enum Source {
 /// Forks the child for one test, its result going to `reply` and its
 /// output to `outputs` if given.
 fn start_test(
-    function: &TestFunction,
+    function: Function<'_>,
     memory_limit: Option<u64>,
     reply: &File,
     outputs: Option<&OutputFiles>,
@@ -807,7 +829,7 @@ fn start_test(
     let buffer = Vec::with_capacity(server::REPLY_BUFFER);
     match child::fork(&setup)? {
         Forked::Child => {
-            let mut frame = server::reply_frame(server::catch(function), buffer);
+            let mut frame = server::reply_frame(server::catch(|| function.call()), buffer);
             server::flush_stdio();
             let mut reply = reply;
             let _ = frame.write_to(&mut reply);

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::child::{Signal, Termination};
 use crate::fork_server::{
-    CapturedStream, Ending, ForkServer, TestFunction, TestId, TestRun, TestTable,
+    CapturedStream, Ending, ForkServer, Function, TestFunction, TestId, TestRun, TestTable,
 };
 use crate::server;
 
@@ -141,9 +141,17 @@ pub mod __private {
         pub options: super::TestOptions,
     }
 
-    /// Every test of the binary.
+    /// Every test of the binary, as a function that describes it.
+    ///
+    /// A function rather than the description itself: a description holds
+    /// pointers (its name, its function), which the loader of a
+    /// position-independent binary writes at start-up, so a list of
+    /// descriptions would be private memory that every fork of a fork
+    /// server copies the page tables of (about 140 bytes a test), while a
+    /// function builds its description in code, leaving one pointer per
+    /// test in data.
     #[linkme::distributed_slice]
-    pub static TESTS: [TestCase];
+    pub static TESTS: [fn() -> TestCase];
 }
 
 /// A test added to the harness by hand.
@@ -348,7 +356,8 @@ impl Harness {
 /// and options, in the order they were added), sorted by name as libtest
 /// sorts them, and only those named in `ISOLATE_ONLY` if it is set.
 fn test_list(added: Vec<(String, TestOptions)>) -> Vec<TestEntry> {
-    let registered = __private::TESTS.iter().zip(0..).map(|(case, index)| {
+    let registered = __private::TESTS.iter().zip(0..).map(|(describe, index)| {
+        let case = describe();
         // libtest names a test by its path without the crate's name.
         let name = match case.module_path.split_once("::") {
             Some((_, module)) => format!("{module}::{}", case.name),
@@ -435,7 +444,7 @@ extern "C" fn exit_trap() {
 
 /// Runs a test on the calling thread: under nextest, which runs every test
 /// in a process of its own already.
-fn run_in_process(function: &TestFunction) -> TestRun {
+fn run_in_process(function: Function<'_>) -> TestRun {
     static TRAP: std::sync::Once = std::sync::Once::new();
     // SAFETY: `exit_trap` is an `extern "C" fn()` that stays valid for the
     // life of the process.
@@ -445,7 +454,7 @@ fn run_in_process(function: &TestFunction) -> TestRun {
     let started = std::time::Instant::now();
     server::prepare_to_fork();
     RUNNING_IN_PROCESS.store(true, Ordering::SeqCst);
-    let ending = match server::catch(function) {
+    let ending = match server::catch(|| function.call()) {
         Ok(result) => Ending::Returned(result),
         Err(message) => Ending::Panicked(message.into_report()),
     };

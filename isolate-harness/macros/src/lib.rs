@@ -279,13 +279,17 @@ fn expand_test(
         #[::isolate_harness::__private::linkme::distributed_slice(::isolate_harness::__private::TESTS)]
         #[linkme(crate = ::isolate_harness::__private::linkme)]
         #[doc(hidden)]
-        static #registration: ::isolate_harness::__private::TestCase =
-            ::isolate_harness::__private::TestCase {
-                module_path: ::core::module_path!(),
-                name: #name_text,
-                function: || ::isolate_harness::__private::IntoTestResult::into_test_result(#name()),
-                options: #builder,
-            };
+        static #registration: fn() -> ::isolate_harness::__private::TestCase = {
+            fn describe() -> ::isolate_harness::__private::TestCase {
+                ::isolate_harness::__private::TestCase {
+                    module_path: ::core::module_path!(),
+                    name: #name_text,
+                    function: || ::isolate_harness::__private::IntoTestResult::into_test_result(#name()),
+                    options: #builder,
+                }
+            }
+            describe
+        };
     })
 }
 
