@@ -638,7 +638,7 @@ struct Server<'a> {
     /// writes its result (or its crash handler a crash report) there, and
     /// the server sends it on with `Exited`, so that the worker wakes once
     /// per test rather than once for the result and once for the exit.
-    replies: Vec<Option<File>>,
+    replies: Vec<Option<ReplyFile>>,
     /// Each channel's output files, made at its first test.
     outputs: Vec<Option<OutputFiles>>,
     /// The bytes of the last `Exited` message and the reply before it,
@@ -686,13 +686,13 @@ impl Server<'_> {
             self.outputs[slot] = OutputFiles::create().ok();
         }
         if self.replies[slot].is_none() {
-            self.replies[slot] = append_only_memfd("reply").map(File::from).ok();
+            self.replies[slot] = ReplyFile::create().ok();
         }
         let started = match &self.replies[slot] {
             Some(reply) => start_test(
                 function,
                 request.memory_limit,
-                reply,
+                &reply.file,
                 self.outputs[slot].as_ref(),
             ),
             None => Err(io::Error::other("no file for its result")),
@@ -754,8 +754,8 @@ impl Server<'_> {
             self.outputs[slot].as_ref(),
         );
         self.message.clear();
-        if let Some(reply) = &self.replies[slot] {
-            take_reply(reply, &mut self.message);
+        if let Some(reply) = &mut self.replies[slot] {
+            reply.take(&mut self.message);
         }
         if let Some(channel) = self.channels[slot].as_mut() {
             send_exit(channel, &exit, &mut self.message);
@@ -951,28 +951,54 @@ fn take_kept(fd: BorrowedFd<'_>) -> CapturedStream {
     stream
 }
 
-/// Moves what a test child wrote to its reply file to the end of
-/// `message`, and empties the file. (The child is dead, so a short read is
-/// the end of the file.) The first read asks for as much as a child's
-/// reply buffer holds, which is most replies; each further one for twice
-/// what came so far.
-fn take_reply(reply: &File, message: &mut Vec<u8>) {
-    let start = message.len();
-    let mut chunk = server::REPLY_BUFFER;
-    loop {
-        let end = message.len();
-        message.resize(end + chunk, 0);
-        let read = reply
-            .read_at(&mut message[end..], (end - start) as u64)
-            .unwrap_or(0);
-        message.truncate(end + read);
-        if read < chunk {
-            break;
-        }
-        chunk = 2 * (message.len() - start);
+/// A channel's reply file: its test child appends its result there (or its
+/// crash handler a crash report), and the server reads each reply from
+/// where the last one ended.
+///
+/// The file is emptied only once it holds more than [`REPLY_FILE_LIMIT`]
+/// bytes: emptying it after every test cost a truncation, and the freeing
+/// and zeroing of its page, per test.
+struct ReplyFile {
+    file: File,
+    /// Where the next reply starts.
+    taken: u64,
+}
+
+/// The size past which a [`ReplyFile`] is emptied.
+const REPLY_FILE_LIMIT: u64 = 64 * 1024;
+
+impl ReplyFile {
+    fn create() -> io::Result<ReplyFile> {
+        Ok(ReplyFile {
+            file: File::from(append_only_memfd("reply")?),
+            taken: 0,
+        })
     }
-    if message.len() > start {
-        let _ = reply.set_len(0);
+
+    /// Moves the reply of the test that just ended to the end of `message`.
+    /// (The child is dead, so a short read is the end of the file.) The
+    /// first read asks for as much as a child's reply buffer holds, which
+    /// is most replies; each further one for twice what came so far.
+    fn take(&mut self, message: &mut Vec<u8>) {
+        let start = message.len();
+        let mut chunk = server::REPLY_BUFFER;
+        loop {
+            let end = message.len();
+            message.resize(end + chunk, 0);
+            let read = self
+                .file
+                .read_at(&mut message[end..], self.taken + (end - start) as u64)
+                .unwrap_or(0);
+            message.truncate(end + read);
+            if read < chunk {
+                break;
+            }
+            chunk = 2 * (message.len() - start);
+        }
+        self.taken += (message.len() - start) as u64;
+        if self.taken > REPLY_FILE_LIMIT && self.file.set_len(0).is_ok() {
+            self.taken = 0;
+        }
     }
 }
 
@@ -985,4 +1011,37 @@ fn send_exit(channel: &mut UnixStream, exit: &TestExit, message: &mut Vec<u8>) {
     };
     *message = frame.finish();
     let _ = channel.write_all(message);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_file_gives_each_reply_once_and_is_emptied_past_its_limit() {
+        let mut reply = ReplyFile::create().unwrap();
+        let sizes = [
+            10,
+            server::REPLY_BUFFER,
+            5 * server::REPLY_BUFFER + 3,
+            REPLY_FILE_LIMIT as usize,
+            7,
+        ];
+        let mut message = Vec::new();
+        for (size, byte) in sizes.into_iter().zip(1_u8..) {
+            // Written through the descriptor, as a child appends.
+            (&reply.file).write_all(&vec![byte; size]).unwrap();
+            message.clear();
+            message.extend_from_slice(b"head");
+            reply.take(&mut message);
+            assert_eq!(&message[..4], b"head");
+            assert_eq!(message[4..], vec![byte; size], "reply {byte}");
+        }
+        // The fourth reply took the file past its limit, so it was emptied
+        // then and holds only the fifth.
+        assert_eq!(reply.file.metadata().unwrap().len(), 7);
+        message.clear();
+        reply.take(&mut message);
+        assert!(message.is_empty(), "no reply is given twice");
+    }
 }
