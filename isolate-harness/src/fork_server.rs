@@ -36,7 +36,7 @@
 //! If the harness dies, the server gets SIGTERM (`PR_SET_PDEATHSIG`), kills
 //! every running test's group and exits; test children die with the server.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -546,78 +546,73 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
     let Ok(signals) = signals else {
         child::exit_child(2);
     };
+    // The signals, and a channel and a test's pidfd per slot.
+    let descriptors = 1 + 2 * channels.len();
     let mut server = Server {
         tests,
-        readers: channels.iter().map(|_| FrameReader::new(64)).collect(),
-        replies: channels.iter().map(|_| None).collect(),
-        outputs: channels.iter().map(|_| None).collect(),
+        slots: channels.into_iter().map(Slot::new).collect(),
         message: Vec::new(),
-        channels: channels.into_iter().map(Some).collect(),
+        reply_buffer: Vec::with_capacity(server::REPLY_BUFFER),
         capture,
-        running: HashMap::new(),
         waiting: VecDeque::new(),
         limit: limit.max(1),
         children: Children::open(),
     };
     loop {
-        if server.channels.iter().all(Option::is_none) && server.running.is_empty() {
+        if server
+            .slots
+            .iter()
+            .all(|slot| slot.channel.is_none() && slot.test.is_none())
+        {
             child::exit_child(0);
         }
-        let mut sources = Vec::with_capacity(1 + server.channels.len() + server.running.len());
-        let mut fds = Vec::with_capacity(sources.capacity());
-        sources.push(Source::Signals);
-        fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+        let mut poll_set = PollSet::with_capacity(descriptors);
+        poll_set.add(signals.as_fd(), Source::Signals);
         // With as many tests running as it may, the server waits only for
         // them and for their own channels (to kill a test whose harness is
         // gone); the other requests are read when a test ends, without a
         // wake-up of their own.
-        let full = server.running.len() >= server.limit;
-        for (slot, channel) in server.channels.iter().enumerate() {
-            if let Some(channel) = channel
-                && (!full || server.running.contains_key(&slot))
+        let full = server.running() >= server.limit;
+        for (index, slot) in server.slots.iter().enumerate() {
+            if let Some(channel) = &slot.channel
+                && (!full || slot.test.is_some())
             {
-                sources.push(Source::Channel(slot));
-                fds.push(PollFd::new(channel.as_fd(), PollFlags::POLLIN));
+                poll_set.add(channel.as_fd(), Source::Channel(index));
             }
-        }
-        for (slot, test) in &server.running {
             // Opened when the test started, so this does not fail.
-            if let Ok(pidfd) = test.child.pidfd() {
-                sources.push(Source::Test(*slot));
-                fds.push(PollFd::new(pidfd, PollFlags::POLLIN));
+            if let Some(test) = &slot.test
+                && let Ok(pidfd) = test.child.pidfd()
+            {
+                poll_set.add(pidfd, Source::Test(index));
             }
         }
         let timeout = server
-            .running
-            .values()
-            .filter_map(|test| test.deadline)
+            .slots
+            .iter()
+            .filter_map(|slot| slot.test.as_ref()?.deadline)
             .min()
-            .map_or(PollTimeout::NONE, |deadline| {
-                let left = deadline.saturating_duration_since(Instant::now());
-                PollTimeout::try_from(left.max(Duration::from_millis(1)))
-                    .unwrap_or(PollTimeout::MAX)
-            });
-        if let Err(error) = poll(&mut fds, timeout)
-            && error != nix::errno::Errno::EINTR
-        {
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        let Ok(ready) = poll_set.poll(timeout) else {
             child::exit_child(2);
-        }
-        let ready = ready(sources, &fds);
-        drop(fds);
+        };
         for source in ready {
             match source {
                 Source::Signals => {
-                    for test in server.running.values() {
+                    for test in server.slots.iter().filter_map(|slot| slot.test.as_ref()) {
                         test.child.signal_group(NixSignal::SIGKILL);
                     }
                     child::exit_child(0);
                 }
-                Source::Channel(slot) => server.read_channel(slot),
-                Source::Test(slot) => server.finish(slot),
+                Source::Channel(index) => server.read_channel(index),
+                Source::Test(index) => server.finish(index),
             }
         }
         let now = Instant::now();
-        for test in server.running.values_mut() {
+        for test in server
+            .slots
+            .iter_mut()
+            .filter_map(|slot| slot.test.as_mut())
+        {
             test.enforce_timeout(now);
         }
     }
@@ -632,84 +627,113 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
 /// result travels to a worker and the worker's next request travels back.
 struct Server<'a> {
     tests: &'a TestTable,
-    channels: Vec<Option<UnixStream>>,
-    readers: Vec<FrameReader>,
-    /// Each channel's reply file, made at its first test: its test child
-    /// writes its result (or its crash handler a crash report) there, and
-    /// the server sends it on with `Exited`, so that the worker wakes once
-    /// per test rather than once for the result and once for the exit.
-    replies: Vec<Option<ReplyFile>>,
-    /// Each channel's output files, made at its first test.
-    outputs: Vec<Option<OutputFiles>>,
+    slots: Vec<Slot>,
     /// The bytes of the last `Exited` message and the reply before it,
     /// kept to build the next.
     message: Vec<u8>,
+    /// The buffer a test child writes its reply into: each child takes its
+    /// own copy of it, made once here.
+    reply_buffer: Vec<u8>,
     capture: bool,
-    /// The running tests, by channel.
-    running: HashMap<usize, Running>,
     /// Requests waiting for a running test to end, oldest first.
     waiting: VecDeque<(usize, RunRequest)>,
     limit: usize,
     children: Children,
 }
 
+/// What a server has for one channel.
+struct Slot {
+    /// `None` once the harness closed it, or broke it.
+    channel: Option<UnixStream>,
+    reader: FrameReader,
+    /// Made at the channel's first test: its test child writes its result
+    /// (or its crash handler a crash report) there, and the server sends it
+    /// on with `Exited`, so that the worker wakes once per test rather than
+    /// once for the result and once for the exit.
+    reply: Option<ReplyFile>,
+    /// Made at the channel's first test, when output is captured.
+    output: Option<OutputFiles>,
+    /// The channel's running test.
+    test: Option<Running>,
+}
+
+impl Slot {
+    fn new(channel: UnixStream) -> Slot {
+        Slot {
+            channel: Some(channel),
+            reader: FrameReader::new(64),
+            reply: None,
+            output: None,
+            test: None,
+        }
+    }
+}
+
 impl Server<'_> {
-    /// Reads a request from channel `slot`.
-    fn read_channel(&mut self, slot: usize) {
-        let Some(channel) = self.channels[slot].as_mut() else {
+    /// How many tests are running.
+    fn running(&self) -> usize {
+        self.slots.iter().filter(|slot| slot.test.is_some()).count()
+    }
+
+    /// Reads a request from channel `index`.
+    fn read_channel(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        let Some(channel) = slot.channel.as_mut() else {
             return;
         };
-        match self.readers[slot].read_blocking(channel) {
+        let request = match slot.reader.read_blocking(channel) {
             Ok(Some(frame)) if frame.kind == Kind::Run => {
-                match ipc::decode::<RunRequest>(frame.payload()) {
-                    Ok(request) if self.running.len() < self.limit => self.start(slot, request),
-                    Ok(request) => self.waiting.push_back((slot, request)),
-                    Err(_) => self.close(slot),
-                }
+                let request = ipc::decode::<RunRequest>(frame.payload());
+                slot.reader.recycle(frame);
+                request
             }
             // Anything else breaks the protocol; end of file or an error
             // means the harness closed the channel, or broke it.
-            Ok(_) | Err(_) => self.close(slot),
+            _ => {
+                self.close(index);
+                return;
+            }
+        };
+        match request {
+            Ok(request) if self.running() < self.limit => self.start(index, request),
+            Ok(request) => self.waiting.push_back((index, request)),
+            Err(_) => self.close(index),
         }
     }
 
-    /// Forks the test `request` names, for channel `slot`.
-    fn start(&mut self, slot: usize, request: RunRequest) {
-        let (Some(function), Some(channel)) = (
-            self.tests.function(request.test),
-            self.channels[slot].as_mut(),
-        ) else {
-            self.close(slot);
+    /// Forks the test `request` names, for channel `index`.
+    fn start(&mut self, index: usize, request: RunRequest) {
+        let slot = &mut self.slots[index];
+        let Some(function) = self.tests.function(request.test) else {
+            self.close(index);
             return;
         };
-        if self.capture && self.outputs[slot].is_none() {
-            self.outputs[slot] = OutputFiles::create().ok();
+        if self.capture && slot.output.is_none() {
+            slot.output = OutputFiles::create().ok();
         }
-        if self.replies[slot].is_none() {
-            self.replies[slot] = ReplyFile::create().ok();
+        if slot.reply.is_none() {
+            slot.reply = ReplyFile::create().ok();
         }
-        let started = match &self.replies[slot] {
+        let started = match &slot.reply {
             Some(reply) => start_test(
                 function,
                 request.memory_limit,
                 &reply.file,
-                self.outputs[slot].as_ref(),
+                slot.output.as_ref(),
+                &mut self.reply_buffer,
             ),
             None => Err(io::Error::other("no file for its result")),
         };
         match started {
             Ok(child) => {
                 let started = Instant::now();
-                self.running.insert(
-                    slot,
-                    Running {
-                        child,
-                        started,
-                        deadline: request.timeout.map(|timeout| started + timeout),
-                        grace_period: request.grace_period,
-                        timed_out: false,
-                    },
-                );
+                slot.test = Some(Running {
+                    child,
+                    started,
+                    deadline: request.timeout.map(|timeout| started + timeout),
+                    grace_period: request.grace_period,
+                    timed_out: false,
+                });
             }
             Err(error) => {
                 let exit = TestExit {
@@ -727,82 +751,102 @@ impl Server<'_> {
                     duration: Duration::ZERO,
                 };
                 self.message.clear();
-                send_exit(channel, &exit, &mut self.message);
+                if let Some(channel) = slot.channel.as_mut() {
+                    send_exit(channel, &exit, &mut self.message);
+                }
             }
         }
     }
 
-    /// The test of channel `slot` has exited: starts the next waiting
+    /// The test of channel `index` has exited: starts the next waiting
     /// request first, then reaps the test and sends its `Exited`.
-    fn finish(&mut self, slot: usize) {
-        let was_full = self.running.len() >= self.limit;
-        let Some(test) = self.running.remove(&slot) else {
+    fn finish(&mut self, index: usize) {
+        let was_full = self.running() >= self.limit;
+        let Some(test) = self.slots[index].test.take() else {
             return;
         };
         if was_full {
             self.read_requests();
         }
-        while self.running.len() < self.limit
+        while self.running() < self.limit
             && let Some((next, request)) = self.waiting.pop_front()
         {
             self.start(next, request);
         }
-        let exit = finish_test(
-            test,
-            &self.running,
-            &self.children,
-            self.outputs[slot].as_ref(),
-        );
+        let exit = self.reap(test, index);
         self.message.clear();
-        if let Some(reply) = &mut self.replies[slot] {
+        let slot = &mut self.slots[index];
+        if let Some(reply) = &mut slot.reply {
             reply.take(&mut self.message);
         }
-        if let Some(channel) = self.channels[slot].as_mut() {
+        if let Some(channel) = slot.channel.as_mut() {
             send_exit(channel, &exit, &mut self.message);
+        }
+    }
+
+    /// Reaps the test of channel `index`: finds what it left behind, kills
+    /// its group, reaps it and its leftovers, and collects its output.
+    fn reap(&self, mut test: Running, index: usize) -> TestExit {
+        let pgid = test.child.pid().as_raw();
+        let leftovers = self.children.leftovers_in_group(pgid, |pid| {
+            self.slots
+                .iter()
+                .filter_map(|slot| slot.test.as_ref())
+                .any(|other| other.child.pid().as_raw() == pid)
+        });
+        let status = test.child.wait().unwrap_or(ExitStatus::Code(-1));
+        for leftover in &leftovers {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(leftover.pid as i32), None);
+        }
+        let duration = test.started.elapsed();
+        let (stdout, stderr) = self.slots[index]
+            .output
+            .as_ref()
+            .map(OutputFiles::take)
+            .unwrap_or_default();
+        TestExit {
+            status,
+            stdout,
+            stderr,
+            leftovers,
+            timed_out: test.timed_out,
+            duration,
         }
     }
 
     /// Reads the requests that have arrived on the channels the server did
     /// not poll while it was full.
     fn read_requests(&mut self) {
-        let mut fds = Vec::with_capacity(self.channels.len());
-        let mut slots = Vec::with_capacity(self.channels.len());
-        for (slot, channel) in self.channels.iter().enumerate() {
-            if let Some(channel) = channel
-                && !self.running.contains_key(&slot)
+        let mut idle = PollSet::with_capacity(self.slots.len());
+        for (index, slot) in self.slots.iter().enumerate() {
+            if let Some(channel) = &slot.channel
+                && slot.test.is_none()
             {
-                fds.push(PollFd::new(channel.as_fd(), PollFlags::POLLIN));
-                slots.push(slot);
+                idle.add(channel.as_fd(), Source::Channel(index));
             }
         }
-        if poll(&mut fds, PollTimeout::ZERO).is_err() {
-            return;
-        }
-        let ready = ready(slots, &fds);
-        drop(fds);
-        for slot in ready {
-            self.read_channel(slot);
+        for source in idle.poll(Some(Duration::ZERO)).unwrap_or_default() {
+            if let Source::Channel(index) = source {
+                self.read_channel(index);
+            }
         }
     }
 
-    /// Closes channel `slot`: its waiting request goes, its test is killed.
-    fn close(&mut self, slot: usize) {
-        self.channels[slot] = None;
-        self.waiting.retain(|(waiting, _)| *waiting != slot);
-        if let Some(test) = self.running.get(&slot) {
+    /// Closes channel `index`: its waiting request goes, its test is killed.
+    fn close(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        slot.channel = None;
+        if let Some(test) = &slot.test {
             test.child.signal_group(NixSignal::SIGKILL);
         }
+        self.waiting.retain(|(waiting, _)| *waiting != index);
     }
 }
 
-/// The tags of the descriptors in `fds` that `poll` found ready, in order:
-/// `tags[i]` names `fds[i]`.
-fn ready<T>(tags: Vec<T>, fds: &[PollFd<'_>]) -> Vec<T> {
-    tags.into_iter()
-        .zip(fds)
-        .filter(|(_, fd)| fd.any().unwrap_or(false))
-        .map(|(tag, _)| tag)
-        .collect()
+/// The descriptors of one `poll`, and what each is.
+struct PollSet<'fd> {
+    fds: Vec<PollFd<'fd>>,
+    sources: Vec<Source>,
 }
 
 /// What became ready in the server's poll.
@@ -813,22 +857,63 @@ enum Source {
     Test(usize),
 }
 
+impl<'fd> PollSet<'fd> {
+    fn with_capacity(capacity: usize) -> PollSet<'fd> {
+        PollSet {
+            fds: Vec::with_capacity(capacity),
+            sources: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Adds `fd`, to be polled for input, as `source`.
+    fn add(&mut self, fd: BorrowedFd<'fd>, source: Source) {
+        self.fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        self.sources.push(source);
+    }
+
+    /// Waits until a descriptor is ready or `timeout` (at least a
+    /// millisecond, unless zero) has passed, and returns what is ready (or
+    /// hung up, or broken), in the order it was added. An interruption by
+    /// a signal counts as nothing ready.
+    fn poll(mut self, timeout: Option<Duration>) -> nix::Result<Vec<Source>> {
+        let timeout = match timeout {
+            None => PollTimeout::NONE,
+            Some(Duration::ZERO) => PollTimeout::ZERO,
+            Some(timeout) => PollTimeout::try_from(timeout.max(Duration::from_millis(1)))
+                .unwrap_or(PollTimeout::MAX),
+        };
+        match poll(&mut self.fds, timeout) {
+            Ok(_) => Ok(self
+                .sources
+                .into_iter()
+                .zip(&self.fds)
+                .filter(|(_, fd)| fd.any().unwrap_or(false))
+                .map(|(source, _)| source)
+                .collect()),
+            Err(nix::errno::Errno::EINTR) => Ok(Vec::new()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
 /// Forks the child for one test, its result going to `reply` and its
-/// output to `outputs` if given.
+/// output to `outputs` if given. The child writes its reply into its copy
+/// of `reply_buffer`.
 fn start_test(
     function: Function<'_>,
     memory_limit: Option<u64>,
     reply: &File,
     outputs: Option<&OutputFiles>,
+    reply_buffer: &mut Vec<u8>,
 ) -> io::Result<Child> {
     let mut setup = ChildSetup::new(reply.as_raw_fd());
     setup.output = outputs.map(|files| (files.stdout.as_raw_fd(), files.stderr.as_raw_fd()));
     if let Some(limit) = memory_limit {
         setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
     }
-    let buffer = Vec::with_capacity(server::REPLY_BUFFER);
     match child::fork(&setup)? {
         Forked::Child => {
+            let buffer = std::mem::take(reply_buffer);
             let mut frame = server::reply_frame(server::catch(|| function.call()), buffer);
             server::flush_stdio();
             let mut reply = reply;
@@ -841,36 +926,6 @@ fn start_test(
             child.pidfd()?;
             Ok(child)
         }
-    }
-}
-
-/// Reaps a test's child: finds what it left behind, kills its group, reaps
-/// it and its leftovers, and collects its output.
-fn finish_test(
-    mut test: Running,
-    others: &HashMap<usize, Running>,
-    children: &Children,
-    outputs: Option<&OutputFiles>,
-) -> TestExit {
-    let pgid = test.child.pid().as_raw();
-    let others: Vec<i32> = others
-        .values()
-        .map(|other| other.child.pid().as_raw())
-        .collect();
-    let leftovers = children.leftovers_in_group(pgid, &others);
-    let status = test.child.wait().unwrap_or(ExitStatus::Code(-1));
-    for leftover in &leftovers {
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(leftover.pid as i32), None);
-    }
-    let duration = test.started.elapsed();
-    let (stdout, stderr) = outputs.map(OutputFiles::take).unwrap_or_default();
-    TestExit {
-        status,
-        stdout,
-        stderr,
-        leftovers,
-        timed_out: test.timed_out,
-        duration,
     }
 }
 
@@ -889,23 +944,29 @@ impl Children {
     }
 
     /// The server's children in process group `pgid`, other than the
-    /// test's own child and the `running` tests: processes the test left,
-    /// reparented to this subreaper.
-    fn leftovers_in_group(&self, pgid: i32, running: &[i32]) -> Vec<Leftover> {
+    /// test's own child and those that are `running` tests: processes the
+    /// test left, reparented to this subreaper.
+    fn leftovers_in_group(&self, pgid: i32, running: impl Fn(i32) -> bool) -> Vec<Leftover> {
         let Some(list) = &self.list else {
             return Vec::new();
         };
-        let mut text = Vec::new();
-        // Small: the list holds a few pids, and each stack page the server
-        // writes after a fork costs it a fault.
+        // The list usually holds a pid or two, and fits on the stack; each
+        // page the server writes after a fork costs it a fault.
         let mut chunk = [0_u8; 256];
-        while let Ok(read @ 1..) = list.read_at(&mut chunk, text.len() as u64) {
-            text.extend_from_slice(&chunk[..read]);
-        }
-        String::from_utf8_lossy(&text)
-            .split_whitespace()
-            .filter_map(|pid| pid.parse::<i32>().ok())
-            .filter(|pid| *pid != pgid && !running.contains(pid))
+        let mut longer = Vec::new();
+        let mut read = list.read_at(&mut chunk, 0).unwrap_or(0);
+        let text = if read < chunk.len() {
+            &chunk[..read]
+        } else {
+            while read > 0 {
+                longer.extend_from_slice(&chunk[..read]);
+                read = list.read_at(&mut chunk, longer.len() as u64).unwrap_or(0);
+            }
+            &longer[..]
+        };
+        text.split(u8::is_ascii_whitespace)
+            .filter_map(|pid| std::str::from_utf8(pid).ok()?.parse::<i32>().ok())
+            .filter(|pid| *pid != pgid && !running(*pid))
             .filter_map(|pid| {
                 let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
                 let open = stat.find('(')?;
