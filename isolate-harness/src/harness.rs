@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::child::{Signal, Termination};
 use crate::fork_server::{
-    CapturedStream, Ending, ForkServer, Function, TestFunction, TestId, TestRun, TestTable,
+    CapturedStream, Ending, ForkServer, Function, Leftover, TestFunction, TestId, TestRun,
+    TestTable,
 };
 use crate::server;
 
@@ -576,7 +577,8 @@ fn leftover_list(run: &TestRun) -> String {
 
 /// The JSON lines written to `ISOLATE_REPORT_FD`.
 struct ReportStream {
-    file: Mutex<File>,
+    /// The descriptor, and the buffer each line is built in.
+    out: Mutex<(File, Vec<u8>)>,
 }
 
 /// The version of the report stream's lines.
@@ -600,82 +602,167 @@ impl ReportStream {
         // to the harness, which takes it over for the rest of the run.
         let file = unsafe { File::from_raw_fd(fd) };
         Some(ReportStream {
-            file: Mutex::new(file),
+            out: Mutex::new((file, Vec::new())),
         })
     }
 
-    fn write(&self, line: &serde_json::Value) {
-        let mut text = line.to_string();
-        text.push('\n');
-        let mut file = self
-            .file
+    /// Writes `line` and a newline in one write.
+    fn write(&self, line: &impl Serialize) {
+        let mut out = self
+            .out
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = file.write_all(text.as_bytes());
+        let (file, buffer) = &mut *out;
+        buffer.clear();
+        if serde_json::to_writer(&mut *buffer, line).is_ok() {
+            buffer.push(b'\n');
+            let _ = file.write_all(buffer);
+        }
     }
 
     fn started(&self, name: &str) {
-        self.write(&json!({"version": REPORT_VERSION, "event": "started", "name": name}));
+        self.write(&StartedLine {
+            version: REPORT_VERSION,
+            event: "started",
+            name,
+        });
     }
 
     fn finished(&self, name: &str, run: &TestRun, verdict: &Result<(), String>) {
-        self.write(&json!({
-            "version": REPORT_VERSION,
-            "event": "finished",
-            "name": name,
-            "passed": verdict.is_ok(),
-            "message": verdict.as_ref().err(),
-            "outcome": outcome_json(&run.ending),
-            "duration_ms": run.duration.as_secs_f64() * 1000.0,
-            "stdout": run.stdout.to_text(),
-            "stderr": run.stderr.to_text(),
-            "leftovers": run.leftovers.iter().map(|leftover| json!({"pid": leftover.pid, "command": leftover.command})).collect::<Vec<_>>(),
-        }));
+        self.write(&FinishedLine {
+            version: REPORT_VERSION,
+            event: "finished",
+            name,
+            passed: verdict.is_ok(),
+            message: verdict.as_ref().err(),
+            outcome: ReportedOutcome::of(&run.ending),
+            duration_ms: run.duration.as_secs_f64() * 1000.0,
+            stdout: run.stdout.to_text(),
+            stderr: run.stderr.to_text(),
+            leftovers: &run.leftovers,
+        });
     }
 }
 
-fn outcome_json(ending: &Ending) -> serde_json::Value {
-    match ending {
-        Ending::Returned(result) => json!({"kind": "returned", "error": result.as_ref().err()}),
-        Ending::Panicked(report) => json!({
-            "kind": "panicked",
-            "message": report.message,
-            "location": report.location,
-            "backtrace": report.backtrace.as_ref().map(|backtrace| backtrace.to_string()),
-        }),
-        Ending::Died(termination) => termination_json(termination),
-        Ending::TimedOut {
-            limit,
-            grace_period,
-            termination,
-        } => json!({
-            "kind": "timed_out",
-            "limit_ms": limit.as_millis() as u64,
-            "grace_ms": grace_period.as_millis() as u64,
-            "signal_name": termination.signal().map(Signal::name),
-        }),
-        Ending::Broken(reason) => json!({"kind": "broken", "reason": reason}),
-    }
+/// A report-stream line for a test that starts.
+#[derive(Serialize)]
+struct StartedLine<'a> {
+    version: u32,
+    event: &'static str,
+    name: &'a str,
 }
 
-fn termination_json(termination: &Termination) -> serde_json::Value {
-    match termination {
-        Termination::Exited { code } => json!({"kind": "exited", "code": code}),
-        _ => {
-            let crash = termination.crash();
-            if crash.is_some_and(crate::crash::Crash::is_allocation_failure) {
-                return json!({"kind": "out_of_memory", "description": termination.to_string()});
-            }
-            json!({
-                "kind": "signaled",
-                "signal": termination.signal().map(Signal::number),
-                "signal_name": termination.signal().map(Signal::name),
-                "description": termination.to_string(),
-                "core_dumped": matches!(termination, Termination::Signaled { core_dumped: true, .. }),
-                "fault_address": crash.and_then(|crash| crash.fault_address),
-                "stack_overflow": crash.is_some_and(|crash| crash.stack_overflow),
-                "backtrace": crash.map(|crash| crash.backtrace.frames.iter().filter_map(|frame| frame.function.clone()).collect::<Vec<_>>()),
-            })
+/// A report-stream line for a test that ended.
+#[derive(Serialize)]
+struct FinishedLine<'a> {
+    version: u32,
+    event: &'static str,
+    name: &'a str,
+    passed: bool,
+    message: Option<&'a String>,
+    outcome: ReportedOutcome<'a>,
+    duration_ms: f64,
+    stdout: String,
+    stderr: String,
+    leftovers: &'a [Leftover],
+}
+
+/// How a test ended, as the report stream puts it.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum ReportedOutcome<'a> {
+    Returned {
+        error: Option<&'a String>,
+    },
+    Panicked {
+        message: &'a str,
+        location: Option<&'a str>,
+        backtrace: Option<String>,
+    },
+    Exited {
+        code: i32,
+    },
+    OutOfMemory {
+        description: String,
+    },
+    Signaled {
+        signal: Option<i32>,
+        signal_name: Option<String>,
+        description: String,
+        core_dumped: bool,
+        fault_address: Option<usize>,
+        stack_overflow: bool,
+        backtrace: Option<Vec<&'a str>>,
+    },
+    TimedOut {
+        limit_ms: u64,
+        grace_ms: u64,
+        signal_name: Option<String>,
+    },
+    Broken {
+        reason: &'a str,
+    },
+}
+
+impl ReportedOutcome<'_> {
+    fn of(ending: &Ending) -> ReportedOutcome<'_> {
+        match ending {
+            Ending::Returned(result) => ReportedOutcome::Returned {
+                error: result.as_ref().err(),
+            },
+            Ending::Panicked(report) => ReportedOutcome::Panicked {
+                message: &report.message,
+                location: report.location.as_deref(),
+                backtrace: report
+                    .backtrace
+                    .as_ref()
+                    .map(|backtrace| backtrace.to_string()),
+            },
+            Ending::Died(termination) => ReportedOutcome::of_death(termination),
+            Ending::TimedOut {
+                limit,
+                grace_period,
+                termination,
+            } => ReportedOutcome::TimedOut {
+                limit_ms: limit.as_millis() as u64,
+                grace_ms: grace_period.as_millis() as u64,
+                signal_name: termination.signal().map(Signal::name),
+            },
+            Ending::Broken(reason) => ReportedOutcome::Broken { reason },
+        }
+    }
+
+    fn of_death(termination: &Termination) -> ReportedOutcome<'_> {
+        if let Termination::Exited { code } = termination {
+            return ReportedOutcome::Exited { code: *code };
+        }
+        let crash = termination.crash();
+        if crash.is_some_and(crate::crash::Crash::is_allocation_failure) {
+            return ReportedOutcome::OutOfMemory {
+                description: termination.to_string(),
+            };
+        }
+        ReportedOutcome::Signaled {
+            signal: termination.signal().map(Signal::number),
+            signal_name: termination.signal().map(Signal::name),
+            description: termination.to_string(),
+            core_dumped: matches!(
+                termination,
+                Termination::Signaled {
+                    core_dumped: true,
+                    ..
+                }
+            ),
+            fault_address: crash.and_then(|crash| crash.fault_address),
+            stack_overflow: crash.is_some_and(|crash| crash.stack_overflow),
+            backtrace: crash.map(|crash| {
+                crash
+                    .backtrace
+                    .frames
+                    .iter()
+                    .filter_map(|frame| frame.function.as_deref())
+                    .collect()
+            }),
         }
     }
 }
