@@ -66,9 +66,9 @@
 //! result), in a process group of its own, and enforces its timeout. At
 //! most `--test-threads` tests run at once; there are twice as many
 //! workers, so that a server has the next test at hand when one ends. A
-//! test's stdout and stderr go to memory files, kept as head and tail. Under nextest, which runs each test in a process of its
-//! own already, tests that need no process for their options run in it
-//! directly.
+//! test's stdout and stderr go to memory files, kept as head and tail.
+//! Under nextest, which runs each test in a process of its own already,
+//! tests that need no process for their options run in it directly.
 //!
 //! ## For runners: choosing tests, and the structured report stream
 //!
