@@ -429,7 +429,9 @@ fn check_pretty_run() {
     );
 }
 
-fn check_json_report_stream() {
+/// Runs the fixture with `args` and a report stream, and returns what it
+/// printed and the stream's lines.
+fn run_with_report_stream(args: &[&str]) -> (Output, Vec<serde_json::Value>) {
     let path = std::env::temp_dir().join(format!("isolate-report-{}.jsonl", std::process::id()));
     let file = std::fs::File::create(&path).unwrap();
     let fd = file.as_raw_fd();
@@ -439,18 +441,23 @@ fn check_json_report_stream() {
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
     )
     .unwrap();
-    let output = fixture_command(&["--test-threads", "2"])
+    let output = fixture_command(args)
         .env("ISOLATE_REPORT_FD", fd.to_string())
         .output()
         .unwrap();
     drop(file);
-    assert_eq!(output.status.code(), Some(101));
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
-    let events: Vec<serde_json::Value> = text
+    let events = text
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
+    (output, events)
+}
+
+fn check_json_report_stream() {
+    let (output, events) = run_with_report_stream(&["--test-threads", "2"]);
+    assert_eq!(output.status.code(), Some(101));
     let finished: BTreeMap<String, &serde_json::Value> = events
         .iter()
         .filter(|event| event["event"] == "finished")
@@ -592,6 +599,26 @@ fn check_one_test_at_a_time() {
     runs.sort_unstable();
     assert_eq!(runs.len(), 2, "{text}");
     assert!(runs[0].1 <= runs[1].0, "the two tests overlapped: {text}");
+}
+
+/// The tests after a slow one run while it does, and the report stream
+/// tells of each end as it happens; the verdicts still print in list order.
+fn check_runs_past_a_slow_test() {
+    let (output, events) = run_with_report_stream(&["--ignored", "--test-threads", "2", "queue::"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let ends: Vec<&str> = events
+        .iter()
+        .filter(|event| event["event"] == "finished")
+        .map(|event| event["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ends, ["queue::timed", "queue::slow"]);
+    let text = stdout(&output);
+    let printed: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("test ")?.split_once(" ... ok"))
+        .map(|(name, _)| name.trim_end())
+        .collect();
+    assert_eq!(printed, ["queue::slow", "queue::timed"], "{text}");
 }
 
 fn check_nocapture() {
@@ -754,7 +781,7 @@ fn main() {
     if std::env::var_os("ISOLATE_FIXTURE").is_some() {
         fixture();
     }
-    let checks: [(&str, fn()); 9] = [
+    let checks: [(&str, fn()); 10] = [
         (
             "every test's verdict and diagnosis, pretty format",
             check_pretty_run,
@@ -767,6 +794,10 @@ fn main() {
         (
             "--test-threads 1 runs one test at a time, timed from its start",
             check_one_test_at_a_time,
+        ),
+        (
+            "tests after a slow one run meanwhile, verdicts print in order",
+            check_runs_past_a_slow_test,
         ),
         (
             "verdicts as nextest runs each test",

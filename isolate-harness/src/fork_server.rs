@@ -2,27 +2,27 @@
 //! `main`, while the process has one thread, that forks one grandchild per
 //! test on request.
 //!
-//! The harness runs tests on libtest-mimic's worker threads, and a threaded
-//! process must not fork (see [`crate::child`]). So the workers never fork:
-//! each holds a *channel* (a `socketpair`) to the server for as long as it
-//! runs a test, and sends `Run` naming the test by where its function is
-//! (see [`TestTable`]). The server, single-threaded, forks a test child (a
-//! copy of the process after shared setup), which runs the test, writes its
-//! result to the channel's reply file and exits. The server notices the
-//! exit on the child's pidfd, kills whatever the test left in its process
+//! The harness may not fork once libtest-mimic runs (see [`crate::child`]),
+//! and a threaded process must not. So the harness never forks a test: it
+//! holds *lanes* to the server (each a `socketpair`), and on each idle
+//! lane sends `Run` naming a test by where its function is (see
+//! [`TestTable`]). The server, single-threaded, forks a test child (a copy
+//! of the process after shared setup), which runs the test, writes its
+//! result to the lane's reply file and exits. The server notices the exit
+//! on the child's pidfd, kills whatever the test left in its process
 //! group, reaps it, and writes the result and `Exited` (the wait status and
-//! captured output) on the channel in one write. The worker reads one
-//! ordered stream per test, and wakes once for it.
+//! captured output) on the lane in one write. The harness reads one
+//! ordered stream per test, and one thread waits on every lane at once.
 //!
 //! The server also owns the test's timeout, counted from the fork: it alone
 //! knows when the test started and whether its child is reaped yet (a
 //! reaped child's group id may name someone else's processes).
 //!
 //! A server runs at most its share of `--test-threads` tests at once, but
-//! serves twice as many workers: when a test ends, the next request is
-//! already there, and the server forks it before it even reaps the test
-//! that ended. Without that, a core sat idle each time while the result
-//! went to a worker and the worker's next request came back (on a 2-core
+//! has twice as many lanes: when a test ends, the next request is already
+//! there, and the server forks it before it even reaps the test that
+//! ended. Without that, a core sat idle each time while the result went to
+//! the harness and the harness's next request came back (on a 2-core
 //! machine, 2000 trivial tests kept 1.3 of the 2 cores busy).
 //!
 //! Captured output goes to two `memfd`s per test rather than pipes: a file
@@ -38,11 +38,10 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
-use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -58,9 +57,13 @@ use crate::ipc::{
 };
 use crate::server::{self, PanicMessage, PanicReport};
 
-/// Workers (and channels) per test a server may run at once: one whose
-/// test runs, one whose request waits.
-const WORKERS_PER_TEST: usize = 2;
+/// Lanes (channels) per test a server may run at once: one whose test
+/// runs, one whose request waits.
+const LANES_PER_TEST: usize = 2;
+
+/// The read buffer of a lane: room for a test's result and its `Exited`
+/// unless the test printed much.
+const LANE_BUFFER: usize = 4096;
 
 /// Bytes of each captured stream kept from its start, and from its end.
 pub(crate) const KEPT_OUTPUT: usize = 8 * 1024;
@@ -85,7 +88,7 @@ pub(crate) enum TestId {
 /// forking process has touched, and that list is several hundred KiB for a
 /// few thousand tests. So a server knows only what it must: the registry,
 /// which is static, and the functions of the tests added by hand, which
-/// exist before it is forked. A worker names each test by a [`TestId`].
+/// exist before it is forked. A request names each test by a [`TestId`].
 pub(crate) struct TestTable {
     pub(crate) added: Vec<Box<TestFunction>>,
 }
@@ -125,14 +128,15 @@ impl Function<'_> {
 }
 
 /// The payload of a `Run` frame.
-#[derive(Debug, Serialize, Deserialize)]
-struct RunRequest {
-    test: TestId,
-    memory_limit: Option<u64>,
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct RunRequest {
+    pub(crate) test: TestId,
+    /// At most this many bytes of address space beyond the size at fork.
+    pub(crate) memory_limit: Option<u64>,
     /// When to stop the test: SIGTERM to its group at `timeout`, SIGKILL
     /// `grace_period` later.
-    timeout: Option<Duration>,
-    grace_period: Duration,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) grace_period: Duration,
 }
 
 /// What a stream of a test's output kept: all of it, or its head and tail.
@@ -185,7 +189,7 @@ struct TestExit {
     duration: Duration,
 }
 
-/// How one test run ended, as the worker saw it.
+/// How one test run ended, as the harness saw it.
 #[derive(Debug)]
 pub(crate) struct TestRun {
     pub(crate) ending: Ending,
@@ -214,14 +218,42 @@ pub(crate) enum Ending {
     Broken(String),
 }
 
-/// The harness's handle on its fork servers.
+/// The harness's handle on its fork servers: a lane per channel, each
+/// carrying one test at a time.
+///
+/// One thread drives every lane (see the harness's `Scheduler`): it sends
+/// a request on each idle lane and waits on all of them at once, so no
+/// thread sleeps per test and nothing is handed from thread to thread.
 pub(crate) struct ForkServer {
-    /// Keeps the server processes; dropping them ends the servers.
-    processes: Vec<Child>,
-    /// How many channels there are.
-    workers: usize,
-    channels: Mutex<Vec<UnixStream>>,
-    returned: Condvar,
+    /// The server processes, kept to be killed and reaped when the
+    /// harness drops this.
+    _processes: Vec<Child>,
+    lanes: Vec<Lane>,
+}
+
+/// One channel to a server, and the test it carries.
+struct Lane {
+    /// The share of `--test-threads` of the lane's server: how many tests
+    /// it runs at once.
+    server_limit: usize,
+    /// Which server the lane goes to.
+    server: usize,
+    /// Read through a buffer: a test's result and its `Exited` usually
+    /// arrive together, and come out of one read. `None` once the channel
+    /// broke.
+    channel: Option<BufReader<UnixStream>>,
+    reader: FrameReader,
+    test: Option<Sent>,
+}
+
+/// A test sent on a lane, and what has come back for it so far.
+struct Sent {
+    request: RunRequest,
+    started: Instant,
+    /// How the test function ended, if it said.
+    returned: Option<Ending>,
+    /// The report of its crash handler, if it crashed.
+    crash: Option<Crash>,
 }
 
 impl ForkServer {
@@ -230,9 +262,8 @@ impl ForkServer {
     /// far more than anything else a test of a few microseconds does, so a
     /// machine with several cores wants several servers.
     ///
-    /// Each server gets two channels per test it may run: the harness runs
-    /// a worker per channel (see [`ForkServer::workers`]), so that a
-    /// server always has the next request at hand when a test ends.
+    /// Each server gets two lanes per test it may run, so that it always
+    /// has the next request at hand when a test ends.
     ///
     /// # Errors
     ///
@@ -245,7 +276,7 @@ impl ForkServer {
     ) -> io::Result<ForkServer> {
         let threads = threads.max(1);
         let servers = servers.clamp(1, threads);
-        let mut ours = Vec::with_capacity(WORKERS_PER_TEST * threads);
+        let mut ours = Vec::with_capacity(LANES_PER_TEST * threads);
         // Each server's share of the tests that may run at once, and its
         // ends of the channels.
         let mut theirs: Vec<(usize, Vec<UnixStream>)> = (0..servers)
@@ -255,7 +286,7 @@ impl ForkServer {
             })
             .collect();
         for (limit, channels) in &mut theirs {
-            for _ in 0..WORKERS_PER_TEST * *limit {
+            for _ in 0..LANES_PER_TEST * *limit {
                 let (parent_end, server_end) = UnixStream::pair()?;
                 parent_end.set_nonblocking(true)?;
                 ours.push(parent_end);
@@ -263,17 +294,35 @@ impl ForkServer {
             }
         }
         let _ = io::stdout().flush();
-        // The harness forks before libtest-mimic starts its threads; only a
-        // shared setup that started threads of its own makes this warn.
+        // The harness forks before libtest-mimic starts; only a shared
+        // setup that started threads of its own makes this warn.
         child::warn_if_threaded();
         server::prepare_to_fork();
+        let lanes = ours
+            .into_iter()
+            .zip(
+                theirs
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(server, (limit, channels))| {
+                        std::iter::repeat_n((server, *limit), channels.len())
+                    }),
+            )
+            .map(|(channel, (server, server_limit))| Lane {
+                server,
+                server_limit,
+                channel: Some(BufReader::with_capacity(LANE_BUFFER, channel)),
+                reader: FrameReader::new(DEFAULT_MAX_FRAME),
+                test: None,
+            })
+            .collect();
         let mut processes = Vec::with_capacity(servers);
         while let Some((limit, own)) = theirs.pop() {
             let mut setup = ChildSetup::new(own[0].as_raw_fd());
             setup.death_signal = NixSignal::SIGTERM;
             match child::fork(&setup)? {
                 Forked::Child => {
-                    drop((ours, theirs));
+                    drop((lanes, theirs));
                     // The servers forked before this one are not this
                     // one's to kill: forget the handles without dropping.
                     std::mem::forget(processes);
@@ -283,165 +332,207 @@ impl ForkServer {
             }
         }
         Ok(ForkServer {
-            workers: ours.len(),
-            processes,
-            channels: Mutex::new(ours),
-            returned: Condvar::new(),
+            _processes: processes,
+            lanes,
         })
     }
 
-    /// How many worker threads should run tests on these servers: one per
-    /// channel.
-    pub(crate) fn workers(&self) -> usize {
-        self.workers
+    /// How many lanes there are.
+    pub(crate) fn lanes(&self) -> usize {
+        self.lanes.len()
     }
 
-    /// Runs test `test` in a fresh child of the server, with at most
-    /// `memory_limit` bytes of address space beyond its size at fork, and
-    /// waits for it.
-    pub(crate) fn run(
-        &self,
-        test: TestId,
-        memory_limit: Option<u64>,
-        timeout: Option<Duration>,
-        grace_period: Duration,
-    ) -> TestRun {
-        let started = Instant::now();
-        let Some(mut channel) = self.check_out() else {
-            return broken(started, "no channel to the fork server is left".to_owned());
-        };
-        let request = RunRequest {
-            test,
-            memory_limit,
-            timeout,
-            grace_period,
-        };
-        let run = run_on(&mut channel, &request, started);
-        match &run.ending {
-            // A channel whose framing broke cannot carry another test.
-            Ending::Broken(_) => {}
-            _ => self.check_in(channel),
-        }
-        run
-    }
-
-    fn check_out(&self) -> Option<UnixStream> {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(channel) = channels.pop() {
-                return Some(channel);
-            }
-            let alive = self
-                .processes
+    /// A lane that can take a test now: one to the server with the least
+    /// work for its share of the tests, so that no server queues a test
+    /// while another has room to run it.
+    pub(crate) fn idle_lane(&self) -> Option<usize> {
+        let load = |server: usize| {
+            self.lanes
                 .iter()
-                .any(|process| !process.wait_exit(Some(Duration::ZERO)).unwrap_or(true));
-            if !alive {
-                return None;
-            }
-            channels = self
-                .returned
-                .wait_timeout(channels, Duration::from_millis(100))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+                .filter(|lane| lane.server == server && lane.test.is_some())
+                .count()
+        };
+        self.lanes
+            .iter()
+            .enumerate()
+            .filter(|(_, lane)| lane.channel.is_some() && lane.test.is_none())
+            // The fewest tests sent per test the server may run: a/b < c/d
+            // as a*d < c*b.
+            .min_by(|(_, a), (_, b)| {
+                (load(a.server) * b.server_limit).cmp(&(load(b.server) * a.server_limit))
+            })
+            .map(|(index, _)| index)
     }
 
-    fn check_in(&self, channel: UnixStream) {
-        self.channels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(channel);
-        self.returned.notify_one();
+    /// Whether a test is on its way.
+    pub(crate) fn busy(&self) -> bool {
+        self.lanes.iter().any(|lane| lane.test.is_some())
+    }
+
+    /// Whether no lane is left: every channel broke.
+    pub(crate) fn broken(&self) -> bool {
+        self.lanes.iter().all(|lane| lane.channel.is_none())
+    }
+
+    /// Asks for `request` to run in a fresh child of the server on `lane`,
+    /// which must be idle; `Err` says why it could not be sent.
+    pub(crate) fn send(&mut self, lane: usize, request: RunRequest) -> Result<(), String> {
+        let started = Instant::now();
+        let frame = FrameBuilder::new(Kind::Run)
+            .encode(&request)
+            .expect("a run request always encodes")
+            .finish();
+        let lane = &mut self.lanes[lane];
+        let sent = match &lane.channel {
+            Some(channel) => write_all_nonblocking(channel.get_ref(), &frame),
+            None => Err(io::Error::other("the lane is closed")),
+        };
+        if let Err(error) = sent {
+            lane.channel = None;
+            return Err(format!(
+                "failed to ask the fork server for the test: {error}"
+            ));
+        }
+        lane.test = Some(Sent {
+            request,
+            started,
+            returned: None,
+            crash: None,
+        });
+        Ok(())
+    }
+
+    /// Waits until at least one test ends (or a signal interrupts), and
+    /// returns each test that ended with its lane.
+    pub(crate) fn wait(&mut self) -> Vec<(usize, TestRun)> {
+        let mut fds = Vec::new();
+        let mut lanes = Vec::new();
+        for (index, lane) in self.lanes.iter().enumerate() {
+            if let (Some(channel), Some(_)) = (&lane.channel, &lane.test) {
+                fds.push(PollFd::new(channel.get_ref().as_fd(), PollFlags::POLLIN));
+                lanes.push(index);
+            }
+        }
+        let ready: Vec<usize> = match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => lanes
+                .into_iter()
+                .zip(&fds)
+                .filter(|(_, fd)| fd.any().unwrap_or(true))
+                .map(|(index, _)| index)
+                .collect(),
+            Err(nix::errno::Errno::EINTR) => Vec::new(),
+            // Polling valid descriptors fails only when the process is out
+            // of memory: every test on its way fails rather than hang.
+            Err(error) => {
+                return lanes
+                    .into_iter()
+                    .map(|index| {
+                        let reason = format!("failed to wait for the test: {error}");
+                        (index, self.lanes[index].fail(reason))
+                    })
+                    .collect();
+            }
+        };
+        ready
+            .into_iter()
+            .filter_map(|index| Some((index, self.lanes[index].read()?)))
+            .collect()
     }
 }
 
-fn broken(started: Instant, reason: String) -> TestRun {
+impl Lane {
+    /// Reads what has arrived for the lane's test: its run once `Exited`
+    /// is in.
+    fn read(&mut self) -> Option<TestRun> {
+        loop {
+            let channel = self.channel.as_mut()?;
+            let frame = match self.reader.read_from(channel) {
+                Ok(Received::Frame(frame)) => frame,
+                Ok(Received::Pending) => return None,
+                Ok(Received::Closed) => return Some(self.fail("the fork server died".to_owned())),
+                Err(error) => {
+                    return Some(
+                        self.fail(format!("the test broke the protocol: {}", describe(&error))),
+                    );
+                }
+            };
+            let test = self.test.as_mut()?;
+            let parsed: Result<(), ProtocolError> = match (frame.kind, test.crash.as_mut()) {
+                (Kind::Returned, _) => ipc::decode(frame.payload()).map(|result| {
+                    test.returned = Some(Ending::Returned(result));
+                }),
+                (Kind::Panicked, _) => {
+                    ipc::decode::<PanicMessage>(frame.payload()).map(|message| {
+                        test.returned = Some(Ending::Panicked(message.into_report()));
+                    })
+                }
+                (Kind::Crash, _) => {
+                    Crash::parse(frame.payload()).map(|parsed| test.crash = Some(parsed))
+                }
+                (Kind::Backtrace, Some(crash)) => crash.add_backtrace(frame.payload()),
+                (Kind::Exited, _) => {
+                    return Some(match ipc::decode::<TestExit>(frame.payload()) {
+                        Ok(exit) => {
+                            let test = self.test.take().expect("the lane carries a test");
+                            test.ended(exit)
+                        }
+                        Err(error) => {
+                            self.fail(format!("the fork server broke the protocol: {error}"))
+                        }
+                    });
+                }
+                (kind, _) => Err(ProtocolError::Unexpected(kind.name())),
+            };
+            self.reader.recycle(frame);
+            if let Err(error) = parsed {
+                return Some(self.fail(format!("the test broke the protocol: {error}")));
+            }
+        }
+    }
+
+    /// Closes the lane, which can carry no other test, and gives its test
+    /// the run of one that could not be run.
+    fn fail(&mut self, reason: String) -> TestRun {
+        self.channel = None;
+        let started = self
+            .test
+            .take()
+            .map_or_else(Instant::now, |test| test.started);
+        broken(started, reason)
+    }
+}
+
+impl Sent {
+    /// The run of the test, now that its `Exited` is in.
+    fn ended(self, exit: TestExit) -> TestRun {
+        let termination = Termination::new(exit.status, self.crash);
+        let ending = match (exit.timed_out, self.returned) {
+            (true, _) => Ending::TimedOut {
+                limit: self.request.timeout.unwrap_or_default(),
+                grace_period: self.request.grace_period,
+                termination,
+            },
+            (false, Some(ending)) => ending,
+            (false, None) => Ending::Died(termination),
+        };
+        TestRun {
+            ending,
+            stdout: exit.stdout,
+            stderr: exit.stderr,
+            leftovers: exit.leftovers,
+            duration: exit.duration,
+        }
+    }
+}
+
+/// The run of a test that could not be run.
+pub(crate) fn broken(started: Instant, reason: String) -> TestRun {
     TestRun {
         ending: Ending::Broken(reason),
         stdout: CapturedStream::default(),
         stderr: CapturedStream::default(),
         leftovers: Vec::new(),
         duration: started.elapsed(),
-    }
-}
-
-/// The worker's side of one test: send `Run`, read until `Exited`.
-fn run_on(channel: &mut UnixStream, request: &RunRequest, started: Instant) -> TestRun {
-    let frame = FrameBuilder::new(Kind::Run)
-        .encode(request)
-        .expect("a run request always encodes")
-        .finish();
-    if let Err(error) = write_all_nonblocking(channel, &frame) {
-        return broken(
-            started,
-            format!("failed to ask the fork server for the test: {error}"),
-        );
-    }
-    let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
-    let mut returned = None;
-    let mut crash: Option<Crash> = None;
-    loop {
-        let frame = match reader.read_from(&mut &*channel) {
-            Ok(Received::Frame(frame)) => frame,
-            Ok(Received::Closed) => return broken(started, "the fork server died".to_owned()),
-            Ok(Received::Pending) => {
-                let mut fds = [PollFd::new(channel.as_fd(), PollFlags::POLLIN)];
-                match poll(&mut fds, PollTimeout::NONE) {
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                    Err(error) => {
-                        return broken(started, format!("failed to wait for the test: {error}"));
-                    }
-                }
-            }
-            Err(error) => {
-                return broken(
-                    started,
-                    format!("the test broke the protocol: {}", describe(&error)),
-                );
-            }
-        };
-        let parsed: Result<(), ProtocolError> = match (frame.kind, crash.as_mut()) {
-            (Kind::Returned, _) => ipc::decode(frame.payload()).map(|result| {
-                returned = Some(Ending::Returned(result));
-            }),
-            (Kind::Panicked, _) => ipc::decode::<PanicMessage>(frame.payload()).map(|message| {
-                returned = Some(Ending::Panicked(message.into_report()));
-            }),
-            (Kind::Crash, _) => Crash::parse(frame.payload()).map(|parsed| crash = Some(parsed)),
-            (Kind::Backtrace, Some(crash)) => crash.add_backtrace(frame.payload()),
-            (Kind::Exited, _) => {
-                let exit: TestExit = match ipc::decode(frame.payload()) {
-                    Ok(exit) => exit,
-                    Err(error) => {
-                        return broken(
-                            started,
-                            format!("the fork server broke the protocol: {error}"),
-                        );
-                    }
-                };
-                let termination = Termination::new(exit.status, crash);
-                let ending = match (exit.timed_out, returned) {
-                    (true, _) => Ending::TimedOut {
-                        limit: request.timeout.unwrap_or_default(),
-                        grace_period: request.grace_period,
-                        termination,
-                    },
-                    (false, Some(ending)) => ending,
-                    (false, None) => Ending::Died(termination),
-                };
-                return TestRun {
-                    ending,
-                    stdout: exit.stdout,
-                    stderr: exit.stderr,
-                    leftovers: exit.leftovers,
-                    duration: exit.duration,
-                };
-            }
-            (kind, _) => Err(ProtocolError::Unexpected(kind.name())),
-        };
-        if let Err(error) = parsed {
-            return broken(started, format!("the test broke the protocol: {error}"));
-        }
     }
 }
 
@@ -453,7 +544,7 @@ fn describe(error: &ReadError) -> String {
 }
 
 /// Writes all of `bytes` to a non-blocking socket, waiting for room.
-fn write_all_nonblocking(channel: &mut UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+fn write_all_nonblocking(mut channel: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         match channel.write(bytes) {
             Ok(written) => bytes = &bytes[written..],
@@ -621,10 +712,10 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
 /// A fork server's state.
 ///
 /// It runs at most `limit` tests at once. It has more channels than that
-/// (the harness gives each server two workers per test it may run), so
-/// that when a test ends, the next request is already waiting: the server
-/// forks the next test at once, instead of leaving its core idle while the
-/// result travels to a worker and the worker's next request travels back.
+/// (two lanes per test it may run), so that when a test ends, the next
+/// request is already waiting: the server forks the next test at once,
+/// instead of leaving its core idle while the result travels to the harness
+/// and the harness's next request travels back.
 struct Server<'a> {
     tests: &'a TestTable,
     slots: Vec<Slot>,
@@ -648,8 +739,8 @@ struct Slot {
     reader: FrameReader,
     /// Made at the channel's first test: its test child writes its result
     /// (or its crash handler a crash report) there, and the server sends it
-    /// on with `Exited`, so that the worker wakes once per test rather than
-    /// once for the result and once for the exit.
+    /// on with `Exited`, so that the harness wakes once per test rather
+    /// than once for the result and once for the exit.
     reply: Option<ReplyFile>,
     /// Made at the channel's first test, when output is captured.
     output: Option<OutputFiles>,

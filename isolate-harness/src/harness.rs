@@ -9,16 +9,16 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 use serde::Serialize;
 
 use crate::child::{Signal, Termination};
 use crate::fork_server::{
-    CapturedStream, Ending, ForkServer, Function, Leftover, TestFunction, TestId, TestRun,
-    TestTable,
+    CapturedStream, Ending, ForkServer, Function, Leftover, RunRequest, TestFunction, TestId,
+    TestRun, TestTable, broken,
 };
 use crate::server;
 
@@ -290,7 +290,7 @@ impl Harness {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let server = if needs_server {
             match ForkServer::start(&table, threads, cores, capture) {
-                Ok(server) => Some(Arc::new(server)),
+                Ok(server) => Some(server),
                 Err(error) => {
                     eprintln!("isolate: failed to start the fork server: {error}");
                     std::process::exit(101);
@@ -301,56 +301,192 @@ impl Harness {
         };
         let tests = early.unwrap_or_else(|| test_list(added));
         let report = ReportStream::from_env().map(Arc::new);
+        // The tests the servers run, in the order libtest-mimic asks for
+        // their verdicts: those it does not filter out or ignore.
+        let mut jobs = Vec::new();
+        let positions: Vec<Option<usize>> = tests
+            .iter()
+            .map(|test| {
+                let trial = listed(test);
+                let forked = server.is_some() && (!in_process || test.options.needs_fork());
+                (forked && !args.is_filtered_out(&trial) && !args.is_ignored(&trial)).then(|| {
+                    jobs.push(Job {
+                        name: test.name.clone(),
+                        request: RunRequest {
+                            test: test.id,
+                            memory_limit: test.options.memory_limit,
+                            timeout: test.options.timeout.or(default_timeout),
+                            grace_period: GRACE_PERIOD,
+                        },
+                        options: test.options,
+                    });
+                    jobs.len() - 1
+                })
+            })
+            .collect();
+        let scheduler =
+            server.map(|server| Arc::new(Mutex::new(Scheduler::new(server, jobs, report.clone()))));
         let trials = tests
             .into_iter()
-            .map(|TestEntry { name, id, options }| {
-                let server = server.clone();
+            .zip(positions)
+            .map(|(TestEntry { name, id, options }, position)| {
+                let scheduler = scheduler.clone();
                 let table = Arc::clone(&table);
                 let report = report.clone();
                 let trial_name = name.clone();
-                Trial::test(name, move || {
-                    if let Some(report) = &report {
-                        report.started(&trial_name);
-                    }
-                    let timeout = options.timeout.or(default_timeout);
-                    let run = match &server {
-                        Some(server) if !in_process || options.needs_fork() => {
-                            server.run(id, options.memory_limit, timeout, GRACE_PERIOD)
+                Trial::test(name, move || match (&scheduler, position) {
+                    (Some(scheduler), Some(position)) => scheduler
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .verdict(position),
+                    _ => {
+                        if let Some(report) = &report {
+                            report.started(&trial_name);
                         }
-                        _ => run_in_process(
-                            table
-                                .function(id)
-                                .expect("every listed test is in the table"),
-                        ),
-                    };
-                    let verdict = verdict(&run, &options);
-                    if !run.leftovers.is_empty() {
-                        eprintln!(
-                            "isolate: test {trial_name} left {} process(es) running, now killed: {}",
-                            run.leftovers.len(),
-                            leftover_list(&run)
-                        );
+                        let function = table
+                            .function(id)
+                            .expect("every listed test is in the table");
+                        conclude(
+                            &trial_name,
+                            &options,
+                            &run_in_process(function),
+                            report.as_deref(),
+                        )
                     }
-                    if let Some(report) = &report {
-                        report.finished(&trial_name, &run, &verdict);
-                    }
-                    verdict.map_err(|message| Failed::from(with_output(message, &run)))
                 })
                 .with_ignored_flag(options.ignore.is_some())
             })
             .collect();
-        match &server {
-            // Enough workers to keep every server's next request waiting
-            // (see `ForkServer::start`); the servers hold the number of
-            // tests running at once to `--test-threads`.
-            Some(server) if !in_process => {
+        match &scheduler {
+            // One thread asks for the verdicts, in order; the scheduler keeps
+            // the servers busy with the tests that come next.
+            Some(_) => {
                 let mut args = args.clone();
-                args.test_threads = Some(server.workers());
+                args.test_threads = Some(1);
                 libtest_mimic::run(&args, trials)
             }
-            _ => libtest_mimic::run(args, trials),
+            None => libtest_mimic::run(args, trials),
         }
     }
+}
+
+/// A test the fork servers run, as the scheduler keeps it.
+struct Job {
+    name: String,
+    request: RunRequest,
+    options: TestOptions,
+}
+
+/// Runs the tests of the fork servers ahead of libtest-mimic.
+///
+/// libtest-mimic runs the trials on one thread, in order, and each trial of
+/// a forked test asks the scheduler for its verdict. Meanwhile the
+/// scheduler keeps every lane of the servers busy with the tests that come
+/// next, and weighs each test as it ends (writing its report line then, not
+/// when its verdict is asked for). So the run keeps `--test-threads` tests
+/// running, while the harness has one thread, which sleeps only when no
+/// test has ended: with a worker thread per test in flight, handing each
+/// test and verdict between threads cost more than the rest of the harness.
+///
+/// The verdicts come out in list order: a slow test holds back the lines of
+/// the tests after it (which run meanwhile), as under `--test-threads 1`.
+struct Scheduler {
+    server: ForkServer,
+    jobs: Vec<Job>,
+    /// The next job to send.
+    next: usize,
+    /// The job each lane carries.
+    lanes: Vec<Option<usize>>,
+    /// The verdicts of the jobs that ended and were not asked for yet.
+    verdicts: Vec<Option<Result<(), Failed>>>,
+    report: Option<Arc<ReportStream>>,
+}
+
+impl Scheduler {
+    fn new(server: ForkServer, jobs: Vec<Job>, report: Option<Arc<ReportStream>>) -> Scheduler {
+        Scheduler {
+            lanes: vec![None; server.lanes()],
+            verdicts: std::iter::repeat_with(|| None).take(jobs.len()).collect(),
+            server,
+            jobs,
+            next: 0,
+            report,
+        }
+    }
+
+    /// The verdict of job `position`, once it has run.
+    fn verdict(&mut self, position: usize) -> Result<(), Failed> {
+        loop {
+            if let Some(verdict) = self.verdicts.get_mut(position).and_then(Option::take) {
+                return verdict;
+            }
+            self.send();
+            if !self.server.busy() {
+                if self.server.broken() {
+                    return Err(Failed::from(
+                        "could not be run: no channel to the fork server is left",
+                    ));
+                }
+                return Err(Failed::from("could not be run: it was never scheduled"));
+            }
+            for (lane, run) in self.server.wait() {
+                if let Some(job) = self.lanes[lane].take() {
+                    self.ended(job, &run);
+                }
+            }
+        }
+    }
+
+    /// Sends the next jobs on every idle lane.
+    fn send(&mut self) {
+        while self.next < self.jobs.len()
+            && let Some(lane) = self.server.idle_lane()
+        {
+            let position = self.next;
+            self.next += 1;
+            let job = &self.jobs[position];
+            if let Some(report) = &self.report {
+                report.started(&job.name);
+            }
+            match self.server.send(lane, job.request) {
+                Ok(()) => self.lanes[lane] = Some(position),
+                Err(reason) => self.ended(position, &broken(Instant::now(), reason)),
+            }
+        }
+    }
+
+    /// Weighs job `position`, which ended with `run`.
+    fn ended(&mut self, position: usize, run: &TestRun) {
+        let job = &self.jobs[position];
+        self.verdicts[position] = Some(conclude(
+            &job.name,
+            &job.options,
+            run,
+            self.report.as_deref(),
+        ));
+    }
+}
+
+/// Weighs how test `name` ended against its `options`, says what it left
+/// running, and reports it: the trial's outcome.
+fn conclude(
+    name: &str,
+    options: &TestOptions,
+    run: &TestRun,
+    report: Option<&ReportStream>,
+) -> Result<(), Failed> {
+    let verdict = verdict(run, options);
+    if !run.leftovers.is_empty() {
+        eprintln!(
+            "isolate: test {name} left {} process(es) running, now killed: {}",
+            run.leftovers.len(),
+            leftover_list(run)
+        );
+    }
+    if let Some(report) = report {
+        report.finished(name, run, &verdict);
+    }
+    verdict.map_err(|message| Failed::from(with_output(message, run)))
 }
 
 /// The tests of the run: the registry's and those `added` by hand (name

@@ -39,9 +39,9 @@
 //!
 //! A test child of the fork server writes its `Returned`, `Panicked`,
 //! `Crash` and `Backtrace` frames to a file the server gave it; once it has
-//! reaped the child, the server writes them, then `Exited`, on the channel
-//! of the worker that asked for the test, so the worker reads one ordered
-//! stream per test.
+//! reaped the child, the server writes them, then `Exited`, on the lane
+//! that asked for the test, so the harness reads one ordered stream per
+//! test.
 //!
 //! End of file on the channel means the child is gone: the caller then asks
 //! [`crate::child`] how it ended.

@@ -61,12 +61,14 @@
 //!
 //! At the start of `main`, after the shared setup and while the process
 //! still has one thread, the harness forks a *fork server* per core.
-//! libtest-mimic's worker threads ask them for each test; a server forks a
-//! child per test (a copy of itself, so of every test and of the setup's
-//! result), in a process group of its own, and enforces its timeout. At
-//! most `--test-threads` tests run at once; there are twice as many
-//! workers, so that a server has the next test at hand when one ends. A
-//! test's stdout and stderr go to memory files, kept as head and tail.
+//! The harness asks them for each test; a server forks a child per test (a
+//! copy of itself, so of every test and of the setup's result), in a
+//! process group of its own, and enforces its timeout. At most
+//! `--test-threads` tests run at once, and twice as many are asked for, so
+//! that a server has the next test at hand when one ends. libtest-mimic
+//! runs on one thread and prints the verdicts in list order, while the
+//! tests after the one it waits for already run. A test's stdout and
+//! stderr go to memory files, kept as head and tail.
 //! Under nextest, which runs each test in a process of its own already,
 //! tests that need no process for their options run in it directly.
 //!
@@ -167,6 +169,9 @@
 //!   is nextest's to report, as a leak.
 //! - A program that ignores `SIGCHLD` has its children reaped by the kernel;
 //!   their exit status is then lost.
+//! - The harness prints verdicts in list order: a slow test holds back the
+//!   lines of the tests after it, which run meanwhile and show at once when
+//!   it ends. (`cargo isolate` reads each test's end as it happens.)
 
 #![cfg(target_os = "linux")]
 
