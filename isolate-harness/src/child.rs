@@ -45,6 +45,7 @@ use nix::unistd::Pid;
 use crate::crash::{self, Crash};
 
 /// What a child sets up right after `fork()`, prepared by the parent.
+#[derive(Clone, Copy)]
 pub(crate) struct ChildSetup {
     /// The pid of the parent, to notice if it died before `PR_SET_PDEATHSIG`
     /// took effect.
@@ -60,6 +61,9 @@ pub(crate) struct ChildSetup {
     pub(crate) stack_low: usize,
     /// The signal the child gets when the thread that forked it exits.
     pub(crate) death_signal: NixSignal,
+    /// Whether the forking process installed the crash handlers in itself
+    /// (see [`crash::install`]), so that the child has them already.
+    pub(crate) crash_handlers_inherited: bool,
 }
 
 impl ChildSetup {
@@ -72,6 +76,7 @@ impl ChildSetup {
             address_space_limit: None,
             stack_low: crash::current_stack_low(),
             death_signal: NixSignal::SIGKILL,
+            crash_handlers_inherited: false,
         }
     }
 }
@@ -192,7 +197,10 @@ unsafe fn prepare_child(setup: &ChildSetup) {
             };
             libc::syscall(libc::SYS_setrlimit, libc::RLIMIT_AS as libc::c_long, &limit);
         }
-        crash::install(setup.report_fd, setup.stack_low);
+        if !setup.crash_handlers_inherited {
+            crash::install(setup.stack_low);
+        }
+        crash::report_to(setup.report_fd);
     }
 }
 

@@ -2,9 +2,10 @@
 //! report.
 //!
 //! When a child dies of SIGSEGV, SIGBUS, SIGILL, SIGFPE or SIGABRT, the wait
-//! status alone says which signal, not where. So every child installs a
-//! handler for those signals, on an alternate stack (a stack overflow leaves
-//! no room on the thread's own), that:
+//! status alone says which signal, not where. So every child has a handler
+//! for those signals (installed after `fork`, or inherited from the fork
+//! server, which installs it once), on an alternate stack (a stack overflow
+//! leaves no room on the thread's own), that:
 //!
 //! 1. arms a watchdog (`alarm`), so that if anything below hangs, the child
 //!    still dies of the original signal two seconds later;
@@ -103,15 +104,20 @@ fn find_stack_low() -> usize {
     }
 }
 
-/// Installs the alternate stack and the fatal-signal handlers in a child.
+/// Installs the alternate stack and the fatal-signal handlers. They report
+/// nowhere until [`report_to`] names a descriptor: until then a fatal
+/// signal kills the process as it would without them.
+///
+/// A child inherits both across `fork`, so a process that forks many
+/// children (the fork server) installs them once, in itself.
 ///
 /// # Safety
 ///
-/// Call only in a child just forked, before any user code runs: it replaces
-/// the process's handlers for [`FATAL_SIGNALS`] and its alternate stack.
-/// `report_fd` must stay open for the life of the child.
-pub(crate) unsafe fn install(report_fd: RawFd, stack_low: usize) {
-    REPORT_FD.store(report_fd, Ordering::SeqCst);
+/// Only in a process that forks children for isolation (a child just
+/// forked, or the fork server) before any user code runs in it: it
+/// replaces the process's handlers for [`FATAL_SIGNALS`] and its alternate
+/// stack.
+pub(crate) unsafe fn install(stack_low: usize) {
     STACK_LOW.store(stack_low, Ordering::SeqCst);
     let stack = libc::stack_t {
         ss_sp: ALT_STACK.0.get().cast(),
@@ -131,6 +137,12 @@ pub(crate) unsafe fn install(report_fd: RawFd, stack_low: usize) {
             set_handler(signal, on_fatal_signal as *const () as usize);
         }
     }
+}
+
+/// Makes the handlers [`install`]ed report a crash to `report_fd`, which
+/// must stay open for the life of the process.
+pub(crate) fn report_to(report_fd: RawFd) {
+    REPORT_FD.store(report_fd, Ordering::SeqCst);
 }
 
 /// Points `signal` at `handler`, with SA_SIGINFO and the alternate stack.

@@ -637,6 +637,11 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
     let Ok(signals) = signals else {
         child::exit_child(2);
     };
+    // The server is a child made by `child::fork`, which installed the
+    // crash handlers in it: its test children inherit them, and only say
+    // where they report.
+    let mut child_setup = ChildSetup::new(-1);
+    child_setup.crash_handlers_inherited = true;
     // The signals, and a channel and a test's pidfd per slot.
     let descriptors = 1 + 2 * channels.len();
     let mut server = Server {
@@ -645,6 +650,7 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
         message: Vec::new(),
         reply_buffer: Vec::with_capacity(server::REPLY_BUFFER),
         capture,
+        child_setup,
         waiting: VecDeque::new(),
         limit: limit.max(1),
         children: Children::open(),
@@ -726,6 +732,8 @@ struct Server<'a> {
     /// own copy of it, made once here.
     reply_buffer: Vec<u8>,
     capture: bool,
+    /// What every test child sets up, but for its descriptors and limit.
+    child_setup: ChildSetup,
     /// Requests waiting for a running test to end, oldest first.
     waiting: VecDeque<(usize, RunRequest)>,
     limit: usize,
@@ -808,6 +816,7 @@ impl Server<'_> {
         let started = match &slot.reply {
             Some(reply) => start_test(
                 function,
+                self.child_setup,
                 request.memory_limit,
                 &reply.file,
                 slot.output.as_ref(),
@@ -992,12 +1001,13 @@ impl<'fd> PollSet<'fd> {
 /// of `reply_buffer`.
 fn start_test(
     function: Function<'_>,
+    mut setup: ChildSetup,
     memory_limit: Option<u64>,
     reply: &File,
     outputs: Option<&OutputFiles>,
     reply_buffer: &mut Vec<u8>,
 ) -> io::Result<Child> {
-    let mut setup = ChildSetup::new(reply.as_raw_fd());
+    setup.report_fd = reply.as_raw_fd();
     setup.output = outputs.map(|files| (files.stdout.as_raw_fd(), files.stderr.as_raw_fd()));
     if let Some(limit) = memory_limit {
         setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
