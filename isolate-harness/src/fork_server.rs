@@ -65,6 +65,9 @@ const LANES_PER_TEST: usize = 2;
 /// unless the test printed much.
 const LANE_BUFFER: usize = 4096;
 
+/// The read buffer of a server's channel: room for a request.
+const SLOT_BUFFER: usize = 256;
+
 /// Bytes of each captured stream kept from its start, and from its end.
 pub(crate) const KEPT_OUTPUT: usize = 8 * 1024;
 
@@ -674,7 +677,7 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
             if let Some(channel) = &slot.channel
                 && (!full || slot.test.is_some())
             {
-                poll_set.add(channel.as_fd(), Source::Channel(index));
+                poll_set.add(channel.get_ref().as_fd(), Source::Channel(index));
             }
             // Opened when the test started, so this does not fail.
             if let Some(test) = &slot.test
@@ -742,8 +745,9 @@ struct Server<'a> {
 
 /// What a server has for one channel.
 struct Slot {
-    /// `None` once the harness closed it, or broke it.
-    channel: Option<UnixStream>,
+    /// Non-blocking, and read through a buffer: a request comes out of one
+    /// read. `None` once the harness closed it, or broke it.
+    channel: Option<BufReader<UnixStream>>,
     reader: FrameReader,
     /// Made at the channel's first test: its test child writes its result
     /// (or its crash handler a crash report) there, and the server sends it
@@ -759,7 +763,10 @@ struct Slot {
 impl Slot {
     fn new(channel: UnixStream) -> Slot {
         Slot {
-            channel: Some(channel),
+            channel: channel
+                .set_nonblocking(true)
+                .is_ok()
+                .then(|| BufReader::with_capacity(SLOT_BUFFER, channel)),
             reader: FrameReader::new(64),
             reply: None,
             output: None,
@@ -774,18 +781,19 @@ impl Server<'_> {
         self.slots.iter().filter(|slot| slot.test.is_some()).count()
     }
 
-    /// Reads a request from channel `index`.
+    /// Reads a request from channel `index`, if one has arrived.
     fn read_channel(&mut self, index: usize) {
         let slot = &mut self.slots[index];
         let Some(channel) = slot.channel.as_mut() else {
             return;
         };
-        let request = match slot.reader.read_blocking(channel) {
-            Ok(Some(frame)) if frame.kind == Kind::Run => {
+        let request = match slot.reader.read_from(channel) {
+            Ok(Received::Frame(frame)) if frame.kind == Kind::Run => {
                 let request = ipc::decode::<RunRequest>(frame.payload());
                 slot.reader.recycle(frame);
                 request
             }
+            Ok(Received::Pending) => return,
             // Anything else breaks the protocol; end of file or an error
             // means the harness closed the channel, or broke it.
             _ => {
@@ -851,8 +859,8 @@ impl Server<'_> {
                     duration: Duration::ZERO,
                 };
                 self.message.clear();
-                if let Some(channel) = slot.channel.as_mut() {
-                    send_exit(channel, &exit, &mut self.message);
+                if let Some(channel) = &slot.channel {
+                    send_exit(channel.get_ref(), &exit, &mut self.message);
                 }
             }
         }
@@ -879,8 +887,8 @@ impl Server<'_> {
         if let Some(reply) = &mut slot.reply {
             reply.take(&mut self.message);
         }
-        if let Some(channel) = slot.channel.as_mut() {
-            send_exit(channel, &exit, &mut self.message);
+        if let Some(channel) = &slot.channel {
+            send_exit(channel.get_ref(), &exit, &mut self.message);
         }
     }
 
@@ -915,18 +923,15 @@ impl Server<'_> {
     }
 
     /// Reads the requests that have arrived on the channels the server did
-    /// not poll while it was full.
+    /// not poll while it was full: a read that finds nothing costs no more
+    /// than a poll that says so.
     fn read_requests(&mut self) {
-        let mut idle = PollSet::with_capacity(self.slots.len());
-        for (index, slot) in self.slots.iter().enumerate() {
-            if let Some(channel) = &slot.channel
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            if slot.channel.is_some()
                 && slot.test.is_none()
+                && !self.waiting.iter().any(|(waiting, _)| *waiting == index)
             {
-                idle.add(channel.as_fd(), Source::Channel(index));
-            }
-        }
-        for source in idle.poll(Some(Duration::ZERO)).unwrap_or_default() {
-            if let Source::Channel(index) = source {
                 self.read_channel(index);
             }
         }
@@ -1166,13 +1171,13 @@ impl ReplyFile {
 
 /// Sends `Exited` after what `message` holds already (the test's reply),
 /// in one write, keeping the buffer in `message` for the next.
-fn send_exit(channel: &mut UnixStream, exit: &TestExit, message: &mut Vec<u8>) {
+fn send_exit(channel: &UnixStream, exit: &TestExit, message: &mut Vec<u8>) {
     let Ok(frame) = FrameBuilder::appending(Kind::Exited, std::mem::take(message)).encode(exit)
     else {
         return;
     };
     *message = frame.finish();
-    let _ = channel.write_all(message);
+    let _ = write_all_nonblocking(channel, message);
 }
 
 #[cfg(test)]
