@@ -319,6 +319,35 @@ impl Child {
         }
     }
 
+    /// Whether the child has exited (and is not reaped yet, or is).
+    pub(crate) fn has_exited(&self) -> bool {
+        if let State::Exited(_) = self.state {
+            return true;
+        }
+        loop {
+            // SAFETY: a zeroed siginfo is valid, and `waitid` fills it in;
+            // with WNOHANG, `si_pid` stays 0 while the child runs.
+            let (result, info) = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                let result = libc::waitid(
+                    libc::P_PID,
+                    self.pid.as_raw() as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                );
+                (result, info)
+            };
+            if result == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // SAFETY: `waitid` succeeded, so `info` is filled in (and
+            // zeroed where no child had exited).
+            // Any other error means the child is not ours to wait for any
+            // more: as good as exited, for whoever asks.
+            return result == -1 || unsafe { info.si_pid() } != 0;
+        }
+    }
+
     /// Waits up to `timeout` (forever for `None`) for the child to exit,
     /// without reaping it. Returns whether it has exited.
     pub(crate) fn wait_exit(&self, timeout: Option<Duration>) -> io::Result<bool> {

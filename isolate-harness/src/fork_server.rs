@@ -9,8 +9,9 @@
 //! [`TestTable`]). The server, single-threaded, forks a test child (a copy
 //! of the process after shared setup), which runs the test, writes its
 //! result to the lane's reply file and exits. The server notices the exit
-//! on the child's pidfd, kills whatever the test left in its process
-//! group, reaps it, and writes the result and `Exited` (the wait status and
+//! by its `SIGCHLD`, read from a signalfd (a pidfd per test cost the server
+//! more: opening one is far dearer than reading a signal), kills whatever
+//! the test left in its process group, reaps it, and writes the result and `Exited` (the wait status and
 //! captured output) on the lane in one write. The harness reads one
 //! ordered stream per test, and one thread waits on every lane at once.
 //!
@@ -632,11 +633,14 @@ impl OutputFiles {
 fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bool) -> ! {
     // SAFETY: prctl takes an option and integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
-    let mut termination = SigSet::empty();
-    termination.add(NixSignal::SIGTERM);
-    let signals = termination
+    // SIGTERM ends the server; SIGCHLD says a test child (or something a
+    // test left) exited. Both are read from a signalfd.
+    let mut handled = SigSet::empty();
+    handled.add(NixSignal::SIGTERM);
+    handled.add(NixSignal::SIGCHLD);
+    let signals = handled
         .thread_block()
-        .and_then(|()| SignalFd::new(&termination));
+        .and_then(|()| SignalFd::new(&handled));
     let Ok(signals) = signals else {
         child::exit_child(2);
     };
@@ -645,8 +649,8 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
     // where they report.
     let mut child_setup = ChildSetup::new(-1);
     child_setup.crash_handlers_inherited = true;
-    // The signals, and a channel and a test's pidfd per slot.
-    let descriptors = 1 + 2 * channels.len();
+    // The signals, and a channel per slot.
+    let descriptors = 1 + channels.len();
     let mut server = Server {
         tests,
         slots: channels.into_iter().map(Slot::new).collect(),
@@ -679,12 +683,6 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
             {
                 poll_set.add(channel.get_ref().as_fd(), Source::Channel(index));
             }
-            // Opened when the test started, so this does not fail.
-            if let Some(test) = &slot.test
-                && let Ok(pidfd) = test.child.pidfd()
-            {
-                poll_set.add(pidfd, Source::Test(index));
-            }
         }
         let timeout = server
             .slots
@@ -697,14 +695,19 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
         };
         for source in ready {
             match source {
-                Source::Signals => {
-                    for test in server.slots.iter().filter_map(|slot| slot.test.as_ref()) {
-                        test.child.signal_group(NixSignal::SIGKILL);
+                Source::Signals => match signals.read_signal() {
+                    Ok(Some(signal)) if signal.ssi_signo == NixSignal::SIGCHLD as u32 => {
+                        server.finish_exited();
                     }
-                    child::exit_child(0);
-                }
+                    // SIGTERM: the harness is gone.
+                    _ => {
+                        for test in server.slots.iter().filter_map(|slot| slot.test.as_ref()) {
+                            test.child.signal_group(NixSignal::SIGKILL);
+                        }
+                        child::exit_child(0);
+                    }
+                },
                 Source::Channel(index) => server.read_channel(index),
-                Source::Test(index) => server.finish(index),
             }
         }
         let now = Instant::now();
@@ -866,6 +869,21 @@ impl Server<'_> {
         }
     }
 
+    /// Finishes every test whose child has exited. (One `SIGCHLD` may
+    /// stand for several exits, or for none of a test's: a process a test
+    /// left, reparented to the server, exiting.)
+    fn finish_exited(&mut self) {
+        for index in 0..self.slots.len() {
+            if self.slots[index]
+                .test
+                .as_ref()
+                .is_some_and(|test| test.child.has_exited())
+            {
+                self.finish(index);
+            }
+        }
+    }
+
     /// The test of channel `index` has exited: starts the next waiting
     /// request first, then reaps the test and sends its `Exited`.
     fn finish(&mut self, index: usize) {
@@ -959,7 +977,6 @@ struct PollSet<'fd> {
 enum Source {
     Signals,
     Channel(usize),
-    Test(usize),
 }
 
 impl<'fd> PollSet<'fd> {
@@ -1026,12 +1043,7 @@ fn start_test(
             let _ = frame.write_to(&mut reply);
             child::exit_child(0)
         }
-        Forked::Parent(child) => {
-            // The server polls for the child's exit along with its
-            // channels. (If this fails, dropping `child` kills and reaps it.)
-            child.pidfd()?;
-            Ok(child)
-        }
+        Forked::Parent(child) => Ok(child),
     }
 }
 
