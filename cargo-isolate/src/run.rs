@@ -937,10 +937,12 @@ fn run_harness_process(
     }
     // The tests to run, by name, in a file the harness reads: a --skip per
     // other test would cost the harness a comparison per pair.
-    let mut only = tempfile::NamedTempFile::new_in(scratch_dir())?;
+    let only = tempfile::NamedTempFile::new_in(scratch_dir())?;
+    let mut names = io::BufWriter::new(only.as_file());
     for test in tests {
-        writeln!(only, "{test}")?;
+        writeln!(names, "{test}")?;
     }
+    names.flush()?;
     command.env("ISOLATE_ONLY", only.path());
     if let Some(timeout) = plan.timeout {
         command.env(
@@ -1039,7 +1041,6 @@ fn wait_unreaped(pid: Pid) -> io::Result<()> {
     }
 }
 
-/// A test's result from a `finished` event of the report stream.
 /// An event of a harness's report stream, as far as the runner reads it.
 /// (The format is documented in `isolate_harness`'s crate docs.) Strings
 /// are borrowed from the line where they have no escapes.

@@ -342,22 +342,27 @@ impl Harness {
                     _ => {
                         if let Some(report) = &report {
                             report.started(&trial_name);
+                            report.flush();
                         }
                         let function = table
                             .function(id)
                             .expect("every listed test is in the table");
-                        conclude(
+                        let outcome = conclude(
                             &trial_name,
                             &options,
                             &run_in_process(function),
                             report.as_deref(),
-                        )
+                        );
+                        if let Some(report) = &report {
+                            report.flush();
+                        }
+                        outcome
                     }
                 })
                 .with_ignored_flag(options.ignore.is_some())
             })
             .collect();
-        match &scheduler {
+        let conclusion = match &scheduler {
             // One thread asks for the verdicts, in order; the scheduler keeps
             // the servers busy with the tests that come next.
             Some(_) => {
@@ -366,7 +371,11 @@ impl Harness {
                 libtest_mimic::run(&args, trials)
             }
             None => libtest_mimic::run(args, trials),
+        };
+        if let Some(report) = &report {
+            report.flush();
         }
+        conclusion
     }
 }
 
@@ -428,6 +437,9 @@ impl Scheduler {
                     ));
                 }
                 return Err(Failed::from("could not be run: it was never scheduled"));
+            }
+            if let Some(report) = &self.report {
+                report.flush();
             }
             for (lane, run) in self.server.wait() {
                 if let Some(job) = self.lanes[lane].take() {
@@ -712,8 +724,13 @@ fn leftover_list(run: &TestRun) -> String {
 }
 
 /// The JSON lines written to `ISOLATE_REPORT_FD`.
+///
+/// Lines are added as tests start and end, and written together whenever
+/// the harness is about to wait (for a test to end, or for its own exit):
+/// a reader has every line before the harness sleeps, in one write per
+/// wake-up of the harness rather than one per line, and wakes as seldom.
 struct ReportStream {
-    /// The descriptor, and the buffer each line is built in.
+    /// The descriptor, and the lines not written yet.
     out: Mutex<(File, Vec<u8>)>,
 }
 
@@ -742,22 +759,29 @@ impl ReportStream {
         })
     }
 
-    /// Writes `line` and a newline in one write.
-    fn write(&self, line: &impl Serialize) {
-        let mut out = self
-            .out
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// Adds `line` and a newline to the lines not written yet.
+    fn add(&self, line: &impl Serialize) {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        let buffer = &mut out.1;
+        let start = buffer.len();
+        match serde_json::to_writer(&mut *buffer, line) {
+            Ok(()) => buffer.push(b'\n'),
+            Err(_) => buffer.truncate(start),
+        }
+    }
+
+    /// Writes the lines added since the last flush.
+    fn flush(&self) {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         let (file, buffer) = &mut *out;
-        buffer.clear();
-        if serde_json::to_writer(&mut *buffer, line).is_ok() {
-            buffer.push(b'\n');
+        if !buffer.is_empty() {
             let _ = file.write_all(buffer);
+            buffer.clear();
         }
     }
 
     fn started(&self, name: &str) {
-        self.write(&StartedLine {
+        self.add(&StartedLine {
             version: REPORT_VERSION,
             event: "started",
             name,
@@ -765,7 +789,7 @@ impl ReportStream {
     }
 
     fn finished(&self, name: &str, run: &TestRun, verdict: &Result<(), String>) {
-        self.write(&FinishedLine {
+        self.add(&FinishedLine {
             version: REPORT_VERSION,
             event: "finished",
             name,

@@ -84,8 +84,10 @@
 //! When the environment variable `ISOLATE_REPORT_FD` names an open file
 //! descriptor, the harness also writes one JSON object per line to it: one
 //! when a test starts (is handed to a fork server, which may first finish
-//! the test before it) and one when it ends. Every line has
-//! `"version": 1`.
+//! the test before it) and one when it ends, in the order they happen.
+//! Every line has `"version": 1`. The lines are written in batches, each
+//! whole, before the harness waits for anything: a reader has each line
+//! as soon as the harness could have nothing more to say for a while.
 //!
 //! ```json
 //! {"version":1,"event":"started","name":"crashes::null_deref"}
