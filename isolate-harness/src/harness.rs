@@ -301,15 +301,18 @@ impl Harness {
         };
         let tests = early.unwrap_or_else(|| test_list(added));
         let report = ReportStream::from_env().map(Arc::new);
-        // The tests the servers run, in the order libtest-mimic asks for
-        // their verdicts: those it does not filter out or ignore.
+        // Which tests run in a child of a fork server, and of those, the
+        // ones that run, in the order libtest-mimic asks for their
+        // verdicts: those it does not filter out or ignore.
+        let has_server = server.is_some();
+        let forked = |options: &TestOptions| has_server && (!in_process || options.needs_fork());
         let mut jobs = Vec::new();
         let positions: Vec<Option<usize>> = tests
             .iter()
             .map(|test| {
                 let trial = listed(test);
-                let forked = server.is_some() && (!in_process || test.options.needs_fork());
-                (forked && !args.is_filtered_out(&trial) && !args.is_ignored(&trial)).then(|| {
+                let runs = !args.is_filtered_out(&trial) && !args.is_ignored(&trial);
+                (forked(&test.options) && runs).then(|| {
                     jobs.push(Job {
                         name: test.name.clone(),
                         request: RunRequest {
@@ -330,7 +333,7 @@ impl Harness {
             .into_iter()
             .zip(positions)
             .map(|(TestEntry { name, id, options }, position)| {
-                let scheduler = scheduler.clone();
+                let scheduler = scheduler.clone().filter(|_| forked(&options));
                 let table = Arc::clone(&table);
                 let report = report.clone();
                 let trial_name = name.clone();
@@ -339,7 +342,10 @@ impl Harness {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .verdict(position),
-                    _ => {
+                    (Some(_), None) => Err(Failed::from(
+                        "could not be run: the harness did not expect to run it",
+                    )),
+                    (None, _) => {
                         if let Some(report) = &report {
                             report.started(&trial_name);
                             report.flush();
