@@ -444,50 +444,60 @@ fn report_cargo_isolate(
     println!();
     println!("| cargo isolate test | time | against | its time | ratio | goal | |");
     println!("|---|---|---|---|---|---|---|");
-    match median_of(Suite::Trivial, Runner::Nextest) {
-        Some(nextest) => {
-            let over = ratio(by_plain, nextest);
-            println!(
-                "| -p plain | {} | cargo nextest run -p plain | {} | {over:.2}x | ≤ 0.5x | {} |",
-                format_duration(by_plain),
-                format_duration(nextest),
-                verdict(over <= 0.5),
-            );
-        }
-        None => println!(
-            "| -p plain | {} | cargo nextest run -p plain | n/a | n/a | ≤ 0.5x | n/a |",
-            format_duration(by_plain),
-        ),
-    }
+    // One row: `command`'s time against `other`'s, and the ratio against
+    // its goal, a maximum, if any.
+    let row = |command: &str,
+               measured: Duration,
+               other: &str,
+               other_time: Option<Duration>,
+               goal: Option<f64>| {
+        let goal_text = goal.map_or_else(|| "none".to_owned(), |goal| format!("≤ {goal}x"));
+        let (other_time, ratio_text, met) = match other_time {
+            Some(other_time) => {
+                let over = ratio(measured, other_time);
+                let precision = if over >= 10.0 { 1 } else { 2 };
+                (
+                    format_duration(other_time),
+                    format!("{over:.precision$}x"),
+                    goal.map_or("", |goal| verdict(over <= goal)),
+                )
+            }
+            None => ("n/a".to_owned(), "n/a".to_owned(), "n/a"),
+        };
+        println!(
+            "| {command} | {} | {other} | {other_time} | {ratio_text} | {goal_text} | {met} |",
+            format_duration(measured),
+        );
+    };
     let plain = time(Runner::Plain);
-    println!(
-        "| -p plain | {} | plain binary | {} | {:.1}x | none | |",
-        format_duration(by_plain),
-        format_duration(plain),
-        ratio(by_plain, plain),
+    row(
+        "-p plain",
+        by_plain,
+        "cargo nextest run -p plain",
+        median_of(Suite::Trivial, Runner::Nextest),
+        Some(0.5),
     );
-    let batch = time(Runner::CargoIsolateBatch);
-    let over = ratio(batch, plain);
-    println!(
-        "| -p plain --isolation batch | {} | plain binary | {} | {over:.2}x | ≤ 2x | {} |",
-        format_duration(batch),
-        format_duration(plain),
-        verdict(over <= 2.0),
+    row("-p plain", by_plain, "plain binary", Some(plain), None);
+    row(
+        "-p plain --isolation batch",
+        time(Runner::CargoIsolateBatch),
+        "plain binary",
+        Some(plain),
+        Some(2.0),
     );
-    let isolated = time(Runner::Isolated);
-    let over = ratio(by_isolated, isolated);
-    println!(
-        "| -p isolated | {} | isolated binary | {} | {over:.2}x | ≤ 1.2x | {} |",
-        format_duration(by_isolated),
-        format_duration(isolated),
-        verdict(over <= 1.2),
+    row(
+        "-p isolated",
+        by_isolated,
+        "isolated binary",
+        Some(time(Runner::Isolated)),
+        Some(1.2),
     );
-    let by_cargo_test = time(Runner::CargoTestIsolated);
-    println!(
-        "| -p isolated | {} | cargo test -p isolated --lib --test suite (the same build check) | {} | {:.2}x | none | |",
-        format_duration(by_isolated),
-        format_duration(by_cargo_test),
-        ratio(by_isolated, by_cargo_test),
+    row(
+        "-p isolated",
+        by_isolated,
+        "cargo test -p isolated --lib --test suite (the same build check)",
+        Some(time(Runner::CargoTestIsolated)),
+        None,
     );
 }
 

@@ -49,9 +49,7 @@ pub(crate) enum BuildError {
 /// metadata`.
 fn package_names(options: &CargoOptions) -> Result<HashMap<PackageId, String>, BuildError> {
     let mut metadata = MetadataCommand::new();
-    metadata.cargo_path(
-        std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from),
-    );
+    metadata.cargo_path(cargo_path());
     if let Some(manifest) = &options.manifest_path {
         metadata.manifest_path(manifest);
     }
@@ -75,8 +73,8 @@ fn package_names(options: &CargoOptions) -> Result<HashMap<PackageId, String>, B
 }
 
 /// The cargo to run: the one that ran us, as cargo subcommands do.
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+fn cargo_path() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
 }
 
 /// Builds the tests and returns their executables, sorted by id.
@@ -86,7 +84,7 @@ fn cargo() -> Command {
 /// When cargo cannot run or the build fails (cargo has then printed the
 /// compiler's messages, as it prints them).
 pub(crate) fn build(options: &CargoOptions) -> Result<Vec<TestBinary>, BuildError> {
-    let mut child = cargo()
+    let mut child = Command::new(cargo_path())
         .args([
             "test",
             "--no-run",

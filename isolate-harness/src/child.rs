@@ -277,6 +277,9 @@ pub(crate) struct Child {
 enum State {
     /// Not reaped: the pid and the group id are ours to signal.
     Running,
+    /// Known to have exited, and not reaped: a zombie, whose pid and group
+    /// id are still ours.
+    Ended,
     /// Reaped; nothing may be signalled any more.
     Exited(ExitStatus),
 }
@@ -313,49 +316,33 @@ impl Child {
 
     /// Sends `signal` to the child's process group, if it is not reaped.
     pub(crate) fn signal_group(&self, signal: NixSignal) {
-        if let State::Running = self.state {
+        if !matches!(self.state, State::Exited(_)) {
             // ESRCH: the whole group is gone already.
             let _ = killpg(self.pid, signal);
         }
     }
 
-    /// Whether the child has exited (and is not reaped yet, or is).
-    pub(crate) fn has_exited(&self) -> bool {
-        if let State::Exited(_) = self.state {
-            return true;
-        }
-        loop {
-            // SAFETY: a zeroed siginfo is valid, and `waitid` fills it in;
-            // with WNOHANG, `si_pid` stays 0 while the child runs.
-            let (result, info) = unsafe {
-                let mut info: libc::siginfo_t = std::mem::zeroed();
-                let result = libc::waitid(
-                    libc::P_PID,
-                    self.pid.as_raw() as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-                );
-                (result, info)
-            };
-            if result == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
+    /// Whether the child has exited (and is not reaped yet, or is). A
+    /// failed check counts as exited: the child is not ours to wait for.
+    pub(crate) fn has_exited(&mut self) -> bool {
+        if let State::Running = self.state {
+            match waitid(self.pid, libc::WNOHANG | libc::WNOWAIT) {
+                Ok(None) => return false,
+                Ok(Some(_)) => self.state = State::Ended,
+                Err(_) => {}
             }
-            // SAFETY: `waitid` succeeded, so `info` is filled in (and
-            // zeroed where no child had exited).
-            // Any other error means the child is not ours to wait for any
-            // more: as good as exited, for whoever asks.
-            return result == -1 || unsafe { info.si_pid() } != 0;
         }
+        true
     }
 
     /// Waits up to `timeout` (forever for `None`) for the child to exit,
     /// without reaping it. Returns whether it has exited.
     pub(crate) fn wait_exit(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        if let State::Exited(_) = self.state {
+        if !matches!(self.state, State::Running) {
             return Ok(true);
         }
         let Some(timeout) = timeout else {
-            waitid(self.pid, libc::WEXITED | libc::WNOWAIT)?;
+            wait_until_exited(self.pid, libc::WNOWAIT)?;
             return Ok(true);
         };
         let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
@@ -377,14 +364,17 @@ impl Child {
     /// When `waitid` fails, which only a bug or a `SIGCHLD` set to ignore
     /// (the kernel then reaps children itself) can cause.
     pub(crate) fn wait(&mut self) -> io::Result<ExitStatus> {
-        if let State::Exited(status) = self.state {
-            return Ok(status);
+        match self.state {
+            State::Exited(status) => return Ok(status),
+            State::Running => {
+                wait_until_exited(self.pid, libc::WNOWAIT)?;
+            }
+            State::Ended => {}
         }
-        waitid(self.pid, libc::WEXITED | libc::WNOWAIT)?;
         // The zombie leader still holds the group id, so this reaches only
         // what the child left behind.
         self.signal_group(NixSignal::SIGKILL);
-        let status = waitid(self.pid, libc::WEXITED)?;
+        let status = wait_until_exited(self.pid, 0)?;
         self.state = State::Exited(status);
         Ok(status)
     }
@@ -402,7 +392,7 @@ impl Child {
             return Ok(status);
         }
         self.signal_group(NixSignal::SIGKILL);
-        let status = waitid(self.pid, libc::WEXITED)?;
+        let status = wait_until_exited(self.pid, 0)?;
         self.state = State::Exited(status);
         Ok(status)
     }
@@ -414,15 +404,22 @@ impl Drop for Child {
     }
 }
 
-/// Waits for our child `pid`, which must not be reaped yet (so the pid is
-/// still its own).
-fn waitid(pid: Pid, flags: libc::c_int) -> io::Result<ExitStatus> {
+/// Waits for our child `pid` to exit, which must not be reaped yet (so
+/// the pid is still its own): `waitid` with `WEXITED` and `flags`. With
+/// `WNOHANG`, `None` while the child runs.
+fn waitid(pid: Pid, flags: libc::c_int) -> io::Result<Option<ExitStatus>> {
     loop {
         // SAFETY: a zeroed siginfo is valid, and `waitid` fills it in.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a valid out-pointer; P_PID takes a pid.
-        let result =
-            unsafe { libc::waitid(libc::P_PID, pid.as_raw() as libc::id_t, &mut info, flags) };
+        let result = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid.as_raw() as libc::id_t,
+                &mut info,
+                libc::WEXITED | flags,
+            )
+        };
         if result == -1 {
             let error = io::Error::last_os_error();
             if error.kind() == io::ErrorKind::Interrupted {
@@ -430,17 +427,26 @@ fn waitid(pid: Pid, flags: libc::c_int) -> io::Result<ExitStatus> {
             }
             return Err(error);
         }
-        // SAFETY: `waitid` succeeded for an exited child, so the status
-        // fields of `info` are set.
-        let status = unsafe { info.si_status() };
-        return Ok(match info.si_code {
+        // SAFETY: `waitid` succeeded, so `info` is filled in: zeroed where
+        // no child had exited (WNOHANG), with the status fields set where
+        // one had.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(match info.si_code {
             libc::CLD_EXITED => ExitStatus::Code(status),
             code => ExitStatus::Signal {
                 signal: Signal(status),
                 core_dumped: code == libc::CLD_DUMPED,
             },
-        });
+        }));
     }
+}
+
+/// [`waitid`] without `WNOHANG`: blocks until the child has exited.
+fn wait_until_exited(pid: Pid, flags: libc::c_int) -> io::Result<ExitStatus> {
+    waitid(pid, flags)?.ok_or_else(|| io::Error::other("waitid found no exited child"))
 }
 
 /// A signal number, shown with its name and what it means.

@@ -11,9 +11,10 @@
 //! result to the lane's reply file and exits. The server notices the exit
 //! by its `SIGCHLD`, read from a signalfd (a pidfd per test cost the server
 //! more: opening one is far dearer than reading a signal), kills whatever
-//! the test left in its process group, reaps it, and writes the result and `Exited` (the wait status and
-//! captured output) on the lane in one write. The harness reads one
-//! ordered stream per test, and one thread waits on every lane at once.
+//! the test left in its process group, reaps it, and writes the result and
+//! `Exited` (the wait status and captured output) on the lane in one write.
+//! The harness reads one ordered stream per test, and one thread waits on
+//! every lane at once.
 //!
 //! The server also owns the test's timeout, counted from the fork: it alone
 //! knows when the test started and whether its child is reaped yet (a
@@ -54,7 +55,7 @@ use serde::{Deserialize, Serialize};
 use crate::child::{self, Child, ChildSetup, ExitStatus, Forked, Termination};
 use crate::crash::Crash;
 use crate::ipc::{
-    self, DEFAULT_MAX_FRAME, FrameBuilder, FrameReader, Kind, ProtocolError, ReadError, Received,
+    self, DEFAULT_MAX_FRAME, FrameBuilder, FrameReader, Kind, ProtocolError, Received,
 };
 use crate::server::{self, PanicMessage, PanicReport};
 
@@ -455,9 +456,7 @@ impl Lane {
                 Ok(Received::Pending) => return None,
                 Ok(Received::Closed) => return Some(self.fail("the fork server died".to_owned())),
                 Err(error) => {
-                    return Some(
-                        self.fail(format!("the test broke the protocol: {}", describe(&error))),
-                    );
+                    return Some(self.fail(format!("the test broke the protocol: {error}")));
                 }
             };
             let test = self.test.as_mut()?;
@@ -537,13 +536,6 @@ pub(crate) fn broken(started: Instant, reason: String) -> TestRun {
         stderr: CapturedStream::default(),
         leftovers: Vec::new(),
         duration: started.elapsed(),
-    }
-}
-
-fn describe(error: &ReadError) -> String {
-    match error {
-        ReadError::Protocol(error) => error.to_string(),
-        ReadError::Io(error) => error.to_string(),
     }
 }
 
@@ -876,7 +868,7 @@ impl Server<'_> {
         for index in 0..self.slots.len() {
             if self.slots[index]
                 .test
-                .as_ref()
+                .as_mut()
                 .is_some_and(|test| test.child.has_exited())
             {
                 self.finish(index);
