@@ -5,6 +5,7 @@
 //! `isolate-harness` is told apart by the marker the harness links into
 //! it, without running it for that.
 
+use std::collections::HashSet;
 use std::io;
 use std::process::Command;
 
@@ -69,6 +70,7 @@ pub(crate) fn list(binary: TestBinary) -> Result<BinaryTests, ListError> {
         (all, ignored.join().expect("listing does not panic"))
     });
     let (all, ignored) = (all?, ignored?);
+    let ignored: HashSet<String> = ignored.into_iter().collect();
     let tests = all
         .into_iter()
         .map(|name| ListedTest {

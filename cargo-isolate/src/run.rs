@@ -23,7 +23,7 @@
 //! test left in its group and reaps it.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -887,9 +887,10 @@ fn run_harness_once(
     mut on_outcome: impl FnMut(TestOutcome),
 ) {
     let started = Instant::now();
-    let mut reported = Vec::new();
+    // A set: a harness binary may run thousands of tests.
+    let mut reported = HashSet::new();
     let result = run_harness_process(binary, tests, plan, watchdog, |outcome| {
-        reported.push(outcome.name.clone());
+        reported.insert(outcome.name.clone());
         on_outcome(outcome);
     });
     let (status, reason) = match result {
