@@ -77,13 +77,18 @@ fn cargo_path() -> PathBuf {
     std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
 }
 
-/// Builds the tests and returns their executables, sorted by id.
+/// Builds the tests, handing each executable to `built` as soon as cargo
+/// reports it, while cargo goes on with the others.
 ///
 /// # Errors
 ///
 /// When cargo cannot run or the build fails (cargo has then printed the
-/// compiler's messages, as it prints them).
-pub(crate) fn build(options: &CargoOptions) -> Result<Vec<TestBinary>, BuildError> {
+/// compiler's messages, as it prints them). Executables handed over before
+/// are not to be run then.
+pub(crate) fn build(
+    options: &CargoOptions,
+    mut built: impl FnMut(TestBinary),
+) -> Result<(), BuildError> {
     let mut child = Command::new(cargo_path())
         .args([
             "test",
@@ -99,7 +104,6 @@ pub(crate) fn build(options: &CargoOptions) -> Result<Vec<TestBinary>, BuildErro
     // The package names, read while the build (or its no-op check) runs.
     let names = package_names(options);
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut binaries = Vec::new();
     for message in Message::parse_stream(BufReader::new(stdout)) {
         let Ok(Message::CompilerArtifact(artifact)) = message else {
             continue;
@@ -138,7 +142,7 @@ pub(crate) fn build(options: &CargoOptions) -> Result<Vec<TestBinary>, BuildErro
             ),
             _ => (format!("{package}::{target}"), format!("--test {target}")),
         };
-        binaries.push(TestBinary {
+        built(TestBinary {
             id,
             package,
             target,
@@ -156,8 +160,5 @@ pub(crate) fn build(options: &CargoOptions) -> Result<Vec<TestBinary>, BuildErro
         return Err(BuildError::Failed);
     }
     names?;
-    // Cargo reports artifacts in the order they finish building; shards
-    // (`--partition count:K/N`) need the same order on every machine.
-    binaries.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(binaries)
+    Ok(())
 }

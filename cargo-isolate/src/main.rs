@@ -40,31 +40,37 @@ fn build_and_list(
         eprintln!("error: {error}");
         exit_code::USAGE
     })?;
-    let binaries = build::build(cargo).map_err(|error| {
+    // Each binary is listed as soon as cargo reports it built, while cargo
+    // builds the others or, after a no-op build, winds up: a listing is
+    // mostly process start-up.
+    let (built, listed) = std::thread::scope(|scope| {
+        let mut listings = Vec::new();
+        let built = build::build(cargo, |binary| {
+            listings.push(scope.spawn(move || list::list(binary)));
+        });
+        let listed: Vec<_> = listings
+            .into_iter()
+            .map(|listing| listing.join().expect("listing does not panic"))
+            .collect();
+        (built, listed)
+    });
+    built.map_err(|error| {
         eprintln!("error: {error}");
         match error {
             build::BuildError::Failed => exit_code::BUILD_FAILED,
             _ => exit_code::RUNNER_FAILED,
         }
     })?;
-    // Every binary is asked at once: each listing is mostly process start-up.
-    let listed: Vec<_> = std::thread::scope(|scope| {
-        let listings: Vec<_> = binaries
-            .into_iter()
-            .map(|binary| scope.spawn(move || list::list(binary)))
-            .collect();
-        listings
-            .into_iter()
-            .map(|listing| listing.join().expect("listing does not panic"))
-            .collect()
-    });
-    let listed = listed
+    let mut listed = listed
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| {
             eprintln!("error: {error}");
             exit_code::RUNNER_FAILED
         })?;
+    // Cargo reports binaries in the order they finish building; shards
+    // (`--partition count:K/N`) need the same order on every machine.
+    listed.sort_by(|a, b| a.binary.id.cmp(&b.binary.id));
     Ok((listed, selection))
 }
 
