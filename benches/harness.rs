@@ -20,12 +20,13 @@
 //!   -E 'test(/^trivial_/)'` (then `cpu_`), when nextest is installed;
 //! - 2000 bare `fork()`, `_exit(0)` in the child, `waitpid` in the parent,
 //!   in the bench process itself;
-//! - on the trivial suites only, `cargo isolate test` (the `cargo-isolate`
+//! - on the trivial suites, `cargo isolate test` (the `cargo-isolate`
 //!   binary of this workspace, which the bench builds in release mode
 //!   first): `cargo-isolate isolate test --release --offline
 //!   --manifest-path <generated>/Cargo.toml -p plain --test-threads 2
 //!   trivial_` (a process per libtest test), and the same with `-p
-//!   isolated` (one run of the harness binary). `CARGO_TARGET_DIR` is the
+//!   isolated` (one run of the harness binary, on the cpu suite too:
+//!   `cpu_`). `CARGO_TARGET_DIR` is the
 //!   generated workspace's, so its `cargo test --no-run` is a no-op build
 //!   check, counted in its time as nextest's is in nextest's. For scale,
 //!   also `cargo test --release --offline -p isolated --lib --test suite --
@@ -42,7 +43,7 @@
 //! - `cargo isolate test -p plain` at most 0.5x nextest (and, with no goal,
 //!   its ratio to the plain binary run directly);
 //! - `cargo isolate test -p isolated` at most 1.2x the isolated binary run
-//!   directly.
+//!   directly, on both suites.
 //!
 //! Every command must pass; each runs in its own process group with a
 //! timeout, and this process is a child subreaper, so that any process a
@@ -172,15 +173,17 @@ impl Runner {
         }
     }
 
-    /// Whether this runner is measured on `suite`: `cargo isolate` only on
-    /// the trivial suite, where its own cost shows.
+    /// Whether this runner is measured on `suite`: `cargo isolate` on the
+    /// trivial suite, where its own cost shows most, and on the cpu suite
+    /// too for the harness binary, whose goal is set for a harness suite.
     fn measures(self, suite: Suite) -> bool {
         match self {
-            Runner::CargoIsolatePlain
-            | Runner::CargoIsolateIsolated
-            | Runner::CargoIsolateBatch
-            | Runner::CargoTestIsolated => suite == Suite::Trivial,
-            Runner::Isolated | Runner::Plain | Runner::Nextest => true,
+            Runner::CargoIsolatePlain | Runner::CargoIsolateBatch | Runner::CargoTestIsolated => {
+                suite == Suite::Trivial
+            }
+            Runner::CargoIsolateIsolated | Runner::Isolated | Runner::Plain | Runner::Nextest => {
+                true
+            }
         }
     }
 }
@@ -428,7 +431,7 @@ fn report(cases: &[Case], forks: &[Sample], nextest: bool) {
 }
 
 /// Prints the table of `cargo isolate test` against the runners it stands
-/// in for, on the trivial suites.
+/// in for, on the trivial suites (and the harness binary on the cpu suite).
 fn report_cargo_isolate(
     median_of: &dyn Fn(Suite, Runner) -> Option<Duration>,
     verdict: fn(bool) -> &'static str,
@@ -438,8 +441,9 @@ fn report_cargo_isolate(
     let by_isolated = time(Runner::CargoIsolateIsolated);
     println!();
     println!(
-        "cargo isolate: {TESTS} trivial tests, median of {RUNS} runs, {THREADS} test threads \
-         (its no-op build check and the listing included, as in nextest's time)"
+        "cargo isolate: {TESTS} trivial tests (or cpu tests where marked), median of {RUNS} runs, \
+         {THREADS} test threads (its no-op build check and the listing included, as in \
+         nextest's time)"
     );
     println!();
     println!("| cargo isolate test | time | against | its time | ratio | goal | |");
@@ -490,6 +494,13 @@ fn report_cargo_isolate(
         by_isolated,
         "isolated binary",
         Some(time(Runner::Isolated)),
+        Some(1.2),
+    );
+    row(
+        "-p isolated, cpu suite",
+        median_of(Suite::Cpu, Runner::CargoIsolateIsolated).expect("measured on the cpu suite"),
+        "isolated binary, cpu suite",
+        median_of(Suite::Cpu, Runner::Isolated),
         Some(1.2),
     );
     row(
