@@ -530,17 +530,23 @@ impl FrameReader {
                         payload: body.payload,
                     }));
                 }
+                // The buffer doubles, from a first chunk, but never past
+                // the announced length: a sender's claim is not allocated
+                // up front, and a whole payload takes no more than itself.
+                let received = body.payload.len();
+                body.payload
+                    .reserve_exact(missing.min(received.max(FIRST_CHUNK)));
+                let room = missing.min(body.payload.capacity() - received);
                 // `read_to_end` reads into spare capacity without zeroing
-                // it, grows the buffer by doubling, and keeps what it read
-                // when the reader would block.
-                body.payload.reserve(missing.min(FIRST_CHUNK));
+                // it, and keeps what it read when the reader would block;
+                // limited to the room there is, it never grows the buffer.
                 let read = reader
                     .by_ref()
-                    .take(missing as u64)
+                    .take(room as u64)
                     .read_to_end(&mut body.payload);
                 match read {
                     // The reader ended before the payload did.
-                    Ok(_) if body.payload.len() < body.len => {
+                    Ok(read) if read < room => {
                         return Err(self.truncated().expect("a payload is begun").into());
                     }
                     Ok(_) => {}
@@ -781,6 +787,18 @@ mod tests {
             "{}",
             body.payload.capacity()
         );
+    }
+
+    #[test]
+    fn a_whole_payload_takes_no_more_than_its_length() {
+        let payload = vec![7_u8; 3 * FIRST_CHUNK + 5];
+        let bytes = frame(Kind::Returned as u8, &payload);
+        let frame = FrameReader::new(DEFAULT_MAX_FRAME)
+            .read_blocking(&mut &bytes[..])
+            .unwrap()
+            .expect("a frame");
+        assert_eq!(frame.payload, payload);
+        assert_eq!(frame.payload.capacity(), payload.len());
     }
 
     #[test]
