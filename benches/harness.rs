@@ -26,12 +26,11 @@
 //!   --manifest-path <generated>/Cargo.toml -p plain --test-threads 2
 //!   trivial_` (a process per libtest test), and the same with `-p
 //!   isolated` (one run of the harness binary, on the cpu suite too:
-//!   `cpu_`). `CARGO_TARGET_DIR` is the
-//!   generated workspace's, so its `cargo test --no-run` is a no-op build
-//!   check, counted in its time as nextest's is in nextest's. For scale,
-//!   also `cargo test --release --offline -p isolated --lib --test suite --
-//!   --test-threads 2 -q trivial_`: the same build check and binaries,
-//!   with cargo running them.
+//!   `cpu_`). `CARGO_TARGET_DIR` is the generated workspace's, so its
+//!   `cargo test --no-run` is a no-op build check, counted in its time as
+//!   nextest's is in nextest's. For scale, also `cargo test --release
+//!   --offline -p isolated --test suite -- --test-threads 2 -q trivial_`:
+//!   the same build check and binary, with cargo running it.
 //!
 //! Goals:
 //!
@@ -144,9 +143,9 @@ enum Runner {
     /// `cargo isolate test -p plain --isolation batch`: many tests per
     /// process.
     CargoIsolateBatch,
-    /// `cargo test -p isolated --lib --test suite`: the same no-op build
-    /// check as `cargo isolate test -p isolated`, then the same two test
-    /// binaries, run by cargo.
+    /// `cargo test -p isolated --test suite`: the same no-op build check as
+    /// `cargo isolate test -p isolated`, then the same test binary, run by
+    /// cargo.
     CargoTestIsolated,
 }
 
@@ -506,7 +505,7 @@ fn report_cargo_isolate(
     row(
         "-p isolated",
         by_isolated,
-        "cargo test -p isolated --lib --test suite (the same build check)",
+        "cargo test -p isolated --test suite (the same build check)",
         Some(time(Runner::CargoTestIsolated)),
         None,
     );
@@ -716,7 +715,6 @@ fn command(workspace: &Workspace, runner: Runner, suite: Suite) -> Command {
                     "--offline",
                     "-p",
                     "isolated",
-                    "--lib",
                     "--test",
                     "suite",
                     "--",
