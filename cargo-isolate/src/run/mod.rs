@@ -1,0 +1,382 @@
+//! Running the tests: every test in a process of its own, with a global
+//! limit on how many run at once.
+//!
+//! - A libtest binary runs once per test, as `BIN --exact NAME
+//!   --test-threads 1 --logfile FILE`, in a process group of its own. Its
+//!   verdict comes from libtest's log file, which is open before the test
+//!   runs, so a test that closes its stdout still gets one; a test that
+//!   exits (even with code 0) before libtest logged a result fails.
+//!   Output goes to files, not pipes, so nothing blocks on it.
+//! - With `--isolation batch`, a libtest binary runs many tests per
+//!   process, one after another. The log says which finished; if the
+//!   process dies, the test libtest announced last gets the crash, and the
+//!   rest run on in a fresh process. The timeout restarts with each logged
+//!   test. Output is split between the tests by libtest's `test NAME ... `
+//!   lines; processes left behind are charged to the batch's last test.
+//! - An isolate-harness binary runs once, with all the run's threads: its
+//!   fork server isolates each test, and its report stream (a pipe on its
+//!   descriptor 3, named by `ISOLATE_REPORT_FD`) says how each ended.
+//!
+//! Timeouts are kept by one watchdog thread. A worker waits for its test's
+//! process without reaping it (`WNOWAIT`), so the watchdog never signals a
+//! process group whose leader may have been reaped; then it kills what the
+//! test left in its group and reaps it.
+//!
+//! This module schedules; the rooms beside it run: [`libtest`] plain
+//! libtest processes and batches, [`harness`] isolate-harness binaries and
+//! their report stream, [`watchdog`] timeouts, interruptions and reaping,
+//! [`capture`] the scratch files output goes to and what of it is kept.
+
+mod capture;
+mod harness;
+mod libtest;
+mod watchdog;
+
+use std::collections::VecDeque;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use isolate_harness::Signal;
+use nix::sys::signal::Signal as NixSignal;
+
+use crate::build::TestBinary;
+use crate::list::{BinaryTests, Runner, Selection};
+use harness::run_harness;
+use libtest::{run_batch, run_libtest};
+use watchdog::{Watchdog, WatchdogShared};
+
+/// How a test ended.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Status {
+    Passed,
+    /// The test's harness reported a failure: a panic, an error, a death
+    /// test that did not die as expected.
+    Failed,
+    /// A signal killed the test's process.
+    Crashed {
+        signal: Signal,
+        core_dumped: bool,
+    },
+    /// It ran past the timeout and was killed.
+    TimedOut {
+        after: Duration,
+    },
+    /// Its process exited before the harness reported a result.
+    ExitedEarly {
+        code: i32,
+    },
+    /// Not run: ignored.
+    Ignored,
+    /// The runner could not run it.
+    Broken,
+    /// The run was interrupted (Ctrl-C) while it ran, or before.
+    Interrupted,
+}
+
+impl Status {
+    pub(crate) fn is_failure(&self) -> bool {
+        !matches!(self, Status::Passed | Status::Ignored)
+    }
+}
+
+/// One test's result.
+#[derive(Clone, Debug)]
+pub(crate) struct TestOutcome {
+    pub(crate) binary: TestBinary,
+    pub(crate) name: String,
+    pub(crate) status: Status,
+    /// What went wrong, for people: the diagnosis of a failure.
+    pub(crate) message: String,
+    pub(crate) duration: Duration,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    /// Processes the test left running, killed when it ended.
+    pub(crate) leaked: usize,
+    /// How many times it ran: more than once after `--retries`.
+    pub(crate) attempts: u32,
+    /// Whether it failed, then passed on a retry.
+    pub(crate) flaky: bool,
+}
+
+/// What the runner tells the reporter.
+pub(crate) enum Event {
+    /// The run starts: this many tests, across this many binaries.
+    Started {
+        tests: usize,
+        binaries: usize,
+    },
+    Finished(Box<TestOutcome>),
+}
+
+/// Options of the run.
+pub(crate) struct RunPlan {
+    pub(crate) threads: usize,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) fail_fast: bool,
+    pub(crate) retries: u32,
+    /// Tests write to the terminal instead of being captured.
+    pub(crate) nocapture: bool,
+    pub(crate) isolation: Isolation,
+}
+
+/// How many libtest tests share a process (`--isolation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Isolation {
+    /// Every test in a process of its own.
+    Process,
+    /// A process runs many tests in sequence; when it dies, the test that
+    /// was running gets the crash and the rest go on in a fresh process.
+    /// Faster; weaker: tests of a batch share process state.
+    Batch,
+}
+
+/// Stops a run from another thread: the first [`Interrupt::stop`] ends the
+/// running tests' process groups with SIGTERM and starts no more tests;
+/// [`Interrupt::kill`] sends SIGKILL.
+#[derive(Default)]
+pub(crate) struct Interrupt {
+    stopped: AtomicBool,
+    watchdog: Mutex<Option<Arc<WatchdogShared>>>,
+}
+
+impl Interrupt {
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(watchdog) = &*lock(&self.watchdog) {
+            watchdog.signal_all(NixSignal::SIGTERM);
+        }
+    }
+
+    pub(crate) fn kill(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(watchdog) = &*lock(&self.watchdog) {
+            watchdog.signal_all(NixSignal::SIGKILL);
+        }
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs the selected tests of `binaries`, sending an event per test.
+pub(crate) fn run(
+    binaries: &[BinaryTests],
+    selection: &Selection,
+    plan: &RunPlan,
+    events: &Sender<Event>,
+    interrupt: &Interrupt,
+) {
+    let selected = selection.select(binaries);
+    let mut with_tests: Vec<usize> = selected.iter().map(|(binary, _)| *binary).collect();
+    with_tests.dedup();
+    let _ = events.send(Event::Started {
+        tests: selected.len(),
+        binaries: with_tests.len(),
+    });
+    // Processes a test leaves behind become our children when it exits,
+    // where they are found, killed and reaped.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let watchdog = Watchdog::start();
+    *lock(&interrupt.watchdog) = Some(Arc::clone(&watchdog.shared));
+    let mut plain: Vec<(usize, String)> = Vec::new();
+    let mut harnessed: Vec<(usize, Vec<String>)> = Vec::new();
+    for (index, test) in selected {
+        if !selection.runs(test) {
+            let ignored = outcome(
+                &binaries[index].binary,
+                &test.name,
+                Status::Ignored,
+                String::new(),
+            );
+            let _ = events.send(Event::Finished(Box::new(ignored)));
+            continue;
+        }
+        let group = match binaries[index].runner {
+            Runner::Libtest => {
+                plain.push((index, test.name.clone()));
+                continue;
+            }
+            Runner::IsolateHarness => &mut harnessed,
+        };
+        match group.last_mut() {
+            Some((last, names)) if *last == index => names.push(test.name.clone()),
+            _ => group.push((index, vec![test.name.clone()])),
+        }
+    }
+    let queue: VecDeque<Unit> = match plan.isolation {
+        Isolation::Process => plain
+            .into_iter()
+            .map(|(binary, name)| Unit::Test {
+                binary,
+                name,
+                attempts: 0,
+            })
+            .collect(),
+        Isolation::Batch => batches(plain, plan.threads),
+    };
+    let stop = |outcome: &TestOutcome| {
+        if plan.fail_fast && outcome.status.is_failure() {
+            interrupt.stopped.store(true, Ordering::SeqCst);
+        }
+    };
+    // A harness binary runs with every thread, one after another, before
+    // the per-test work.
+    for (index, names) in harnessed {
+        if interrupt.is_stopped() {
+            break;
+        }
+        run_harness(&binaries[index], &names, plan, &watchdog, events, &stop);
+    }
+    let queue = Mutex::new(queue);
+    std::thread::scope(|scope| {
+        for _ in 0..plan.threads.max(1) {
+            scope.spawn(|| {
+                while !interrupt.is_stopped() {
+                    let Some(unit) = lock(&queue).pop_front() else {
+                        return;
+                    };
+                    let finished = match unit {
+                        Unit::Test {
+                            binary,
+                            name,
+                            attempts,
+                        } => {
+                            let mut outcome =
+                                run_libtest(&binaries[binary].binary, &name, plan, &watchdog);
+                            outcome.attempts = attempts + 1;
+                            outcome.flaky = attempts > 0 && !outcome.status.is_failure();
+                            vec![(binary, outcome)]
+                        }
+                        Unit::Batch { binary, names } => {
+                            let (outcomes, rest) =
+                                run_batch(&binaries[binary].binary, &names, plan, &watchdog);
+                            if !rest.is_empty() {
+                                // The batch's process died: the rest go on in a fresh one.
+                                lock(&queue).push_front(Unit::Batch {
+                                    binary,
+                                    names: rest,
+                                });
+                            }
+                            outcomes
+                                .into_iter()
+                                .map(|outcome| (binary, outcome))
+                                .collect()
+                        }
+                    };
+                    for (binary, outcome) in finished {
+                        if outcome.status.is_failure()
+                            && outcome.attempts <= plan.retries
+                            && !interrupt.is_stopped()
+                        {
+                            // Retried in a process of its own.
+                            lock(&queue).push_back(Unit::Test {
+                                binary,
+                                name: outcome.name.clone(),
+                                attempts: outcome.attempts,
+                            });
+                            continue;
+                        }
+                        stop(&outcome);
+                        let _ = events.send(Event::Finished(Box::new(outcome)));
+                    }
+                }
+            });
+        }
+    });
+    watchdog.stop();
+}
+
+/// A piece of work for one worker.
+enum Unit {
+    /// One test in a process of its own; `attempts` it ran before.
+    Test {
+        binary: usize,
+        name: String,
+        attempts: u32,
+    },
+    /// Several tests of one binary in one process, one after another.
+    Batch { binary: usize, names: Vec<String> },
+}
+
+/// The batches of `--isolation batch`: each binary's tests cut into as many
+/// batches as there are threads, so that every thread has one.
+fn batches(tests: Vec<(usize, String)>, threads: usize) -> VecDeque<Unit> {
+    let mut per_binary: Vec<(usize, Vec<String>)> = Vec::new();
+    for (binary, name) in tests {
+        match per_binary.last_mut() {
+            Some((last, names)) if *last == binary => names.push(name),
+            _ => per_binary.push((binary, vec![name])),
+        }
+    }
+    per_binary
+        .into_iter()
+        .flat_map(|(binary, names)| {
+            let size = names.len().div_ceil(threads.max(1)).max(1);
+            names
+                .chunks(size)
+                .map(|chunk| Unit::Batch {
+                    binary,
+                    names: chunk.to_vec(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn outcome(binary: &TestBinary, name: &str, status: Status, message: String) -> TestOutcome {
+    TestOutcome {
+        binary: binary.clone(),
+        name: name.to_owned(),
+        status,
+        message,
+        duration: Duration::ZERO,
+        stdout: String::new(),
+        stderr: String::new(),
+        leaked: 0,
+        attempts: 1,
+        flaky: false,
+    }
+}
+
+/// The environment cargo gives a test, so tests that read it work here.
+fn test_command(binary: &TestBinary) -> Command {
+    let mut command = Command::new(&binary.path);
+    command
+        .current_dir(&binary.package_dir)
+        .env("CARGO_MANIFEST_DIR", &binary.package_dir)
+        .env("CARGO_PKG_NAME", &binary.package)
+        .env("CARGO_CRATE_NAME", binary.target.replace('-', "_"))
+        .stdin(Stdio::null())
+        .process_group(0);
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_give_every_thread_work() {
+        let tests = (0..5)
+            .map(|n| (0, n.to_string()))
+            .chain([(1, "x".to_owned())])
+            .collect();
+        let sizes: Vec<(usize, usize)> = batches(tests, 2)
+            .into_iter()
+            .map(|unit| match unit {
+                Unit::Batch { binary, names } => (binary, names.len()),
+                Unit::Test { .. } => panic!("a batch was expected"),
+            })
+            .collect();
+        assert_eq!(sizes, [(0, 3), (0, 2), (1, 1)]);
+    }
+}
