@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
 /// Bytes of each output stream kept from its start, and from its end.
 pub(super) const KEPT_OUTPUT: u64 = 16 * 1024;
 

@@ -20,6 +20,7 @@ use super::watchdog::{Fired, Watchdog, reap, wait_unreaped};
 use super::{Event, RunPlan, Status, TestOutcome, outcome, test_command};
 use crate::build::TestBinary;
 use crate::list::BinaryTests;
+
 /// Runs an isolate-harness binary for `tests`, reading its report stream,
 /// and again for the tests that failed, as `--retries` allows.
 pub(super) fn run_harness(

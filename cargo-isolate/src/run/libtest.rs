@@ -19,6 +19,7 @@ use super::capture::{read_kept, scratch_dir};
 use super::watchdog::{Ended, Fired, GRACE_PERIOD, Watchdog, reap, wait_unreaped};
 use super::{RunPlan, Status, TestOutcome, outcome, test_command};
 use crate::build::TestBinary;
+
 /// libtest running `names` one after another, each as it would run alone:
 /// ignored or not, output uncaptured (it goes where the runner says), and
 /// every result logged to `logfile`.

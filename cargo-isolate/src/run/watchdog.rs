@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 
 use super::lock;
 use crate::guard::Guard;
+
 /// Time between SIGTERM and SIGKILL for a test that ran out of time.
 pub(super) const GRACE_PERIOD: Duration = Duration::from_secs(1);
 
