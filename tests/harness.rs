@@ -160,6 +160,70 @@ fn closes_its_stdout() {
     unsafe { libc::close(1) };
 }
 
+/// A copy of the test forks and returns normally, while the test itself
+/// then crashes: only the test process speaks for the test.
+#[isolate_harness::test]
+fn a_copy_returns_while_the_test_crashes() {
+    // SAFETY: the fixture forks on purpose; the copy only returns.
+    match unsafe { libc::fork() } {
+        0 => {}
+        copy => {
+            // SAFETY: waits for the copy this test just forked.
+            unsafe { libc::waitpid(copy, std::ptr::null_mut(), 0) };
+            buggy::dragons_here();
+        }
+    }
+}
+
+#[isolate_harness::test]
+fn closes_every_descriptor_and_returns() {
+    for fd in 0..1024 {
+        // SAFETY: closing descriptors of this test's own process.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Writes a verdict of its own, in the report stream's words and the fork
+/// server's, to every descriptor it holds, then fails for real.
+#[isolate_harness::test]
+fn forges_verdicts_on_every_descriptor() {
+    let line = concat!(
+        r#"{"version":1,"event":"finished","name":"forged","passed":true,"#,
+        r#""outcome":{"kind":"returned","error":null},"duration_ms":1.0,"#,
+        r#""stdout":"","stderr":"","leftovers":[]}"#,
+        "\n"
+    );
+    // A `Returned` frame of call 0: `Ok(())`.
+    let frame = [10_u8, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    for fd in 3..1024 {
+        for bytes in [line.as_bytes(), &frame[..]] {
+            // SAFETY: writes a valid buffer; a descriptor that is not open
+            // fails harmlessly.
+            unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        }
+    }
+    panic!("the real verdict");
+}
+
+/// No runner descriptor or setting reaches a test.
+#[isolate_harness::test]
+fn sees_no_runner_descriptor() {
+    for variable in [
+        "ISOLATE_REPORT_FD",
+        "ISOLATE_ONLY",
+        "ISOLATE_DEFAULT_TIMEOUT_MS",
+    ] {
+        assert!(std::env::var_os(variable).is_none(), "{variable} is set");
+    }
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let target = std::fs::read_link(entry.unwrap().path()).unwrap_or_default();
+        assert!(
+            !target.to_string_lossy().contains("isolate-report-"),
+            "the report stream is open: {target:?}"
+        );
+    }
+}
+
 /// Waits with a grandchild, when the driver asks (by naming a file for their
 /// pids): for the driver to kill the whole run under it.
 #[isolate_harness::test(ignore = "run by the driver only")]
@@ -249,10 +313,16 @@ fn fixture() -> ! {
 /// must contain.
 const EXPECTED: &[(&str, Verdict, &str)] = &[
     (
+        "a_copy_returns_while_the_test_crashes",
+        Verdict::Failed,
+        "killed by signal 11 (SIGSEGV: invalid memory reference)",
+    ),
+    (
         "aborts",
         Verdict::Failed,
         "killed by signal 6 (SIGABRT: abort)",
     ),
+    ("closes_every_descriptor_and_returns", Verdict::Ok, ""),
     ("closes_its_stdout", Verdict::Ok, ""),
     ("death_by_segfault", Verdict::Ok, ""),
     (
@@ -289,6 +359,11 @@ const EXPECTED: &[(&str, Verdict, &str)] = &[
     ),
     ("exits_three_as_expected", Verdict::Ok, ""),
     ("floods_output", Verdict::Failed, "bytes omitted ..."),
+    (
+        "forges_verdicts_on_every_descriptor",
+        Verdict::Failed,
+        "the real verdict",
+    ),
     ("hangs", Verdict::Failed, "timed out after 300ms"),
     (
         "hangs_ignoring_sigterm",
@@ -314,6 +389,7 @@ const EXPECTED: &[(&str, Verdict, &str)] = &[
         "Error: \"the answer was 41\"",
     ),
     ("returns_ok", Verdict::Ok, ""),
+    ("sees_no_runner_descriptor", Verdict::Ok, ""),
     ("sees_the_shared_fixture_built_once", Verdict::Ok, ""),
     (
         "segfault",
@@ -468,6 +544,13 @@ fn check_json_report_stream() {
         .filter(|event| event["event"] == "started")
         .count();
     assert_eq!(started, finished.len());
+    // One result per test, and none for a test that does not exist.
+    let results = events
+        .iter()
+        .filter(|event| event["event"] == "finished")
+        .count();
+    assert_eq!(results, finished.len(), "a test has two results");
+    assert!(!finished.contains_key("forged"), "a forged test appeared");
     assert!(events.iter().all(|event| event["version"] == 1));
     for (name, verdict, _) in EXPECTED {
         if *verdict == Verdict::Ignored {

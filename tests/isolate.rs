@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use isolate::buggy;
-use isolate_harness::{Error, Isolate, Termination};
+use isolate_harness::{Error, Isolate, ProtocolError, Termination};
 use support::{is_running, stops_running};
 
 mod support;
@@ -512,12 +512,119 @@ fn a_crashing_setup_hook_fails_the_fork() {
 }
 
 #[test]
-fn an_oversized_result_is_refused_without_killing_the_parent() {
+fn an_oversized_result_fails_the_call_and_the_child_serves_on() {
     let isolate = Isolate::builder().max_frame_size(1024).fork().unwrap();
     let error = isolate.call(|n: usize| vec![0_u8; n], 4096).unwrap_err();
-    assert!(matches!(&error, Error::Protocol(_)), "{error:?}");
-    assert!(error.to_string().contains("protocol"), "{error}");
+    assert!(
+        matches!(&error, Error::CallFailed(reason) if reason.contains("exceeds the frame cap of 1024 bytes")),
+        "{error:?}"
+    );
+    assert_eq!(isolate.call(|n: u32| n + 1, 1).unwrap(), 2);
+}
+
+#[test]
+fn an_oversized_argument_fails_the_call_and_the_child_serves_on() {
+    let isolate = Isolate::builder().max_frame_size(1024).fork().unwrap();
+    let error = isolate
+        .call(|bytes: Vec<u8>| bytes.len(), vec![7_u8; 4096])
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Protocol(ProtocolError::FrameTooLarge { cap: 1024, .. })
+        ),
+        "{error:?}"
+    );
+    let error = isolate.call(|text: String| text.len(), "x".repeat(4096));
+    assert!(
+        matches!(
+            &error,
+            Err(Error::Protocol(ProtocolError::FrameTooLarge {
+                cap: 1024,
+                ..
+            }))
+        ),
+        "{error:?}"
+    );
+    assert!(isolate.is_alive());
+    assert_eq!(isolate.call(|n: u32| n + 1, 1).unwrap(), 2);
+}
+
+/// Writes a well-formed reply, for call 0, onto every socket the child
+/// holds, then returns.
+fn forge_a_reply(_: ()) -> u32 {
+    // A `Returned` frame of call 0 whose value is the `u32` 7.
+    let frame = [10_u8, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    for fd in 3..1024 {
+        // SAFETY: fstat and write get valid buffers; a descriptor that is
+        // not open fails harmlessly.
+        unsafe {
+            let mut stat: libc::stat = std::mem::zeroed();
+            if libc::fstat(fd, &mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+                libc::write(fd, frame.as_ptr().cast(), frame.len());
+            }
+        }
+    }
+    1
+}
+
+#[test]
+fn a_reply_a_call_forges_on_its_channel_never_shifts_results() {
+    let isolate = Isolate::fork().unwrap();
+    let error = isolate.call(forge_a_reply, ()).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Protocol(ProtocolError::StrayReply { got: 0, .. })
+        ),
+        "{error:?}"
+    );
+    // The channel is out of step, so the child is gone: no later call gets
+    // the value the forged or the real reply carried.
     assert!(!isolate.is_alive());
+    assert!(isolate.call(|n: u32| n, 5).is_err());
+}
+
+/// Forks; the copy returns too, with its own pid.
+fn fork_and_return_pid(_: ()) -> u32 {
+    // SAFETY: the test forks on purpose; both sides only return.
+    unsafe { libc::fork() };
+    std::process::id()
+}
+
+#[test]
+fn a_copy_a_call_forks_does_not_answer_for_it() {
+    let isolate = Isolate::fork().unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            isolate.call(fork_and_return_pid, ()).unwrap(),
+            isolate.id().unwrap()
+        );
+    }
+    assert_eq!(isolate.call(|n: u32| n * 2, 21).unwrap(), 42);
+}
+
+/// Forks; the copy returns at once, and the process the caller started
+/// crashes once the copy is gone.
+fn copy_returns_then_crash(_: ()) {
+    // SAFETY: the test forks on purpose; the copy only returns.
+    match unsafe { libc::fork() } {
+        0 => {}
+        copy => {
+            // SAFETY: waits for the copy just forked.
+            unsafe { libc::waitpid(copy, std::ptr::null_mut(), 0) };
+            buggy::dragons_here();
+        }
+    }
+}
+
+#[test]
+fn a_crash_after_a_copy_returned_is_a_crash() {
+    let termination = terminated(isolate_harness::run(copy_returns_then_crash, ()));
+    assert_eq!(termination.signal().unwrap().name(), "SIGSEGV");
+    let isolate = Isolate::fork().unwrap();
+    let termination = terminated(isolate.call(copy_returns_then_crash, ()));
+    assert_eq!(termination.signal().unwrap().name(), "SIGSEGV");
 }
 
 #[isolate_harness::isolated]

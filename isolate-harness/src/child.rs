@@ -35,7 +35,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -61,9 +61,6 @@ pub(crate) struct ChildSetup {
     pub(crate) stack_low: usize,
     /// The signal the child gets when the thread that forked it exits.
     pub(crate) death_signal: NixSignal,
-    /// Whether the forking process installed the crash handlers in itself
-    /// (see [`crash::install`]), so that the child has them already.
-    pub(crate) crash_handlers_inherited: bool,
 }
 
 impl ChildSetup {
@@ -76,7 +73,6 @@ impl ChildSetup {
             address_space_limit: None,
             stack_low: crash::current_stack_low(),
             death_signal: NixSignal::SIGKILL,
-            crash_handlers_inherited: false,
         }
     }
 }
@@ -87,17 +83,21 @@ pub(crate) enum Forked {
     Child,
 }
 
-/// Forks, and in the child performs `setup` before returning.
+/// Forks, and in the child performs `setup` and closes the descriptors in
+/// `close` before returning.
 ///
 /// The child is the leader of a new process group, is killed when the
 /// parent thread that forked it exits (`PR_SET_PDEATHSIG`), has stdout and
 /// stderr on the capture pipes if asked, its address space limited if
-/// asked, and the crash handler installed.
+/// asked, the crash handler installed, and none of the descriptors of
+/// `close` (the forking process's own: channels to other children, its
+/// report stream), so that no child can write where only its parent may.
+/// Descriptors 0 to 2 are never closed.
 ///
 /// # Errors
 ///
 /// When `fork` fails.
-pub(crate) fn fork(setup: &ChildSetup) -> io::Result<Forked> {
+pub(crate) fn fork(setup: &ChildSetup, close: &[RawFd]) -> io::Result<Forked> {
     static RESOLVE: std::sync::Once = std::sync::Once::new();
     RESOLVE.call_once(resolve_child_calls);
     // SAFETY: in the child, only async-signal-safe calls follow until
@@ -107,7 +107,7 @@ pub(crate) fn fork(setup: &ChildSetup) -> io::Result<Forked> {
         -1 => Err(io::Error::last_os_error()),
         0 => {
             // SAFETY: this is the freshly forked child, before user code.
-            unsafe { prepare_child(setup) };
+            unsafe { prepare_child(setup, close) };
             Ok(Forked::Child)
         }
         pid => {
@@ -153,11 +153,12 @@ fn resolve_child_calls() {
 /// # Safety
 ///
 /// Only in a child just forked, before any user code.
-unsafe fn prepare_child(setup: &ChildSetup) {
+unsafe fn prepare_child(setup: &ChildSetup, close: &[RawFd]) {
+    become_owner();
     // SAFETY: every call below is async-signal-safe and points only to
     // valid locals; integers go as `c_long`, which is what `syscall` reads
     // each argument as; the descriptors were opened by the parent for this
-    // child.
+    // child, and those closed are the parent's own.
     unsafe {
         libc::syscall(libc::SYS_setpgid, 0 as libc::c_long, 0 as libc::c_long);
         // A forking process may block signals (the fork server blocks
@@ -183,12 +184,18 @@ unsafe fn prepare_child(setup: &ChildSetup) {
         }
         if let Some((stdout, stderr)) = setup.output {
             for (from, to) in [(stdout, libc::STDOUT_FILENO), (stderr, libc::STDERR_FILENO)] {
+                // `dup3` rather than `dup2`, which not every architecture
+                // has; it refuses `from == to`, where there is nothing to do.
                 libc::syscall(
-                    libc::SYS_dup2,
+                    libc::SYS_dup3,
                     libc::c_long::from(from),
                     libc::c_long::from(to),
+                    0 as libc::c_long,
                 );
             }
+        }
+        for &fd in close.iter().filter(|fd| **fd > libc::STDERR_FILENO) {
+            libc::syscall(libc::SYS_close, libc::c_long::from(fd));
         }
         if let Some(limit) = setup.address_space_limit {
             let limit = libc::rlimit {
@@ -197,11 +204,35 @@ unsafe fn prepare_child(setup: &ChildSetup) {
             };
             libc::syscall(libc::SYS_setrlimit, libc::RLIMIT_AS as libc::c_long, &limit);
         }
-        if !setup.crash_handlers_inherited {
-            crash::install(setup.stack_low);
-        }
+        // Where the forking process has them (the fork server), the child
+        // inherited them, and this does nothing.
+        crash::install(setup.stack_low);
         crash::report_to(setup.report_fd);
     }
+}
+
+/// The pid of the process a child was set up as; 0 in a process that is
+/// no child of this library.
+static OWNER: AtomicU32 = AtomicU32::new(0);
+
+/// The pid of the calling process, from the kernel (never cached).
+/// Async-signal-safe.
+pub(crate) fn own_pid() -> u32 {
+    // SAFETY: getpid takes no arguments and cannot fail.
+    let pid = unsafe { libc::syscall(libc::SYS_getpid) };
+    pid as u32
+}
+
+/// Makes the calling process the owner of what its parent set up for the
+/// child it forked. Async-signal-safe.
+pub(crate) fn become_owner() {
+    OWNER.store(own_pid(), Ordering::SeqCst);
+}
+
+/// Whether the calling process is the child its parent forked and set up,
+/// rather than a copy that child forked. Async-signal-safe.
+pub(crate) fn is_owner() -> bool {
+    OWNER.load(Ordering::SeqCst) == own_pid()
 }
 
 /// Ends the calling child at once, without running the parent's exit

@@ -31,9 +31,10 @@ use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::fmt;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 use crate::ipc::{HEADER_LEN, Kind, ProtocolError};
+use crate::{child, reply_region};
 
 /// The signals the handler reports.
 pub(crate) const FATAL_SIGNALS: [libc::c_int; 5] = [
@@ -69,9 +70,15 @@ unsafe impl Sync for AltStack {}
 
 static ALT_STACK: AltStack = AltStack(UnsafeCell::new([0; ALT_STACK_SIZE]));
 
-/// Where the handler reports; -1 once a report has been started, so a fault
-/// inside the handler does not report again.
+/// Where the handler reports, unless this process has a
+/// [`reply_region`]: a descriptor, or -1 for nowhere.
 static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
+/// Set once a report has been started, so a fault inside the handler does
+/// not report again.
+static REPORTED: AtomicBool = AtomicBool::new(false);
+/// Whether [`install`] ran in this process or in the process it was forked
+/// from (a child inherits the handlers and this flag alike).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// The low end of the stack of the thread that serves calls.
 static STACK_LOW: AtomicUsize = AtomicUsize::new(0);
 /// The signal being handled, for the watchdog.
@@ -109,7 +116,8 @@ fn find_stack_low() -> usize {
 /// signal kills the process as it would without them.
 ///
 /// A child inherits both across `fork`, so a process that forks many
-/// children (the fork server) installs them once, in itself.
+/// children (the fork server) installs them once, in itself, and a child
+/// of a process that has them does not install them again.
 ///
 /// # Safety
 ///
@@ -119,6 +127,9 @@ fn find_stack_low() -> usize {
 /// stack.
 pub(crate) unsafe fn install(stack_low: usize) {
     STACK_LOW.store(stack_low, Ordering::SeqCst);
+    if INSTALLED.swap(true, Ordering::SeqCst) {
+        return;
+    }
     let stack = libc::stack_t {
         ss_sp: ALT_STACK.0.get().cast(),
         ss_flags: 0,
@@ -140,9 +151,19 @@ pub(crate) unsafe fn install(stack_low: usize) {
 }
 
 /// Makes the handlers [`install`]ed report a crash to `report_fd`, which
-/// must stay open for the life of the process.
+/// must stay open for the life of the process, or nowhere for -1. A process
+/// with a [`reply_region`] reports there instead.
 pub(crate) fn report_to(report_fd: RawFd) {
     REPORT_FD.store(report_fd, Ordering::SeqCst);
+}
+
+/// Sends `bytes` where this process reports. Async-signal-safe.
+fn report(fd: RawFd, bytes: &[u8]) {
+    if reply_region::is_set() {
+        reply_region::append(&[bytes]);
+    } else {
+        write_all_raw(fd, bytes);
+    }
 }
 
 /// Points `signal` at `handler`, with SA_SIGINFO and the alternate stack.
@@ -191,8 +212,13 @@ extern "C" fn on_fatal_signal(
     info: *mut libc::siginfo_t,
     context: *mut c_void,
 ) {
-    let fd = REPORT_FD.swap(-1, Ordering::SeqCst);
-    if fd >= 0 {
+    let fd = REPORT_FD.load(Ordering::SeqCst);
+    // Only the process the parent set up reports: a copy it forked that
+    // crashes must not lend its crash to the test or call.
+    if (fd >= 0 || reply_region::is_set())
+        && child::is_owner()
+        && !REPORTED.swap(true, Ordering::SeqCst)
+    {
         HANDLED_SIGNAL.store(signal, Ordering::SeqCst);
         // SAFETY: `watchdog` has the SA_SIGINFO signature and is
         // async-signal-safe; `alarm` is async-signal-safe.
@@ -221,7 +247,7 @@ extern "C" fn on_fatal_signal(
         frame[21..29].copy_from_slice(&(pc as u64).to_le_bytes());
         frame[29] = u8::from(has_address) * FLAG_HAS_ADDRESS
             + u8::from(stack_overflow) * FLAG_STACK_OVERFLOW;
-        write_all_raw(fd, &frame);
+        report(fd, &frame);
 
         write_backtrace(fd);
     }
@@ -251,7 +277,7 @@ fn write_backtrace(fd: RawFd) {
     frame[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
     frame[4] = Kind::Backtrace as u8;
     frame[5..9].copy_from_slice(&(count as u32).to_le_bytes());
-    write_all_raw(fd, &frame[..HEADER_LEN + body_len]);
+    report(fd, &frame[..HEADER_LEN + body_len]);
 }
 
 /// Ends a child whose crash handler hung: the original signal, now with its

@@ -8,7 +8,8 @@
 //! lane sends `Run` naming a test by where its function is (see
 //! [`TestTable`]). The server, single-threaded, forks a test child (a copy
 //! of the process after shared setup), which runs the test, writes its
-//! result to the lane's reply file and exits. The server notices the exit
+//! result to the lane's reply region (see [`crate::reply_region`]) and
+//! exits. The server notices the exit
 //! by its `SIGCHLD`, read from a signalfd (a pidfd per test cost the server
 //! more: opening one is far dearer than reading a signal), kills whatever
 //! the test left in its process group, reaps it, and writes the result and
@@ -37,11 +38,22 @@
 //!
 //! If the harness dies, the server gets SIGTERM (`PR_SET_PDEATHSIG`), kills
 //! every running test's group and exits; test children die with the server.
+//!
+//! # Who speaks for a test
+//!
+//! The verdict on a test comes from its child alone, and from how that
+//! child ended. A test child holds none of the runner's descriptors: the
+//! harness's report stream is closed in the servers, and the server's own
+//! (its channels, its signalfd, the output files of other tests) are
+//! closed in each test child before the test runs. Its result goes to a
+//! region stamped with its pid, which a copy the test forked, or a process
+//! an earlier test left, cannot write in its name. And a result counts
+//! only when the child then exited with code 0: a test child that replied
+//! and then died by a signal crashed.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, BufReader, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -57,6 +69,7 @@ use crate::crash::Crash;
 use crate::ipc::{
     self, DEFAULT_MAX_FRAME, FrameBuilder, FrameReader, Kind, ProtocolError, Received,
 };
+use crate::reply_region::{self, Region};
 use crate::server::{self, PanicMessage, PanicReport};
 
 /// Lanes (channels) per test a server may run at once: one whose test
@@ -72,6 +85,11 @@ const SLOT_BUFFER: usize = 256;
 
 /// Bytes of each captured stream kept from its start, and from its end.
 pub(crate) const KEPT_OUTPUT: usize = 8 * 1024;
+
+/// The capacity past which the server lets go of the buffer it builds
+/// messages in, rather than keep a large one that every later fork would
+/// copy the page tables of.
+const MESSAGE_BUFFER_KEPT: usize = 64 * 1024;
 
 /// A test function.
 pub(crate) type TestFunction = dyn Fn() -> Result<(), String> + Send + Sync;
@@ -268,7 +286,9 @@ impl ForkServer {
     /// machine with several cores wants several servers.
     ///
     /// Each server gets two lanes per test it may run, so that it always
-    /// has the next request at hand when a test ends.
+    /// has the next request at hand when a test ends. The descriptors of
+    /// `harness_fds` (the report stream) are closed in the servers, so no
+    /// test can reach them.
     ///
     /// # Errors
     ///
@@ -278,6 +298,7 @@ impl ForkServer {
         threads: usize,
         servers: usize,
         capture: bool,
+        harness_fds: &[RawFd],
     ) -> io::Result<ForkServer> {
         let threads = threads.max(1);
         let servers = servers.clamp(1, threads);
@@ -325,7 +346,7 @@ impl ForkServer {
         while let Some((limit, own)) = theirs.pop() {
             let mut setup = ChildSetup::new(own[0].as_raw_fd());
             setup.death_signal = NixSignal::SIGTERM;
-            match child::fork(&setup)? {
+            match child::fork(&setup, harness_fds)? {
                 Forked::Child => {
                     drop((lanes, theirs));
                     // The servers forked before this one are not this
@@ -461,14 +482,14 @@ impl Lane {
             };
             let test = self.test.as_mut()?;
             let parsed: Result<(), ProtocolError> = match (frame.kind, test.crash.as_mut()) {
-                (Kind::Returned, _) => ipc::decode(frame.payload()).map(|result| {
-                    test.returned = Some(Ending::Returned(result));
-                }),
-                (Kind::Panicked, _) => {
-                    ipc::decode::<PanicMessage>(frame.payload()).map(|message| {
+                (Kind::Returned, _) => ipc::split_call_id(frame.payload())
+                    .and_then(|(_, payload)| ipc::decode(payload))
+                    .map(|result| test.returned = Some(Ending::Returned(result))),
+                (Kind::Panicked, _) => ipc::split_call_id(frame.payload())
+                    .and_then(|(_, payload)| ipc::decode::<PanicMessage>(payload))
+                    .map(|message| {
                         test.returned = Some(Ending::Panicked(message.into_report()));
-                    })
-                }
+                    }),
                 (Kind::Crash, _) => {
                     Crash::parse(frame.payload()).map(|parsed| test.crash = Some(parsed))
                 }
@@ -506,17 +527,20 @@ impl Lane {
 }
 
 impl Sent {
-    /// The run of the test, now that its `Exited` is in.
+    /// The run of the test, now that its `Exited` is in. What the test
+    /// said counts only if its child then exited with code 0: one that
+    /// died by a signal after replying crashed, and one that exited with
+    /// another code exited.
     fn ended(self, exit: TestExit) -> TestRun {
         let termination = Termination::new(exit.status, self.crash);
-        let ending = match (exit.timed_out, self.returned) {
-            (true, _) => Ending::TimedOut {
+        let ending = match (exit.timed_out, self.returned, exit.status) {
+            (true, _, _) => Ending::TimedOut {
                 limit: self.request.timeout.unwrap_or_default(),
                 grace_period: self.request.grace_period,
                 termination,
             },
-            (false, Some(ending)) => ending,
-            (false, None) => Ending::Died(termination),
+            (false, Some(ending), ExitStatus::Code(0)) => ending,
+            (false, _, _) => Ending::Died(termination),
         };
         TestRun {
             ending,
@@ -639,8 +663,8 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
     // The server is a child made by `child::fork`, which installed the
     // crash handlers in it: its test children inherit them, and only say
     // where they report.
-    let mut child_setup = ChildSetup::new(-1);
-    child_setup.crash_handlers_inherited = true;
+    // They report to the test's reply region.
+    let child_setup = ChildSetup::new(-1);
     // The signals, and a channel per slot.
     let descriptors = 1 + channels.len();
     let mut server = Server {
@@ -653,6 +677,8 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
         waiting: VecDeque::new(),
         limit: limit.max(1),
         children: Children::open(),
+        signals: signals.as_fd().as_raw_fd(),
+        runner_fds: Vec::new(),
     };
     loop {
         if server
@@ -736,6 +762,11 @@ struct Server<'a> {
     waiting: VecDeque<(usize, RunRequest)>,
     limit: usize,
     children: Children,
+    /// The signalfd, to be closed in test children.
+    signals: RawFd,
+    /// The server's descriptors, listed before each fork to be closed in
+    /// the test child (kept to reuse its memory).
+    runner_fds: Vec<RawFd>,
 }
 
 /// What a server has for one channel.
@@ -748,7 +779,7 @@ struct Slot {
     /// (or its crash handler a crash report) there, and the server sends it
     /// on with `Exited`, so that the harness wakes once per test rather
     /// than once for the result and once for the exit.
-    reply: Option<ReplyFile>,
+    reply: Option<Region>,
     /// Made at the channel's first test, when output is captured.
     output: Option<OutputFiles>,
     /// The channel's running test.
@@ -797,7 +828,10 @@ impl Server<'_> {
             }
         };
         match request {
-            Ok(request) if self.running() < self.limit => self.start(index, request),
+            // A request never starts ahead of one already waiting.
+            Ok(request) if self.running() < self.limit && self.waiting.is_empty() => {
+                self.start(index, request);
+            }
             Ok(request) => self.waiting.push_back((index, request)),
             Err(_) => self.close(index),
         }
@@ -814,19 +848,36 @@ impl Server<'_> {
             slot.output = OutputFiles::create().ok();
         }
         if slot.reply.is_none() {
-            slot.reply = ReplyFile::create().ok();
+            slot.reply = Region::create().ok();
         }
+        self.runner_fds.clear();
+        self.runner_fds.push(self.signals);
+        self.runner_fds.extend(self.children.fd());
+        for slot in &self.slots {
+            self.runner_fds.extend(
+                slot.channel
+                    .as_ref()
+                    .map(|channel| channel.get_ref().as_raw_fd()),
+            );
+            if let Some(output) = &slot.output {
+                self.runner_fds
+                    .extend([output.stdout.as_raw_fd(), output.stderr.as_raw_fd()]);
+            }
+        }
+        let slot = &self.slots[index];
         let started = match &slot.reply {
             Some(reply) => start_test(
                 function,
                 self.child_setup,
                 request.memory_limit,
-                &reply.file,
+                reply,
                 slot.output.as_ref(),
                 &mut self.reply_buffer,
+                &self.runner_fds,
             ),
-            None => Err(io::Error::other("no file for its result")),
+            None => Err(io::Error::other("no region for its result")),
         };
+        let slot = &mut self.slots[index];
         match started {
             Ok(child) => {
                 let started = Instant::now();
@@ -891,14 +942,18 @@ impl Server<'_> {
         {
             self.start(next, request);
         }
+        let pid = test.child.pid().as_raw().unsigned_abs();
         let exit = self.reap(test, index);
         self.message.clear();
         let slot = &mut self.slots[index];
-        if let Some(reply) = &mut slot.reply {
-            reply.take(&mut self.message);
+        if let Some(reply) = &slot.reply {
+            reply.take(pid, &mut self.message);
         }
         if let Some(channel) = &slot.channel {
             send_exit(channel.get_ref(), &exit, &mut self.message);
+        }
+        if self.message.capacity() > MESSAGE_BUFFER_KEPT {
+            self.message = Vec::new();
         }
     }
 
@@ -1011,28 +1066,31 @@ impl<'fd> PollSet<'fd> {
 }
 
 /// Forks the child for one test, its result going to `reply` and its
-/// output to `outputs` if given. The child writes its reply into its copy
-/// of `reply_buffer`.
+/// output to `outputs` if given, with the server's descriptors `close`
+/// closed. The child builds its reply in its copy of `reply_buffer`.
 fn start_test(
     function: Function<'_>,
     mut setup: ChildSetup,
     memory_limit: Option<u64>,
-    reply: &File,
+    reply: &Region,
     outputs: Option<&OutputFiles>,
     reply_buffer: &mut Vec<u8>,
+    close: &[RawFd],
 ) -> io::Result<Child> {
-    setup.report_fd = reply.as_raw_fd();
     setup.output = outputs.map(|files| (files.stdout.as_raw_fd(), files.stderr.as_raw_fd()));
     if let Some(limit) = memory_limit {
         setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
     }
-    match child::fork(&setup)? {
+    match child::fork(&setup, close)? {
         Forked::Child => {
+            reply.write_here();
             let buffer = std::mem::take(reply_buffer);
-            let mut frame = server::reply_frame(server::catch(|| function.call()), buffer);
+            let outcome =
+                server::catch(|| function.call()).map(|result| result.map_err(server::kept_text));
+            let frames = server::reply_frame(outcome, buffer, 0);
+            server::exit_unless_owner();
             server::flush_stdio();
-            let mut reply = reply;
-            let _ = frame.write_to(&mut reply);
+            reply_region::append(&frames.unsent().each_ref().map(|part| &**part));
             child::exit_child(0)
         }
         Forked::Parent(child) => Ok(child),
@@ -1046,6 +1104,11 @@ struct Children {
 }
 
 impl Children {
+    /// Its descriptor, if the list could be opened.
+    fn fd(&self) -> Option<RawFd> {
+        self.list.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
     fn open() -> Children {
         let tid = nix::unistd::gettid();
         Children {
@@ -1122,57 +1185,6 @@ fn take_kept(fd: BorrowedFd<'_>) -> CapturedStream {
     stream
 }
 
-/// A channel's reply file: its test child appends its result there (or its
-/// crash handler a crash report), and the server reads each reply from
-/// where the last one ended.
-///
-/// The file is emptied only once it holds more than [`REPLY_FILE_LIMIT`]
-/// bytes: emptying it after every test cost a truncation, and the freeing
-/// and zeroing of its page, per test.
-struct ReplyFile {
-    file: File,
-    /// Where the next reply starts.
-    taken: u64,
-}
-
-/// The size past which a [`ReplyFile`] is emptied.
-const REPLY_FILE_LIMIT: u64 = 64 * 1024;
-
-impl ReplyFile {
-    fn create() -> io::Result<ReplyFile> {
-        Ok(ReplyFile {
-            file: File::from(append_only_memfd("reply")?),
-            taken: 0,
-        })
-    }
-
-    /// Moves the reply of the test that just ended to the end of `message`.
-    /// (The child is dead, so a short read is the end of the file.) The
-    /// first read asks for as much as a child's reply buffer holds, which
-    /// is most replies; each further one for twice what came so far.
-    fn take(&mut self, message: &mut Vec<u8>) {
-        let start = message.len();
-        let mut chunk = server::REPLY_BUFFER;
-        loop {
-            let end = message.len();
-            message.resize(end + chunk, 0);
-            let read = self
-                .file
-                .read_at(&mut message[end..], self.taken + (end - start) as u64)
-                .unwrap_or(0);
-            message.truncate(end + read);
-            if read < chunk {
-                break;
-            }
-            chunk = 2 * (message.len() - start);
-        }
-        self.taken += (message.len() - start) as u64;
-        if self.taken > REPLY_FILE_LIMIT && self.file.set_len(0).is_ok() {
-            self.taken = 0;
-        }
-    }
-}
-
 /// Sends `Exited` after what `message` holds already (the test's reply),
 /// in one write, keeping the buffer in `message` for the next.
 fn send_exit(channel: &UnixStream, exit: &TestExit, message: &mut Vec<u8>) {
@@ -1187,32 +1199,50 @@ fn send_exit(channel: &UnixStream, exit: &TestExit, message: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::child::Signal;
+
+    fn sent_with(returned: Ending) -> Sent {
+        Sent {
+            request: RunRequest {
+                test: TestId::Registered(0),
+                memory_limit: None,
+                timeout: None,
+                grace_period: Duration::from_secs(1),
+            },
+            started: Instant::now(),
+            returned: Some(returned),
+            crash: None,
+        }
+    }
+
+    fn exit(status: ExitStatus) -> TestExit {
+        TestExit {
+            status,
+            stdout: CapturedStream::default(),
+            stderr: CapturedStream::default(),
+            leftovers: Vec::new(),
+            timed_out: false,
+            duration: Duration::ZERO,
+        }
+    }
 
     #[test]
-    fn a_reply_file_gives_each_reply_once_and_is_emptied_past_its_limit() {
-        let mut reply = ReplyFile::create().unwrap();
-        let sizes = [
-            10,
-            server::REPLY_BUFFER,
-            5 * server::REPLY_BUFFER + 3,
-            REPLY_FILE_LIMIT as usize,
-            7,
-        ];
-        let mut message = Vec::new();
-        for (size, byte) in sizes.into_iter().zip(1_u8..) {
-            // Written through the descriptor, as a child appends.
-            (&reply.file).write_all(&vec![byte; size]).unwrap();
-            message.clear();
-            message.extend_from_slice(b"head");
-            reply.take(&mut message);
-            assert_eq!(&message[..4], b"head");
-            assert_eq!(message[4..], vec![byte; size], "reply {byte}");
-        }
-        // The fourth reply took the file past its limit, so it was emptied
-        // then and holds only the fifth.
-        assert_eq!(reply.file.metadata().unwrap().len(), 7);
-        message.clear();
-        reply.take(&mut message);
-        assert!(message.is_empty(), "no reply is given twice");
+    fn a_result_counts_only_when_its_child_then_exits_cleanly() {
+        let passed = sent_with(Ending::Returned(Ok(()))).ended(exit(ExitStatus::Code(0)));
+        assert!(matches!(passed.ending, Ending::Returned(Ok(()))));
+        let crashed = sent_with(Ending::Returned(Ok(()))).ended(exit(ExitStatus::Signal {
+            signal: Signal(libc::SIGSEGV),
+            core_dumped: false,
+        }));
+        assert!(
+            matches!(&crashed.ending, Ending::Died(termination) if termination.signal() == Some(Signal(libc::SIGSEGV))),
+            "{:?}",
+            crashed.ending
+        );
+        let exited = sent_with(Ending::Returned(Ok(()))).ended(exit(ExitStatus::Code(3)));
+        assert!(matches!(
+            exited.ending,
+            Ending::Died(Termination::Exited { code: 3 })
+        ));
     }
 }

@@ -4,10 +4,11 @@
 //!
 //! The report stream's format is documented in the crate docs.
 
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -223,14 +224,25 @@ impl Harness {
     }
 
     /// Adds a test named `name` with options.
+    ///
+    /// # Panics
+    ///
+    /// If `name` contains a line break or a NUL: a runner reads test names
+    /// one per line, and such a name would read as two tests, or none.
     pub fn test_with<R: TestResult>(
         mut self,
         name: impl Into<String>,
         options: TestOptions,
         test: impl Fn() -> R + Send + Sync + 'static,
     ) -> Harness {
+        let name = name.into();
+        assert!(
+            !name.contains(['\n', '\r', '\0']),
+            "isolate: the test name {name:?} contains a line break or a NUL, which no runner \
+             can read back: name tests with one line of text"
+        );
         self.added.push(AddedTest {
-            name: name.into(),
+            name,
             function: Box::new(move || test().into_test_result()),
             options,
         });
@@ -255,41 +267,52 @@ impl Harness {
     pub fn run_with(mut self, args: &Arguments) -> Conclusion {
         // Keeps the marker in every binary that runs the harness.
         std::hint::black_box(&HARNESS_MARKER);
-        let (mut added, functions): (Vec<_>, Vec<_>) = self
+        let (added, functions): (Vec<_>, Vec<_>) = self
             .added
             .into_iter()
             .map(|test| ((test.name, test.options), test.function))
             .unzip();
         if args.list {
-            let trials = test_list(added).iter().map(listed).collect();
+            let trials = test_list(added, None).iter().map(listed).collect();
             return libtest_mimic::run(args, trials);
         }
+        // What a runner says in the environment is read, and taken out of
+        // it, before anything is forked: no test may see the report
+        // stream's descriptor, nor hand the runner's settings on to a
+        // harness it runs itself.
+        let runner = RunnerSettings::take_from_env();
+        let report = runner.report.map(Arc::new);
         for setup in self.setup.drain(..) {
             setup();
         }
-        let threads = args
-            .test_threads
-            .or_else(|| std::thread::available_parallelism().ok().map(Into::into))
-            .unwrap_or(1);
         let capture = !args.nocapture;
         let in_process = std::env::var_os("NEXTEST").is_some();
-        let default_timeout = default_timeout();
+        // Under nextest, which runs one test per process, one server with
+        // one test at a time is all a test that needs a fork can use.
+        let (threads, servers) = if in_process {
+            (1, 1)
+        } else {
+            let threads = args
+                .test_threads
+                .or_else(|| std::thread::available_parallelism().ok().map(Into::into))
+                .unwrap_or(1);
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            (threads, cores)
+        };
         let table = Arc::new(TestTable { added: functions });
         // The list of tests is built after the servers are forked, so that
-        // they do not carry it (see `TestTable`); except under nextest, where
-        // the one test of the run may need no fork server at all.
-        let early = in_process.then(|| test_list(std::mem::take(&mut added)));
-        let needs_server = early.as_ref().is_none_or(|tests| {
-            tests.iter().any(|test| {
-                let trial = listed(test);
-                !args.is_filtered_out(&trial)
-                    && !args.is_ignored(&trial)
-                    && test.options.needs_fork()
-            })
+        // they do not carry it (see `TestTable`). Whether any test will run
+        // in a server is found out first, one name at a time.
+        let only = runner.only.as_ref();
+        let needs_server = any_test(&added, only, |name, options| {
+            let trial = Trial::test(name, || Ok(())).with_ignored_flag(options.ignore.is_some());
+            !args.is_filtered_out(&trial)
+                && !args.is_ignored(&trial)
+                && (!in_process || options.needs_fork())
         });
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let harness_fds: Vec<RawFd> = report.iter().map(|report| report.raw_fd()).collect();
         let server = if needs_server {
-            match ForkServer::start(&table, threads, cores, capture) {
+            match ForkServer::start(&table, threads, servers, capture, &harness_fds) {
                 Ok(server) => Some(server),
                 Err(error) => {
                     eprintln!("isolate: failed to start the fork server: {error}");
@@ -299,8 +322,8 @@ impl Harness {
         } else {
             None
         };
-        let tests = early.unwrap_or_else(|| test_list(added));
-        let report = ReportStream::from_env().map(Arc::new);
+        let tests = test_list(added, only);
+        let default_timeout = runner.default_timeout;
         // Which tests run in a child of a fork server, and of those, the
         // ones that run, in the order libtest-mimic asks for their
         // verdicts: those it does not filter out or ignore.
@@ -510,16 +533,11 @@ fn conclude(
 /// The tests of the run: the registry's and those `added` by hand (name
 /// and options, in the order they were added), sorted by name as libtest
 /// sorts them, and only those named in `ISOLATE_ONLY` if it is set.
-fn test_list(added: Vec<(String, TestOptions)>) -> Vec<TestEntry> {
+fn test_list(added: Vec<(String, TestOptions)>, only: Option<&HashSet<String>>) -> Vec<TestEntry> {
     let registered = __private::TESTS.iter().zip(0..).map(|(describe, index)| {
         let case = describe();
-        // libtest names a test by its path without the crate's name.
-        let name = match case.module_path.split_once("::") {
-            Some((_, module)) => format!("{module}::{}", case.name),
-            None => case.name.to_owned(),
-        };
         TestEntry {
-            name,
+            name: registered_name(&case),
             id: TestId::Registered(index),
             options: case.options,
         }
@@ -534,16 +552,81 @@ fn test_list(added: Vec<(String, TestOptions)>) -> Vec<TestEntry> {
         });
     let mut tests: Vec<TestEntry> = registered.chain(added).collect();
     tests.sort_by(|a, b| a.name.cmp(&b.name));
-    if let Some(only) = only_tests() {
+    if let Some(only) = only {
         tests.retain(|test| only.contains(&test.name));
     }
     tests
 }
 
-/// The tests a runner asked for by name, one per line in the file named
-/// by `ISOLATE_ONLY`: a runner that picked them itself passes them this
-/// way rather than as thousands of `--skip` arguments.
-fn only_tests() -> Option<std::collections::HashSet<String>> {
+/// The name of a registered test: libtest names a test by its path
+/// without the crate's name.
+fn registered_name(case: &__private::TestCase) -> String {
+    match case.module_path.split_once("::") {
+        Some((_, module)) => format!("{module}::{}", case.name),
+        None => case.name.to_owned(),
+    }
+}
+
+/// Whether `runs` holds for any test of the binary that `only` (if given)
+/// names, asked one name at a time: before the fork servers start, no list
+/// of every test may be built (see `TestTable`).
+fn any_test(
+    added: &[(String, TestOptions)],
+    only: Option<&HashSet<String>>,
+    mut runs: impl FnMut(String, &TestOptions) -> bool,
+) -> bool {
+    let mut check = |name: String, options: &TestOptions| {
+        only.is_none_or(|only| only.contains(&name)) && runs(name, options)
+    };
+    __private::TESTS.iter().any(|describe| {
+        let case = describe();
+        check(registered_name(&case), &case.options)
+    }) || added
+        .iter()
+        .any(|(name, options)| check(name.clone(), options))
+}
+
+/// What a runner tells the harness in the environment.
+struct RunnerSettings {
+    /// `ISOLATE_REPORT_FD`: where to write the report stream.
+    report: Option<ReportStream>,
+    /// `ISOLATE_ONLY`: the tests a runner asked for by name, one per line
+    /// in the file it names. A runner that picked the tests itself passes
+    /// them this way rather than as thousands of `--skip` arguments.
+    only: Option<HashSet<String>>,
+    /// `ISOLATE_DEFAULT_TIMEOUT_MS`: the timeout of every test that sets
+    /// none (`cargo isolate test --timeout`).
+    default_timeout: Option<Duration>,
+}
+
+/// The variables of [`RunnerSettings`].
+const RUNNER_VARIABLES: [&str; 3] = [
+    "ISOLATE_REPORT_FD",
+    "ISOLATE_ONLY",
+    "ISOLATE_DEFAULT_TIMEOUT_MS",
+];
+
+impl RunnerSettings {
+    /// Reads the settings and removes their variables from the environment,
+    /// so that no test sees them: a test that runs a harness of its own
+    /// must not hand it this run's descriptor or choice of tests.
+    fn take_from_env() -> RunnerSettings {
+        let settings = RunnerSettings {
+            report: ReportStream::from_env(),
+            only: only_tests(),
+            default_timeout: default_timeout(),
+        };
+        for name in RUNNER_VARIABLES {
+            // SAFETY: the harness runs at the start of `main`, before it
+            // starts a thread (the fork rule requires as much), so no other
+            // thread reads the environment meanwhile.
+            unsafe { std::env::remove_var(name) };
+        }
+        settings
+    }
+}
+
+fn only_tests() -> Option<HashSet<String>> {
     let path = std::env::var_os("ISOLATE_ONLY")?;
     match std::fs::read_to_string(&path) {
         Ok(names) => Some(names.lines().map(str::to_owned).collect()),
@@ -557,8 +640,6 @@ fn only_tests() -> Option<std::collections::HashSet<String>> {
     }
 }
 
-/// The timeout a runner gives every test that sets none, in milliseconds
-/// in `ISOLATE_DEFAULT_TIMEOUT_MS` (`cargo isolate test --timeout`).
 fn default_timeout() -> Option<Duration> {
     let millis = std::env::var("ISOLATE_DEFAULT_TIMEOUT_MS")
         .ok()?
@@ -760,9 +841,23 @@ impl ReportStream {
         // SAFETY: the runner that set the variable handed this descriptor
         // to the harness, which takes it over for the rest of the run.
         let file = unsafe { File::from_raw_fd(fd) };
+        // Nothing the harness or a test executes inherits it.
+        let _ = nix::fcntl::fcntl(
+            &file,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
         Some(ReportStream {
             out: Mutex::new((file, Vec::new())),
         })
+    }
+
+    /// The stream's descriptor, to be closed in the fork servers.
+    fn raw_fd(&self) -> RawFd {
+        self.out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .as_raw_fd()
     }
 
     /// Adds `line` and a newline to the lines not written yet.

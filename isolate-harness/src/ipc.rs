@@ -28,17 +28,23 @@
 //! |---|---|---|
 //! | `Hello` | child → parent, first frame | 8-byte magic, `u32` protocol version |
 //! | `Bytes` | either way | raw bytes: the `Vec<u8>` value of the `Call` or `Returned` frame that follows, whose own value part is then empty |
-//! | `Call` | parent → child | trampoline and function addresses (`u64` each), then the postcard-encoded argument |
-//! | `Returned` | child → parent | the postcard-encoded return value |
-//! | `Panicked` | child → parent | a postcard-encoded panic message: text, location, backtrace addresses |
-//! | `CallFailed` | child → parent | a postcard-encoded `String`: the call could not be made |
+//! | `Call` | parent → child | trampoline and function addresses and the call's id (`u64` each), then the postcard-encoded argument |
+//! | `Returned` | child → parent | the id of the call it answers (`u64`), then the postcard-encoded return value |
+//! | `Panicked` | child → parent | the call's id, then a postcard-encoded panic message: text (head and tail when long), location, backtrace addresses |
+//! | `CallFailed` | child → parent | the call's id, then a postcard-encoded `String`: the call could not be made |
 //! | `Crash` | child → parent | fixed layout, written by the fatal-signal handler (see [`crate::crash`]) |
 //! | `Backtrace` | child → parent | fixed layout, written by the fatal-signal handler |
 //! | `Run` | harness → fork server | a postcard-encoded run request: the test (its index in the registry or among the tests added by hand), its memory limit, its timeout and grace period |
 //! | `Exited` | fork server → harness | a postcard-encoded test exit: wait status, whether the timeout stopped it, its duration, captured output, leftover processes |
 //!
-//! A test child of the fork server writes its `Returned`, `Panicked`,
-//! `Crash` and `Backtrace` frames to a file the server gave it; once it has
+//! A call's id is chosen by the parent, anew for every call and starting
+//! from a random number: a reply whose id is not that of the call in
+//! flight (a frame a function wrote onto the channel itself, one a copy of
+//! the child sent) is [`ProtocolError::StrayReply`], never a result.
+//!
+//! A test child of the fork server writes its `Returned` or `Panicked`
+//! frame (with id 0), or its `Crash` and `Backtrace` frames, to a shared
+//! region stamped with its pid (see [`crate::reply_region`]); once it has
 //! reaped the child, the server writes them, then `Exited`, on the lane
 //! that asked for the test, so the harness reads one ordered stream per
 //! test.
@@ -53,7 +59,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 /// The version of the messages above. The child announces it in its `Hello`
 /// frame and the parent refuses to talk to a child that announces another.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
 /// Opens every `Hello` payload, so that a peer that is not an isolate child
 /// at all is told apart from one of another version.
@@ -162,6 +168,15 @@ pub enum ProtocolError {
     /// A fixed-layout payload had the wrong length.
     #[error("malformed {0} payload")]
     Malformed(&'static str),
+    /// A reply answered another call than the one in flight: written onto
+    /// the channel by the called function itself, or left over.
+    #[error("a reply to call {got:#x} arrived while call {expected:#x} was waiting")]
+    StrayReply {
+        /// The id of the call in flight.
+        expected: u64,
+        /// The id the reply carried.
+        got: u64,
+    },
     /// A payload could not be decoded.
     #[error("undecodable payload")]
     Decode(#[source] postcard::Error),
@@ -335,6 +350,25 @@ impl Outgoing {
         })
     }
 
+    /// The body length of the largest frame: what a reader's cap must
+    /// allow for all of it to be read.
+    pub(crate) fn largest_body(&self) -> usize {
+        let mut largest = 0;
+        let mut at = 0;
+        while let Some(header) = self.frames.get(at..at + HEADER_LEN) {
+            let body = u32::from_le_bytes(header.try_into().expect("a header")) as usize;
+            largest = largest.max(body);
+            at += HEADER_LEN
+                + if at + HEADER_LEN + 1 == self.at && !self.bytes.is_empty() {
+                    // The `Bytes` frame: its payload lies apart.
+                    1
+                } else {
+                    body
+                };
+        }
+        largest
+    }
+
     /// Whether everything has been sent.
     pub(crate) fn is_sent(&self) -> bool {
         self.sent == self.total
@@ -407,6 +441,18 @@ fn into_bytes<T: 'static>(value: T) -> Result<Vec<u8>, T> {
         return Ok(bytes.take().expect("the slot was just filled"));
     }
     Err(slot.expect("the slot is still filled"))
+}
+
+/// Splits the id of the call a reply answers from the rest of its payload.
+///
+/// # Errors
+///
+/// When the payload is too short to hold one.
+pub(crate) fn split_call_id(payload: &[u8]) -> Result<(u64, &[u8]), ProtocolError> {
+    let (id, rest) = payload
+        .split_first_chunk::<8>()
+        .ok_or(ProtocolError::Malformed("reply"))?;
+    Ok((u64::from_le_bytes(*id), rest))
 }
 
 /// Decodes the value of a frame from its `payload` (what follows any
@@ -735,6 +781,16 @@ mod tests {
         let value: Vec<u8> =
             decode_value(&call.payload()[2..], Some(bytes.into_payload())).unwrap();
         assert_eq!(value, [1, 2, 3]);
+    }
+
+    #[test]
+    fn the_largest_frame_is_found_with_or_without_bytes() {
+        let frames = value_frames(Kind::Call, b"ab", vec![1_u8; 300], Vec::new()).unwrap();
+        assert_eq!(frames.largest_body(), 301);
+        let frames = value_frames(Kind::Call, &[0; 24], vec![1_u8; 3], Vec::new()).unwrap();
+        assert_eq!(frames.largest_body(), 25);
+        let frames = value_frames(Kind::Returned, &[0; 8], "x".repeat(500), Vec::new()).unwrap();
+        assert_eq!(frames.largest_body(), 1 + 8 + 2 + 500);
     }
 
     #[test]

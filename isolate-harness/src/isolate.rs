@@ -197,6 +197,7 @@ impl IsolateBuilder {
                 life,
                 output,
                 request_buffer: Vec::new(),
+                next_call: random_call_id(),
             }),
         };
         if let Some(error) = isolate.lock().life.startup_error.take() {
@@ -220,15 +221,16 @@ impl IsolateBuilder {
     ) -> Result<R, Error> {
         let mut output = Output::default();
         let reply_buffer = Vec::with_capacity(server::REPLY_BUFFER);
+        let call = random_call_id();
         let mut connection = Connection::spawn_one_shot(&self.config, move |file| {
-            server::run_once(file, f, arg, reply_buffer)
+            server::run_once(file, f, arg, reply_buffer, call)
         })?;
         let reply = connection
             .expect_hello(&self.config, &mut output)
             .and_then(|()| connection.exchange(None, &self.config, &mut output))
             .map_err(|(error, _)| error);
         connection.end_one_shot();
-        reply.and_then(|reply| decode_reply(&reply.frame, reply.bytes))
+        reply.and_then(|reply| decode_reply(&reply.frame, reply.bytes, call))
     }
 }
 
@@ -287,6 +289,8 @@ struct State {
     output: Output,
     /// The buffer the last request was encoded in, reused for the next.
     request_buffer: Vec<u8>,
+    /// The id of the next call: every reply must carry its call's.
+    next_call: u64,
 }
 
 impl Isolate {
@@ -338,14 +342,33 @@ impl Isolate {
         };
         let buffer = std::mem::take(&mut state.request_buffer);
         let trampoline = server::trampoline::<A, R>;
+        let call = state.next_call;
+        state.next_call = call.wrapping_add(1);
         let mut request =
-            server::call_frame(trampoline, f as usize, arg, buffer).map_err(Error::Encode)?;
+            server::call_frame(trampoline, f as usize, call, arg, buffer).map_err(Error::Encode)?;
+        // The child would refuse it and stop serving: refused here, the
+        // call fails and the child serves on.
+        let body = request.largest_body();
+        if body > self.config.max_frame {
+            state.request_buffer = request.into_buffer();
+            return Err(Error::Protocol(ProtocolError::FrameTooLarge {
+                len: body as u64,
+                cap: self.config.max_frame,
+            }));
+        }
         let reply = connection.exchange(Some(&mut request), &self.config, &mut state.output);
         state.request_buffer = request.into_buffer();
         match reply {
             Ok(reply) => {
-                let result = decode_reply(&reply.frame, reply.bytes);
+                let result = decode_reply(&reply.frame, reply.bytes, call);
                 connection.reader.recycle(reply.frame);
+                if let Err(stray @ Error::Protocol(ProtocolError::StrayReply { .. })) = result {
+                    // The channel is out of step with the calls: nothing
+                    // more it says can be trusted.
+                    let (error, termination) = connection.abandon(stray, &mut state.output);
+                    state.life.connection = Err(termination);
+                    return Err(error);
+                }
                 result
             }
             Err((error, termination)) => {
@@ -416,22 +439,44 @@ pub fn run<A, R: Serialize + DeserializeOwned + 'static>(
     Isolate::builder().run(f, arg)
 }
 
-/// The result of a call from its reply frame and the `Bytes` payload that
-/// came before it, if any.
+/// A fresh, unpredictable starting point for call ids, so that a reply
+/// cannot answer a call by chance.
+fn random_call_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// The result of call `call` from its reply frame and the `Bytes` payload
+/// that came before it, if any.
 fn decode_reply<R: DeserializeOwned + 'static>(
     frame: &Frame,
     bytes: Option<Vec<u8>>,
+    call: u64,
 ) -> Result<R, Error> {
+    if !matches!(
+        frame.kind,
+        Kind::Returned | Kind::Panicked | Kind::CallFailed
+    ) {
+        return Err(Error::Protocol(ProtocolError::Unexpected(
+            frame.kind.name(),
+        )));
+    }
+    let (id, payload) = ipc::split_call_id(frame.payload()).map_err(Error::Protocol)?;
+    if id != call {
+        return Err(Error::Protocol(ProtocolError::StrayReply {
+            expected: call,
+            got: id,
+        }));
+    }
     match frame.kind {
-        Kind::Returned => ipc::decode_value(frame.payload(), bytes).map_err(Error::Protocol),
-        Kind::Panicked => Err(ipc::decode(frame.payload())
+        Kind::Returned => ipc::decode_value(payload, bytes).map_err(Error::Protocol),
+        Kind::Panicked => Err(ipc::decode(payload)
             .map_or_else(Error::Protocol, |message: server::PanicMessage| {
                 Error::Panicked(message.into_report())
             })),
-        Kind::CallFailed => {
-            Err(ipc::decode(frame.payload()).map_or_else(Error::Protocol, Error::CallFailed))
-        }
-        kind => Err(Error::Protocol(ProtocolError::Unexpected(kind.name()))),
+        _ => Err(ipc::decode(payload).map_or_else(Error::Protocol, Error::CallFailed)),
     }
 }
 
@@ -568,7 +613,7 @@ impl Connection {
         if let Some(limit) = config.memory_limit {
             setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
         }
-        match child::fork(&setup).map_err(Error::Spawn)? {
+        match child::fork(&setup, &[]).map_err(Error::Spawn)? {
             Forked::Child => {
                 // The parent's end of a channel must be closed here, or the
                 // child would not see end of file when the parent goes. A
@@ -611,7 +656,8 @@ impl Connection {
         let Reply { frame, .. } = self.exchange(None, config, output)?;
         let checked = match frame.kind {
             Kind::Hello => ipc::check_hello(frame.payload()).map_err(Error::Protocol),
-            _ => decode_reply::<()>(&frame, None)
+            // A setup hook that panicked replies as call 0.
+            _ => decode_reply::<()>(&frame, None, 0)
                 .and(Err(Error::Protocol(ProtocolError::BadHandshake))),
         };
         checked.map_err(|error| self.abandon(error, output))
@@ -987,15 +1033,33 @@ mod tests {
 
     #[test]
     fn undecodable_reply_is_a_protocol_error() {
-        let reply = reply_to(&[3, 0, 0, 0, Kind::Returned as u8, 0xff, 0xff]).unwrap();
-        let error = decode_reply::<String>(&reply.frame, reply.bytes).unwrap_err();
+        let reply = reply_to(&[
+            11,
+            0,
+            0,
+            0,
+            Kind::Returned as u8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0xff,
+            0xff,
+        ])
+        .unwrap();
+        let error = decode_reply::<String>(&reply.frame, reply.bytes, 0).unwrap_err();
         assert!(
             matches!(error, Error::Protocol(ProtocolError::Decode(_))),
             "{error:?}"
         );
     }
 
-    /// A `Bytes` frame of three bytes, then an empty `Returned` frame.
+    /// A `Bytes` frame of three bytes, then a `Returned` frame for call 5
+    /// with no value of its own.
     const BYTES_REPLY: &[u8] = &[
         4,
         0,
@@ -1005,26 +1069,50 @@ mod tests {
         7,
         8,
         9,
-        1,
+        9,
         0,
         0,
         0,
         Kind::Returned as u8,
+        5,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
     ];
 
     #[test]
     fn bytes_frame_is_the_vec_u8_result() {
         let reply = reply_to(BYTES_REPLY).unwrap();
-        let value: Vec<u8> = decode_reply(&reply.frame, reply.bytes).unwrap();
+        let value: Vec<u8> = decode_reply(&reply.frame, reply.bytes, 5).unwrap();
         assert_eq!(value, [7, 8, 9]);
     }
 
     #[test]
     fn bytes_frame_for_another_type_is_a_protocol_error() {
         let reply = reply_to(BYTES_REPLY).unwrap();
-        let error = decode_reply::<String>(&reply.frame, reply.bytes).unwrap_err();
+        let error = decode_reply::<String>(&reply.frame, reply.bytes, 5).unwrap_err();
         assert!(
             matches!(error, Error::Protocol(ProtocolError::Unexpected("bytes"))),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_reply_to_another_call_is_a_stray_reply() {
+        let reply = reply_to(BYTES_REPLY).unwrap();
+        let error = decode_reply::<Vec<u8>>(&reply.frame, reply.bytes, 6).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Protocol(ProtocolError::StrayReply {
+                    expected: 6,
+                    got: 5
+                })
+            ),
             "{error:?}"
         );
     }

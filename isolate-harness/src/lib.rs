@@ -186,6 +186,7 @@ mod fork_server;
 mod harness;
 mod ipc;
 mod isolate;
+mod reply_region;
 mod server;
 
 pub use capture::Output;

@@ -11,6 +11,13 @@
 //! panic, and encodes the reply. Sending code addresses is sound only because
 //! the child is a fork of the same process image, never an exec'd program.
 //!
+//! Every reply carries the id of the call it answers, which the parent
+//! checks: a frame that answers another call (one a function wrote onto
+//! the channel itself, one left over from an earlier call) is a protocol
+//! error, never the result of this call or of the next. Only the child the
+//! parent forked replies: a copy that a call forked and that returns from
+//! it ends without a word (see [`crate::child::is_owner`]).
+//!
 //! Panics are caught in the child, which keeps serving. Their message,
 //! location and backtrace (when `RUST_BACKTRACE` asks for one) come from a
 //! panic hook installed once in the parent before its first fork; it records
@@ -27,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::child::exit_child;
+use crate::child::{self, exit_child};
 use crate::crash::Backtrace;
 use crate::ipc::{self, FrameBuilder, FrameReader, Kind, Outgoing};
 
@@ -118,7 +125,7 @@ pub(crate) fn prepare_to_fork() {
 
 fn report(info: &PanicHookInfo<'_>) -> PanicMessage {
     PanicMessage {
-        message: payload_message(info.payload()),
+        message: kept_text(payload_message(info.payload())),
         location: info.location().map(ToString::to_string),
         backtrace: WANT_BACKTRACE
             .load(Ordering::Relaxed)
@@ -143,32 +150,64 @@ pub(crate) fn catch<R>(call: impl FnOnce() -> R) -> Result<R, PanicMessage> {
     let recorded = CAUGHT.with(|caught| caught.borrow_mut().take().flatten());
     result.map_err(|payload| {
         recorded.unwrap_or_else(|| PanicMessage {
-            message: payload_message(&*payload),
+            message: kept_text(payload_message(&*payload)),
             location: None,
             backtrace: None,
         })
     })
 }
 
-/// Appends the reply frames for the outcome of a call to `buffer`. If the
-/// result cannot be encoded, the reply is a `CallFailed` frame alone.
+/// Bytes of a panic message or an error text kept from its start, and from
+/// its end: a message of 300 MiB must not cost its reader that much.
+pub(crate) const KEPT_TEXT: usize = 8 * 1024;
+
+/// `text` whole when short, else its first and last [`KEPT_TEXT`] bytes
+/// (cut at character boundaries) around a line saying what was left out.
+pub(crate) fn kept_text(text: String) -> String {
+    if text.len() <= 2 * KEPT_TEXT {
+        return text;
+    }
+    let mut head_end = KEPT_TEXT;
+    while !text.is_char_boundary(head_end) {
+        head_end -= 1;
+    }
+    let mut tail_start = text.len() - KEPT_TEXT;
+    while !text.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    format!(
+        "{}\n[... {} bytes omitted ...]\n{}",
+        &text[..head_end],
+        tail_start - head_end,
+        &text[tail_start..]
+    )
+}
+
+/// Appends the reply frames for the outcome of call `call` to `buffer`.
+/// If the result cannot be encoded, the reply is a `CallFailed` frame
+/// alone.
 pub(crate) fn reply_frame<R: Serialize + 'static>(
     outcome: Result<R, PanicMessage>,
     buffer: Vec<u8>,
+    call: u64,
 ) -> Outgoing {
+    let id = call.to_le_bytes();
     let encoded = match outcome {
-        Ok(value) => ipc::value_frames(Kind::Returned, &[], value, buffer),
+        Ok(value) => ipc::value_frames(Kind::Returned, &id, value, buffer),
         Err(report) => FrameBuilder::appending(Kind::Panicked, buffer)
+            .push(&id)
             .encode(&report)
             .map(|frame| Outgoing::frames(frame.finish())),
     };
-    encoded
-        .unwrap_or_else(|error| call_failed_frame(&format!("could not encode the result: {error}")))
+    encoded.unwrap_or_else(|error| {
+        call_failed_frame(&format!("could not encode the result: {error}"), call)
+    })
 }
 
-fn call_failed_frame(reason: &str) -> Outgoing {
+fn call_failed_frame(reason: &str, call: u64) -> Outgoing {
     Outgoing::frames(
         FrameBuilder::new(Kind::CallFailed)
+            .push(&call.to_le_bytes())
             .encode(reason)
             .expect("a string always encodes")
             .finish(),
@@ -177,57 +216,87 @@ fn call_failed_frame(reason: &str) -> Outgoing {
 
 /// A trampoline: decodes the argument (from the `Call` payload, or the
 /// `Bytes` payload that came before it), calls the function, encodes the
-/// reply.
+/// reply to call `call`.
 pub(crate) type Trampoline =
-    fn(function: usize, argument: &[u8], bytes: Option<Vec<u8>>) -> Outgoing;
+    fn(function: usize, call: u64, argument: &[u8], bytes: Option<Vec<u8>>) -> Outgoing;
 
 /// The trampoline for functions `fn(A) -> R`.
 pub(crate) fn trampoline<A: DeserializeOwned + 'static, R: Serialize + 'static>(
     function: usize,
+    call: u64,
     argument: &[u8],
     bytes: Option<Vec<u8>>,
 ) -> Outgoing {
     let argument: A = match ipc::decode_value(argument, bytes) {
         Ok(argument) => argument,
-        Err(error) => return call_failed_frame(&format!("could not decode the argument: {error}")),
+        Err(error) => {
+            return call_failed_frame(&format!("could not decode the argument: {error}"), call);
+        }
     };
     // SAFETY: `function` is the address of an `fn(A) -> R` that the parent
     // sent together with this very trampoline, monomorphized for the same
     // `A` and `R`; the child is a fork of the parent's image, so the address
     // names the same code here.
     let function: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
-    reply_frame(catch(|| function(argument)), Vec::new())
+    reply_frame(catch(|| function(argument)), Vec::new(), call)
 }
 
-/// The frames of a call, built in `buffer` (whose contents are dropped):
-/// trampoline and function addresses, then the argument.
+/// The frames of call `call`, built in `buffer` (whose contents are
+/// dropped): trampoline and function addresses, the call's id, then the
+/// argument.
 pub(crate) fn call_frame<A: Serialize + 'static>(
     trampoline: Trampoline,
     function: usize,
+    call: u64,
     argument: A,
     mut buffer: Vec<u8>,
 ) -> Result<Outgoing, postcard::Error> {
-    let mut addresses = [0; 16];
-    addresses[..8].copy_from_slice(&(trampoline as usize as u64).to_le_bytes());
-    addresses[8..].copy_from_slice(&(function as u64).to_le_bytes());
+    let mut prefix = [0; 24];
+    prefix[..8].copy_from_slice(&(trampoline as usize as u64).to_le_bytes());
+    prefix[8..16].copy_from_slice(&(function as u64).to_le_bytes());
+    prefix[16..].copy_from_slice(&call.to_le_bytes());
     buffer.clear();
-    ipc::value_frames(Kind::Call, &addresses, argument, buffer)
+    ipc::value_frames(Kind::Call, &prefix, argument, buffer)
+}
+
+/// A `Call` payload, split.
+struct CallRequest<'a> {
+    trampoline: Trampoline,
+    function: usize,
+    call: u64,
+    argument: &'a [u8],
 }
 
 /// Splits a `Call` payload.
-fn parse_call(payload: &[u8]) -> Option<(Trampoline, usize, &[u8])> {
+fn parse_call(payload: &[u8]) -> Option<CallRequest<'_>> {
     let (trampoline, rest) = payload.split_first_chunk::<8>()?;
-    let (function, argument) = rest.split_first_chunk::<8>()?;
+    let (function, rest) = rest.split_first_chunk::<8>()?;
+    let (call, argument) = rest.split_first_chunk::<8>()?;
     let trampoline = u64::from_le_bytes(*trampoline) as usize;
     // SAFETY: the address was produced by `call_frame` in the parent from a
     // `Trampoline`, and this child is a fork of the parent's image.
     let trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(trampoline) };
-    Some((trampoline, u64::from_le_bytes(*function) as usize, argument))
+    Some(CallRequest {
+        trampoline,
+        function: u64::from_le_bytes(*function) as usize,
+        call: u64::from_le_bytes(*call),
+        argument,
+    })
+}
+
+/// Ends the calling process without a word if it is a copy that a call or
+/// test forked rather than the child its parent set up: only that child
+/// may reply.
+pub(crate) fn exit_unless_owner() {
+    if !child::is_owner() {
+        exit_child(0);
+    }
 }
 
 /// Writes frames to the parent; if the parent is gone there is no one left
 /// to serve, so the child ends.
 fn send(channel: &mut impl Write, frames: &mut Outgoing) {
+    exit_unless_owner();
     flush_stdio();
     if frames.write_to(channel).is_err() {
         exit_child(0);
@@ -258,7 +327,7 @@ pub(crate) fn start(channel: &mut UnixStream, setup: Option<&(dyn Fn() + Send + 
     if let Some(setup) = setup
         && let Err(report) = catch(setup)
     {
-        send(channel, &mut reply_frame::<()>(Err(report), Vec::new()));
+        send(channel, &mut reply_frame::<()>(Err(report), Vec::new(), 0));
         exit_child(0);
     }
     send(channel, &mut Outgoing::frames(ipc::hello_frame(Vec::new())));
@@ -280,10 +349,26 @@ pub(crate) fn serve(mut channel: UnixStream, max_frame: usize) -> ! {
             continue;
         }
         let mut reply = match (frame.kind, parse_call(frame.payload())) {
-            (Kind::Call, Some((trampoline, function, argument))) => {
-                trampoline(function, argument, bytes.take())
+            (Kind::Call, Some(request)) => {
+                let reply = (request.trampoline)(
+                    request.function,
+                    request.call,
+                    request.argument,
+                    bytes.take(),
+                );
+                // A result the parent would refuse fails the call, and the
+                // child serves on.
+                match reply.largest_body() {
+                    body if body > max_frame => call_failed_frame(
+                        &format!(
+                            "the result ({body} bytes) exceeds the frame cap of {max_frame} bytes"
+                        ),
+                        request.call,
+                    ),
+                    _ => reply,
+                }
             }
-            _ => call_failed_frame("the child expected a call"),
+            _ => call_failed_frame("the child expected a call", 0),
         };
         reader.recycle(frame);
         send(&mut channel, &mut reply);
@@ -337,8 +422,9 @@ pub(crate) fn run_once<A, R: Serialize + 'static>(
     function: fn(A) -> R,
     argument: A,
     buffer: Vec<u8>,
+    call: u64,
 ) -> ! {
-    let mut frames = reply_frame(catch(|| function(argument)), ipc::hello_frame(buffer));
+    let mut frames = reply_frame(catch(|| function(argument)), ipc::hello_frame(buffer), call);
     send(&mut channel, &mut frames);
     // The reply is not freed: that would write to heap pages the child has
     // not touched so far, each one a copy-on-write fault, just before exit.

@@ -1,0 +1,216 @@
+//! The way a test child's result reaches its fork server: a shared memory
+//! region, stamped with the pid of the process that wrote it.
+//!
+//! A result sent on a descriptor can be lost or forged by the test: a test
+//! that closes every descriptor it holds (or `dup2`s over them) would cut
+//! it, and any process that inherited the descriptor (a copy the test
+//! forked, a process an earlier test left behind) could write a result
+//! there in the test's name. A shared mapping is neither: it is not a
+//! descriptor, so closing descriptors cannot cut it, and the server takes
+//! what is in it only when the stamp names the pid of the test child it
+//! forked, the one process whose end it then reads from `waitid`.
+//!
+//! Each slot of a server has one region, reused test after test. Before
+//! forking a test the server empties it; the test child (and its crash
+//! handler) appends frames to it; once the child is reaped the server
+//! takes them. A region is a `MAP_SHARED | MAP_ANONYMOUS` mapping: a fork
+//! does not copy its page tables, and its pages are made only where
+//! written, so a region costs a test child one page fault for a small
+//! result.
+//!
+//! Writing is async-signal-safe (atomics and copies into memory already
+//! mapped), since the crash handler writes here too. Only the process
+//! [`crate::child`] set up as the test (its *owner*) writes: a forked copy
+//! of it writes nothing, so a copy that returns from the test where the
+//! test itself then crashes cannot make the crash a pass.
+//!
+//! What this does not do: stop a test from writing into the region
+//! through a pointer of its own. The verdict is safe against that where it
+//! matters: a result counts only when the test process then exited with
+//! code 0, and a process that dies by a signal is a crash whatever it
+//! wrote.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+
+use crate::child;
+
+/// Bytes of a region, header included: room for a result whose panic
+/// message and error text are kept as head and tail, and for a crash
+/// report. Only the pages a test writes are ever made.
+pub(crate) const REGION_SIZE: usize = 1024 * 1024;
+
+/// The start of a region: who wrote it, and how much.
+#[repr(C)]
+struct Header {
+    /// The pid of the process that wrote the frames; 0 while empty.
+    writer: AtomicU32,
+    /// Bytes of frames after the header, published after they are written.
+    len: AtomicU32,
+}
+
+const HEADER_SIZE: usize = std::mem::size_of::<Header>();
+
+/// The bytes a region holds after its header.
+const CAPACITY: usize = REGION_SIZE - HEADER_SIZE;
+
+/// A region, owned by the fork server, which unmaps it when dropped.
+pub(crate) struct Region {
+    start: NonNull<u8>,
+}
+
+impl Region {
+    /// Maps a fresh region, empty.
+    ///
+    /// # Errors
+    ///
+    /// When `mmap` fails (out of memory or of mappings).
+    pub(crate) fn create() -> std::io::Result<Region> {
+        // SAFETY: an anonymous mapping at an address of the kernel's
+        // choosing touches no existing memory.
+        let start = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                REGION_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if start == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let start = NonNull::new(start.cast()).ok_or_else(std::io::Error::last_os_error)?;
+        Ok(Region { start })
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping starts with a `Header`-sized, suitably
+        // aligned (page-aligned) area of zeroes or of values written
+        // through these atomics, and lives as long as `self`.
+        unsafe { self.start.cast::<Header>().as_ref() }
+    }
+
+    /// Makes this region the one the calling child appends to: called in a
+    /// just-forked test child. Async-signal-safe.
+    pub(crate) fn write_here(&self) {
+        WRITE_TO.store(self.start.as_ptr(), Ordering::SeqCst);
+    }
+
+    /// Moves the frames `writer` appended to the end of `into`, and empties
+    /// the region for the next test. Frames any other process wrote are
+    /// dropped; so are frames that claim more than the region holds.
+    pub(crate) fn take(&self, writer: u32, into: &mut Vec<u8>) {
+        let header = self.header();
+        let stamped = header.writer.load(Ordering::Acquire);
+        let len = header.len.load(Ordering::Acquire) as usize;
+        if stamped == writer && len <= CAPACITY {
+            // SAFETY: `len` bytes after the header lie inside the mapping;
+            // the writer is dead, so nothing writes them meanwhile (and a
+            // process that still could would only change the bytes read,
+            // never their bounds).
+            let frames =
+                unsafe { std::slice::from_raw_parts(self.start.as_ptr().add(HEADER_SIZE), len) };
+            into.extend_from_slice(frames);
+        }
+        header.len.store(0, Ordering::Release);
+        header.writer.store(0, Ordering::Release);
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `create` with this size and is
+        // not used after this.
+        unsafe { libc::munmap(self.start.as_ptr().cast(), REGION_SIZE) };
+    }
+}
+
+/// The region this process appends to, if it is a test child.
+static WRITE_TO: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Whether this process writes its frames to a region.
+pub(crate) fn is_set() -> bool {
+    !WRITE_TO.load(Ordering::SeqCst).is_null()
+}
+
+/// Appends `parts`, one after another, to this process's region, stamped
+/// with its pid, and says whether they are in. Nothing is appended when
+/// this process is not the owner of its region (a copy forked by the
+/// test), when no region is set, or when the parts do not fit (the server
+/// then has no result: the test fails as one that exited without one).
+/// Async-signal-safe.
+pub(crate) fn append(parts: &[&[u8]]) -> bool {
+    let start = WRITE_TO.load(Ordering::SeqCst);
+    if start.is_null() || !child::is_owner() {
+        return false;
+    }
+    // SAFETY: a region set with `write_here` is a live mapping of
+    // `REGION_SIZE` bytes, its header at the start, page-aligned.
+    let header = unsafe { &*start.cast::<Header>() };
+    let pid = child::own_pid();
+    if header.writer.load(Ordering::Acquire) != pid {
+        header.len.store(0, Ordering::Release);
+        header.writer.store(pid, Ordering::Release);
+    }
+    let len = header.len.load(Ordering::Acquire) as usize;
+    let total: usize = parts.iter().map(|part| part.len()).sum();
+    if total > CAPACITY - len {
+        return false;
+    }
+    let mut at = HEADER_SIZE + len;
+    for part in parts {
+        // SAFETY: `at + part.len()` stays within the mapping, checked
+        // above; the source is a valid slice that does not overlap it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(part.as_ptr(), start.add(at), part.len());
+        }
+        at += part.len();
+    }
+    // Published after the bytes: a reader never sees a length whose bytes
+    // are not there.
+    header.len.store((len + total) as u32, Ordering::Release);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One test for everything that writes: the region this process
+    /// appends to is one per process.
+    #[test]
+    fn the_owner_s_frames_are_taken_once_and_only_what_fits() {
+        child::become_owner();
+        let region = Region::create().unwrap();
+        region.write_here();
+        assert!(append(&[b"one", b"two"]));
+        assert!(append(&[b"three"]));
+        assert!(!append(&[&vec![1_u8; CAPACITY]]), "too big to fit");
+        let mut taken = b"head".to_vec();
+        region.take(child::own_pid(), &mut taken);
+        assert_eq!(taken, b"headonetwothree");
+        taken.clear();
+        region.take(child::own_pid(), &mut taken);
+        assert!(taken.is_empty(), "a region is emptied when taken");
+        WRITE_TO.store(std::ptr::null_mut(), Ordering::SeqCst);
+        assert!(!append(&[b"x"]), "no region, nothing appended");
+    }
+
+    #[test]
+    fn frames_of_another_process_are_dropped() {
+        let region = Region::create().unwrap();
+        let header = region.header();
+        header.writer.store(child::own_pid() + 1, Ordering::Release);
+        header.len.store(3, Ordering::Release);
+        let mut taken = Vec::new();
+        region.take(child::own_pid(), &mut taken);
+        assert!(taken.is_empty());
+        // A length past the region is dropped too, never read.
+        header.writer.store(7, Ordering::Release);
+        header.len.store(u32::MAX, Ordering::Release);
+        region.take(7, &mut taken);
+        assert!(taken.is_empty());
+    }
+}
