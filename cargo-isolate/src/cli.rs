@@ -4,6 +4,11 @@
 //!
 //! Parsing makes no system calls: it only fills these structs. What they
 //! mean for cargo is in [`CargoOptions::to_cargo_args`].
+//!
+//! Every value is checked here, so that bad input is a usage error (exit
+//! code 2) before anything is built: a count or a duration that is
+//! accepted is one every later stage can use as it is. A timeout is at
+//! most [`MAX_TIMEOUT`], so a deadline computed from it cannot overflow.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -141,9 +146,10 @@ pub(crate) struct CargoOptions {
     /// Equivalent to both --locked and --offline.
     #[arg(long)]
     pub(crate) frozen: bool,
-    /// Number of parallel build jobs.
-    #[arg(short, long, value_name = "N")]
-    pub(crate) jobs: Option<u32>,
+    /// Number of parallel build jobs; a negative N is the number of
+    /// cores minus |N|, as for cargo.
+    #[arg(short, long, value_name = "N", allow_negative_numbers = true, value_parser = parse_jobs)]
+    pub(crate) jobs: Option<i32>,
 }
 
 impl CargoOptions {
@@ -203,20 +209,30 @@ impl CargoOptions {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Running")]
 pub(crate) struct RunOptions {
-    /// Number of tests to run at once, across all binaries [default: the
-    /// number of cores].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    /// Number of tests to run at once, across all binaries, from 1 to
+    /// 1024 [default: the number of cores].
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_TEST_THREADS))
+    )]
     pub(crate) test_threads: Option<u16>,
     /// Kill a test that runs longer than this (SIGTERM to its process
-    /// group, SIGKILL a second later), such as `30s`, `500ms` or `2m`.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// group, SIGKILL a second later), such as `30s`, `500ms` or `2m`;
+    /// longer than zero and at most a year.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub(crate) timeout: Option<Duration>,
     /// Stop starting tests after the first failure [default: run them all].
     #[arg(long)]
     pub(crate) fail_fast: bool,
-    /// Run a failing test up to N more times; one that then passes is
-    /// reported flaky.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Run a failing test up to N more times (at most 100); one that then
+    /// passes is reported flaky.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(..=i64::from(MAX_RETRIES))
+    )]
     pub(crate) retries: u32,
     /// Run one shard of the tests, to spread a suite over machines:
     /// `count:K/N` takes every Nth selected test from the Kth on, `hash:K/N`
@@ -244,7 +260,9 @@ pub(crate) struct ReportOptions {
     /// The format of what is printed on stdout.
     #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
     pub(crate) message_format: MessageFormat,
-    /// Also write a JUnit XML report to this file.
+    /// Also write a JUnit XML report to this file; missing directories on
+    /// its path are made, and a path that cannot be written is an error
+    /// before the build.
     #[arg(long, value_name = "PATH")]
     pub(crate) junit: Option<PathBuf>,
     /// Coloring of human output.
@@ -275,26 +293,143 @@ pub(crate) enum ColorChoice {
     Never,
 }
 
-/// Parses `500ms`, `30s`, `2m` or `1h`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// The longest `--timeout`: a year. A test that may run longer has no
+/// timeout worth the name; and the cap keeps everything computed from a
+/// timeout (a deadline of `Instant::now() + timeout`, the milliseconds
+/// handed to a harness binary) far from overflow.
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The most tests `--test-threads` runs at once. Each is a worker thread
+/// here and a process group of its own; past this, a machine runs out of
+/// processes long before the run gets faster.
+const MAX_TEST_THREADS: u16 = 1024;
+
+/// The most `--retries`: a test that fails a hundred times in a row is not
+/// flaky, and the cap keeps attempt counts far from overflow.
+const MAX_RETRIES: u32 = 100;
+
+/// The units of a duration on the command line, largest first, in
+/// milliseconds.
+const DURATION_UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)];
+
+/// Parses a `--timeout`: `500ms`, `30s`, `2m` or `1h`, longer than zero
+/// and at most [`MAX_TIMEOUT`].
+fn parse_timeout(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("{text:?} has no unit: write 30s, 500ms or 2m"))?;
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} does not start with a number"))?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(number),
-        "s" => Duration::from_secs(number),
-        "m" => Duration::from_secs(number * 60),
-        "h" => Duration::from_secs(number * 3600),
-        _ => return Err(format!("unknown unit {unit:?}: use ms, s, m or h")),
+    if number.is_empty() {
+        return Err(format!("{text:?} does not start with a number"));
+    }
+    let (_, unit_millis) = DURATION_UNITS
+        .into_iter()
+        .find(|(name, _)| *name == unit)
+        .ok_or_else(|| format!("unknown unit {unit:?}: use ms, s, m or h"))?;
+    let too_long = || {
+        format!(
+            "a timeout must be at most a year ({})",
+            format_duration(MAX_TIMEOUT)
+        )
     };
+    // A number of digits that does not fit in a u64 is too long too.
+    let millis = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(unit_millis))
+        .ok_or_else(too_long)?;
+    let duration = Duration::from_millis(millis);
+    if duration > MAX_TIMEOUT {
+        return Err(too_long());
+    }
     if duration.is_zero() {
         return Err("a timeout must be longer than zero".to_owned());
     }
     Ok(duration)
+}
+
+/// Writes `duration` as `--timeout` takes it, in the largest unit that
+/// holds it whole; below a millisecond is dropped.
+pub(crate) fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    let (unit, unit_millis) = DURATION_UNITS
+        .into_iter()
+        .find(|(_, unit_millis)| millis.is_multiple_of(u128::from(*unit_millis)))
+        .unwrap_or(("ms", 1));
+    format!("{}{unit}", millis / u128::from(unit_millis))
+}
+
+/// Parses `--jobs` as cargo takes it: a count, or a negative number for
+/// that many fewer than the cores; never zero.
+fn parse_jobs(text: &str) -> Result<i32, String> {
+    match text.parse::<i32>() {
+        Ok(0) => Err("jobs may not be 0".to_owned()),
+        Ok(jobs) => Ok(jobs),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// What a command that runs one test of a run again repeats of the run,
+/// so that the test runs under the same conditions.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Rerun {
+    /// Options before the test's package and target: where the workspace
+    /// is, how it is built, the timeout and the isolation.
+    pub(crate) options: Vec<String>,
+    /// Harness arguments after the test's name: `--include-ignored` when
+    /// the run ran ignored tests, so that an ignored test that failed runs.
+    pub(crate) harness_args: Vec<String>,
+}
+
+impl TestArgs {
+    /// What a command rerunning one test of this run must repeat of it.
+    /// The package and target selection is not repeated (the rerun names
+    /// its own), nor options that do not change how a test runs (`-j`,
+    /// `--locked`, the reports).
+    pub(crate) fn rerun(&self) -> Rerun {
+        let cargo = &self.cargo;
+        let mut options = Vec::new();
+        if let Some(path) = &cargo.manifest_path {
+            options.extend(["--manifest-path".to_owned(), path.display().to_string()]);
+        }
+        for (on, flag) in [
+            (cargo.release, "--release"),
+            (cargo.all_features, "--all-features"),
+            (cargo.no_default_features, "--no-default-features"),
+        ] {
+            if on {
+                options.push(flag.to_owned());
+            }
+        }
+        for features in &cargo.features {
+            options.extend(["--features".to_owned(), features.clone()]);
+        }
+        for (name, value) in [("--profile", &cargo.profile), ("--target", &cargo.target)] {
+            if let Some(value) = value {
+                options.extend([name.to_owned(), value.clone()]);
+            }
+        }
+        if let Some(timeout) = self.run.timeout {
+            options.extend(["--timeout".to_owned(), format_duration(timeout)]);
+        }
+        if self.run.isolation != Isolation::Process
+            && let Some(isolation) = self.run.isolation.to_possible_value()
+        {
+            options.extend(["--isolation".to_owned(), isolation.get_name().to_owned()]);
+        }
+        let ignored = self
+            .harness_args
+            .iter()
+            .any(|arg| arg == "--ignored" || arg == "--include-ignored");
+        Rerun {
+            options,
+            harness_args: if ignored {
+                vec!["--include-ignored".to_owned()]
+            } else {
+                Vec::new()
+            },
+        }
+    }
 }
 
 impl Cargo {
@@ -363,12 +498,144 @@ mod tests {
         assert_eq!(args.harness_args, ["--exact"]);
     }
 
+    /// The arguments of `cargo isolate test ARGS`, or clap's error.
+    fn parse_test(args: &[&str]) -> Result<TestArgs, clap::Error> {
+        let command = ["cargo-isolate", "isolate", "test"].iter().chain(args);
+        match Cargo::try_parse_from(command)? {
+            Cargo::Isolate(Command::Test(args)) => Ok(args),
+            other => panic!("not a test command: {other:?}"),
+        }
+    }
+
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5 fortnights").is_err());
+    fn timeouts_parse() {
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_timeout("8760h"), Ok(MAX_TIMEOUT));
+        for bad in [
+            "5",
+            "s",
+            "0s",
+            "0ms",
+            "-1s",
+            "5 fortnights",
+            "1.5s",
+            "8761h",
+            "18446744073709551615s",
+            "18446744073709551615h",
+            "99999999999999999999999ms",
+        ] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_timeout("18446744073709551615s"),
+            Err("a timeout must be at most a year (8760h)".to_owned())
+        );
+    }
+
+    #[test]
+    fn every_timeout_accepted_makes_a_deadline_and_milliseconds() {
+        // What the run does with a timeout: a deadline, with a grace
+        // period after it, and a count of milliseconds for a harness.
+        let longest = parse_timeout(&format_duration(MAX_TIMEOUT)).unwrap();
+        let deadline = std::time::Instant::now().checked_add(longest);
+        assert!(
+            deadline
+                .and_then(|deadline| deadline.checked_add(Duration::from_secs(3600)))
+                .is_some()
+        );
+        assert!(u64::try_from(longest.as_millis()).is_ok());
+    }
+
+    #[test]
+    fn durations_are_written_as_they_parse() {
+        for (duration, text) in [
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(120), "2m"),
+            (Duration::from_secs(7200), "2h"),
+            (MAX_TIMEOUT, "8760h"),
+        ] {
+            assert_eq!(format_duration(duration), text);
+            assert_eq!(parse_timeout(text), Ok(duration));
+        }
+    }
+
+    #[test]
+    fn counts_out_of_range_are_usage_errors() {
+        for bad in [
+            &["--test-threads", "0"][..],
+            &["--test-threads", "1025"],
+            &["--test-threads=-1"],
+            &["--retries", "101"],
+            &["--retries=-1"],
+            &["--retries", "18446744073709551616"],
+            &["-j", "0"],
+            &["-j", "99999999999"],
+            &["--timeout", "0s"],
+            &["--timeout", "18446744073709551615s"],
+        ] {
+            let error = parse_test(bad).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad:?}"
+            );
+            assert_eq!(error.exit_code(), 2);
+        }
+        let args = parse_test(&["--test-threads", "1024", "--retries", "100", "-j", "-2"]).unwrap();
+        assert_eq!(args.run.test_threads, Some(1024));
+        assert_eq!(args.run.retries, 100);
+        assert_eq!(args.cargo.to_cargo_args(), ["--jobs", "-2"]);
+    }
+
+    #[test]
+    fn a_rerun_repeats_the_run_s_conditions() {
+        let args = parse_test(&[
+            "--manifest-path",
+            "my dir/Cargo.toml",
+            "-p",
+            "one",
+            "--workspace",
+            "--release",
+            "-F",
+            "a b",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "--timeout",
+            "90s",
+            "--isolation",
+            "batch",
+            "--retries",
+            "2",
+            "-j",
+            "4",
+            "--",
+            "--include-ignored",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.rerun(),
+            Rerun {
+                options: [
+                    "--manifest-path",
+                    "my dir/Cargo.toml",
+                    "--release",
+                    "--features",
+                    "a b",
+                    "--target",
+                    "x86_64-unknown-linux-gnu",
+                    "--timeout",
+                    "90s",
+                    "--isolation",
+                    "batch",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+                harness_args: vec!["--include-ignored".to_owned()],
+            }
+        );
+        assert_eq!(parse_test(&[]).unwrap().rerun(), Rerun::default());
     }
 }

@@ -15,6 +15,7 @@ mod list;
 mod report;
 mod run;
 
+use std::error::Error;
 use std::process::ExitCode;
 
 use cli::{Cargo, Command};
@@ -29,6 +30,16 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+/// Prints `error` for people: its message, then each cause on a line.
+fn print_error(error: &dyn Error) {
+    eprintln!("error: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+}
+
 /// Builds and lists, reporting failures; the listed binaries on success.
 fn build_and_list(
     cargo: &cli::CargoOptions,
@@ -37,7 +48,7 @@ fn build_and_list(
     partition: Option<list::Partition>,
 ) -> Result<(Vec<list::BinaryTests>, list::Selection), i32> {
     let selection = list::Selection::new(filters, harness_args, partition).map_err(|error| {
-        eprintln!("error: {error}");
+        print_error(&error);
         exit_code::USAGE
     })?;
     // Each binary is listed as soon as cargo reports it built, while cargo
@@ -55,7 +66,7 @@ fn build_and_list(
         (built, listed)
     });
     built.map_err(|error| {
-        eprintln!("error: {error}");
+        print_error(&error);
         match error {
             build::BuildError::Failed => exit_code::BUILD_FAILED,
             _ => exit_code::RUNNER_FAILED,
@@ -65,7 +76,7 @@ fn build_and_list(
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| {
-            eprintln!("error: {error}");
+            print_error(&error);
             exit_code::RUNNER_FAILED
         })?;
     // Cargo reports binaries in the order they finish building; shards
@@ -75,6 +86,14 @@ fn build_and_list(
 }
 
 fn test(args: &cli::TestArgs) -> i32 {
+    // A report that could not be written would be found out only after
+    // the run: the path is tried before the build.
+    if let Some(junit) = &args.report.junit
+        && let Err(error) = report::prepare_junit(junit)
+    {
+        print_error(&error);
+        return exit_code::USAGE;
+    }
     let listed = build_and_list(
         &args.cargo,
         &args.filters,
@@ -117,11 +136,13 @@ fn test(args: &cli::TestArgs) -> i32 {
         );
         handler.stop();
     });
+    let rerun = args.rerun();
     let settings = report::ReportSettings {
         format: args.report.message_format,
         color: args.report.color,
         verbose: args.report.verbose,
         junit: args.report.junit.as_deref(),
+        rerun: &rerun,
     };
     let (sender, receiver) = std::sync::mpsc::channel();
     let summary = std::thread::scope(|scope| {

@@ -14,9 +14,16 @@
 //!   `interrupted`; `attempts` counts runs under `--retries`, and `flaky`
 //!   says a test failed before it passed.
 //! - `{"event":"run-finished","passed":N,"failed":N,...,"duration_ms":…}`
+//!
+//! # Rerun commands
+//!
+//! Human output ends with a command per failure that runs that test again,
+//! alone, under the run's conditions (see [`Rerun`]), quoted for a POSIX
+//! shell so that it runs as printed whatever the test's name or the
+//! workspace's path holds.
 
-use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anstyle::{AnsiColor, Style};
@@ -24,7 +31,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
 use serde_json::json;
 
-use crate::cli::{ColorChoice, MessageFormat};
+use crate::build::TestBinary;
+use crate::cli::{ColorChoice, MessageFormat, Rerun};
 use crate::run::{Event, Status, TestOutcome};
 
 /// The version of the JSON lines.
@@ -94,6 +102,8 @@ pub(crate) struct ReportSettings<'a> {
     pub(crate) color: ColorChoice,
     pub(crate) verbose: bool,
     pub(crate) junit: Option<&'a Path>,
+    /// What the rerun commands repeat of the run.
+    pub(crate) rerun: &'a Rerun,
 }
 
 /// Reads events until the run ends, writing the reports; returns the
@@ -174,7 +184,9 @@ pub(crate) fn report(
     }
     let elapsed = started.elapsed();
     match settings.format {
-        MessageFormat::Human => print_summary(&mut out, &summary, &outcomes, elapsed),
+        MessageFormat::Human => {
+            print_summary(&mut out, &summary, &outcomes, settings.rerun, elapsed)
+        }
         MessageFormat::Json => {
             let _ = writeln!(
                 out,
@@ -271,6 +283,7 @@ fn print_summary(
     out: &mut impl Write,
     summary: &Summary,
     outcomes: &[TestOutcome],
+    rerun: &Rerun,
     elapsed: Duration,
 ) {
     let failures: Vec<&TestOutcome> = outcomes
@@ -294,11 +307,9 @@ fn print_summary(
             let _ = writeln!(out, "    {line}");
         }
         print_output(out, outcome);
-        let _ = writeln!(
-            out,
-            "    rerun: cargo isolate test -p {} {} -- --exact {}",
-            outcome.binary.package, outcome.binary.selector, outcome.name
-        );
+        if let Some(command) = rerun_command(rerun, &outcome.binary, &outcome.name) {
+            let _ = writeln!(out, "    rerun: {command}");
+        }
     }
     let mut parts = vec![format!("{} passed", summary.passed)];
     for (count, name) in [
@@ -329,6 +340,23 @@ fn print_summary(
         summary.run(),
         parts.join(", ")
     );
+}
+
+/// The command that runs the test `name` of `binary` again, alone, with
+/// what [`Rerun`] repeats of the run, quoted for a POSIX shell. `None` for
+/// a name that no shell can take: one with a NUL byte.
+fn rerun_command(rerun: &Rerun, binary: &TestBinary, name: &str) -> Option<String> {
+    let mut words = vec!["cargo", "isolate", "test"];
+    words.extend(rerun.options.iter().map(String::as_str));
+    words.extend(["-p", &binary.package]);
+    // The selector is a flag and, but for `--lib`, the target's name.
+    match binary.selector.split_once(' ') {
+        Some((flag, target)) => words.extend([flag, target]),
+        None => words.push(&binary.selector),
+    }
+    words.extend(["--", "--exact", name]);
+    words.extend(rerun.harness_args.iter().map(String::as_str));
+    shlex::try_join(words).ok()
 }
 
 fn status_name(status: &Status) -> &'static str {
@@ -369,10 +397,76 @@ fn outcome_json(outcome: &TestOutcome) -> serde_json::Value {
             value["core_dumped"] = json!(core_dumped);
         }
         Status::ExitedEarly { code } => value["exit_code"] = json!(code),
-        Status::TimedOut { after } => value["timeout_ms"] = json!(after.as_millis() as u64),
+        Status::TimedOut { after } => {
+            value["timeout_ms"] = json!(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+        }
         _ => {}
     }
     value
+}
+
+/// Why the JUnit report cannot be written where `--junit` asks.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JunitPathError {
+    /// Its directory is missing and cannot be made.
+    #[error("failed to create {}, the directory of the JUnit report", dir.display())]
+    Directory {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The file cannot be opened for writing in its directory.
+    #[error("failed to open the JUnit report {} for writing in the directory {}", path.display(), dir.display())]
+    File {
+        path: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Makes sure that the JUnit report can be written to `path`, before the
+/// build, so that a bad path costs nothing and not a whole run's report.
+///
+/// Missing directories on the way are created, as nextest creates the
+/// directory of its JUnit report: a CI job names `reports/junit.xml`
+/// without a step to make `reports/` first. An existing report is left as
+/// it is until the run ends and overwrites it; a path where there was
+/// none is tried with a file that is removed again.
+///
+/// # Errors
+///
+/// When a directory cannot be created or the file cannot be written
+/// (a directory in its place, no permission, a read-only file system).
+pub(crate) fn prepare_junit(path: &Path) -> Result<(), JunitPathError> {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let shown_dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::create_dir_all(dir).map_err(|source| JunitPathError::Directory {
+        dir: shown_dir.to_owned(),
+        source,
+    })?;
+    let file_error = |source| JunitPathError::File {
+        path: path.to_owned(),
+        dir: shown_dir.to_owned(),
+        source,
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(_) => std::fs::remove_file(path).map_err(file_error),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map(drop)
+            .map_err(file_error),
+        Err(error) => Err(file_error(error)),
+    }
 }
 
 /// The JUnit report: one test suite per binary. A crash's `<failure>` has
@@ -447,4 +541,116 @@ fn write_junit(path: &Path, outcomes: &[TestOutcome], elapsed: Duration) -> std:
     report.add_test_suites(suites);
     let file = std::fs::File::create(path)?;
     report.serialize(file).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binary(selector: &str) -> TestBinary {
+        TestBinary {
+            id: "pkg::target".to_owned(),
+            package: "pkg".to_owned(),
+            target: "target".to_owned(),
+            selector: selector.to_owned(),
+            path: PathBuf::from("/nonexistent"),
+            package_dir: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    /// The words a POSIX shell makes of `line`.
+    fn shell_words(line: &str) -> Vec<String> {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '%s\\0' {line}"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{line}: {output:?}");
+        let mut words: Vec<String> = output
+            .stdout
+            .split(|byte| *byte == 0)
+            .map(|word| String::from_utf8(word.to_vec()).unwrap())
+            .collect();
+        assert_eq!(words.pop().as_deref(), Some(""));
+        words
+    }
+
+    #[test]
+    fn rerun_commands_run_as_printed_in_a_shell() {
+        let rerun = Rerun {
+            options: [
+                "--manifest-path",
+                "/tmp/it's a \"dir\" $HOME/Cargo.toml",
+                "--timeout",
+                "90s",
+                "--isolation",
+                "batch",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            harness_args: vec!["--include-ignored".to_owned()],
+        };
+        for name in [
+            "tests::plain",
+            "with spaces",
+            "it's a \"quoted\" name",
+            "costs $5 or ${HOME} or $(date) or `date`",
+            "back\\slash",
+            "new\nline and\ttab",
+            "*?[glob]",
+            "~tilde",
+            "#hash",
+            "{brace,expansion}",
+            "a;b|c&d>e<f",
+            "",
+            "π ü",
+        ] {
+            let line = rerun_command(&rerun, &binary("--test target"), name).unwrap();
+            let mut expected = vec!["cargo", "isolate", "test"];
+            expected.extend(rerun.options.iter().map(String::as_str));
+            expected.extend(["-p", "pkg", "--test", "target", "--", "--exact", name]);
+            expected.push("--include-ignored");
+            assert_eq!(shell_words(&line), expected, "{line}");
+            assert_eq!(shlex::split(&line).unwrap(), expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_plain_rerun_command_reads_as_typed() {
+        let line = rerun_command(&Rerun::default(), &binary("--lib"), "tests::adds").unwrap();
+        assert_eq!(
+            line,
+            "cargo isolate test -p pkg --lib -- --exact tests::adds"
+        );
+        assert_eq!(
+            rerun_command(&Rerun::default(), &binary("--lib"), "nul\0name"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_junit_path_is_prepared_before_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        // Missing directories are made; no file is left behind.
+        let nested = dir.path().join("a/b/junit.xml");
+        prepare_junit(&nested).unwrap();
+        assert!(dir.path().join("a/b").is_dir());
+        assert!(!nested.exists());
+        // An existing report is left as it is.
+        std::fs::write(&nested, "old").unwrap();
+        prepare_junit(&nested).unwrap();
+        assert_eq!(std::fs::read_to_string(&nested).unwrap(), "old");
+        // A file where a directory should be.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let error = prepare_junit(&file.join("junit.xml")).unwrap_err();
+        assert!(
+            matches!(&error, JunitPathError::Directory { dir, .. } if *dir == file),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains(&file.display().to_string()));
+        // A directory where the file should be.
+        let error = prepare_junit(dir.path()).unwrap_err();
+        assert!(matches!(error, JunitPathError::File { .. }), "{error:?}");
+    }
 }

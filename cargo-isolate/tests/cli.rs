@@ -72,10 +72,10 @@ fn fixture(name: &str) -> PathBuf {
         .join("Cargo.toml")
 }
 
-/// `cargo isolate ARGS` on a fixture, in an environment cleaned of what
-/// the outer cargo set, with the fixture's own target directory.
-fn command(fixture_name: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-isolate"));
+/// `program`, in an environment cleaned of what the outer cargo set, with
+/// the target directory named `target_name`.
+fn clean_command(program: impl AsRef<std::ffi::OsStr>, target_name: &str) -> Command {
+    let mut command = Command::new(program);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
         if (key.starts_with("CARGO_") && key != "CARGO_HOME")
@@ -85,14 +85,31 @@ fn command(fixture_name: &str, args: &[&str]) -> Command {
             command.env_remove(key);
         }
     }
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fixture-{fixture_name}"));
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join(target_name);
+    command.env("CARGO_TARGET_DIR", target);
+    command
+}
+
+/// `cargo isolate ARGS` on the workspace of `manifest`, in a clean
+/// environment (see [`clean_command`]).
+fn command_at(manifest: &Path, target_name: &str, args: &[&str]) -> Command {
+    let mut command = clean_command(env!("CARGO_BIN_EXE_cargo-isolate"), target_name);
     let (subcommand, rest) = args.split_first().expect("a subcommand");
     command
         .args(["isolate", subcommand, "--manifest-path"])
-        .arg(fixture(fixture_name))
-        .args(rest)
-        .env("CARGO_TARGET_DIR", target);
+        .arg(manifest)
+        .args(rest);
     command
+}
+
+/// `cargo isolate ARGS` on a fixture, in a clean environment, with the
+/// fixture's own target directory.
+fn command(fixture_name: &str, args: &[&str]) -> Command {
+    command_at(
+        &fixture(fixture_name),
+        &format!("fixture-{fixture_name}"),
+        args,
+    )
 }
 
 /// Runs [`command`] to the end.
@@ -288,10 +305,12 @@ fn human_output_names_each_failure_and_how_to_rerun_it() {
         ),
         "{text}"
     );
-    assert!(
-        text.contains("rerun: cargo isolate test -p crashy --test outcomes -- --exact segfault"),
-        "{text}"
+    let manifest = fixture("crashy");
+    let rerun = format!(
+        "rerun: cargo isolate test --manifest-path {} -p crashy --test outcomes -- --exact segfault",
+        shlex::try_quote(manifest.to_str().unwrap()).unwrap()
     );
+    assert!(text.contains(&rerun), "{text}");
     assert!(
         text.contains("2 tests run: 0 passed, 1 crashed, 1 exited early"),
         "{text}"
@@ -377,6 +396,189 @@ fn usage_errors_exit_2() {
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let output = cargo_isolate("crashy", &["test", "--", "--frobnicate"]);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+}
+
+/// Runs `cargo isolate ARGS` on the fixture that does not build: a usage
+/// error must come before the build (whose failure would exit 101).
+fn assert_usage_error_before_the_build(args: &[&str], message: &str) {
+    let output = cargo_isolate("broken", args);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{args:?}\n{}",
+        describe(&output)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(message), "{args:?}: {stderr}");
+    assert!(!stderr.contains("error[E0308]"), "{args:?} built: {stderr}");
+}
+
+#[test]
+fn values_out_of_range_fail_before_the_build() {
+    for (args, message) in [
+        (
+            &["test", "--timeout", "18446744073709551615s"][..],
+            "a timeout must be at most a year (8760h)",
+        ),
+        (
+            &["test", "--timeout", "18446744073709551615h"],
+            "a timeout must be at most a year (8760h)",
+        ),
+        (
+            &["test", "--timeout", "8761h"],
+            "a timeout must be at most a year (8760h)",
+        ),
+        (
+            &["test", "--timeout", "0ms"],
+            "a timeout must be longer than zero",
+        ),
+        (&["test", "--test-threads", "0"], "0 is not in 1..=1024"),
+        (
+            &["test", "--test-threads", "70000"],
+            "70000 is not in 1..=1024",
+        ),
+        (&["test", "--retries", "101"], "101 is not in 0..=100"),
+        (&["test", "-j", "0"], "jobs may not be 0"),
+        (&["list", "-j", "0"], "jobs may not be 0"),
+        (
+            &["list", "--partition", "count:1/0"],
+            "expected count:K/N or hash:K/N",
+        ),
+    ] {
+        assert_usage_error_before_the_build(args, message);
+    }
+}
+
+#[test]
+fn a_junit_report_s_directory_is_made_and_a_bad_one_fails_before_the_build() {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("junit-directories-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    // A file stands where the report's directory should be.
+    let file = base.join("not-a-directory");
+    std::fs::write(&file, "").unwrap();
+    let junit = file.join("junit.xml");
+    assert_usage_error_before_the_build(
+        &["test", "--junit", junit.to_str().unwrap()],
+        &format!("failed to create {}", file.display()),
+    );
+    // A directory stands where the report should be.
+    assert_usage_error_before_the_build(
+        &["test", "--junit", base.to_str().unwrap()],
+        &format!(
+            "in the directory {}",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).display()
+        ),
+    );
+    // Missing directories are made.
+    let junit = base.join("reports/ci/junit.xml");
+    let output = cargo_isolate(
+        "crashy",
+        &[
+            "test",
+            "-p",
+            "crashy",
+            "--junit",
+            junit.to_str().unwrap(),
+            "--",
+            "--exact",
+            "passes",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let report = std::fs::read_to_string(&junit).unwrap();
+    assert!(report.contains(r#"<testcase name="passes""#), "{report}");
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// A workspace of one package whose directory's name needs quoting in a
+/// shell, with a test that fails; its manifest.
+fn workspace_with_a_shell_hostile_path() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rerun it's a \"dir\" of $HOME & `co`");
+    std::fs::create_dir_all(dir.join("tests")).unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[workspace]\n\n[package]\nname = \"rerun-me\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tests/outcomes.rs"),
+        "#[test]\nfn fails() {\n    panic!(\"on purpose\");\n}\n\n#[test]\nfn passes() {}\n",
+    )
+    .unwrap();
+    dir.join("Cargo.toml")
+}
+
+#[test]
+fn a_rerun_command_runs_as_printed_with_the_run_s_conditions() {
+    let manifest = workspace_with_a_shell_hostile_path();
+    let output = command_at(
+        &manifest,
+        "rerun",
+        &[
+            "test",
+            "--timeout",
+            "90s",
+            "--isolation",
+            "batch",
+            "--color",
+            "never",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let reruns: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("rerun: "))
+        .collect();
+    let [rerun] = reruns[..] else {
+        panic!("not one rerun command: {text}");
+    };
+    let manifest = manifest.to_str().unwrap();
+    assert_eq!(
+        shlex::split(rerun).unwrap(),
+        [
+            "cargo",
+            "isolate",
+            "test",
+            "--manifest-path",
+            manifest,
+            "--timeout",
+            "90s",
+            "--isolation",
+            "batch",
+            "-p",
+            "rerun-me",
+            "--test",
+            "outcomes",
+            "--",
+            "--exact",
+            "fails",
+        ],
+        "{rerun}"
+    );
+    // The line, as printed, through a shell; `cargo isolate` dispatches
+    // to this binary as cargo would.
+    let output = clean_command("sh", "rerun")
+        .arg("-c")
+        .arg(format!(
+            "cargo() {{ \"$ISOLATE_E2E_BINARY\" \"$@\"; }}\n{rerun}"
+        ))
+        .env("ISOLATE_E2E_BINARY", env!("CARGO_BIN_EXE_cargo-isolate"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(
+            "FAIL rerun-me::outcomes fails: panicked at tests/outcomes.rs:3:5: on purpose"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("1 tests run: 0 passed, 1 failed"), "{text}");
 }
 
 #[test]
