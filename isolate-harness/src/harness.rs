@@ -2,7 +2,8 @@
 //! [`Harness`], each run by libtest-mimic in a child of the fork server, and
 //! the verdict on how each ended.
 //!
-//! The report stream's format is documented in the crate docs.
+//! The report stream's lines are [`crate::report_stream`]'s; this module
+//! writes them, in batches, to the runner's descriptor.
 
 use std::collections::HashSet;
 use std::fmt::Debug;
@@ -18,9 +19,10 @@ use serde::Serialize;
 
 use crate::child::{Signal, Termination};
 use crate::fork_server::{
-    CapturedStream, Ending, ForkServer, Function, Leftover, RunRequest, TestFunction, TestId,
-    TestRun, TestTable, broken,
+    CapturedStream, Ending, ForkServer, Function, RunRequest, TestFunction, TestId, TestRun,
+    TestTable, broken,
 };
+use crate::report_stream::{self, Finished, Line, Started};
 use crate::server;
 
 /// Options of one test: what `#[isolate_harness::test(...)]` takes, or
@@ -821,12 +823,12 @@ struct ReportStream {
     out: Mutex<(File, Vec<u8>)>,
 }
 
-/// The version of the report stream's lines.
-const REPORT_VERSION: u32 = 1;
-
 impl ReportStream {
     fn from_env() -> Option<ReportStream> {
-        let fd: i32 = std::env::var("ISOLATE_REPORT_FD").ok()?.parse().ok()?;
+        let fd: i32 = std::env::var(report_stream::REPORT_FD_VAR)
+            .ok()?
+            .parse()
+            .ok()?;
         // The descriptor must be open, and not one of the standard streams.
         if fd <= 2
             || nix::fcntl::fcntl(
@@ -882,149 +884,11 @@ impl ReportStream {
     }
 
     fn started(&self, name: &str) {
-        self.add(&StartedLine {
-            version: REPORT_VERSION,
-            event: "started",
-            name,
-        });
+        self.add(&Line::Started(Started::new(name)));
     }
 
     fn finished(&self, name: &str, run: &TestRun, verdict: &Result<(), String>) {
-        self.add(&FinishedLine {
-            version: REPORT_VERSION,
-            event: "finished",
-            name,
-            passed: verdict.is_ok(),
-            message: verdict.as_ref().err(),
-            outcome: ReportedOutcome::of(&run.ending),
-            duration_ms: run.duration.as_secs_f64() * 1000.0,
-            stdout: run.stdout.to_text(),
-            stderr: run.stderr.to_text(),
-            leftovers: &run.leftovers,
-        });
-    }
-}
-
-/// A report-stream line for a test that starts.
-#[derive(Serialize)]
-struct StartedLine<'a> {
-    version: u32,
-    event: &'static str,
-    name: &'a str,
-}
-
-/// A report-stream line for a test that ended.
-#[derive(Serialize)]
-struct FinishedLine<'a> {
-    version: u32,
-    event: &'static str,
-    name: &'a str,
-    passed: bool,
-    message: Option<&'a String>,
-    outcome: ReportedOutcome<'a>,
-    duration_ms: f64,
-    stdout: String,
-    stderr: String,
-    leftovers: &'a [Leftover],
-}
-
-/// How a test ended, as the report stream puts it.
-#[derive(Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum ReportedOutcome<'a> {
-    Returned {
-        error: Option<&'a String>,
-    },
-    Panicked {
-        message: &'a str,
-        location: Option<&'a str>,
-        backtrace: Option<String>,
-    },
-    Exited {
-        code: i32,
-    },
-    OutOfMemory {
-        description: String,
-    },
-    Signaled {
-        signal: Option<i32>,
-        signal_name: Option<String>,
-        description: String,
-        core_dumped: bool,
-        fault_address: Option<usize>,
-        stack_overflow: bool,
-        backtrace: Option<Vec<&'a str>>,
-    },
-    TimedOut {
-        limit_ms: u64,
-        grace_ms: u64,
-        signal_name: Option<String>,
-    },
-    Broken {
-        reason: &'a str,
-    },
-}
-
-impl ReportedOutcome<'_> {
-    fn of(ending: &Ending) -> ReportedOutcome<'_> {
-        match ending {
-            Ending::Returned(result) => ReportedOutcome::Returned {
-                error: result.as_ref().err(),
-            },
-            Ending::Panicked(report) => ReportedOutcome::Panicked {
-                message: &report.message,
-                location: report.location.as_deref(),
-                backtrace: report
-                    .backtrace
-                    .as_ref()
-                    .map(|backtrace| backtrace.to_string()),
-            },
-            Ending::Died(termination) => ReportedOutcome::of_death(termination),
-            Ending::TimedOut {
-                limit,
-                grace_period,
-                termination,
-            } => ReportedOutcome::TimedOut {
-                limit_ms: limit.as_millis() as u64,
-                grace_ms: grace_period.as_millis() as u64,
-                signal_name: termination.signal().map(Signal::name),
-            },
-            Ending::Broken(reason) => ReportedOutcome::Broken { reason },
-        }
-    }
-
-    fn of_death(termination: &Termination) -> ReportedOutcome<'_> {
-        if let Termination::Exited { code } = termination {
-            return ReportedOutcome::Exited { code: *code };
-        }
-        let crash = termination.crash();
-        if crash.is_some_and(crate::crash::Crash::is_allocation_failure) {
-            return ReportedOutcome::OutOfMemory {
-                description: termination.to_string(),
-            };
-        }
-        ReportedOutcome::Signaled {
-            signal: termination.signal().map(Signal::number),
-            signal_name: termination.signal().map(Signal::name),
-            description: termination.to_string(),
-            core_dumped: matches!(
-                termination,
-                Termination::Signaled {
-                    core_dumped: true,
-                    ..
-                }
-            ),
-            fault_address: crash.and_then(|crash| crash.fault_address),
-            stack_overflow: crash.is_some_and(|crash| crash.stack_overflow),
-            backtrace: crash.map(|crash| {
-                crash
-                    .backtrace
-                    .frames
-                    .iter()
-                    .filter_map(|frame| frame.function.as_deref())
-                    .collect()
-            }),
-        }
+        self.add(&Line::Finished(Finished::new(name, run, verdict)));
     }
 }
 

@@ -90,8 +90,8 @@
 //! as soon as the harness could have nothing more to say for a while.
 //!
 //! ```json
-//! {"version":1,"event":"started","name":"crashes::null_deref"}
-//! {"version":1,"event":"finished","name":"crashes::null_deref","passed":false,
+//! {"event":"started","version":1,"name":"crashes::null_deref"}
+//! {"event":"finished","version":1,"name":"crashes::null_deref","passed":false,
 //!  "outcome":{"kind":"signaled","signal":11,"signal_name":"SIGSEGV",
 //!  "description":"killed by signal 11 (SIGSEGV: invalid memory reference) at address 0x0",
 //!  "core_dumped":false,"fault_address":0,"stack_overflow":false,"backtrace":["fixture::crash"]},
@@ -99,14 +99,20 @@
 //! ```
 //!
 //! `outcome.kind` is one of `returned` (with `error` when the test returned
-//! `Err`), `panicked` (`message`, `location`), `signaled` (as above),
-//! `exited` (`code`), `timed_out` (`limit_ms`, `grace_ms`, `signal_name`),
-//! `out_of_memory` (`limit`), `ignored` and `broken` (`reason`: the
-//! machinery failed). `passed` is the verdict after the test's
+//! `Err`), `panicked` (`message`, `location`, `backtrace`), `signaled` (as
+//! above), `exited` (`code`), `timed_out` (`limit_ms`, `grace_ms`,
+//! `signal_name`), `out_of_memory` (`description`) and `broken` (`reason`:
+//! the machinery failed). `passed` is the verdict after the test's
 //! expectations (`should_panic`, `expect_signal`, `expect_exit`), and
-//! `message` the failure message shown to people.
+//! `message` the failure message shown to people. Free text (messages,
+//! panics, backtraces, output) is kept as its first and last 8 KiB, so a
+//! line stays a few kilobytes long whatever the test did. A reader skips
+//! events and kinds it does not know; a test without a `finished` line did
+//! not pass.
 //!
-
+//! [`report_stream`] holds the lines' types, with both the writer's
+//! serialization and a bounded reader, for runners.
+//!
 //! # As a library
 //!
 //! ```no_run
@@ -187,6 +193,7 @@ mod harness;
 mod ipc;
 mod isolate;
 mod reply_region;
+pub mod report_stream;
 mod server;
 
 pub use capture::Output;

@@ -1,19 +1,17 @@
 //! isolate-harness binaries: one process per binary, whose fork server
 //! isolates each test, and whose report stream says how each ended.
 
-use std::borrow::Cow;
 use std::collections::HashSet;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
 use isolate_harness::Signal;
+use isolate_harness::report_stream::{self, Finished, Line, LineReader, Outcome, Received};
 use nix::sys::signal::Signal as NixSignal;
 use nix::unistd::Pid;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::capture::scratch_dir;
 use super::watchdog::{Fired, Watchdog, reap, wait_unreaped};
@@ -104,7 +102,7 @@ fn run_harness_process(
             &plan.threads.to_string(),
             "--include-ignored",
         ])
-        .env("ISOLATE_REPORT_FD", "3");
+        .env(report_stream::REPORT_FD_VAR, "3");
     if plan.nocapture {
         command.arg("--nocapture");
     } else {
@@ -142,14 +140,14 @@ fn run_harness_process(
     drop(command);
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
     watchdog.watch(pid, None);
-    for line in BufReader::with_capacity(PIPE_CAPACITY, Batched(reader)).lines() {
-        let line = line?;
-        match serde_json::from_str::<ReportEvent<'_>>(&line) {
-            Ok(ReportEvent::Finished(finished)) => {
+    let mut lines = LineReader::new(BufReader::with_capacity(PIPE_CAPACITY, Batched(reader)));
+    while let Some(received) = lines.next_line()? {
+        match received {
+            Received::Line(Line::Finished(finished)) => {
                 on_outcome(harness_outcome(&binary.binary, finished));
             }
-            // A start, or a line of a later version of the stream.
-            Ok(ReportEvent::Started) | Err(_) => {}
+            // A start, an event of a later version, or a line skipped.
+            Received::Line(_) | Received::Skipped(_) => {}
         }
     }
     wait_unreaped(pid)?;
@@ -183,89 +181,44 @@ impl<R: Read> Read for Batched<R> {
     }
 }
 
-/// An event of a harness's report stream, as far as the runner reads it.
-/// (The format is documented in `isolate_harness`'s crate docs.) Strings
-/// are borrowed from the line where they have no escapes.
-#[derive(Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-enum ReportEvent<'a> {
-    Started,
-    Finished(#[serde(borrow)] FinishedEvent<'a>),
-}
-
-#[derive(Deserialize)]
-struct FinishedEvent<'a> {
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    passed: bool,
-    outcome: ReportedOutcome,
-    #[serde(borrow, default)]
-    message: Option<Cow<'a, str>>,
-    #[serde(default)]
-    duration_ms: f64,
-    #[serde(borrow, default)]
-    stdout: Cow<'a, str>,
-    #[serde(borrow, default)]
-    stderr: Cow<'a, str>,
-    #[serde(default)]
-    leftovers: Vec<IgnoredAny>,
-}
-
-/// How a test ended, by `kind`; the fields the runner reports.
-#[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum ReportedOutcome {
-    Signaled {
-        signal: i32,
-        #[serde(default)]
-        core_dumped: bool,
-    },
-    OutOfMemory,
-    Exited {
-        code: i32,
-    },
-    TimedOut {
-        limit_ms: u64,
-    },
-    Broken,
-    /// `returned`, `panicked`, `ignored`, and kinds of later versions.
-    #[serde(other)]
-    Other,
-}
-
-fn harness_outcome(binary: &TestBinary, event: FinishedEvent<'_>) -> TestOutcome {
-    let status = if event.passed {
+/// The outcome of a test's `finished` line.
+fn harness_outcome(binary: &TestBinary, finished: Finished<'_>) -> TestOutcome {
+    let status = if finished.passed {
         Status::Passed
     } else {
-        match event.outcome {
-            ReportedOutcome::Signaled {
+        match finished.outcome {
+            Outcome::Signaled {
                 signal,
                 core_dumped,
+                ..
             } => Status::Crashed {
                 signal: Signal(signal),
                 core_dumped,
             },
-            ReportedOutcome::OutOfMemory => Status::Crashed {
+            Outcome::OutOfMemory { .. } => Status::Crashed {
                 signal: Signal(libc_sigabrt()),
                 core_dumped: false,
             },
-            ReportedOutcome::Exited { code } => Status::ExitedEarly { code },
-            ReportedOutcome::TimedOut { limit_ms } => Status::TimedOut {
+            Outcome::Exited { code } => Status::ExitedEarly { code },
+            Outcome::TimedOut { limit_ms, .. } => Status::TimedOut {
                 after: Duration::from_millis(limit_ms),
             },
-            ReportedOutcome::Broken => Status::Broken,
-            ReportedOutcome::Other => Status::Failed,
+            Outcome::Broken { .. } => Status::Broken,
+            // `returned` or `panicked` without passing, and kinds of later
+            // versions.
+            _ => Status::Failed,
         }
     };
     TestOutcome {
         binary: binary.clone(),
-        name: event.name.into_owned(),
+        name: finished.name.into_owned(),
         status,
-        message: event.message.map(Cow::into_owned).unwrap_or_default(),
-        duration: Duration::from_secs_f64(event.duration_ms / 1000.0),
-        stdout: event.stdout.into_owned(),
-        stderr: event.stderr.into_owned(),
-        leaked: event.leftovers.len(),
+        message: finished.message.map(String::from).unwrap_or_default(),
+        // Whatever the line says: a negative or absurd duration is none.
+        duration: Duration::try_from_secs_f64(finished.duration_ms / 1000.0).unwrap_or_default(),
+        stdout: finished.stdout.into_owned(),
+        stderr: finished.stderr.into_owned(),
+        leaked: finished.leftovers.len(),
         attempts: 1,
         flaky: false,
     }
@@ -291,9 +244,9 @@ mod tests {
             path: PathBuf::from("suite"),
             package_dir: PathBuf::from("."),
         };
-        match serde_json::from_str::<ReportEvent<'_>>(line).expect("a report event") {
-            ReportEvent::Finished(finished) => harness_outcome(&binary, finished),
-            ReportEvent::Started => panic!("not a finished event: {line}"),
+        match serde_json::from_str::<Line<'_>>(line).expect("a report event") {
+            Line::Finished(finished) => harness_outcome(&binary, finished),
+            _ => panic!("not a finished event: {line}"),
         }
     }
 
@@ -319,7 +272,7 @@ mod tests {
         assert_eq!((crashed.message.as_str(), crashed.leaked), ("killed", 1));
         let finished = |outcome: &str| {
             reported(&format!(
-                r#"{{"event":"finished","name":"t","passed":false,"outcome":{outcome},"message":"m"}}"#
+                r#"{{"version":1,"event":"finished","name":"t","passed":false,"outcome":{outcome},"message":"m"}}"#
             ))
             .status
         };
@@ -348,11 +301,11 @@ mod tests {
             Status::Failed
         );
         assert_eq!(finished(r#"{"kind":"of_a_later_version"}"#), Status::Failed);
-        assert!(matches!(
-            serde_json::from_str::<ReportEvent<'_>>(
-                r#"{"version":1,"event":"started","name":"t"}"#
-            ),
-            Ok(ReportEvent::Started)
-        ));
+        for duration in ["-1", "1e300"] {
+            let line = format!(
+                r#"{{"version":1,"event":"finished","name":"t","passed":true,"outcome":{{"kind":"returned"}},"duration_ms":{duration}}}"#
+            );
+            assert_eq!(reported(&line).duration, Duration::ZERO, "{duration}");
+        }
     }
 }
