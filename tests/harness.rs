@@ -154,6 +154,22 @@ fn leaves_a_process() {
     std::mem::forget(Command::new("sleep").arg("20").spawn().unwrap());
 }
 
+/// Leaves a daemon that left its session, double-forked from a shell that
+/// exits at once: no process group holds it.
+#[isolate_harness::test]
+fn leaves_a_detached_daemon() {
+    let output = Command::new("sh")
+        .args(["-c", "setsid sleep 20 </dev/null >/dev/null 2>&1 & echo $!"])
+        .output()
+        .unwrap();
+    let daemon = String::from_utf8(output.stdout).unwrap();
+    // Returns once the daemon is `sleep`, so that it is reported by name.
+    let comm = format!("/proc/{}/comm", daemon.trim());
+    while std::fs::read_to_string(&comm).is_ok_and(|name| name.trim() != "sleep") {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[isolate_harness::test]
 fn closes_its_stdout() {
     // SAFETY: closing a descriptor this test owns in its own process.
@@ -372,6 +388,7 @@ const EXPECTED: &[(&str, Verdict, &str)] = &[
     ),
     ("ignored", Verdict::Ignored, ""),
     ("ignored_with_reason", Verdict::Ignored, ""),
+    ("leaves_a_detached_daemon", Verdict::Ok, ""),
     ("leaves_a_process", Verdict::Ok, ""),
     ("nested::has_a_module_path", Verdict::Ok, ""),
     (
@@ -498,11 +515,21 @@ fn check_pretty_run() {
         "{segfault}"
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("isolate: test leaves_a_process left 1 process(es) running, now killed")
-            && stderr.contains("(sleep)"),
-        "{stderr}"
-    );
+    for name in ["leaves_a_process", "leaves_a_detached_daemon"] {
+        let line = stderr
+            .lines()
+            .find(|line| {
+                line.starts_with(&format!(
+                    "isolate: test {name} left 1 process(es) running, now killed: "
+                ))
+            })
+            .unwrap_or_else(|| panic!("no leftover reported for {name}:\n{stderr}"));
+        let (pid, command) = line.rsplit_once(": ").unwrap().1.split_once(' ').unwrap();
+        assert_eq!(command, "(sleep)", "{line}");
+        // Killed and reaped: the pid names no process, or another one.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(!stat.contains("(sleep)"), "{name}'s leftover lives: {stat}");
+    }
 }
 
 /// Runs the fixture with `args` and a report stream, and returns what it

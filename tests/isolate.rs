@@ -271,6 +271,58 @@ fn an_exit_without_a_reply_is_an_error_even_with_code_zero() {
     }
 }
 
+/// Starts a daemon that leaves its session, through a shell that exits at
+/// once, and returns the daemon's pid.
+fn spawn_detached_daemon(_: ()) -> u32 {
+    let output = std::process::Command::new("sh")
+        .args(["-c", "setsid sleep 20 </dev/null >/dev/null 2>&1 & echo $!"])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_detached_daemon_dies_with_its_isolate() {
+    let isolate = Isolate::fork().unwrap();
+    let daemon = isolate.call(spawn_detached_daemon, ()).unwrap();
+    assert!(is_running(daemon));
+    drop(isolate);
+    assert!(stops_running(daemon), "the daemon outlived its isolate");
+
+    // After a restart too, and after a timeout.
+    let mut isolate = Isolate::builder()
+        .timeout(Duration::from_millis(300))
+        .grace_period(Duration::from_millis(100))
+        .fork()
+        .unwrap();
+    let daemon = isolate.call(spawn_detached_daemon, ()).unwrap();
+    isolate.restart().unwrap();
+    assert!(stops_running(daemon), "the daemon outlived a restart");
+    let daemon = isolate.call(spawn_detached_daemon, ()).unwrap();
+    assert!(matches!(isolate.call(hang, ()), Err(Error::TimedOut(_))));
+    assert!(stops_running(daemon), "the daemon outlived a timeout");
+
+    // And when the child ends by itself: a one-shot call that returns, a
+    // crash, an `exit`.
+    let daemon = isolate_harness::run(spawn_detached_daemon, ()).unwrap();
+    assert!(stops_running(daemon), "the daemon outlived run()");
+    let crash: fn(()) = |()| buggy::dragons_here();
+    let exit: fn(()) = |()| buggy::exit(0);
+    for end in [crash, exit] {
+        let isolate = Isolate::fork().unwrap();
+        let daemon = isolate.call(spawn_detached_daemon, ()).unwrap();
+        assert!(matches!(isolate.call(end, ()), Err(Error::Terminated(_))));
+        assert!(
+            stops_running(daemon),
+            "the daemon outlived a child that ended"
+        );
+    }
+}
+
 fn hang(_: ()) {
     loop {
         std::thread::sleep(Duration::from_secs(1));

@@ -6,10 +6,19 @@
 //! After `fork()` the child has one thread; any lock another thread of the
 //! parent held stays locked. So between `fork()` and the return of
 //! [`fork`] in the child, only async-signal-safe calls are made: the system
-//! calls `setpgid`, `rt_sigprocmask`, `prctl`, `getppid`, `dup2`,
-//! `setrlimit` and `sigaltstack` (through libc's `syscall`, which takes no
-//! lock), and `sigaction`. Everything they need is prepared before
-//! forking, in a [`ChildSetup`].
+//! calls `getpid`, `setpgid`, `rt_sigprocmask`, `prctl`, `getppid`, `dup3`,
+//! `close`, `setrlimit` and `sigaltstack` (through libc's `syscall`, which
+//! takes no lock), and `sigaction`. Everything they need is prepared before
+//! forking, in a [`ChildSetup`] and the list of descriptors to close.
+//!
+//! # Who is the child
+//!
+//! A child records its own pid as it starts: it is the *owner* of what its
+//! parent set up for it (its channel, its result region, its crash report).
+//! A process the child forks is a copy with the same memory but another
+//! pid, and [`is_owner`] tells it apart: a copy that returns from the
+//! test or call it was forked in sends no result and no crash report, so
+//! no process but the one the parent started speaks for the test.
 //!
 //! # Waiting and killing
 //!
@@ -27,12 +36,14 @@
 //! one-shot child a good part less (no descriptor to make and close, and
 //! one wake-up path instead of two).
 //!
-//! What this does not do: processes that left the child's group (with
-//! `setsid` or `setpgid`) are not found or killed.
+//! What this does not do: find processes that left the child's group (with
+//! `setsid` or `setpgid`). A child made a subreaper
+//! ([`ChildSetup::subreaper`]) keeps them below it; finding them there is
+//! the caller's part (see [`crate::fork_server`] and [`kill_subtree`]).
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -61,6 +72,15 @@ pub(crate) struct ChildSetup {
     pub(crate) stack_low: usize,
     /// The signal the child gets when the thread that forked it exits.
     pub(crate) death_signal: NixSignal,
+    /// Whether the child is a subreaper: a process it starts that loses
+    /// its parent (a daemon that double-forked, a `setsid` escapee) is
+    /// reparented to the child rather than to whoever is above it, so that
+    /// everything it started stays below it while it lives.
+    pub(crate) subreaper: bool,
+    /// Whether the child kills what it started before it ends, whichever
+    /// way it ends but SIGKILL (see [`kill_own_descendants`]): for a child
+    /// whose parent is no subreaper to collect it afterwards.
+    pub(crate) kill_descendants_at_end: bool,
 }
 
 impl ChildSetup {
@@ -73,6 +93,8 @@ impl ChildSetup {
             address_space_limit: None,
             stack_low: crash::current_stack_low(),
             death_signal: NixSignal::SIGKILL,
+            subreaper: false,
+            kill_descendants_at_end: false,
         }
     }
 }
@@ -178,6 +200,14 @@ unsafe fn prepare_child(setup: &ChildSetup, close: &[RawFd]) {
             libc::c_long::from(libc::PR_SET_PDEATHSIG),
             setup.death_signal as libc::c_long,
         );
+        KILL_DESCENDANTS_AT_END.store(setup.kill_descendants_at_end, Ordering::SeqCst);
+        if setup.subreaper {
+            libc::syscall(
+                libc::SYS_prctl,
+                libc::c_long::from(libc::PR_SET_CHILD_SUBREAPER),
+                1 as libc::c_long,
+            );
+        }
         if libc::syscall(libc::SYS_getppid) != libc::c_long::from(setup.parent.as_raw()) {
             // The parent died before PR_SET_PDEATHSIG was in place.
             exit_child(1);
@@ -410,10 +440,20 @@ impl Child {
         Ok(status)
     }
 
-    /// Kills the child and its group at once and reaps it. Every process
-    /// in the group has its SIGKILL before the leader is reaped, and a
-    /// process with a SIGKILL pending can no longer fork, so, unlike
-    /// [`Child::wait`], this need not signal the group again.
+    /// Kills everything below the child, if it still runs, then the child
+    /// and its group, without reaping: see [`kill_subtree`].
+    pub(crate) fn kill_all(&self) {
+        if let State::Running = self.state {
+            kill_subtree(self.pid);
+        }
+        self.signal_group(NixSignal::SIGKILL);
+    }
+
+    /// Kills the child, everything below it and its group at once, and
+    /// reaps it. Every process in the group has its SIGKILL before the
+    /// leader is reaped, and a process with a SIGKILL pending can no
+    /// longer fork, so, unlike [`Child::wait`], this need not signal the
+    /// group again.
     ///
     /// # Errors
     ///
@@ -422,7 +462,7 @@ impl Child {
         if let State::Exited(status) = self.state {
             return Ok(status);
         }
-        self.signal_group(NixSignal::SIGKILL);
+        self.kill_all();
         let status = wait_until_exited(self.pid, 0)?;
         self.state = State::Exited(status);
         Ok(status)
@@ -433,6 +473,197 @@ impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.kill();
     }
+}
+
+/// Whether this process, a child, kills its descendants when it ends.
+static KILL_DESCENDANTS_AT_END: AtomicBool = AtomicBool::new(false);
+
+/// Kills everything below this process, if it is a child that is to, and
+/// reaps what it can: called as it ends, by returning, by `exit`, or by a
+/// fatal signal its crash handler caught. Async-signal-safe: system calls
+/// and a buffer on the stack.
+///
+/// The process is a subreaper, so what it started is below it; what a
+/// process it kills had started is handed to it in turn, and killed in the
+/// next round. Only the children of its first thread are found, which is
+/// where orphans are handed: a process a thread of the caller's started
+/// itself, and that has not lost its parent, is not.
+pub(crate) fn kill_own_descendants() {
+    if !KILL_DESCENDANTS_AT_END.load(Ordering::SeqCst) || !is_owner() {
+        return;
+    }
+    let mut path = [0_u8; 48];
+    let Some(path) = children_path(own_pid(), &mut path) else {
+        return;
+    };
+    for _ in 0..SUBTREE_ROUNDS {
+        let mut list = [0_u8; 1024];
+        // SAFETY: `path` is NUL-terminated; `list` is a valid buffer of
+        // its length; the descriptor is closed before leaving.
+        let read = unsafe {
+            let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return;
+            }
+            let read = libc::read(fd, list.as_mut_ptr().cast(), list.len());
+            libc::close(fd);
+            read
+        };
+        let Ok(read) = usize::try_from(read) else {
+            return;
+        };
+        let mut killed = false;
+        for pid in list[..read]
+            .split(u8::is_ascii_whitespace)
+            .filter_map(parse_pid)
+        {
+            killed = true;
+            // SAFETY: `pid` is a child of this process, not reaped: its
+            // pid is its own until this `wait4` reaps it.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::wait4(pid, std::ptr::null_mut(), 0, std::ptr::null_mut());
+            }
+        }
+        if !killed {
+            return;
+        }
+    }
+}
+
+/// Writes `/proc/self/task/TID/children` and a NUL into `buffer`.
+fn children_path(tid: u32, buffer: &mut [u8; 48]) -> Option<&[u8]> {
+    let mut digits = [0_u8; 10];
+    let mut start = digits.len();
+    let mut rest = tid;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let parts: [&[u8]; 4] = [b"/proc/self/task/", &digits[start..], b"/children", b"\0"];
+    let mut at = 0;
+    for part in parts {
+        buffer.get_mut(at..at + part.len())?.copy_from_slice(part);
+        at += part.len();
+    }
+    Some(&buffer[..at])
+}
+
+/// A decimal pid, without allocating.
+fn parse_pid(text: &[u8]) -> Option<i32> {
+    if text.is_empty() {
+        return None;
+    }
+    text.iter().try_fold(0_i32, |pid, byte| {
+        byte.is_ascii_digit()
+            .then(|| pid.checked_mul(10)?.checked_add(i32::from(byte - b'0')))
+            .flatten()
+    })
+}
+
+/// The processes below a child, each held by a pidfd: to be signalled
+/// again once the child is gone (and they, reparented, are out of reach of
+/// [`kill_subtree`]) without ever hitting a process that took a pid of
+/// theirs.
+pub(crate) struct Descendants(Vec<OwnedFd>);
+
+impl Descendants {
+    /// The processes below `child` now, if it still runs.
+    pub(crate) fn of(child: &Child) -> Descendants {
+        let mut found = Vec::new();
+        if let State::Running = child.state {
+            let mut below = children_of(child.pid.as_raw());
+            while let Some(process) = below.pop() {
+                if let Ok(pidfd) = pidfd_open(Pid::from_raw(process)) {
+                    found.push(pidfd);
+                    below.extend(children_of(process));
+                }
+            }
+        }
+        Descendants(found)
+    }
+
+    /// Sends `signal` to each that still runs.
+    pub(crate) fn signal(&self, signal: NixSignal) {
+        for pidfd in &self.0 {
+            // SAFETY: pidfd_send_signal takes a pidfd, a signal, no
+            // siginfo and no flags.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    libc::c_long::from(pidfd.as_raw_fd()),
+                    signal as libc::c_long,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0 as libc::c_long,
+                );
+            }
+        }
+    }
+}
+
+/// How many times [`kill_subtree`] walks the tree again for processes it
+/// has not seen die yet, and [`kill_own_descendants`] reads its children
+/// again.
+const SUBTREE_ROUNDS: usize = 256;
+
+/// Kills every process below `pid`, a child of ours that still runs.
+///
+/// A child made a subreaper keeps below it every process it started,
+/// however they detached (a daemon that forked twice, a `setsid`
+/// escapee): while it lives, they are its descendants, listed in
+/// `/proc/PID/task/TID/children`. This walks that tree and kills each
+/// process in it, and walks again until only the dead are left (a process
+/// killed there may hand its children to the subreaper first). The child
+/// itself is left alive, for its caller to kill and reap. Once the child
+/// has died, its orphans are beyond reach: they went to whoever is the
+/// subreaper above it, or to init.
+pub(crate) fn kill_subtree(pid: Pid) {
+    for _ in 0..SUBTREE_ROUNDS {
+        let mut alive = false;
+        let mut below = children_of(pid.as_raw());
+        while let Some(process) = below.pop() {
+            if is_dead(process) {
+                continue;
+            }
+            alive = true;
+            let _ = nix::sys::signal::kill(Pid::from_raw(process), NixSignal::SIGKILL);
+            below.extend(children_of(process));
+        }
+        if !alive {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// The children of process `pid`, of all its threads.
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    threads
+        .filter_map(Result::ok)
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|child| child.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// Whether process `pid` is gone or a zombie.
+fn is_dead(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rfind(')')
+            .and_then(|close| stat[close + 1..].split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X")
+    })
 }
 
 /// Waits for our child `pid` to exit, which must not be reaped yet (so
@@ -646,6 +877,23 @@ impl fmt::Display for Termination {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pids_and_paths_are_made_without_allocating() {
+        let mut buffer = [0_u8; 48];
+        assert_eq!(
+            children_path(4_194_304, &mut buffer).unwrap(),
+            b"/proc/self/task/4194304/children\0"
+        );
+        assert_eq!(
+            children_path(0, &mut buffer).unwrap(),
+            b"/proc/self/task/0/children\0"
+        );
+        assert_eq!(parse_pid(b"1234"), Some(1234));
+        assert_eq!(parse_pid(b""), None);
+        assert_eq!(parse_pid(b"12a"), None);
+        assert_eq!(parse_pid(b"99999999999"), None);
+    }
 
     #[test]
     fn signals_read_as_people_name_them() {

@@ -251,6 +251,8 @@ extern "C" fn on_fatal_signal(
 
         write_backtrace(fd);
     }
+    // A library child takes what it started down with it.
+    child::kill_own_descendants();
     // SAFETY: restoring the default action and raising are async-signal-safe;
     // the signal stays blocked until this handler returns, then kills the
     // process with its real status.

@@ -609,6 +609,10 @@ impl Connection {
             .transpose()
             .map_err(Error::Spawn)?;
         let mut setup = ChildSetup::new(child_end.as_raw_fd());
+        // What a call starts stays below the child, which kills it as it
+        // ends, or where ending the isolate finds and kills it.
+        setup.subreaper = true;
+        setup.kill_descendants_at_end = true;
         setup.output = pipes.as_ref().map(|(_, ends)| ends.raw());
         if let Some(limit) = config.memory_limit {
             setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
@@ -842,14 +846,19 @@ impl Connection {
     /// The call ran out of time: SIGTERM to the group, the grace period,
     /// then SIGKILL.
     fn time_out(&mut self, config: &Config, crash: Option<Crash>, output: &mut Output) -> Died {
+        // What the call started outside the group gets the same grace,
+        // and is held to be killed after it even once the child is gone.
+        let below = child::Descendants::of(&self.child);
         self.child.signal_group(NixSignal::SIGTERM);
+        below.signal(NixSignal::SIGTERM);
         if !self
             .child
             .wait_exit(Some(config.grace_period))
             .unwrap_or(false)
         {
-            self.child.signal_group(NixSignal::SIGKILL);
+            self.child.kill_all();
         }
+        below.signal(NixSignal::SIGKILL);
         let termination = Termination::new(self.reap(output), crash);
         let error = Error::TimedOut(TimedOut {
             limit: config.timeout.unwrap_or_default(),
@@ -862,7 +871,7 @@ impl Connection {
     /// Gives up on a child that broke the protocol or could not be talked
     /// to: kills and reaps it.
     fn abandon(&mut self, error: Error, output: &mut Output) -> Died {
-        self.child.signal_group(NixSignal::SIGKILL);
+        self.child.kill_all();
         let termination = Termination::new(self.reap(output), None);
         (error, termination)
     }

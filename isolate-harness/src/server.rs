@@ -94,14 +94,17 @@ thread_local! {
 static WANT_BACKTRACE: AtomicBool = AtomicBool::new(false);
 
 /// Readies the calling thread of the parent to fork a child that serves:
-/// installs the recording panic hook, once per process, so no child has to
-/// take the hook lock; and initializes this thread's report slot, whose
+/// installs the recording panic hook and an exit handler, once per
+/// process, so no child has to take the hook lock; and initializes this thread's report slot, whose
 /// first use registers a destructor (a symbol lookup and several page
 /// copies if every child had to do it).
 pub(crate) fn prepare_to_fork() {
     CAUGHT.with(|_| {});
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
+        // SAFETY: `end_by_exit` is an `extern "C" fn()` that stays valid
+        // for the life of the process.
+        unsafe { libc::atexit(end_by_exit) };
         let wanted = |name| std::env::var_os(name).map(|value| value != "0");
         let want = wanted("RUST_LIB_BACKTRACE")
             .or_else(|| wanted("RUST_BACKTRACE"))
@@ -341,8 +344,8 @@ pub(crate) fn serve(mut channel: UnixStream, max_frame: usize) -> ! {
     loop {
         let frame = match reader.read_blocking(&mut channel) {
             Ok(Some(frame)) => frame,
-            Ok(None) => exit_child(0),
-            Err(_) => exit_child(2),
+            Ok(None) => end_child(0),
+            Err(_) => end_child(2),
         };
         if frame.kind == Kind::Bytes && bytes.is_none() {
             bytes = Some(frame.into_payload());
@@ -373,6 +376,19 @@ pub(crate) fn serve(mut channel: UnixStream, max_frame: usize) -> ! {
         reader.recycle(frame);
         send(&mut channel, &mut reply);
     }
+}
+
+/// Runs when a process exits through `exit`: a library child that a call
+/// made exit takes what it started down with it (in any other process,
+/// this does nothing).
+extern "C" fn end_by_exit() {
+    child::kill_own_descendants();
+}
+
+/// Ends a child that served calls, with what it started.
+fn end_child(code: i32) -> ! {
+    child::kill_own_descendants();
+    exit_child(code)
 }
 
 /// Tells the C allocator of a serving child to keep, for its next calls,
@@ -426,6 +442,7 @@ pub(crate) fn run_once<A, R: Serialize + 'static>(
 ) -> ! {
     let mut frames = reply_frame(catch(|| function(argument)), ipc::hello_frame(buffer), call);
     send(&mut channel, &mut frames);
+    child::kill_own_descendants();
     // The reply is not freed: that would write to heap pages the child has
     // not touched so far, each one a copy-on-write fault, just before exit.
     exit_child(0)
