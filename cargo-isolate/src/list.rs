@@ -2,18 +2,20 @@
 //!
 //! Every binary is asked with `--list --format terse`, and again with
 //! `--ignored`, as libtest answers both. A binary that runs
-//! `isolate-harness` is told apart by the marker the harness links into
-//! it, without running it for that.
+//! `isolate-harness` is told apart by the handshake of its report stream:
+//! listed with a nonce in `ISOLATE_HANDSHAKE`, it names the nonce on its
+//! stderr, which libtest never does (a binary that merely contains the
+//! harness's words does not), and no process more is started for that.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::process::Command;
+use std::sync::OnceLock;
+
+use isolate_harness::report_stream;
 
 use crate::build::TestBinary;
-
-/// The bytes `isolate-harness` links into every binary that runs its
-/// harness.
-const HARNESS_MARKER: &[u8] = b"isolate-harness report stream v1";
 
 /// How a binary runs its tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +58,12 @@ pub(crate) enum ListError {
         status: std::process::ExitStatus,
         stderr: String,
     },
+    #[error(
+        "{binary} speaks version {version} of the isolate-harness report stream, which this \
+         cargo-isolate cannot read (it reads version {})",
+        report_stream::VERSION
+    )]
+    StreamVersion { binary: String, version: u32 },
 }
 
 /// Lists the tests of `binary`.
@@ -70,20 +78,25 @@ pub(crate) fn list(binary: TestBinary) -> Result<BinaryTests, ListError> {
         (all, ignored.join().expect("listing does not panic"))
     });
     let (all, ignored) = (all?, ignored?);
-    let ignored: HashSet<String> = ignored.into_iter().collect();
+    let runner = match report_stream::handshake_version(&all.stderr, nonce()) {
+        None => Runner::Libtest,
+        Some(report_stream::VERSION) => Runner::IsolateHarness,
+        Some(version) => {
+            return Err(ListError::StreamVersion {
+                binary: binary.id,
+                version,
+            });
+        }
+    };
+    let ignored: HashSet<String> = ignored.names.into_iter().collect();
     let tests = all
+        .names
         .into_iter()
         .map(|name| ListedTest {
             ignored: ignored.contains(&name),
             name,
         })
         .collect();
-    let runner = match std::fs::read(&binary.path) {
-        Ok(bytes) if memchr::memmem::find(&bytes, HARNESS_MARKER).is_some() => {
-            Runner::IsolateHarness
-        }
-        _ => Runner::Libtest,
-    };
     Ok(BinaryTests {
         binary,
         runner,
@@ -91,10 +104,31 @@ pub(crate) fn list(binary: TestBinary) -> Result<BinaryTests, ListError> {
     })
 }
 
-fn list_with(binary: &TestBinary, extra: &[&str]) -> Result<Vec<String>, ListError> {
+/// What a binary's `--list` said.
+struct Listing {
+    /// The tests it listed.
+    names: Vec<String>,
+    /// Its stderr, where an isolate-harness binary answers the handshake.
+    stderr: String,
+}
+
+/// The handshake's nonce, new for each run of `cargo isolate`: no binary
+/// knows it before it is asked.
+fn nonce() -> &'static str {
+    static NONCE: OnceLock<String> = OnceLock::new();
+    NONCE.get_or_init(|| {
+        // Each `RandomState` has keys of its own, the first from the
+        // operating system's randomness.
+        let random = || RandomState::new().hash_one(std::process::id());
+        format!("{:016x}{:016x}", random(), random())
+    })
+}
+
+fn list_with(binary: &TestBinary, extra: &[&str]) -> Result<Listing, ListError> {
     let output = Command::new(&binary.path)
         .args(["--list", "--format", "terse"])
         .args(extra)
+        .env(report_stream::HANDSHAKE_VAR, nonce())
         .current_dir(&binary.package_dir)
         .output()
         .map_err(|source| ListError::Spawn {
@@ -108,11 +142,14 @@ fn list_with(binary: &TestBinary, extra: &[&str]) -> Result<Vec<String>, ListErr
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.strip_suffix(": test"))
-        .map(str::to_owned)
-        .collect())
+    Ok(Listing {
+        names: String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.strip_suffix(": test"))
+            .map(str::to_owned)
+            .collect(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
 }
 
 /// Which tests to run: the filters, the libtest options given after `--`,

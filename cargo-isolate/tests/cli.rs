@@ -831,3 +831,115 @@ fn nothing_outlives_a_runner_killed_outright() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// How each test of the `misbehaving` fixture must end: its binary, its
+/// name, the JSON status, and words its message must hold.
+const MISBEHAVING: &[(&str, &str, &str, &str)] = &[
+    ("misbehaving::killed", "passes", "passed", ""),
+    (
+        "misbehaving::killed",
+        "runs_until_its_harness_is_killed",
+        "broken",
+        "the harness was killed by signal 9 (SIGKILL: killed) before reporting this test",
+    ),
+    (
+        "misbehaving::looks_like_a_harness",
+        "holds_the_harness_words",
+        "passed",
+        "",
+    ),
+    (
+        "misbehaving::setup_panics",
+        "never_runs",
+        "broken",
+        "the harness exited with code 101 without reporting this test\n\
+         ---- harness stderr ----\n\
+         thread 'main'",
+    ),
+];
+
+/// The children of process `parent`, with their command lines.
+fn children_of(parent: u32) -> Vec<(i32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let ppid: u32 = stat[stat.rfind(')')? + 1..]
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            (ppid == parent).then(|| (pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")))
+        })
+        .collect()
+}
+
+#[test]
+fn a_harness_that_dies_or_misses_tests_fails_them_and_a_look_alike_runs_as_libtest() {
+    let running = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("harness-running-{}", std::process::id()));
+    let _ = std::fs::remove_file(&running);
+    let runner = command(
+        "misbehaving",
+        &["test", "--test-threads", "2", "--message-format", "json"],
+    )
+    .env("MISBEHAVING_RUNNING", &running)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Once the test runs (after the fixture's build), its harness, a child
+    // of the runner, is killed; the test it reported before has a moment to
+    // be written.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while !running.exists() {
+        assert!(std::time::Instant::now() < deadline, "the test never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let harness = children_of(runner.id())
+        .into_iter()
+        .find(|(_, cmdline)| cmdline.contains("/killed-") && !cmdline.contains("--list"))
+        .expect("the harness runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(harness.0),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let output = runner.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&running);
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let events = json_events(&output);
+    for (binary, name, status, message) in MISBEHAVING {
+        let event = events
+            .iter()
+            .find(|event| {
+                event["event"] == "test-finished"
+                    && event["binary"] == *binary
+                    && event["name"] == *name
+            })
+            .unwrap_or_else(|| panic!("no result for {binary} {name}\n{}", describe(&output)));
+        assert_eq!(event["status"], *status, "{binary} {name}: {event}");
+        let text = event["message"].as_str().unwrap_or_default();
+        assert!(text.contains(message), "{binary} {name}: {text}");
+    }
+    let setup = events
+        .iter()
+        .find(|event| event["name"] == "never_runs")
+        .unwrap();
+    assert!(
+        setup["message"]
+            .as_str()
+            .unwrap()
+            .contains("the fixture database is missing"),
+        "{setup}"
+    );
+    let finished = events
+        .iter()
+        .filter(|event| event["event"] == "test-finished")
+        .count();
+    assert_eq!(finished, MISBEHAVING.len(), "{}", describe(&output));
+}

@@ -110,6 +110,12 @@
 //! events and kinds it does not know; a test without a `finished` line did
 //! not pass.
 //!
+//! A runner learns that a binary speaks the stream, and which version,
+//! before running it: when it lists the tests (`--list`) with
+//! `ISOLATE_HANDSHAKE` set to a nonce, the harness writes
+//! `isolate-harness report stream v1: NONCE` to stderr. A binary that does
+//! not run this harness ignores the variable.
+//!
 //! [`report_stream`] holds the lines' types, with both the writer's
 //! serialization and a bounded reader, for runners.
 //!

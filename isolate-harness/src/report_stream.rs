@@ -1,12 +1,14 @@
 //! The report stream: the JSON lines an isolate-harness binary writes for
-//! the runner that started it (such as `cargo isolate`). Both directions
-//! live here, so that the harness's writer and a runner's reader cannot
-//! drift apart.
+//! the runner that started it (such as `cargo isolate`), and the handshake
+//! by which a runner learns that a binary speaks it. Both directions live
+//! here, so that the harness's writer and a runner's reader cannot drift
+//! apart.
 //!
 //! A runner and a harness binary may be built against different versions of
 //! this crate, so:
 //!
-//! - every line carries its [`VERSION`];
+//! - every line carries its [`VERSION`], and a runner learns the binary's
+//!   version before running it, from the [handshake](handshake_answer);
 //! - the reader is bounded and lenient: a line longer than its limit
 //!   ([`MAX_LINE`] by default) is skipped without being kept, a line that is
 //!   not a report event is skipped and said to be ([`Skipped`]), and an
@@ -37,6 +39,11 @@ pub const VERSION: u32 = 1;
 /// the stream to.
 pub const REPORT_FD_VAR: &str = "ISOLATE_REPORT_FD";
 
+/// The environment variable a runner sets, to a nonce, when it lists a
+/// binary's tests (`--list`): a harness binary answers with
+/// [`handshake_answer`] on its stderr.
+pub const HANDSHAKE_VAR: &str = "ISOLATE_HANDSHAKE";
+
 /// The longest line [`LineReader::new`] keeps, in bytes, newline excluded.
 /// A writer's line is far shorter: its free text is cut to [`KEPT_TEXT`].
 pub const MAX_LINE: usize = 1024 * 1024;
@@ -44,6 +51,44 @@ pub const MAX_LINE: usize = 1024 * 1024;
 /// Bytes of each free-text field the writer keeps from its start, and as
 /// many from its end ([`head_and_tail`]).
 pub const KEPT_TEXT: usize = 8 * 1024;
+
+/// The words an answer to the handshake starts with, in every version.
+const HANDSHAKE_PREFIX: &str = "isolate-harness report stream v";
+
+/// The line an isolate-harness binary writes to its stderr when it is asked
+/// for `--list` with [`HANDSHAKE_VAR`] set to `nonce`:
+/// `isolate-harness report stream v1: NONCE`. Its form stays the same in
+/// every version, so that a runner can tell which version a binary speaks.
+///
+/// A nonce no binary can know in advance makes the handshake one that no
+/// other binary answers by accident, as a binary that merely contains these
+/// words (or prints them) would.
+pub fn handshake_answer(nonce: &str) -> String {
+    format!("{HANDSHAKE_PREFIX}{VERSION}: {nonce}")
+}
+
+/// The version of the report stream a binary speaks, if `stderr`, what it
+/// wrote when listed with [`HANDSHAKE_VAR`] set to `nonce`, holds its
+/// [answer](handshake_answer). `None` for a binary that does not speak the
+/// stream, such as a libtest one.
+pub fn handshake_version(stderr: &str, nonce: &str) -> Option<u32> {
+    stderr.lines().find_map(|line| {
+        let (version, answered) = line.strip_prefix(HANDSHAKE_PREFIX)?.split_once(": ")?;
+        if answered == nonce {
+            version.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Answers the handshake, if the runner that asked for `--list` set
+/// [`HANDSHAKE_VAR`].
+pub(crate) fn answer_handshake() {
+    if let Some(nonce) = std::env::var_os(HANDSHAKE_VAR) {
+        eprintln!("{}", handshake_answer(&nonce.to_string_lossy()));
+    }
+}
 
 /// One line of the stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -746,5 +791,24 @@ mod tests {
         assert_eq!(head_and_tail("ééééé", 3), "é\n[... 6 bytes omitted ...]\né");
         let huge = "p".repeat(50 * 1024 * 1024);
         assert!(head_and_tail(&huge, KEPT_TEXT).len() < 3 * KEPT_TEXT);
+    }
+
+    #[test]
+    fn the_handshake_is_answered_only_with_the_nonce() {
+        let answer = handshake_answer("c0ffee");
+        assert_eq!(answer, "isolate-harness report stream v1: c0ffee");
+        assert_eq!(
+            handshake_version(&format!("warning: x\n{answer}\n"), "c0ffee"),
+            Some(VERSION)
+        );
+        assert_eq!(handshake_version(&answer, "decaf"), None);
+        assert_eq!(
+            handshake_version("isolate-harness report stream v1", "c0ffee"),
+            None
+        );
+        assert_eq!(
+            handshake_version("isolate-harness report stream v2: c0ffee", "c0ffee"),
+            Some(2)
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Bytes of each output stream kept from its start, and from its end.
-pub(super) const KEPT_OUTPUT: u64 = 16 * 1024;
+pub(super) const KEPT_OUTPUT: usize = 16 * 1024;
 
 /// Where logs and captured output go: memory (`/dev/shm`) where there is
 /// one, as three files per test on a disk cost more than the test.
@@ -23,8 +23,9 @@ pub(super) fn scratch_dir() -> &'static Path {
     })
 }
 
-/// The head and tail of a captured stream, as text.
-pub(super) fn read_kept(mut file: File) -> String {
+/// The first and last `kept` bytes of a captured stream, as text.
+pub(super) fn read_kept(mut file: File, kept: usize) -> String {
+    let kept = kept as u64;
     let size = file.metadata().map_or(0, |metadata| metadata.len());
     let mut read = |offset: u64, len: u64| {
         let mut bytes = Vec::new();
@@ -33,13 +34,13 @@ pub(super) fn read_kept(mut file: File) -> String {
         }
         String::from_utf8_lossy(&bytes).into_owned()
     };
-    if size <= 2 * KEPT_OUTPUT {
+    if size <= 2 * kept {
         return read(0, size);
     }
-    let head = read(0, KEPT_OUTPUT);
-    let tail = read(size - KEPT_OUTPUT, KEPT_OUTPUT);
+    let head = read(0, kept);
+    let tail = read(size - kept, kept);
     format!(
         "{head}\n[... {} bytes omitted ...]\n{tail}",
-        size - 2 * KEPT_OUTPUT
+        size - 2 * kept
     )
 }

@@ -2,7 +2,9 @@
 //! isolates each test, and whose report stream says how each ended.
 
 use std::collections::HashSet;
-use std::io::{self, BufReader, Read, Write};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use isolate_harness::report_stream::{self, Finished, Line, LineReader, Outcome, 
 use nix::sys::signal::Signal as NixSignal;
 use nix::unistd::Pid;
 
-use super::capture::scratch_dir;
+use super::capture::{KEPT_OUTPUT, read_kept, scratch_dir};
 use super::watchdog::{Fired, Watchdog, reap, wait_unreaped};
 use super::{Event, RunPlan, Status, TestOutcome, outcome, test_command};
 use crate::build::TestBinary;
@@ -49,8 +51,14 @@ pub(super) fn run_harness(
     }
 }
 
-/// Runs an isolate-harness binary once for `tests`; every test gets an
-/// outcome, from the stream or, if the stream missed it, as broken.
+/// Bytes of a harness's own stderr shown, from its start and from its end,
+/// with each test it did not report: room for a panic and its backtrace,
+/// little enough to repeat for thousands of tests.
+const HARNESS_STDERR_KEPT: usize = 4 * 1024;
+
+/// Runs an isolate-harness binary once for `tests`. Every test gets one
+/// outcome: the first the stream reports for it or, if the stream never
+/// does, a failure that says how the harness ended, with its stderr.
 fn run_harness_once(
     binary: &BinaryTests,
     tests: &[String],
@@ -59,32 +67,32 @@ fn run_harness_once(
     mut on_outcome: impl FnMut(TestOutcome),
 ) {
     let started = Instant::now();
-    // A set: a harness binary may run thousands of tests.
-    let mut reported = HashSet::new();
-    let result = run_harness_process(binary, tests, plan, watchdog, |outcome| {
-        reported.insert(outcome.name.clone());
-        on_outcome(outcome);
-    });
-    let (status, reason) = match result {
-        Ok((_, Fired::Interrupted)) => (Status::Interrupted, "stopped before it ran".to_owned()),
-        Ok((status, _)) if status.success() || status.code() == Some(101) => (
-            Status::Broken,
-            "the harness did not report this test".to_owned(),
-        ),
-        Ok((status, _)) => (
-            Status::Broken,
-            format!("the harness binary ended ({status}) before reporting this test"),
-        ),
-        Err(error) => (
-            Status::Broken,
-            format!("could not run the harness binary: {error}"),
-        ),
-    };
-    for name in tests.iter().filter(|name| !reported.contains(*name)) {
-        let mut outcome = outcome(&binary.binary, name, status.clone(), reason.clone());
-        outcome.duration = started.elapsed();
-        on_outcome(outcome);
+    let mut stream = StreamRead::default();
+    let ended = run_harness_process(binary, tests, plan, watchdog, &mut stream, &mut on_outcome);
+    if let Some(first) = &stream.first_unusable {
+        eprintln!(
+            "warning: {}: {} line(s) of its report stream could not be used, the first: {first}",
+            binary.binary.id, stream.unusable
+        );
     }
+    if stream.reported.len() == tests.len() {
+        return;
+    }
+    let (status, reason) = unreported_reason(ended, &stream);
+    for outcome in unreported(&binary.binary, tests, &stream.reported, &status, &reason) {
+        on_outcome(TestOutcome {
+            duration: started.elapsed(),
+            ..outcome
+        });
+    }
+}
+
+/// How a harness process ended, reaped.
+struct HarnessEnd {
+    status: ExitStatus,
+    fired: Fired,
+    /// Its stderr, where it was captured.
+    stderr: Option<File>,
 }
 
 fn run_harness_process(
@@ -92,8 +100,9 @@ fn run_harness_process(
     tests: &[String],
     plan: &RunPlan,
     watchdog: &Watchdog,
-    mut on_outcome: impl FnMut(TestOutcome),
-) -> io::Result<(ExitStatus, Fired)> {
+    stream: &mut StreamRead,
+    on_outcome: &mut impl FnMut(TestOutcome),
+) -> io::Result<HarnessEnd> {
     let (reader, writer) = io::pipe()?;
     let mut command = test_command(&binary.binary);
     command
@@ -103,16 +112,21 @@ fn run_harness_process(
             "--include-ignored",
         ])
         .env(report_stream::REPORT_FD_VAR, "3");
-    if plan.nocapture {
+    // Its stderr is kept, to show if it fails without reporting its tests
+    // (a setup that panics, a harness out of descriptors).
+    let stderr = if plan.nocapture {
         command.arg("--nocapture");
+        None
     } else {
+        let stderr = tempfile::tempfile_in(scratch_dir())?;
         // Its own report, unread, in the cheapest form: a line per test
         // would cost a harness of trivial tests a tenth of its time.
         command
             .arg("--quiet")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-    }
+            .stderr(stderr.try_clone()?);
+        Some(stderr)
+    };
     // The tests to run, by name, in a file the harness reads: a --skip per
     // other test would cost the harness a comparison per pair.
     let only = tempfile::NamedTempFile::new_in(scratch_dir())?;
@@ -140,19 +154,148 @@ fn run_harness_process(
     drop(command);
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
     watchdog.watch(pid, None);
-    let mut lines = LineReader::new(BufReader::with_capacity(PIPE_CAPACITY, Batched(reader)));
-    while let Some(received) = lines.next_line()? {
-        match received {
-            Received::Line(Line::Finished(finished)) => {
-                on_outcome(harness_outcome(&binary.binary, finished));
-            }
-            // A start, an event of a later version, or a line skipped.
-            Received::Line(_) | Received::Skipped(_) => {}
-        }
-    }
+    let asked: HashSet<&str> = tests.iter().map(String::as_str).collect();
+    read_stream(
+        BufReader::with_capacity(PIPE_CAPACITY, Batched(reader)),
+        &binary.binary,
+        &asked,
+        stream,
+        on_outcome,
+    );
     wait_unreaped(pid)?;
     let ended = reap(&mut child, pid, watchdog)?;
-    Ok((ended.status, ended.fired))
+    Ok(HarnessEnd {
+        status: ended.status,
+        fired: ended.fired,
+        stderr,
+    })
+}
+
+/// What a harness's report stream said, besides the outcomes.
+#[derive(Debug, Default)]
+struct StreamRead {
+    /// The tests it reported, each once.
+    reported: HashSet<String>,
+    /// How many lines could not be used, and why the first could not.
+    unusable: usize,
+    first_unusable: Option<String>,
+    /// Why the stream could not be read to its end.
+    error: Option<io::Error>,
+}
+
+impl StreamRead {
+    fn unusable(&mut self, why: impl FnOnce() -> String) {
+        self.unusable += 1;
+        if self.first_unusable.is_none() {
+            self.first_unusable = Some(why());
+        }
+    }
+}
+
+/// Reads a report stream to its end, and sends the outcome of each test of
+/// `asked` it reports, the first time it does; a line for another test,
+/// and a later line for the same one, are counted unusable, as are lines
+/// the reader skips. The reader keeps at most a line's limit in memory.
+fn read_stream(
+    source: impl BufRead,
+    binary: &TestBinary,
+    asked: &HashSet<&str>,
+    stream: &mut StreamRead,
+    on_outcome: &mut impl FnMut(TestOutcome),
+) {
+    let mut lines = LineReader::new(source);
+    loop {
+        match lines.next_line() {
+            Ok(None) => return,
+            Err(error) => {
+                // Dropping the read end lets the harness write on, in vain,
+                // and end.
+                stream.error = Some(error);
+                return;
+            }
+            Ok(Some(Received::Line(Line::Finished(finished)))) => {
+                let name = finished.name.as_ref();
+                if !asked.contains(name) {
+                    stream.unusable(|| "a verdict on a test it was not asked to run".to_owned());
+                } else if stream.reported.contains(name) {
+                    stream.unusable(|| format!("a second verdict on {name}"));
+                } else {
+                    stream.reported.insert(name.to_owned());
+                    on_outcome(harness_outcome(binary, finished));
+                }
+            }
+            // A start, or an event of a later version.
+            Ok(Some(Received::Line(_))) => {}
+            Ok(Some(Received::Skipped(skipped))) => stream.unusable(|| skipped.to_string()),
+        }
+    }
+}
+
+/// The status and message of every test a harness did not report, from
+/// how it ended: never a pass.
+fn unreported_reason(ended: io::Result<HarnessEnd>, stream: &StreamRead) -> (Status, String) {
+    let end = match ended {
+        Ok(end) => end,
+        Err(error) => {
+            return (
+                Status::Broken,
+                format!("could not run the harness binary: {error}"),
+            );
+        }
+    };
+    if end.fired == Fired::Interrupted {
+        return (Status::Interrupted, "stopped before it ran".to_owned());
+    }
+    let mut reason = match (end.status.signal(), end.status.code()) {
+        (Some(signal), _) => format!(
+            "the harness was killed by {} before reporting this test",
+            Signal(signal)
+        ),
+        (None, Some(code @ (0 | 101))) => {
+            format!("the harness exited with code {code} without reporting this test")
+        }
+        (None, Some(code)) => {
+            format!("the harness exited with code {code} before reporting this test")
+        }
+        (None, None) => format!(
+            "the harness ended ({}) before reporting this test",
+            end.status
+        ),
+    };
+    if let Some(error) = &stream.error {
+        reason.push_str(&format!("; its report stream could not be read: {error}"));
+    }
+    if let Some(first) = &stream.first_unusable {
+        reason.push_str(&format!(
+            "; {} line(s) of its report stream could not be used, the first: {first}",
+            stream.unusable
+        ));
+    }
+    let stderr = end
+        .stderr
+        .map(|stderr| read_kept(stderr, HARNESS_STDERR_KEPT))
+        .unwrap_or_default();
+    let stderr = stderr.trim_start_matches('\n').trim_end();
+    if !stderr.is_empty() {
+        reason.push_str("\n---- harness stderr ----\n");
+        reason.push_str(stderr);
+    }
+    (Status::Broken, reason)
+}
+
+/// An outcome, `status` with `reason`, for each test of `tests` not
+/// `reported`.
+fn unreported<'a>(
+    binary: &'a TestBinary,
+    tests: &'a [String],
+    reported: &'a HashSet<String>,
+    status: &'a Status,
+    reason: &'a str,
+) -> impl Iterator<Item = TestOutcome> + 'a {
+    tests
+        .iter()
+        .filter(|name| !reported.contains(*name))
+        .map(|name| outcome(binary, name, status.clone(), reason.to_owned()))
 }
 
 /// The capacity of a pipe on Linux, unless someone changed it: what the
@@ -213,15 +356,21 @@ fn harness_outcome(binary: &TestBinary, finished: Finished<'_>) -> TestOutcome {
         binary: binary.clone(),
         name: finished.name.into_owned(),
         status,
-        message: finished.message.map(String::from).unwrap_or_default(),
+        // Cut again, whatever the writer did.
+        message: finished.message.as_deref().map(kept).unwrap_or_default(),
         // Whatever the line says: a negative or absurd duration is none.
         duration: Duration::try_from_secs_f64(finished.duration_ms / 1000.0).unwrap_or_default(),
-        stdout: finished.stdout.into_owned(),
-        stderr: finished.stderr.into_owned(),
+        stdout: kept(&finished.stdout),
+        stderr: kept(&finished.stderr),
         leaked: finished.leftovers.len(),
         attempts: 1,
         flaky: false,
     }
+}
+
+/// The head and tail of a text of the stream, as the runner keeps output.
+fn kept(text: &str) -> String {
+    report_stream::head_and_tail(text, KEPT_OUTPUT).into_owned()
 }
 
 fn libc_sigabrt() -> i32 {
@@ -234,20 +383,133 @@ mod tests {
 
     use super::*;
 
-    /// The outcome of a `finished` line of a harness's report stream.
-    fn reported(line: &str) -> TestOutcome {
-        let binary = TestBinary {
+    fn binary() -> TestBinary {
+        TestBinary {
             id: "package::suite".to_owned(),
             package: "package".to_owned(),
             target: "suite".to_owned(),
             selector: "--test suite".to_owned(),
             path: PathBuf::from("suite"),
             package_dir: PathBuf::from("."),
-        };
+        }
+    }
+
+    /// The outcome of a `finished` line of a harness's report stream.
+    fn reported(line: &str) -> TestOutcome {
         match serde_json::from_str::<Line<'_>>(line).expect("a report event") {
-            Line::Finished(finished) => harness_outcome(&binary, finished),
+            Line::Finished(finished) => harness_outcome(&binary(), finished),
             _ => panic!("not a finished event: {line}"),
         }
+    }
+
+    /// A `finished` line for test `name`.
+    fn finished_line(name: &str, passed: bool) -> String {
+        format!(
+            r#"{{"version":1,"event":"finished","name":"{name}","passed":{passed},"outcome":{{"kind":"returned"}}}}"#
+        )
+    }
+
+    /// The outcomes `bytes` give the tests `asked`, as (name, status).
+    fn read(bytes: &[u8], asked: &[&str]) -> (Vec<(String, Status)>, StreamRead) {
+        let asked: HashSet<&str> = asked.iter().copied().collect();
+        let mut stream = StreamRead::default();
+        let mut outcomes = Vec::new();
+        read_stream(
+            bytes,
+            &binary(),
+            &asked,
+            &mut stream,
+            &mut |outcome: TestOutcome| {
+                outcomes.push((outcome.name, outcome.status));
+            },
+        );
+        (outcomes, stream)
+    }
+
+    #[test]
+    fn the_first_verdict_on_a_test_asked_for_wins() {
+        let stream = [
+            finished_line("a", true),
+            "not json".to_owned(),
+            finished_line("stranger", true),
+            finished_line("b", false),
+            finished_line("a", false),
+            "{\"version\":1,\"event\":\"started\",\"name\":\"c\"}".to_owned(),
+        ]
+        .join("\n");
+        let (outcomes, stream) = read(stream.as_bytes(), &["a", "b", "c"]);
+        assert_eq!(
+            outcomes,
+            [
+                ("a".to_owned(), Status::Passed),
+                ("b".to_owned(), Status::Failed)
+            ]
+        );
+        assert_eq!(stream.unusable, 3);
+        assert_eq!(
+            stream.first_unusable.as_deref(),
+            Some("a line that is not a report event")
+        );
+        assert_eq!(
+            stream.reported,
+            HashSet::from(["a".to_owned(), "b".to_owned()])
+        );
+    }
+
+    #[test]
+    fn a_long_line_and_bytes_that_are_not_text_are_skipped() {
+        let mut stream = vec![b'{'; 3 * report_stream::MAX_LINE];
+        stream.extend_from_slice(b"\n\xff\xfe\x00\n");
+        stream.extend_from_slice(finished_line("a", true).as_bytes());
+        let (outcomes, stream) = read(&stream, &["a"]);
+        assert_eq!(outcomes, [("a".to_owned(), Status::Passed)]);
+        assert_eq!(stream.unusable, 2);
+    }
+
+    /// How a harness that reported nothing ended, as its tests read.
+    fn unreported_because(status: ExitStatus, stderr: &str) -> (Status, String) {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(stderr.as_bytes()).unwrap();
+        let end = HarnessEnd {
+            status,
+            fired: Fired::No,
+            stderr: Some(file),
+        };
+        unreported_reason(Ok(end), &StreamRead::default())
+    }
+
+    #[test]
+    fn a_test_the_harness_did_not_report_fails_with_how_it_ended() {
+        let (status, message) = unreported_because(ExitStatus::from_raw(9), "");
+        assert_eq!(status, Status::Broken);
+        assert_eq!(
+            message,
+            "the harness was killed by signal 9 (SIGKILL: killed) before reporting this test"
+        );
+        for code in [0, 101] {
+            let (status, message) = unreported_because(ExitStatus::from_raw(code << 8), "");
+            assert_eq!(status, Status::Broken);
+            assert_eq!(
+                message,
+                format!("the harness exited with code {code} without reporting this test")
+            );
+        }
+        let (_, message) = unreported_because(
+            ExitStatus::from_raw(101 << 8),
+            "thread 'main' panicked at tests/suite.rs:3:5:\nno database\n",
+        );
+        assert!(
+            message.ends_with(
+                "\n---- harness stderr ----\nthread 'main' panicked at tests/suite.rs:3:5:\nno database"
+            ),
+            "{message}"
+        );
+        let (_, message) = unreported_because(
+            ExitStatus::from_raw(3 << 8),
+            &"e".repeat(10 * HARNESS_STDERR_KEPT),
+        );
+        assert!(message.starts_with("the harness exited with code 3 before reporting"));
+        assert!(message.len() < 3 * HARNESS_STDERR_KEPT, "{}", message.len());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use isolate_harness::Signal;
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 
-use super::capture::{read_kept, scratch_dir};
+use super::capture::{KEPT_OUTPUT, read_kept, scratch_dir};
 use super::watchdog::{Ended, Fired, GRACE_PERIOD, Watchdog, reap, wait_unreaped};
 use super::{RunPlan, Status, TestOutcome, outcome, test_command};
 use crate::build::TestBinary;
@@ -101,8 +101,8 @@ fn run_libtest_process(
     let (stdout, stderr) = captured
         .map(|(stdout, stderr)| {
             (
-                without_libtest_lines(&read_kept(stdout), name),
-                without_libtest_lines(&read_kept(stderr), name),
+                without_libtest_lines(&read_kept(stdout, KEPT_OUTPUT), name),
+                without_libtest_lines(&read_kept(stderr, KEPT_OUTPUT), name),
             )
         })
         .unwrap_or_default();
