@@ -811,4 +811,194 @@ mod tests {
             Some(2)
         );
     }
+
+    /// Properties of the reader, whatever it is fed.
+    mod properties {
+        use std::io::BufReader;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// What a reader with `limit` made of `bytes`, fed `chunk` bytes at
+        /// a time: a line as its JSON value, a skipped line as `None`.
+        fn read_in_chunks(
+            bytes: &[u8],
+            limit: usize,
+            chunk: usize,
+        ) -> Vec<Option<serde_json::Value>> {
+            let source = BufReader::with_capacity(chunk, Cursor::new(bytes));
+            let mut reader = LineReader::with_limit(source, limit);
+            let mut read = Vec::new();
+            while let Some(received) = reader.next_line().unwrap() {
+                read.push(match received {
+                    Received::Line(line) => Some(serde_json::to_value(line).unwrap()),
+                    Received::Skipped(_) => None,
+                });
+                // No more than a line's limit is ever held.
+                assert!(reader.line.capacity() <= limit);
+            }
+            read
+        }
+
+        /// The lines of `bytes`, as the reader must see them: a last line
+        /// without a newline counts.
+        fn line_count(bytes: &[u8]) -> usize {
+            let newlines = bytes.iter().filter(|byte| **byte == b'\n').count();
+            newlines + usize::from(bytes.last().is_some_and(|byte| *byte != b'\n'))
+        }
+
+        /// A line the writer could write: a start, or an end of each kind.
+        fn written_line() -> impl Strategy<Value = Vec<u8>> {
+            let name = "[a-z:_ \"\\\\é\n]{0,24}";
+            let text = "[ -~é\n\t]{0,40}";
+            let outcome = prop_oneof![
+                proptest::option::of(text).prop_map(|error| Outcome::Returned {
+                    error: error.map(Cow::Owned)
+                }),
+                (text, proptest::option::of(text)).prop_map(|(message, location)| {
+                    Outcome::Panicked {
+                        message: Cow::Owned(message),
+                        location: location.map(Cow::Owned),
+                        backtrace: None,
+                    }
+                }),
+                (1..64_i32, any::<bool>()).prop_map(|(signal, core_dumped)| Outcome::Signaled {
+                    signal,
+                    signal_name: None,
+                    description: Cow::Borrowed("killed"),
+                    core_dumped,
+                    fault_address: None,
+                    stack_overflow: false,
+                    backtrace: Some(vec![Cow::Borrowed("f")]),
+                }),
+                any::<i32>().prop_map(|code| Outcome::Exited { code }),
+                any::<u64>().prop_map(|limit_ms| Outcome::TimedOut {
+                    limit_ms,
+                    grace_ms: 1000,
+                    signal_name: None,
+                }),
+                text.prop_map(|reason| Outcome::Broken {
+                    reason: Cow::Owned(reason)
+                }),
+            ];
+            prop_oneof![
+                name.prop_map(|name| Line::Started(Started {
+                    version: VERSION,
+                    name: Cow::Owned(name),
+                })),
+                (name, any::<bool>(), outcome, text).prop_map(|(name, passed, outcome, out)| {
+                    Line::Finished(Finished {
+                        version: VERSION,
+                        name: Cow::Owned(name),
+                        passed,
+                        outcome,
+                        message: None,
+                        duration_ms: 2.5,
+                        stdout: Cow::Owned(out),
+                        stderr: Cow::Borrowed(""),
+                        leftovers: Vec::new(),
+                    })
+                }),
+            ]
+            .prop_map(|line| serde_json::to_vec(&line).unwrap())
+        }
+
+        /// What becomes of a written line in the stream.
+        #[derive(Clone, Debug)]
+        enum Fate {
+            Intact,
+            /// A byte is replaced (by a newline, maybe).
+            Flipped {
+                at: usize,
+                byte: u8,
+            },
+            /// Cut short, with its newline.
+            Truncated {
+                at: usize,
+            },
+            /// Replaced by this many bytes of `{`, over the limit.
+            Huge {
+                extra: usize,
+            },
+        }
+
+        fn fate() -> impl Strategy<Value = Fate> {
+            prop_oneof![
+                3 => Just(Fate::Intact),
+                1 => (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Fate::Flipped { at, byte }),
+                1 => any::<usize>().prop_map(|at| Fate::Truncated { at }),
+                1 => (1..300_usize).prop_map(|extra| Fate::Huge { extra }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn random_bytes_never_panic_nor_grow_past_the_limit(
+                bytes in proptest::collection::vec(
+                    prop_oneof![4 => any::<u8>(), 1 => Just(b'\n')],
+                    0..2048,
+                ),
+                limit in 1..300_usize,
+                chunk in 1..64_usize,
+            ) {
+                let read = read_in_chunks(&bytes, limit, chunk);
+                prop_assert_eq!(read.len(), line_count(&bytes));
+            }
+
+            #[test]
+            fn intact_lines_read_back_whatever_surrounds_them(
+                lines in proptest::collection::vec((written_line(), fate()), 0..16),
+                limit in 300..2048_usize,
+                chunk in 1..128_usize,
+                cut_last_newline in any::<bool>(),
+            ) {
+                let mut stream = Vec::new();
+                // Per line of the stream: the value it must read as, if
+                // known.
+                let mut expected = Vec::new();
+                for (line, fate) in &lines {
+                    let (bytes, known) = match fate {
+                        Fate::Intact if line.len() <= limit => {
+                            let value: serde_json::Value = serde_json::from_slice(line).unwrap();
+                            (line.clone(), Some(Some(value)))
+                        }
+                        Fate::Intact => (line.clone(), Some(None)),
+                        Fate::Flipped { at, byte } => {
+                            let mut flipped = line.clone();
+                            if !flipped.is_empty() {
+                                let at = at % flipped.len();
+                                flipped[at] = *byte;
+                            }
+                            (flipped, None)
+                        }
+                        Fate::Truncated { at } => {
+                            let at = at % (line.len() + 1);
+                            (line[..at].to_vec(), None)
+                        }
+                        Fate::Huge { extra } => (vec![b'{'; limit + extra], Some(None)),
+                    };
+                    // A flipped byte may be a newline, which splits the line.
+                    match known {
+                        Some(known) => expected.push(Some(known)),
+                        None => expected.extend(
+                            std::iter::repeat_n(None, line_count(&bytes).max(1)),
+                        ),
+                    }
+                    stream.extend_from_slice(&bytes);
+                    stream.push(b'\n');
+                }
+                if cut_last_newline {
+                    stream.pop();
+                }
+                let read = read_in_chunks(&stream, limit, chunk);
+                prop_assert_eq!(read.len(), line_count(&stream));
+                for (read, expected) in read.iter().zip(&expected) {
+                    if let Some(expected) = expected {
+                        prop_assert_eq!(read, expected);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -570,4 +570,135 @@ mod tests {
             assert_eq!(reported(&line).duration, Duration::ZERO, "{duration}");
         }
     }
+
+    /// Properties of reading a stream, whatever the harness wrote.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// The tests asked for: `t0`, `t1`, ...
+        const ASKED: usize = 6;
+
+        /// A piece of a report stream, each ended by a newline.
+        #[derive(Clone, Debug)]
+        enum Piece {
+            /// A verdict on asked test `test`.
+            Verdict { test: usize, passed: bool },
+            /// A start of asked test `test`.
+            Started { test: usize },
+            /// A verdict on a test not asked for.
+            Stranger { name: String },
+            /// A verdict on asked test `test` with a byte replaced.
+            Flipped { test: usize, at: usize, byte: u8 },
+            /// Random bytes.
+            Garbage(Vec<u8>),
+            /// A line over the reader's limit.
+            Huge { extra: usize },
+        }
+
+        fn piece() -> impl Strategy<Value = Piece> {
+            prop_oneof![
+                4 => (0..ASKED, any::<bool>()).prop_map(|(test, passed)| Piece::Verdict { test, passed }),
+                1 => (0..ASKED).prop_map(|test| Piece::Started { test }),
+                1 => "[a-z0-9 ]{0,12}".prop_map(|name| Piece::Stranger { name }),
+                1 => (0..ASKED, any::<usize>(), any::<u8>())
+                    .prop_map(|(test, at, byte)| Piece::Flipped { test, at, byte }),
+                1 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(Piece::Garbage),
+                1 => (1..4096_usize).prop_map(|extra| Piece::Huge { extra }),
+            ]
+        }
+
+        fn name(test: usize) -> String {
+            format!("t{test}")
+        }
+
+        impl Piece {
+            fn bytes(&self) -> Vec<u8> {
+                match self {
+                    Piece::Verdict { test, passed } => {
+                        finished_line(&name(*test), *passed).into_bytes()
+                    }
+                    Piece::Started { test } => format!(
+                        r#"{{"version":1,"event":"started","name":"{}"}}"#,
+                        name(*test)
+                    )
+                    .into_bytes(),
+                    Piece::Stranger { name } => {
+                        finished_line(&format!("x{name}"), true).into_bytes()
+                    }
+                    Piece::Flipped { test, at, byte } => {
+                        let mut line = finished_line(&name(*test), true).into_bytes();
+                        let at = at % line.len();
+                        line[at] = *byte;
+                        line
+                    }
+                    Piece::Garbage(bytes) => bytes.clone(),
+                    Piece::Huge { extra } => vec![b'"'; report_stream::MAX_LINE + extra],
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            #[test]
+            fn every_test_asked_for_ends_with_exactly_one_outcome(
+                pieces in proptest::collection::vec(piece(), 0..24),
+                cut in proptest::option::of(any::<usize>()),
+            ) {
+                let mut stream: Vec<u8> = pieces
+                    .iter()
+                    .flat_map(|piece| {
+                        let mut bytes = piece.bytes();
+                        bytes.push(b'\n');
+                        bytes
+                    })
+                    .collect();
+                // The harness may die in the middle of a line.
+                if let Some(cut) = cut {
+                    stream.truncate(cut % (stream.len() + 1));
+                }
+                let tests: Vec<String> = (0..ASKED).map(name).collect();
+                let asked: HashSet<&str> = tests.iter().map(String::as_str).collect();
+                let mut read = StreamRead::default();
+                let mut outcomes = Vec::new();
+                read_stream(&stream[..], &binary(), &asked, &mut read, &mut |outcome| {
+                    outcomes.push(outcome);
+                });
+                prop_assert!(read.error.is_none());
+                let status = Status::Broken;
+                outcomes.extend(unreported(&binary(), &tests, &read.reported, &status, "unreported"));
+                let mut names: Vec<&str> = outcomes.iter().map(|outcome| outcome.name.as_str()).collect();
+                names.sort_unstable();
+                prop_assert_eq!(names, tests.iter().map(String::as_str).collect::<Vec<_>>());
+                // The first verdict on a test stands, where no line that
+                // might be one came before it, and it was written whole.
+                let mut end = 0;
+                let mut doubtful = false;
+                let mut first: [Option<bool>; ASKED] = [None; ASKED];
+                let mut decided = [false; ASKED];
+                for piece in &pieces {
+                    end += piece.bytes().len() + 1;
+                    match piece {
+                        Piece::Verdict { test, passed } if !decided[*test] => {
+                            decided[*test] = true;
+                            if !doubtful && end - 1 <= stream.len() {
+                                first[*test] = Some(*passed);
+                            }
+                        }
+                        Piece::Flipped { .. } | Piece::Garbage(_) => doubtful = true,
+                        _ => {}
+                    }
+                }
+                for (test, passed) in first.iter().enumerate() {
+                    if let Some(passed) = passed {
+                        let outcome = outcomes.iter().find(|outcome| outcome.name == name(test)).unwrap();
+                        let expected = if *passed { Status::Passed } else { Status::Failed };
+                        prop_assert_eq!(&outcome.status, &expected);
+                    }
+                }
+            }
+        }
+    }
 }
