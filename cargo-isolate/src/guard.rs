@@ -6,8 +6,10 @@
 //! at the terminal does not reach it. The runner tells it on a pipe which
 //! groups to protect (`+PGID`) and which are done (`-PGID`, sent before the
 //! group's leader is reaped, so the guard never holds a group id that may
-//! have been reused). When the pipe closes, whether the runner finished or
-//! died, the guard kills what is left and exits.
+//! have been reused), and the run's cgroup where there is one (`cPATH`,
+//! and `r` once the runner removed it itself). When the pipe closes,
+//! whether the runner finished or died, the guard kills what is left (in
+//! the cgroup: every process, however it detached) and exits.
 //!
 //! Tests are spawned with `posix_spawn` this way: a death signal set in
 //! each child (`PR_SET_PDEATHSIG`) would need a hook between fork and exec,
@@ -16,6 +18,7 @@
 use std::collections::HashSet;
 use std::io::{self, BufRead, Write};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 
@@ -51,19 +54,35 @@ impl Guard {
 
     /// Has the guard kill `pgid` if the runner dies.
     pub(crate) fn protect(&self, pgid: Pid) {
-        self.tell('+', pgid);
+        self.tell(&format!("+{pgid}"));
     }
 
     /// `pgid` is done: its leader is about to be reaped.
     pub(crate) fn release(&self, pgid: Pid) {
-        self.tell('-', pgid);
+        self.tell(&format!("-{pgid}"));
     }
 
-    fn tell(&self, sign: char, pgid: Pid) {
+    /// Has the guard kill every process in the cgroups under `path`, and
+    /// remove them, if the runner dies.
+    pub(crate) fn contain(&self, path: &Path) {
+        self.tell(&format!("c{}", path.display()));
+    }
+
+    /// The runner removed its cgroups itself.
+    pub(crate) fn release_cgroups(&self) {
+        self.tell("r");
+    }
+
+    /// The guard's pid.
+    pub(crate) fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.process.id()).unwrap_or(i32::MAX))
+    }
+
+    fn tell(&self, line: &str) {
         let mut pipe = self.pipe.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(pipe) = pipe.as_mut() {
             // If the guard is gone, the run goes on unguarded.
-            let _ = writeln!(pipe, "{sign}{pgid}");
+            let _ = writeln!(pipe, "{line}");
         }
     }
 }
@@ -85,20 +104,65 @@ impl Drop for Guard {
 /// every group still protected.
 pub(crate) fn serve() -> i32 {
     let mut protected = HashSet::new();
+    let mut cgroup: Option<PathBuf> = None;
     for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        let (sign, pgid) = line.split_at(line.len().min(1));
-        let Ok(pgid) = pgid.parse::<i32>() else {
-            continue;
-        };
+        let (sign, rest) = line.split_at(line.len().min(1));
         match sign {
-            "+" => protected.insert(pgid),
-            "-" => protected.remove(&pgid),
-            _ => continue,
-        };
+            "c" => cgroup = Some(PathBuf::from(rest)),
+            "r" => cgroup = None,
+            "+" | "-" => {
+                let Ok(pgid) = rest.parse::<i32>() else {
+                    continue;
+                };
+                if sign == "+" {
+                    protected.insert(pgid);
+                } else {
+                    protected.remove(&pgid);
+                }
+            }
+            _ => {}
+        }
     }
     for pgid in protected {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
+    if let Some(cgroup) = cgroup {
+        empty_cgroups(&cgroup);
+    }
     0
+}
+
+/// Kills every process in the cgroup `path` and the cgroups below it, until
+/// none is left, then removes them. (Their parent, the runner, is dead:
+/// whoever inherits them reaps them.)
+fn empty_cgroups(path: &Path) {
+    let mut cgroups = vec![path.to_owned()];
+    if let Ok(entries) = std::fs::read_dir(path) {
+        cgroups.extend(
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| path.is_dir()),
+        );
+    }
+    for _ in 0..1000 {
+        let mut any = false;
+        for cgroup in &cgroups {
+            // A threaded cgroup lists threads; a SIGKILL to any thread
+            // kills its whole process.
+            let procs = std::fs::read_to_string(cgroup.join("cgroup.threads")).unwrap_or_default();
+            for pid in procs.split_whitespace().filter_map(|pid| pid.parse().ok()) {
+                any = true;
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        if !any {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    for cgroup in cgroups.iter().rev() {
+        let _ = std::fs::remove_dir(cgroup);
+    }
 }

@@ -138,7 +138,11 @@ pub(crate) fn report(
     let mut outcomes = Vec::new();
     for event in events {
         match event {
-            Event::Started { tests, binaries } => match settings.format {
+            Event::Started {
+                tests,
+                binaries,
+                containment,
+            } => match settings.format {
                 MessageFormat::Human => {
                     if let Some(progress) = &progress {
                         progress.set_length(tests as u64);
@@ -151,15 +155,39 @@ pub(crate) fn report(
                             &format!("    Starting {tests} tests across {binaries} binaries")
                         )
                     );
+                    if settings.verbose {
+                        let _ = writeln!(out, " Containment {containment}");
+                    }
                 }
                 MessageFormat::Json => {
                     let _ = writeln!(
                         out,
                         "{}",
-                        json!({"version": JSON_VERSION, "event": "run-started", "tests": tests, "binaries": binaries})
+                        json!({"version": JSON_VERSION, "event": "run-started", "tests": tests, "binaries": binaries, "containment": containment})
                     );
                 }
             },
+            Event::Swept(processes) => {
+                let message = format!(
+                    "{processes} process(es) that tests left outside their process groups were found after the run, and killed"
+                );
+                match settings.format {
+                    MessageFormat::Human => {
+                        let _ = writeln!(
+                            out,
+                            "{}",
+                            styled(BOLD_YELLOW, &format!("     Leftover {message}"))
+                        );
+                    }
+                    MessageFormat::Json => {
+                        let _ = writeln!(
+                            out,
+                            "{}",
+                            json!({"version": JSON_VERSION, "event": "leftovers-swept", "processes": processes})
+                        );
+                    }
+                }
+            }
             Event::Finished(outcome) => {
                 summary.count(&outcome);
                 match settings.format {

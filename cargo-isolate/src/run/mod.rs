@@ -28,6 +28,7 @@
 //! [`capture`] the scratch files output goes to and what of it is kept.
 
 mod capture;
+mod contain;
 mod harness;
 mod libtest;
 mod watchdog;
@@ -104,12 +105,17 @@ pub(crate) struct TestOutcome {
 
 /// What the runner tells the reporter.
 pub(crate) enum Event {
-    /// The run starts: this many tests, across this many binaries.
+    /// The run starts: this many tests, across this many binaries, with
+    /// this containment of what they leave behind.
     Started {
         tests: usize,
         binaries: usize,
+        containment: String,
     },
     Finished(Box<TestOutcome>),
+    /// The run is over; this many processes that tests left, and that
+    /// their own ends did not find, were killed.
+    Swept(usize),
 }
 
 /// Options of the run.
@@ -174,14 +180,19 @@ pub(crate) fn run(
     let selected = selection.select(binaries);
     let mut with_tests: Vec<usize> = selected.iter().map(|(binary, _)| *binary).collect();
     with_tests.dedup();
+    // Processes a test leaves behind become our children when it exits,
+    // where they are found, killed and reaped. Each worker thread starts
+    // its tests from a lane of its own, and this thread its harness
+    // binaries from the last.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let threads = plan.threads.max(1);
+    let watchdog = Watchdog::start(threads + 1);
+    watchdog.containment.enter(threads);
     let _ = events.send(Event::Started {
         tests: selected.len(),
         binaries: with_tests.len(),
+        containment: watchdog.containment.describe(),
     });
-    // Processes a test leaves behind become our children when it exits,
-    // where they are found, killed and reaped.
-    let _ = nix::sys::prctl::set_child_subreaper(true);
-    let watchdog = Watchdog::start();
     *lock(&interrupt.watchdog) = Some(Arc::clone(&watchdog.shared));
     let mut plain: Vec<(usize, String)> = Vec::new();
     let mut harnessed: Vec<(usize, Vec<String>)> = Vec::new();
@@ -234,10 +245,12 @@ pub(crate) fn run(
     }
     let queue = Mutex::new(queue);
     std::thread::scope(|scope| {
-        for _ in 0..plan.threads.max(1) {
-            scope.spawn(|| {
+        for lane in 0..threads {
+            let (queue, watchdog) = (&queue, &watchdog);
+            scope.spawn(move || {
+                watchdog.containment.enter(lane);
                 while !interrupt.is_stopped() {
-                    let Some(unit) = lock(&queue).pop_front() else {
+                    let Some(unit) = lock(queue).pop_front() else {
                         return;
                     };
                     let finished = match unit {
@@ -247,17 +260,17 @@ pub(crate) fn run(
                             attempts,
                         } => {
                             let mut outcome =
-                                run_libtest(&binaries[binary].binary, &name, plan, &watchdog);
+                                run_libtest(&binaries[binary].binary, &name, plan, watchdog);
                             outcome.attempts = attempts + 1;
                             outcome.flaky = attempts > 0 && !outcome.status.is_failure();
                             vec![(binary, outcome)]
                         }
                         Unit::Batch { binary, names } => {
                             let (outcomes, rest) =
-                                run_batch(&binaries[binary].binary, &names, plan, &watchdog);
+                                run_batch(&binaries[binary].binary, &names, plan, watchdog);
                             if !rest.is_empty() {
                                 // The batch's process died: the rest go on in a fresh one.
-                                lock(&queue).push_front(Unit::Batch {
+                                lock(queue).push_front(Unit::Batch {
                                     binary,
                                     names: rest,
                                 });
@@ -274,7 +287,7 @@ pub(crate) fn run(
                             && !interrupt.is_stopped()
                         {
                             // Retried in a process of its own.
-                            lock(&queue).push_back(Unit::Test {
+                            lock(queue).push_back(Unit::Test {
                                 binary,
                                 name: outcome.name.clone(),
                                 attempts: outcome.attempts,
@@ -288,7 +301,10 @@ pub(crate) fn run(
             });
         }
     });
-    watchdog.stop();
+    let swept = watchdog.stop();
+    if swept > 0 {
+        let _ = events.send(Event::Swept(swept));
+    }
 }
 
 /// A piece of work for one worker.

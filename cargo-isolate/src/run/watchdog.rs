@@ -1,8 +1,8 @@
 //! The watchdog, which keeps the running tests' timeouts and signals their
 //! process groups, and the reaping of a test's process with whatever it
-//! left in its group.
+//! left behind (see [`super::contain`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::process::ExitStatus;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -12,6 +12,7 @@ use nix::sys::signal::{Signal as NixSignal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 
+use super::contain::Containment;
 use super::lock;
 use crate::guard::Guard;
 
@@ -22,29 +23,30 @@ pub(super) const GRACE_PERIOD: Duration = Duration::from_secs(1);
 pub(super) struct Ended {
     pub(super) status: ExitStatus,
     pub(super) fired: Fired,
-    /// Processes left in its group, killed and reaped.
+    /// Processes it left running, killed and reaped.
     pub(super) leaked: usize,
 }
 
 /// Takes `child`, which has exited but is not reaped (so its group id is
-/// still ours), off the watchdog; kills and reaps what it left in its
-/// group; then reaps it.
+/// still ours), off the watchdog; kills and reaps what it left behind, and
+/// its group; then reaps it.
 pub(super) fn reap(
     child: &mut std::process::Child,
     pid: Pid,
     watchdog: &Watchdog,
 ) -> io::Result<Ended> {
     let fired = watchdog.forget(pid);
-    let leftovers = leftovers(pid);
+    // Counted while they all still run; then the group goes, with any
+    // process that joined it since.
+    let mut known = watchdog.known();
+    known.insert(pid);
+    let leaked = watchdog.containment.collect(pid, &known);
     let _ = killpg(pid, NixSignal::SIGKILL);
     let status = child.wait()?;
-    for leftover in &leftovers {
-        let _ = nix::sys::wait::waitpid(*leftover, None);
-    }
     Ok(Ended {
         status,
         fired,
-        leaked: leftovers.len(),
+        leaked,
     })
 }
 
@@ -58,40 +60,6 @@ pub(super) fn wait_unreaped(pid: Pid) -> io::Result<()> {
             result => return result.map(drop).map_err(io::Error::from),
         }
     }
-}
-
-/// The processes left in process group `pgid` besides its leader. This
-/// runner is a subreaper, so when a test's process exits, whatever it left
-/// running becomes a child of ours: they are found in our children lists.
-fn leftovers(pgid: Pid) -> Vec<Pid> {
-    let Ok(threads) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    threads
-        .filter_map(Result::ok)
-        .filter_map(|thread| std::fs::read_to_string(thread.path().join("children")).ok())
-        .flat_map(|children| {
-            children
-                .split_whitespace()
-                .filter_map(|pid| pid.parse::<i32>().ok())
-                .collect::<Vec<_>>()
-        })
-        .filter(|pid| *pid != pgid.as_raw())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .is_some_and(|stat| {
-                    stat.rfind(')').and_then(|close| {
-                        stat[close + 1..]
-                            .split_whitespace()
-                            .nth(2)?
-                            .parse::<i32>()
-                            .ok()
-                    }) == Some(pgid.as_raw())
-                })
-        })
-        .map(Pid::from_raw)
-        .collect()
 }
 
 /// Whether the watchdog signalled a process group, and why.
@@ -109,6 +77,8 @@ pub(super) struct Watchdog {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Kills the watched groups if this runner dies.
     guard: Option<Guard>,
+    /// How what tests leave behind is found.
+    pub(super) containment: Containment,
 }
 
 pub(super) struct WatchdogShared {
@@ -144,7 +114,9 @@ impl WatchdogShared {
 }
 
 impl Watchdog {
-    pub(super) fn start() -> Watchdog {
+    /// Starts the watchdog, the guard, and the containment of `lanes`
+    /// threads that start tests.
+    pub(super) fn start(lanes: usize) -> Watchdog {
         let shared = Arc::new(WatchdogShared {
             state: Mutex::new(WatchdogState::default()),
             changed: Condvar::new(),
@@ -176,12 +148,27 @@ impl Watchdog {
                     .0;
             }
         });
+        // Without a guard, a run killed outright may leave its tests. It
+        // starts before the containment, outside the run's cgroups.
+        let guard = Guard::start().ok();
+        let containment = Containment::start(lanes);
+        if let (Some(guard), Containment::Cgroups(cgroups)) = (&guard, &containment) {
+            guard.contain(cgroups.path());
+        }
         Watchdog {
             shared,
             thread: Some(thread),
-            // Without a guard, a run killed outright may leave its tests.
-            guard: Guard::start().ok(),
+            guard,
+            containment,
         }
+    }
+
+    /// The processes of ours that are no test's leftovers: the running
+    /// tests' and the guard.
+    pub(super) fn known(&self) -> HashSet<Pid> {
+        let mut known: HashSet<Pid> = lock(&self.shared.state).watched.keys().copied().collect();
+        known.extend(self.guard.as_ref().map(Guard::pid));
+        known
     }
 
     /// Starts watching the group of `pid`, with a timeout if given.
@@ -220,11 +207,19 @@ impl Watchdog {
             .map_or(Fired::No, |watch| watch.fired)
     }
 
-    pub(super) fn stop(mut self) {
+    /// Stops the watchdog, kills and reaps whatever tests left that is
+    /// still around, and returns how many processes that was.
+    pub(super) fn stop(mut self) -> usize {
         lock(&self.shared.state).stopping = true;
         self.shared.changed.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        let known = self.known();
+        let swept = self.containment.finish(&known);
+        if let Some(guard) = &self.guard {
+            guard.release_cgroups();
+        }
+        swept
     }
 }

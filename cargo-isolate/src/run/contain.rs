@@ -1,0 +1,330 @@
+//! Containment: finding every process a test started when the test ends,
+//! however it detached, and killing it.
+//!
+//! A test's process runs in a process group of its own, and this runner is
+//! a subreaper: what the test leaves in its group becomes a child of ours
+//! when its process exits, and is found among our children by its group.
+//! A process that leaves the group (`setsid`, a daemon that forks twice)
+//! is not found that way. Where the machine allows it, cgroups find it:
+//!
+//! - **cgroup v2** (where this runner may create cgroups below its own, as
+//!   root or with a delegated subtree): the runner moves itself into a
+//!   cgroup of its own for the run, with one *threaded* child cgroup per
+//!   worker thread (and one for the thread that runs harness binaries),
+//!   and each worker thread moves itself into its own. A process is born in
+//!   the cgroup of the thread that starts it, so every test a worker
+//!   spawns, and everything that test starts, however it detaches, lands
+//!   in the worker's cgroup, with no cost per test. When the test ends,
+//!   what is left in that cgroup besides the runner is exactly what the
+//!   test left: it is killed and reaped, round after round until the cgroup
+//!   holds only the runner. (A cgroup per test would cost a migration,
+//!   about 100 µs, per test.) At the end of the run the runner moves back
+//!   and removes its cgroups.
+//! - **fallback** (no cgroup v2, or not ours to write, or
+//!   `ISOLATE_CONTAINMENT=process-groups` in the environment, for a machine
+//!   whose cgroups are managed by something that would not welcome ours):
+//!   a test's leftovers
+//!   are found by its process group when it ends; a process that left the
+//!   group is found among our children at the end of the run, killed,
+//!   reaped and reported then, since while tests run at once it cannot be
+//!   told whose it is (and may be serving a test that still runs).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal as NixSignal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+/// How many times a cgroup is read again for processes that the last
+/// round's kills had not ended yet, or that they handed on.
+const ROUNDS: usize = 1000;
+
+/// The pause between two rounds: a killed process takes a moment to exit.
+const ROUND_PAUSE: Duration = Duration::from_millis(1);
+
+/// How this run finds what tests leave behind.
+pub(super) enum Containment {
+    Cgroups(RunCgroups),
+    /// The fallback, and why.
+    ProcessGroups(String),
+}
+
+/// The cgroups of a run.
+pub(super) struct RunCgroups {
+    /// The cgroup the runner came from, to go back to.
+    home: PathBuf,
+    /// The run's cgroup, a threaded domain holding the runner.
+    run: PathBuf,
+    /// One threaded cgroup per lane.
+    lanes: Vec<PathBuf>,
+}
+
+thread_local! {
+    /// The lane the calling thread entered.
+    static LANE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+impl Containment {
+    /// Sets up the strongest containment the machine allows for `lanes`
+    /// threads that start tests.
+    pub(super) fn start(lanes: usize) -> Containment {
+        if std::env::var_os("ISOLATE_CONTAINMENT").is_some_and(|choice| choice == "process-groups")
+        {
+            return Containment::ProcessGroups("ISOLATE_CONTAINMENT asks for it".to_owned());
+        }
+        match RunCgroups::create(lanes) {
+            Ok(cgroups) => Containment::Cgroups(cgroups),
+            Err(error) => Containment::ProcessGroups(format!("no cgroup v2 to write to: {error}")),
+        }
+    }
+
+    /// What is in force, for `cargo isolate test -v`.
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Containment::Cgroups(cgroups) => format!(
+                "cgroup v2 (a threaded cgroup per worker under {}): every process a test starts \
+                 is killed when it ends",
+                cgroups.run.display()
+            ),
+            Containment::ProcessGroups(why) => format!(
+                "process groups and a subreaper ({why}): a process that leaves its test's \
+                 process group is killed at the end of the run"
+            ),
+        }
+    }
+
+    /// Puts the calling thread in lane `lane`: every process it starts
+    /// from now on is born there.
+    pub(super) fn enter(&self, lane: usize) {
+        if let Containment::Cgroups(cgroups) = self
+            && let Some(path) = cgroups.lanes.get(lane)
+            && fs::write(
+                path.join("cgroup.threads"),
+                nix::unistd::gettid().to_string(),
+            )
+            .is_ok()
+        {
+            LANE.set(Some(lane));
+        }
+    }
+
+    /// Kills and reaps what the test whose process (exited, not reaped,
+    /// and among the `known` processes that are no leftovers) led group
+    /// `group` left: in the calling thread's lane, or in that group.
+    /// Returns how many processes it found.
+    pub(super) fn collect(&self, group: Pid, known: &HashSet<Pid>) -> usize {
+        match (self, LANE.get()) {
+            (Containment::Cgroups(cgroups), Some(lane)) => {
+                let found = cgroups.collect(lane);
+                if found > 0 {
+                    reap_dead(known);
+                }
+                found
+            }
+            _ => collect_group(group, known),
+        }
+    }
+
+    /// Kills and reaps whatever tests left that is still around (in the
+    /// fallback, what left its group), returns how many, and undoes the
+    /// cgroups.
+    pub(super) fn finish(&mut self, known: &HashSet<Pid>) -> usize {
+        let swept = our_children()
+            .into_iter()
+            .filter(|pid| !known.contains(pid))
+            .map(|pid| {
+                let _ = kill(pid, NixSignal::SIGKILL);
+                let _ = waitpid(pid, None);
+            })
+            .count();
+        let done = Containment::ProcessGroups("the run is over".to_owned());
+        if let Containment::Cgroups(cgroups) = std::mem::replace(self, done) {
+            cgroups.remove();
+        }
+        swept
+    }
+}
+
+impl RunCgroups {
+    /// The run's cgroup.
+    pub(super) fn path(&self) -> &Path {
+        &self.run
+    }
+
+    fn create(lanes: usize) -> io::Result<RunCgroups> {
+        let home = own_cgroup()?;
+        let run = home.join(format!("isolate-run-{}", std::process::id()));
+        fs::create_dir(&run)?;
+        let mut cgroups = RunCgroups {
+            home,
+            run,
+            lanes: Vec::new(),
+        };
+        let made = (|| {
+            for lane in 0..lanes {
+                let path = cgroups.run.join(format!("lane-{lane}"));
+                fs::create_dir(&path)?;
+                cgroups.lanes.push(path);
+                fs::write(cgroups.lanes[lane].join("cgroup.type"), "threaded")?;
+            }
+            fs::write(
+                cgroups.run.join("cgroup.procs"),
+                std::process::id().to_string(),
+            )
+        })();
+        match made {
+            Ok(()) => Ok(cgroups),
+            Err(error) => {
+                cgroups.remove();
+                Err(error)
+            }
+        }
+    }
+
+    /// Kills and reaps every process of lane `lane` but this runner, and
+    /// returns how many there were.
+    ///
+    /// A threaded cgroup lists threads (`cgroup.threads`), not processes:
+    /// the runner's own thread there is skipped, and a SIGKILL sent to
+    /// any thread of a process kills the whole process.
+    fn collect(&self, lane: usize) -> usize {
+        let threads = self.lanes[lane].join("cgroup.threads");
+        let mut found = HashSet::new();
+        for _ in 0..ROUNDS {
+            let others: Vec<Pid> = read_pids(&threads)
+                .into_iter()
+                .filter(|tid| !Path::new(&format!("/proc/self/task/{tid}")).exists())
+                .collect();
+            if others.is_empty() {
+                break;
+            }
+            for tid in others {
+                // Its process, asked before it dies (the thread id itself
+                // once it is gone: a process of one thread).
+                found.insert(thread_group(tid).unwrap_or(tid));
+                let _ = kill(tid, NixSignal::SIGKILL);
+            }
+            std::thread::sleep(ROUND_PAUSE);
+        }
+        // All are dead now, each reaped by a parent it outlived or handed,
+        // as a zombie, to this subreaper.
+        for pid in &found {
+            let _ = waitpid(*pid, Some(WaitPidFlag::WNOHANG));
+        }
+        found.len()
+    }
+
+    /// Moves the runner back where it came from and removes the cgroups
+    /// (each must be empty by then).
+    fn remove(self) {
+        let _ = fs::write(
+            self.home.join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
+        for lane in self.lanes.iter().rev() {
+            let _ = fs::remove_dir(lane);
+        }
+        let _ = fs::remove_dir(&self.run);
+    }
+}
+
+/// The directory of this process's cgroup v2.
+fn own_cgroup() -> io::Result<PathBuf> {
+    let unsupported = || io::Error::new(io::ErrorKind::Unsupported, "no cgroup v2");
+    let cgroup = fs::read_to_string("/proc/self/cgroup")?;
+    let path = cgroup
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .ok_or_else(unsupported)?;
+    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+    // Field 5 is the mount point; the file system type follows " - ".
+    let mount = mounts
+        .lines()
+        .find_map(|line| {
+            let (fields, filesystem) = line.split_once(" - ")?;
+            filesystem
+                .starts_with("cgroup2 ")
+                .then(|| fields.split(' ').nth(4))
+                .flatten()
+        })
+        .ok_or_else(unsupported)?;
+    Ok(Path::new(mount).join(path.trim_start_matches('/')))
+}
+
+/// The process that thread `tid` belongs to, while it is there to ask.
+fn thread_group(tid: Pid) -> Option<Pid> {
+    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let tgid = status.lines().find_map(|line| line.strip_prefix("Tgid:"))?;
+    Some(Pid::from_raw(tgid.trim().parse().ok()?))
+}
+
+/// The pids (or thread ids) a cgroup file lists.
+fn read_pids(path: &Path) -> Vec<Pid> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok().map(Pid::from_raw))
+        .collect()
+}
+
+/// This runner's children, of all its threads.
+fn our_children() -> Vec<Pid> {
+    let Ok(threads) = fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    threads
+        .filter_map(Result::ok)
+        .filter_map(|thread| fs::read_to_string(thread.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|pid| pid.parse().ok().map(Pid::from_raw))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Reaps the children of ours that are dead and not `known`: leftovers
+/// that a dying parent handed to this subreaper after they were collected.
+fn reap_dead(known: &HashSet<Pid>) {
+    for pid in our_children() {
+        if !known.contains(&pid) && is_zombie(pid) {
+            let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+        }
+    }
+}
+
+/// Whether `pid` is a zombie, from `/proc/PID/stat`.
+fn is_zombie(pid: Pid) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|close| stat[close + 1..].split_whitespace().next())
+            == Some("Z")
+    })
+}
+
+/// Kills and reaps the children of ours in process group `group` but
+/// `known` ones: what the test that led it left in it, handed to this
+/// subreaper when its process exited.
+fn collect_group(group: Pid, known: &HashSet<Pid>) -> usize {
+    our_children()
+        .into_iter()
+        .filter(|pid| !known.contains(pid) && process_group(*pid) == Some(group))
+        .map(|pid| {
+            let _ = kill(pid, NixSignal::SIGKILL);
+            let _ = waitpid(pid, None);
+        })
+        .count()
+}
+
+/// The process group of `pid`, from `/proc/PID/stat`.
+fn process_group(pid: Pid) -> Option<Pid> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.rfind(')')?;
+    let group = stat[close + 1..].split_whitespace().nth(2)?.parse().ok()?;
+    Some(Pid::from_raw(group))
+}
