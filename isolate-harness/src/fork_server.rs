@@ -201,12 +201,15 @@ impl CapturedStream {
 
     /// The text, with a line in place of what was left out.
     pub(crate) fn to_text(&self) -> String {
-        let mut text = String::from_utf8_lossy(&self.head).into_owned();
-        if self.omitted > 0 {
-            text.push_str(&format!("\n[... {} bytes omitted ...]\n", self.omitted));
-            text.push_str(&String::from_utf8_lossy(&self.tail));
+        let head = String::from_utf8_lossy(&self.head);
+        if self.omitted == 0 {
+            return head.into_owned();
         }
-        text
+        crate::report_stream::join_head_and_tail(
+            &head,
+            self.omitted,
+            &String::from_utf8_lossy(&self.tail),
+        )
     }
 }
 

@@ -602,7 +602,7 @@ struct RunnerSettings {
 
 /// The variables of [`RunnerSettings`].
 const RUNNER_VARIABLES: [&str; 3] = [
-    "ISOLATE_REPORT_FD",
+    report_stream::REPORT_FD_VAR,
     "ISOLATE_ONLY",
     "ISOLATE_DEFAULT_TIMEOUT_MS",
 ];

@@ -376,12 +376,18 @@ pub fn head_and_tail(text: &str, kept: usize) -> Cow<'_, str> {
     while !text.is_char_boundary(tail) {
         tail += 1;
     }
-    Cow::Owned(format!(
-        "{}\n[... {} bytes omitted ...]\n{}",
+    Cow::Owned(join_head_and_tail(
         &text[..head],
-        tail - head,
-        &text[tail..]
+        (tail - head) as u64,
+        &text[tail..],
     ))
+}
+
+/// A head and a tail joined by the line that says how many bytes between
+/// them were left out: how every report shows what it kept of a long
+/// text.
+pub fn join_head_and_tail(head: &str, omitted: u64, tail: &str) -> String {
+    format!("{head}\n[... {omitted} bytes omitted ...]\n{tail}")
 }
 
 /// Why [`LineReader`] skipped a line.

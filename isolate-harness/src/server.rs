@@ -25,6 +25,7 @@
 //! the hook that was there before.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -37,6 +38,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::child::{self, exit_child};
 use crate::crash::Backtrace;
 use crate::ipc::{self, FrameBuilder, FrameReader, Kind, Outgoing};
+use crate::report_stream;
 
 /// A panic caught in a child.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,23 +169,10 @@ pub(crate) const KEPT_TEXT: usize = 8 * 1024;
 /// `text` whole when short, else its first and last [`KEPT_TEXT`] bytes
 /// (cut at character boundaries) around a line saying what was left out.
 pub(crate) fn kept_text(text: String) -> String {
-    if text.len() <= 2 * KEPT_TEXT {
-        return text;
+    match report_stream::head_and_tail(&text, KEPT_TEXT) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(kept) => kept,
     }
-    let mut head_end = KEPT_TEXT;
-    while !text.is_char_boundary(head_end) {
-        head_end -= 1;
-    }
-    let mut tail_start = text.len() - KEPT_TEXT;
-    while !text.is_char_boundary(tail_start) {
-        tail_start += 1;
-    }
-    format!(
-        "{}\n[... {} bytes omitted ...]\n{}",
-        &text[..head_end],
-        tail_start - head_end,
-        &text[tail_start..]
-    )
 }
 
 /// Appends the reply frames for the outcome of call `call` to `buffer`.

@@ -6,6 +6,8 @@ use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use isolate_harness::report_stream;
+
 /// Bytes of each output stream kept from its start, and from its end.
 pub(super) const KEPT_OUTPUT: usize = 16 * 1024;
 
@@ -39,8 +41,5 @@ pub(super) fn read_kept(mut file: File, kept: usize) -> String {
     }
     let head = read(0, kept);
     let tail = read(size - kept, kept);
-    format!(
-        "{head}\n[... {} bytes omitted ...]\n{tail}",
-        size - 2 * kept
-    )
+    report_stream::join_head_and_tail(&head, size - 2 * kept, &tail)
 }
