@@ -60,7 +60,8 @@
 //! ## How the harness runs tests
 //!
 //! At the start of `main`, after the shared setup and while the process
-//! still has one thread, the harness forks a *fork server* per core.
+//! still has one thread, the harness forks a *fork server* per core (one
+//! under nextest, and none when no test would run in one).
 //! The harness asks them for each test; a server forks a child per test (a
 //! copy of itself, so of every test and of the setup's result), in a
 //! process group of its own, and enforces its timeout. At most
@@ -71,6 +72,26 @@
 //! stderr go to memory files, kept as head and tail.
 //! Under nextest, which runs each test in a process of its own already,
 //! tests that need no process for their options run in it directly.
+//!
+//! ## Who speaks for a test, and what it leaves behind
+//!
+//! A verdict comes only from the test's own child and from how it ended.
+//! No test child holds a descriptor of the harness or of the fork server
+//! (the report stream, the server's channels, other tests' files are
+//! closed in it, and the runner's variables are not in its environment);
+//! its result travels in shared memory stamped with its pid, so closing
+//! every descriptor does not cut it, and neither a copy the test forked
+//! nor a process an earlier test left can answer in its name; a child that
+//! answered and then died by a signal crashed.
+//!
+//! Every process a test starts is found when the test ends, killed,
+//! reaped and reported as that test's leftover, however it detached
+//! (`setsid`, a double fork, a process group of its own, a subreaper of
+//! its own): test children and fork servers are subreapers, so a test's
+//! orphans stay below its child while it runs and pass to the server the
+//! moment it ends. (A process that two tests ending at the same moment
+//! both left, outside both their process groups, is charged to the first
+//! reaped.)
 //!
 //! ## For runners: choosing tests, and the structured report stream
 //!
@@ -156,6 +177,16 @@
 //! exit. Each child leads its own process group, which a timeout
 //! or the end of the isolate kills whole.
 //!
+//! Only the child the parent forked answers a call, and every answer
+//! carries the id of its call: a copy a call forks ends without a word,
+//! and a frame a call writes onto its own channel is a protocol error
+//! ([`ProtocolError::StrayReply`]), never the result of this call or of
+//! the next. A child is a subreaper, so what a call starts stays below it
+//! however it detaches, and is killed when the child ends: by the isolate
+//! when it is dropped, restarted or timed out, and by the child itself
+//! when it returns from [`run`], exits, or dies of a signal its crash
+//! handler catches.
+//!
 //! # Platforms
 //!
 //! Linux only (5.3 or later: pidfds, `PR_SET_PDEATHSIG`, `memfd_create`).
@@ -177,8 +208,10 @@
 //!   the test thread, which the child holds only a copy of: that output is
 //!   lost. Writing to `std::io::stdout()` directly reaches the child's
 //!   stdout. (The harness has no such problem.)
-//! - Processes a test or call leaves behind are found and killed only in
-//!   its process group; one that calls `setsid` escapes.
+//! - What a call started escapes when its child is killed by a signal no
+//!   handler sees (SIGKILL, or a SIGTERM it does not handle outside a
+//!   timeout): by then the child cannot kill it, and it has been handed to
+//!   the nearest subreaper above the calling program, or to init.
 //! - Under nextest, a test that runs in-process and leaves a process behind
 //!   is nextest's to report, as a leak.
 //! - A program that ignores `SIGCHLD` has its children reaped by the kernel;
