@@ -504,20 +504,11 @@ impl Lane {
                 }
             };
             let test = self.test.as_mut()?;
-            let parsed: Result<(), ProtocolError> = match (frame.kind, test.crash.as_mut()) {
-                (Kind::Returned, _) => ipc::split_call_id(frame.payload())
-                    .and_then(|(_, payload)| ipc::decode(payload))
-                    .map(|result| test.returned = Some(Ending::Returned(result))),
-                (Kind::Panicked, _) => ipc::split_call_id(frame.payload())
-                    .and_then(|(_, payload)| ipc::decode::<PanicMessage>(payload))
-                    .map(|message| {
-                        test.returned = Some(Ending::Panicked(message.into_report()));
-                    }),
-                (Kind::Crash, _) => {
-                    Crash::parse(frame.payload()).map(|parsed| test.crash = Some(parsed))
-                }
-                (Kind::Backtrace, Some(crash)) => crash.add_backtrace(frame.payload()),
-                (Kind::Exited, _) => {
+            match frame.kind {
+                // What the test child wrote, in a frame of its own: however
+                // broken, it cannot put the lane out of step.
+                Kind::Reply => test.read_reply(frame.payload()),
+                Kind::Exited => {
                     return Some(match ipc::decode::<TestExit>(frame.payload()) {
                         Ok(exit) => {
                             let test = self.test.take().expect("the lane carries a test");
@@ -528,12 +519,14 @@ impl Lane {
                         }
                     });
                 }
-                (kind, _) => Err(ProtocolError::Unexpected(kind.name())),
-            };
-            self.reader.recycle(frame);
-            if let Err(error) = parsed {
-                return Some(self.fail(format!("the test broke the protocol: {error}")));
+                kind => {
+                    let unexpected = ProtocolError::Unexpected(kind.name());
+                    return Some(
+                        self.fail(format!("the fork server broke the protocol: {unexpected}")),
+                    );
+                }
             }
+            self.reader.recycle(frame);
         }
     }
 
@@ -550,6 +543,45 @@ impl Lane {
 }
 
 impl Sent {
+    /// Takes in the frames the test's child wrote: its result, or its crash
+    /// report. Frames that do not parse make the test broken, with why.
+    fn read_reply(&mut self, mut frames: &[u8]) {
+        let mut reader = FrameReader::new(reply_region::REGION_SIZE);
+        loop {
+            let frame = match reader.read_blocking(&mut frames) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(error) => {
+                    self.returned = Some(Ending::Broken(format!(
+                        "its result could not be read: {error}"
+                    )));
+                    return;
+                }
+            };
+            let parsed: Result<(), ProtocolError> = match (frame.kind, self.crash.as_mut()) {
+                (Kind::Returned, _) => ipc::split_call_id(frame.payload())
+                    .and_then(|(_, payload)| ipc::decode(payload))
+                    .map(|result| self.returned = Some(Ending::Returned(result))),
+                (Kind::Panicked, _) => ipc::split_call_id(frame.payload())
+                    .and_then(|(_, payload)| ipc::decode::<PanicMessage>(payload))
+                    .map(|message| {
+                        self.returned = Some(Ending::Panicked(message.into_report()));
+                    }),
+                (Kind::Crash, _) => {
+                    Crash::parse(frame.payload()).map(|parsed| self.crash = Some(parsed))
+                }
+                (Kind::Backtrace, Some(crash)) => crash.add_backtrace(frame.payload()),
+                (kind, _) => Err(ProtocolError::Unexpected(kind.name())),
+            };
+            if let Err(error) = parsed {
+                self.returned = Some(Ending::Broken(format!(
+                    "its result could not be read: {error}"
+                )));
+                return;
+            }
+        }
+    }
+
     /// The run of the test, now that its `Exited` is in. What the test
     /// said counts only if its child then exited with code 0: one that
     /// died by a signal after replying crashed, and one that exited with
@@ -972,7 +1004,8 @@ impl Server<'_> {
         self.message.clear();
         let slot = &mut self.slots[index];
         if let Some(reply) = &slot.reply {
-            reply.take(pid, &mut self.message);
+            let frame = FrameBuilder::appending(Kind::Reply, std::mem::take(&mut self.message));
+            self.message = frame.extend(|bytes| reply.take(pid, bytes)).finish();
         }
         if let Some(channel) = &slot.channel {
             send_exit(channel.get_ref(), &exit, &mut self.message);
@@ -1302,6 +1335,30 @@ mod tests {
             timed_out: false,
             duration: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn a_broken_reply_fails_its_test_alone() {
+        let mut garbage = sent_with(Ending::Returned(Ok(())));
+        garbage.returned = None;
+        garbage.read_reply(&[200, 0, 0, 0, Kind::Returned as u8, 1]);
+        let run = garbage.ended(exit(ExitStatus::Code(0)));
+        assert!(
+            matches!(&run.ending, Ending::Broken(reason) if reason.contains("could not be read")),
+            "{:?}",
+            run.ending
+        );
+        let mut returned = sent_with(Ending::Returned(Ok(())));
+        returned.returned = None;
+        let panicked = server::catch(|| -> () { panic!("boom") });
+        let frames = server::reply_frame(panicked, Vec::new(), 0);
+        returned.read_reply(&frames.into_buffer());
+        let run = returned.ended(exit(ExitStatus::Code(0)));
+        assert!(
+            matches!(&run.ending, Ending::Panicked(report) if report.message == "boom"),
+            "{:?}",
+            run.ending
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@
 //! | `Crash` | child → parent | fixed layout, written by the fatal-signal handler (see [`crate::crash`]) |
 //! | `Backtrace` | child → parent | fixed layout, written by the fatal-signal handler |
 //! | `Run` | harness → fork server | a postcard-encoded run request: the test (its index in the registry or among the tests added by hand), its memory limit, its timeout and grace period |
+//! | `Reply` | fork server → harness | the frames a test child wrote (`Returned` or `Panicked`, or `Crash` and `Backtrace`), as they were, in a frame of their own |
 //! | `Exited` | fork server → harness | a postcard-encoded test exit: wait status, whether the timeout stopped it, its duration, captured output, leftover processes |
 //!
 //! A call's id is chosen by the parent, anew for every call and starting
@@ -45,9 +46,10 @@
 //! A test child of the fork server writes its `Returned` or `Panicked`
 //! frame (with id 0), or its `Crash` and `Backtrace` frames, to a shared
 //! region stamped with its pid (see [`crate::reply_region`]); once it has
-//! reaped the child, the server writes them, then `Exited`, on the lane
-//! that asked for the test, so the harness reads one ordered stream per
-//! test.
+//! reaped the child, the server writes them in a `Reply` frame, then
+//! `Exited`, on the lane that asked for the test, so the harness reads one
+//! ordered stream per test; however the child's frames are broken, they
+//! fail that test alone, and the lane stays in step.
 //!
 //! End of file on the channel means the child is gone: the caller then asks
 //! [`crate::child`] how it ended.
@@ -88,6 +90,7 @@ pub(crate) enum Kind {
     // took over timeouts.
     Exited = 10,
     Bytes = 11,
+    Reply = 12,
 }
 
 impl Kind {
@@ -103,6 +106,7 @@ impl Kind {
             Kind::Run,
             Kind::Exited,
             Kind::Bytes,
+            Kind::Reply,
         ]
         .into_iter()
         .find(|kind| *kind as u8 == byte)
@@ -121,6 +125,7 @@ impl Kind {
             Kind::Run => "run",
             Kind::Exited => "exited",
             Kind::Bytes => "bytes",
+            Kind::Reply => "reply",
         }
     }
 }
@@ -252,6 +257,12 @@ impl FrameBuilder {
 
     pub(crate) fn push(mut self, bytes: &[u8]) -> FrameBuilder {
         self.bytes.extend_from_slice(bytes);
+        self
+    }
+
+    /// Lets `write` append the payload's bytes to the frame's buffer.
+    pub(crate) fn extend(mut self, write: impl FnOnce(&mut Vec<u8>)) -> FrameBuilder {
+        write(&mut self.bytes);
         self
     }
 
