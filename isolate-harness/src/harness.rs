@@ -896,3 +896,21 @@ macro_rules! main {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_test_name_a_runner_cannot_read_back_is_refused() {
+        for name in ["two\nlines", "carriage\rreturn", "nul\0byte"] {
+            let added = std::panic::catch_unwind(|| Harness::new().test(name, || {}));
+            let message = added
+                .err()
+                .and_then(|payload| payload.downcast::<String>().ok())
+                .unwrap_or_else(|| panic!("{name:?} was accepted"));
+            assert!(message.contains("line break or a NUL"), "{message}");
+        }
+        assert_eq!(Harness::new().test("one line", || {}).added.len(), 1);
+    }
+}
