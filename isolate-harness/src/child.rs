@@ -489,7 +489,7 @@ static KILL_DESCENDANTS_AT_END: AtomicBool = AtomicBool::new(false);
 /// where orphans are handed: a process a thread of the caller's started
 /// itself, and that has not lost its parent, is not.
 pub(crate) fn kill_own_descendants() {
-    if !KILL_DESCENDANTS_AT_END.load(Ordering::SeqCst) || !is_owner() {
+    if !KILL_DESCENDANTS_AT_END.load(Ordering::SeqCst) || !is_owner() || !has_children() {
         return;
     }
     let mut path = [0_u8; 48];
@@ -528,6 +528,22 @@ pub(crate) fn kill_own_descendants() {
         if !killed {
             return;
         }
+    }
+}
+
+/// Whether this process has a child, running or not reaped: one system
+/// call, where most calls start no process at all. Async-signal-safe.
+fn has_children() -> bool {
+    // SAFETY: a zeroed siginfo is valid, and `waitid` only fills it in;
+    // WNOWAIT reaps nothing.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        ) == 0
     }
 }
 
