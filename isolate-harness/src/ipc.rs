@@ -716,6 +716,11 @@ pub(crate) enum ReadError {
     Io(#[from] io::Error),
 }
 
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
+#[cfg(test)]
+mod proptests;
+
 #[cfg(test)]
 mod tests {
     use super::*;

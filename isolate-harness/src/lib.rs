@@ -242,6 +242,9 @@ pub use crash::{Backtrace, Crash, Frame};
 pub use harness::__private;
 pub use harness::{Harness, TestOptions, TestResult};
 pub use ipc::ProtocolError;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub use ipc::fuzz as __fuzz;
 pub use isolate::{Error, Isolate, IsolateBuilder, OutOfMemory, TimedOut, run};
 pub use isolate_harness_macros::{isolated, test};
 pub use server::PanicReport;
