@@ -362,16 +362,17 @@ impl Outgoing {
     }
 
     /// The body length of the largest frame: what a reader's cap must
-    /// allow for all of it to be read.
+    /// allow for all of it to be read. The same before and after sending.
     pub(crate) fn largest_body(&self) -> usize {
         let mut largest = 0;
         let mut at = 0;
         while let Some(header) = self.frames.get(at..at + HEADER_LEN) {
             let body = u32::from_le_bytes(header.try_into().expect("a header")) as usize;
             largest = largest.max(body);
+            // The `Bytes` frame's header and kind end where its payload,
+            // which lies apart (and is freed once sent), would start.
             at += HEADER_LEN
-                + if at + HEADER_LEN + 1 == self.at && !self.bytes.is_empty() {
-                    // The `Bytes` frame: its payload lies apart.
+                + if at + HEADER_LEN + 1 == self.at {
                     1
                 } else {
                     body
@@ -801,8 +802,10 @@ mod tests {
 
     #[test]
     fn the_largest_frame_is_found_with_or_without_bytes() {
-        let frames = value_frames(Kind::Call, b"ab", vec![1_u8; 300], Vec::new()).unwrap();
+        let mut frames = value_frames(Kind::Call, b"ab", vec![1_u8; 300], Vec::new()).unwrap();
         assert_eq!(frames.largest_body(), 301);
+        frames.write_to(&mut Vec::new()).unwrap();
+        assert_eq!(frames.largest_body(), 301, "once sent, and its bytes freed");
         let frames = value_frames(Kind::Call, &[0; 24], vec![1_u8; 3], Vec::new()).unwrap();
         assert_eq!(frames.largest_body(), 25);
         let frames = value_frames(Kind::Returned, &[0; 8], "x".repeat(500), Vec::new()).unwrap();
