@@ -7,7 +7,7 @@
 //! | 2 | usage error: bad options (clap exits with this code itself) |
 //! | 100 | at least one test failed, crashed, timed out or exited early |
 //! | 101 | the build failed |
-//! | 130 | the run was interrupted (Ctrl-C or SIGTERM); the reports cover what finished |
+//! | 130 | the run was interrupted (Ctrl-C or SIGTERM): the reports say how far each test got; a second interruption kills the tests and exits at once, without them |
 
 /// Every test that ran passed.
 pub(crate) const SUCCESS: i32 = 0;

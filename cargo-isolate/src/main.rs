@@ -122,17 +122,19 @@ fn test(args: &cli::TestArgs) -> i32 {
         nocapture: args.run.nocapture,
         isolation: args.run.isolation,
     };
-    // The first Ctrl-C (or SIGTERM) ends the running tests and starts no
-    // more, and the reports are written; a second kills at once.
+    // The first Ctrl-C (or SIGTERM) starts no more tests and ends the
+    // running ones (SIGTERM, then SIGKILL after the grace period), and
+    // every report is written. A second kills them at once and exits:
+    // the reports, written only at the end, are not written at all.
     let interrupt = std::sync::Arc::new(run::Interrupt::default());
     let handler = std::sync::Arc::clone(&interrupt);
     let _ = ctrlc::set_handler(move || {
-        if handler.is_stopped() {
+        if handler.is_interrupted() {
             handler.kill();
             std::process::exit(exit_code::INTERRUPTED);
         }
         eprintln!(
-            "cargo isolate: interrupted: stopping the running tests (again to kill them at once)"
+            "cargo isolate: interrupted: ending the running tests (again to kill them at once)"
         );
         handler.stop();
     });
@@ -154,7 +156,7 @@ fn test(args: &cli::TestArgs) -> i32 {
             .unwrap_or_else(|_| Err(std::io::Error::other("the reporter panicked")))
     });
     match summary {
-        Ok(summary) if summary.interrupted > 0 => exit_code::INTERRUPTED,
+        Ok(_) if interrupt.is_interrupted() => exit_code::INTERRUPTED,
         Ok(summary) if summary.has_failures() => exit_code::TESTS_FAILED,
         Ok(_) => exit_code::SUCCESS,
         Err(error) => {

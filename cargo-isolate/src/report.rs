@@ -11,9 +11,20 @@
 //!   (SIGSEGV: invalid memory reference)","duration_ms":1.2,"stdout":"...","stderr":"...",
 //!   "leaked":0}`; `status` is one of `passed`, `failed`, `crashed`,
 //!   `timed-out`, `exited-early` (with `exit_code`), `ignored`, `broken`,
-//!   `interrupted`; `attempts` counts runs under `--retries`, and `flaky`
-//!   says a test failed before it passed.
+//!   `interrupted`, `not-run`; `attempts` counts runs under `--retries`,
+//!   and `flaky` says a test failed before it passed.
 //! - `{"event":"run-finished","passed":N,"failed":N,...,"duration_ms":…}`
+//!
+//! # An interrupted run
+//!
+//! A run interrupted once (Ctrl-C, SIGTERM) reports every test: those that
+//! ended first as they ended, those it stopped as `interrupted`, and those
+//! that never started as `not-run` (in JUnit, skipped; for people, counted
+//! in the summary but listed only with `--verbose`). The summary and the
+//! JUnit report are written at the end of the run; a second interruption
+//! exits at once without them. It leaves no JUnit report, or an existing
+//! one as it was: the report is written beside its path and renamed onto
+//! it.
 //!
 //! # Rerun commands
 //!
@@ -23,6 +34,7 @@
 //! workspace's path holds.
 
 use std::io::{self, IsTerminal, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,6 +61,7 @@ pub(crate) struct Summary {
     pub(crate) broken: usize,
     pub(crate) ignored: usize,
     pub(crate) interrupted: usize,
+    pub(crate) not_run: usize,
     pub(crate) leaked: usize,
     pub(crate) flaky: usize,
 }
@@ -64,6 +77,7 @@ impl Summary {
             Status::Broken => &mut self.broken,
             Status::Ignored => &mut self.ignored,
             Status::Interrupted => &mut self.interrupted,
+            Status::NotRun => &mut self.not_run,
         };
         *count += 1;
         if outcome.leaked > 0 {
@@ -190,7 +204,15 @@ pub(crate) fn report(
             }
             Event::Finished(outcome) => {
                 summary.count(&outcome);
+                // Tests that did not run are counted, not listed, unless
+                // asked: an interruption may leave thousands.
+                let listed = settings.verbose || outcome.status != Status::NotRun;
                 match settings.format {
+                    MessageFormat::Human if !listed => {
+                        if let Some(progress) = &progress {
+                            progress.inc(1);
+                        }
+                    }
                     MessageFormat::Human => match &progress {
                         Some(progress) => {
                             progress
@@ -229,6 +251,7 @@ pub(crate) fn report(
                     "exited_early": summary.exited_early,
                     "broken": summary.broken,
                     "interrupted": summary.interrupted,
+                    "not_run": summary.not_run,
                     "flaky": summary.flaky,
                     "ignored": summary.ignored,
                     "leaked": summary.leaked,
@@ -263,6 +286,7 @@ fn label(status: &Status) -> (&'static str, Style) {
         Status::Ignored => ("IGNORED", BOLD_YELLOW),
         Status::Broken => ("BROKEN", BOLD_RED),
         Status::Interrupted => ("STOPPED", BOLD_YELLOW),
+        Status::NotRun => ("NOT RUN", BOLD_YELLOW),
     }
 }
 
@@ -347,6 +371,7 @@ fn print_summary(
         (summary.exited_early, "exited early"),
         (summary.broken, "could not run"),
         (summary.interrupted, "stopped"),
+        (summary.not_run, "not run"),
         (summary.flaky, "flaky"),
         (summary.leaked, "left processes behind"),
         (summary.ignored, "ignored"),
@@ -397,6 +422,7 @@ fn status_name(status: &Status) -> &'static str {
         Status::Ignored => "ignored",
         Status::Broken => "broken",
         Status::Interrupted => "interrupted",
+        Status::NotRun => "not-run",
     }
 }
 
@@ -458,48 +484,61 @@ pub(crate) enum JunitPathError {
 ///
 /// Missing directories on the way are created, as nextest creates the
 /// directory of its JUnit report: a CI job names `reports/junit.xml`
-/// without a step to make `reports/` first. An existing report is left as
-/// it is until the run ends and overwrites it; a path where there was
-/// none is tried with a file that is removed again.
+/// without a step to make `reports/` first. The report is written to a
+/// file beside `path` and renamed onto it (see [`write_junit`]), so that
+/// is what is tried, with a file that is removed again; an existing report
+/// is left as it is until the run ends and replaces it.
 ///
 /// # Errors
 ///
 /// When a directory cannot be created or the file cannot be written
 /// (a directory in its place, no permission, a read-only file system).
 pub(crate) fn prepare_junit(path: &Path) -> Result<(), JunitPathError> {
-    let dir = path.parent().unwrap_or(Path::new(""));
-    let shown_dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
+    let dir = junit_dir(path);
     std::fs::create_dir_all(dir).map_err(|source| JunitPathError::Directory {
-        dir: shown_dir.to_owned(),
+        dir: dir.to_owned(),
         source,
     })?;
     let file_error = |source| JunitPathError::File {
         path: path.to_owned(),
-        dir: shown_dir.to_owned(),
+        dir: dir.to_owned(),
         source,
     };
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-    {
-        Ok(_) => std::fs::remove_file(path).map_err(file_error),
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map(drop)
-            .map_err(file_error),
-        Err(error) => Err(file_error(error)),
+    if path.is_dir() {
+        return Err(file_error(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "a directory is in its place",
+        )));
     }
+    junit_scratch(dir).map(drop).map_err(file_error)
+}
+
+/// The directory of the JUnit report at `path`.
+fn junit_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// A new file in `dir` for the JUnit report to be written to before it is
+/// renamed into place, with the permissions a new report would get.
+fn junit_scratch(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(".junit-")
+        .suffix(".xml.partial")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
 }
 
 /// The JUnit report: one test suite per binary. A crash's `<failure>` has
 /// the signal's name as its type, timeouts and early exits have types of
-/// their own, and captured output goes to `system-out` and `system-err`.
+/// their own, a test that did not run is skipped, and captured output goes
+/// to `system-out` and `system-err`.
+///
+/// It is written to a file beside `path`, then renamed onto it: a runner
+/// killed while it writes (a second Ctrl-C) leaves no half a report at
+/// `path` (only, beside it, the file it was writing).
 fn write_junit(path: &Path, outcomes: &[TestOutcome], elapsed: Duration) -> std::io::Result<()> {
     let mut report = Report::new("cargo-isolate");
     report.set_time(elapsed);
@@ -527,6 +566,11 @@ fn write_junit(path: &Path, outcomes: &[TestOutcome], elapsed: Duration) -> std:
                 success
             }
             Status::Ignored => TestCaseStatus::skipped(),
+            Status::NotRun => {
+                let mut skipped = TestCaseStatus::skipped();
+                skipped.set_message(outcome.message.clone());
+                skipped
+            }
             status => {
                 let kind = if matches!(status, Status::Broken | Status::Interrupted) {
                     NonSuccessKind::Error
@@ -567,8 +611,10 @@ fn write_junit(path: &Path, outcomes: &[TestOutcome], elapsed: Duration) -> std:
         suites[index].add_test_case(case);
     }
     report.add_test_suites(suites);
-    let file = std::fs::File::create(path)?;
-    report.serialize(file).map_err(std::io::Error::other)
+    let mut file = io::BufWriter::new(junit_scratch(junit_dir(path))?);
+    report.serialize(&mut file).map_err(io::Error::other)?;
+    let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
+    file.persist(path).map(drop).map_err(|error| error.error)
 }
 
 #[cfg(test)]

@@ -352,11 +352,19 @@ fn fail_fast_stops_starting_tests() {
         ],
     );
     assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
-    let finished = json_events(&output)
+    let events = json_events(&output);
+    let ran = events
         .iter()
-        .filter(|event| event["event"] == "test-finished")
+        .filter(|event| event["event"] == "test-finished" && event["status"] != "not-run")
         .count();
-    assert_eq!(finished, 1, "{}", describe(&output));
+    assert_eq!(ran, 1, "{}", describe(&output));
+    // The other four did not start, and say why.
+    let not_run = events.iter().filter(|event| {
+        event["status"] == "not-run"
+            && event["message"] == "not run: a test failed and --fail-fast stopped the run"
+    });
+    assert_eq!(not_run.count(), 4, "{}", describe(&output));
+    assert_eq!(events.last().unwrap()["not_run"], 4);
 }
 
 #[test]
@@ -671,6 +679,242 @@ fn ctrl_c_stops_running_tests_and_still_reports() {
         .expect("the interrupted test is reported");
     assert_eq!(hangs["status"], "interrupted");
     assert_eq!(rest.last().unwrap()["event"], "run-finished");
+}
+
+/// What an interrupted run of the `interrupted` fixture left to check.
+#[derive(Debug)]
+struct InterruptedRun {
+    /// Its exit status.
+    status: std::process::ExitStatus,
+    /// From the first signal to its exit.
+    after_signal: std::time::Duration,
+    /// Its JSON lines, after `run-started`.
+    events: Vec<serde_json::Value>,
+    /// Its JUnit report, if it wrote one.
+    junit: Option<String>,
+    /// Its stderr.
+    stderr: String,
+}
+
+impl InterruptedRun {
+    /// The `test-finished` event of test `name`.
+    fn finished(&self, name: &str) -> &serde_json::Value {
+        self.events
+            .iter()
+            .find(|event| event["event"] == "test-finished" && event["name"] == name)
+            .unwrap_or_else(|| panic!("no result for {name}: {self:#?}"))
+    }
+}
+
+/// Runs the tests of the `interrupted` fixture's binary `target` with one
+/// thread, and once its test that ignores SIGTERM runs, sends the runner
+/// `signals`: the first at once, each other once the runner said it was
+/// interrupted. Checks that nothing of the run is left running after it.
+fn interrupt_run(target: &str, signals: &[nix::sys::signal::Signal]) -> InterruptedRun {
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let tag = format!("{target}-{}-{}", signals.len(), std::process::id());
+    let running = scratch.join(format!("interrupted-running-{tag}"));
+    let junit = scratch.join(format!("interrupted-junit-{tag}.xml"));
+    let _ = std::fs::remove_file(&running);
+    let _ = std::fs::remove_file(&junit);
+    let mut runner = command(
+        "interrupted",
+        &[
+            "test",
+            "--test",
+            target,
+            "--test-threads",
+            "1",
+            "--message-format",
+            "json",
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+    )
+    .env("INTERRUPTED_RUNNING", &running)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // The fixture builds first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while !running.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the test never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Its stderr is read as it comes, so that it never fills.
+    let (lines, stderr) = std::sync::mpsc::channel();
+    let reader = BufReader::new(runner.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(runner.id()).unwrap());
+    let signalled = std::time::Instant::now();
+    let mut said = String::new();
+    for (index, signal) in signals.iter().enumerate() {
+        if index > 0 {
+            loop {
+                let line = stderr
+                    .recv()
+                    .unwrap_or_else(|_| panic!("the runner ended first: {said}"));
+                said.push_str(&line);
+                said.push('\n');
+                if line.contains("again to kill them at once") {
+                    break;
+                }
+            }
+        }
+        nix::sys::signal::kill(pid, *signal).unwrap();
+    }
+    let stdout = BufReader::new(runner.stdout.take().unwrap());
+    let events = stdout
+        .lines()
+        .map(|line| serde_json::from_str(&line.unwrap()).unwrap())
+        .skip_while(|event: &serde_json::Value| event["event"] != "run-started")
+        .skip(1)
+        .collect();
+    let status = runner.wait().unwrap();
+    let after_signal = signalled.elapsed();
+    said.extend(stderr.iter().map(|line| line + "\n"));
+    let _ = std::fs::remove_file(&running);
+    let report = std::fs::read_to_string(&junit).ok();
+    let _ = std::fs::remove_file(&junit);
+    let run = InterruptedRun {
+        status,
+        after_signal,
+        events,
+        junit: report,
+        stderr: said,
+    };
+    // Every process of the run had the variable in its environment.
+    let marker = format!("INTERRUPTED_RUNNING={}", running.display());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = processes_with(&marker);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left running: {left:?}\n{run:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    run
+}
+
+/// How long an interrupted run may take, from the signal: the grace period
+/// and a wide margin for a loaded machine. The test that ignores SIGTERM
+/// would otherwise run for a minute.
+const INTERRUPTED_RUN_ENDS_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The `<testcase>` element of test `name` in a JUnit report.
+fn junit_case<'a>(junit: &'a str, name: &str) -> &'a str {
+    let start = junit
+        .find(&format!(r#"<testcase name="{name}""#))
+        .unwrap_or_else(|| panic!("no {name}: {junit}"));
+    let case = &junit[start..];
+    let end = case
+        .find("</testcase>")
+        .or_else(|| case.find("/>"))
+        .unwrap_or(case.len());
+    &case[..end]
+}
+
+#[test]
+fn sigterm_ends_a_test_that_ignores_it_after_the_grace_period_and_reports_every_test() {
+    let run = interrupt_run("plain", &[nix::sys::signal::Signal::SIGTERM]);
+    assert_eq!(run.status.code(), Some(130), "{run:#?}");
+    assert!(run.after_signal < INTERRUPTED_RUN_ENDS_WITHIN, "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("interrupted: ending the running tests (again to kill them at once)"),
+        "{run:#?}"
+    );
+    // The tests that ended first keep their verdicts.
+    assert_eq!(run.finished("fails")["status"], "failed");
+    assert_eq!(run.finished("finishes")["status"], "passed");
+    let stubborn = run.finished("ignores_sigterm");
+    assert_eq!(stubborn["status"], "interrupted");
+    assert_eq!(
+        stubborn["message"],
+        "interrupted while it ran: it did not end on SIGTERM and was killed by SIGKILL after 1s"
+    );
+    let not_reached = run.finished("not_reached");
+    assert_eq!(not_reached["status"], "not-run");
+    assert_eq!(not_reached["message"], "not run: the run was interrupted");
+    let summary = run.events.last().unwrap();
+    assert_eq!(summary["event"], "run-finished", "{run:#?}");
+    assert_eq!(
+        (
+            &summary["passed"],
+            &summary["failed"],
+            &summary["interrupted"],
+            &summary["not_run"]
+        ),
+        (&1.into(), &1.into(), &1.into(), &1.into()),
+        "{summary}"
+    );
+    let junit = run.junit.as_deref().expect("the JUnit report is written");
+    assert!(
+        junit_case(junit, "ignores_sigterm").contains(r#"type="interrupted""#),
+        "{junit}"
+    );
+    assert!(
+        junit_case(junit, "not_reached").contains("<skipped"),
+        "{junit}"
+    );
+    assert!(junit_case(junit, "fails").contains("<failure"), "{junit}");
+}
+
+#[test]
+fn an_interrupted_harness_s_tests_keep_the_verdicts_it_reported() {
+    let run = interrupt_run("harnessed", &[nix::sys::signal::Signal::SIGTERM]);
+    assert_eq!(run.status.code(), Some(130), "{run:#?}");
+    assert!(run.after_signal < INTERRUPTED_RUN_ENDS_WITHIN, "{run:#?}");
+    assert_eq!(run.finished("fails")["status"], "failed");
+    assert_eq!(run.finished("finishes")["status"], "passed");
+    let stubborn = run.finished("ignores_sigterm");
+    assert_eq!(stubborn["status"], "interrupted");
+    assert_eq!(stubborn["message"], "interrupted while it ran");
+    // The harness hands the fork server the next test before a thread is
+    // free for it: that one may count as started.
+    let next = run.finished("then_one");
+    assert!(
+        next["status"] == "not-run" || next["message"] == "interrupted while it ran",
+        "{next}"
+    );
+    let last = run.finished("then_two");
+    assert_eq!(last["status"], "not-run");
+    assert_eq!(last["message"], "not run: the run was interrupted");
+    assert_eq!(run.events.last().unwrap()["event"], "run-finished");
+    let junit = run.junit.as_deref().expect("the JUnit report is written");
+    assert!(
+        junit_case(junit, "then_two").contains("<skipped"),
+        "{junit}"
+    );
+}
+
+#[test]
+fn a_second_interruption_kills_at_once_and_writes_no_report() {
+    use nix::sys::signal::Signal;
+    let run = interrupt_run("plain", &[Signal::SIGTERM, Signal::SIGINT]);
+    assert_eq!(run.status.code(), Some(130), "{run:#?}");
+    assert!(run.after_signal < INTERRUPTED_RUN_ENDS_WITHIN, "{run:#?}");
+    // It did not wait for the test to end: no verdict on it, no summary,
+    // no JUnit report.
+    assert!(
+        run.events
+            .iter()
+            .all(|event| event["event"] != "run-finished" && event["name"] != "ignores_sigterm"),
+        "{run:#?}"
+    );
+    assert_eq!(run.junit, None, "{run:#?}");
 }
 
 #[test]

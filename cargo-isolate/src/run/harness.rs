@@ -1,7 +1,11 @@
 //! isolate-harness binaries: one process per binary, whose fork server
 //! isolates each test, and whose report stream says how each ended.
+//!
+//! An interrupted harness dies of its SIGTERM (its fork servers then kill
+//! their tests): the tests it reported keep their outcomes, a test it said
+//! started was interrupted while it ran, and the others did not run.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -17,12 +21,17 @@ use nix::unistd::Pid;
 
 use super::capture::{KEPT_OUTPUT, read_kept, scratch_dir};
 use super::watchdog::{Fired, Watchdog, reap, wait_unreaped};
-use super::{Event, RunPlan, Status, TestOutcome, outcome, test_command};
+use super::{
+    Event, INTERRUPTED_WHILE_RUNNING, NOT_RUN_INTERRUPTED, RunPlan, Status, TestOutcome, outcome,
+    test_command,
+};
 use crate::build::TestBinary;
 use crate::list::BinaryTests;
 
 /// Runs an isolate-harness binary for `tests`, reading its report stream,
-/// and again for the tests that failed, as `--retries` allows.
+/// and again for the tests that failed, as `--retries` allows and unless
+/// the run is `stopped` by then. Each final outcome is shown to `stop`,
+/// then sent.
 pub(super) fn run_harness(
     binary: &BinaryTests,
     tests: &[String],
@@ -30,7 +39,12 @@ pub(super) fn run_harness(
     watchdog: &Watchdog,
     events: &Sender<Event>,
     stop: &impl Fn(&TestOutcome),
+    stopped: &impl Fn() -> bool,
 ) {
+    let send = |outcome: TestOutcome| {
+        stop(&outcome);
+        let _ = events.send(Event::Finished(Box::new(outcome)));
+    };
     let mut pending = tests.to_vec();
     for round in 0..=plan.retries {
         let mut failed = Vec::new();
@@ -38,16 +52,20 @@ pub(super) fn run_harness(
             outcome.attempts = round + 1;
             outcome.flaky = round > 0 && !outcome.status.is_failure();
             if outcome.status.is_failure() && round < plan.retries {
-                failed.push(outcome.name.clone());
+                failed.push(outcome);
                 return;
             }
-            stop(&outcome);
-            let _ = events.send(Event::Finished(Box::new(outcome)));
+            send(outcome);
         });
         if failed.is_empty() {
             return;
         }
-        pending = failed;
+        if stopped() {
+            // Not run again: each ended as it did this time.
+            failed.into_iter().for_each(send);
+            return;
+        }
+        pending = failed.into_iter().map(|outcome| outcome.name).collect();
     }
 }
 
@@ -58,7 +76,7 @@ const HARNESS_STDERR_KEPT: usize = 4 * 1024;
 
 /// Runs an isolate-harness binary once for `tests`. Every test gets one
 /// outcome: the first the stream reports for it or, if the stream never
-/// does, a failure that says how the harness ended, with its stderr.
+/// does, one from how the harness ended (see [`Unreported`]).
 fn run_harness_once(
     binary: &BinaryTests,
     tests: &[String],
@@ -78,12 +96,9 @@ fn run_harness_once(
     if stream.reported.len() == tests.len() {
         return;
     }
-    let (status, reason) = unreported_reason(ended, &stream);
-    for outcome in unreported(&binary.binary, tests, &stream.reported, &status, &reason) {
-        on_outcome(TestOutcome {
-            duration: started.elapsed(),
-            ..outcome
-        });
+    let why = unreported_reason(ended, &stream);
+    for outcome in unreported(&binary.binary, tests, &stream, &why, started) {
+        on_outcome(outcome);
     }
 }
 
@@ -176,6 +191,9 @@ fn run_harness_process(
 struct StreamRead {
     /// The tests it reported, each once.
     reported: HashSet<String>,
+    /// The tests it said started and did not report yet, with when the
+    /// start was read.
+    started: HashMap<String, Instant>,
     /// How many lines could not be used, and why the first could not.
     unusable: usize,
     first_unusable: Option<String>,
@@ -220,31 +238,47 @@ fn read_stream(
                 } else if stream.reported.contains(name) {
                     stream.unusable(|| format!("a second verdict on {name}"));
                 } else {
+                    stream.started.remove(name);
                     stream.reported.insert(name.to_owned());
                     on_outcome(harness_outcome(binary, finished));
                 }
             }
-            // A start, or an event of a later version.
+            Ok(Some(Received::Line(Line::Started(started)))) => {
+                let name = started.name.as_ref();
+                if asked.contains(name) && !stream.reported.contains(name) {
+                    stream.started.insert(name.to_owned(), Instant::now());
+                }
+            }
+            // An event of a later version.
             Ok(Some(Received::Line(_))) => {}
             Ok(Some(Received::Skipped(skipped))) => stream.unusable(|| skipped.to_string()),
         }
     }
 }
 
-/// The status and message of every test a harness did not report, from
-/// how it ended: never a pass.
-fn unreported_reason(ended: io::Result<HarnessEnd>, stream: &StreamRead) -> (Status, String) {
+/// What becomes of the tests a harness did not report: never a pass.
+#[derive(Debug)]
+enum Unreported {
+    /// Each ends with this status and message.
+    Failed(Status, String),
+    /// The run was interrupted: a test the stream said started was
+    /// interrupted while it ran, the others did not run.
+    Interrupted,
+}
+
+/// What becomes of the tests a harness did not report, from how it ended.
+fn unreported_reason(ended: io::Result<HarnessEnd>, stream: &StreamRead) -> Unreported {
     let end = match ended {
         Ok(end) => end,
         Err(error) => {
-            return (
+            return Unreported::Failed(
                 Status::Broken,
                 format!("could not run the harness binary: {error}"),
             );
         }
     };
     if end.fired == Fired::Interrupted {
-        return (Status::Interrupted, "stopped before it ran".to_owned());
+        return Unreported::Interrupted;
     }
     let mut reason = match (end.status.signal(), end.status.code()) {
         (Some(signal), _) => format!(
@@ -280,22 +314,41 @@ fn unreported_reason(ended: io::Result<HarnessEnd>, stream: &StreamRead) -> (Sta
         reason.push_str("\n---- harness stderr ----\n");
         reason.push_str(stderr);
     }
-    (Status::Broken, reason)
+    Unreported::Failed(Status::Broken, reason)
 }
 
-/// An outcome, `status` with `reason`, for each test of `tests` not
-/// `reported`.
+/// An outcome, as `why` says, for each test of `tests` that `stream` did
+/// not report, from a harness that started at `started`. A failure lasted
+/// as long as the harness, an interrupted test from its start on.
 fn unreported<'a>(
     binary: &'a TestBinary,
     tests: &'a [String],
-    reported: &'a HashSet<String>,
-    status: &'a Status,
-    reason: &'a str,
+    stream: &'a StreamRead,
+    why: &'a Unreported,
+    started: Instant,
 ) -> impl Iterator<Item = TestOutcome> + 'a {
+    let now = Instant::now();
     tests
         .iter()
-        .filter(|name| !reported.contains(*name))
-        .map(|name| outcome(binary, name, status.clone(), reason.to_owned()))
+        .filter(|name| !stream.reported.contains(*name))
+        .map(move |name| match why {
+            Unreported::Failed(status, reason) => TestOutcome {
+                duration: now.saturating_duration_since(started),
+                ..outcome(binary, name, status.clone(), reason.clone())
+            },
+            Unreported::Interrupted => match stream.started.get(name) {
+                Some(started) => TestOutcome {
+                    duration: now.saturating_duration_since(*started),
+                    ..outcome(
+                        binary,
+                        name,
+                        Status::Interrupted,
+                        INTERRUPTED_WHILE_RUNNING.to_owned(),
+                    )
+                },
+                None => outcome(binary, name, Status::NotRun, NOT_RUN_INTERRUPTED.to_owned()),
+            },
+        })
 }
 
 /// The capacity of a pipe on Linux, unless someone changed it: what the
@@ -475,7 +528,10 @@ mod tests {
             fired: Fired::No,
             stderr: Some(file),
         };
-        unreported_reason(Ok(end), &StreamRead::default())
+        match unreported_reason(Ok(end), &StreamRead::default()) {
+            Unreported::Failed(status, message) => (status, message),
+            Unreported::Interrupted => panic!("the harness was not interrupted"),
+        }
     }
 
     #[test]
@@ -510,6 +566,44 @@ mod tests {
         );
         assert!(message.starts_with("the harness exited with code 3 before reporting"));
         assert!(message.len() < 3 * HARNESS_STDERR_KEPT, "{}", message.len());
+    }
+
+    #[test]
+    fn an_interrupted_harness_s_tests_keep_their_verdicts_or_say_how_far_they_got() {
+        let stream = [
+            r#"{"version":1,"event":"started","name":"a"}"#.to_owned(),
+            finished_line("a", false),
+            r#"{"version":1,"event":"started","name":"b"}"#.to_owned(),
+        ]
+        .join("\n");
+        let tests = ["a", "b", "c"].map(str::to_owned);
+        let (outcomes, read) = read(stream.as_bytes(), &["a", "b", "c"]);
+        assert_eq!(outcomes, [("a".to_owned(), Status::Failed)]);
+        let end = HarnessEnd {
+            status: ExitStatus::from_raw(NixSignal::SIGTERM as i32),
+            fired: Fired::Interrupted,
+            stderr: None,
+        };
+        let why = unreported_reason(Ok(end), &read);
+        let rest: Vec<(String, Status, String)> =
+            unreported(&binary(), &tests, &read, &why, Instant::now())
+                .map(|outcome| (outcome.name, outcome.status, outcome.message))
+                .collect();
+        assert_eq!(
+            rest,
+            [
+                (
+                    "b".to_owned(),
+                    Status::Interrupted,
+                    "interrupted while it ran".to_owned()
+                ),
+                (
+                    "c".to_owned(),
+                    Status::NotRun,
+                    "not run: the run was interrupted".to_owned()
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -646,6 +740,7 @@ mod tests {
             fn every_test_asked_for_ends_with_exactly_one_outcome(
                 pieces in proptest::collection::vec(piece(), 0..24),
                 cut in proptest::option::of(any::<usize>()),
+                interrupted in any::<bool>(),
             ) {
                 let mut stream: Vec<u8> = pieces
                     .iter()
@@ -667,8 +762,12 @@ mod tests {
                     outcomes.push(outcome);
                 });
                 prop_assert!(read.error.is_none());
-                let status = Status::Broken;
-                outcomes.extend(unreported(&binary(), &tests, &read.reported, &status, "unreported"));
+                let why = if interrupted {
+                    Unreported::Interrupted
+                } else {
+                    Unreported::Failed(Status::Broken, "unreported".to_owned())
+                };
+                outcomes.extend(unreported(&binary(), &tests, &read, &why, Instant::now()));
                 let mut names: Vec<&str> = outcomes.iter().map(|outcome| outcome.name.as_str()).collect();
                 names.sort_unstable();
                 prop_assert_eq!(names, tests.iter().map(String::as_str).collect::<Vec<_>>());

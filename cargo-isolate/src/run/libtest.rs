@@ -12,12 +12,13 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use isolate_harness::Signal;
+use nix::sys::signal::Signal as NixSignal;
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 
 use super::capture::{KEPT_OUTPUT, read_kept, scratch_dir};
 use super::watchdog::{Ended, Fired, GRACE_PERIOD, Watchdog, reap, wait_unreaped};
-use super::{RunPlan, Status, TestOutcome, outcome, test_command};
+use super::{INTERRUPTED_WHILE_RUNNING, RunPlan, Status, TestOutcome, outcome, test_command};
 use crate::build::TestBinary;
 
 /// libtest running `names` one after another, each as it would run alone:
@@ -347,10 +348,13 @@ fn libtest_verdict(
             .map(|(verdict, _)| verdict)
     });
     if fired == Fired::Interrupted {
-        return (
-            Status::Interrupted,
-            "stopped by an interruption of the run".to_owned(),
-        );
+        let mut message = INTERRUPTED_WHILE_RUNNING.to_owned();
+        if status.signal() == Some(NixSignal::SIGKILL as i32) {
+            message.push_str(&format!(
+                ": it did not end on SIGTERM and was killed by SIGKILL after {GRACE_PERIOD:?}"
+            ));
+        }
+        return (Status::Interrupted, message);
     }
     if fired == Fired::TimedOut {
         let after = timeout.unwrap_or_default();

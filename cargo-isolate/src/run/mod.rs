@@ -22,6 +22,18 @@
 //! process group whose leader may have been reaped; then it kills what the
 //! test left in its group and reaps it.
 //!
+//! # Interruptions
+//!
+//! The first [`Interrupt::stop`] (Ctrl-C, SIGTERM) starts no more tests
+//! and ends the running ones as a timeout does: SIGTERM to each test's
+//! process group, SIGKILL after the grace period. An isolate-harness
+//! binary dies of its SIGTERM, and its fork servers, which get SIGTERM
+//! when it dies, kill their tests. Then every test has an outcome: those
+//! that ended first keep theirs, those it ended are
+//! [`Status::Interrupted`], the rest [`Status::NotRun`]; the reports are
+//! written as after any run. [`Interrupt::kill`] kills at once, and the
+//! runner exits without reports.
+//!
 //! This module schedules; the rooms beside it run: [`libtest`] plain
 //! libtest processes and batches, [`harness`] isolate-harness binaries and
 //! their report stream, [`watchdog`] timeouts, interruptions and reaping,
@@ -42,7 +54,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use isolate_harness::Signal;
-use nix::sys::signal::Signal as NixSignal;
 
 use crate::build::TestBinary;
 use crate::list::{BinaryTests, Runner, Selection};
@@ -74,15 +85,29 @@ pub(crate) enum Status {
     Ignored,
     /// The runner could not run it.
     Broken,
-    /// The run was interrupted (Ctrl-C) while it ran, or before.
+    /// The run was interrupted (Ctrl-C, SIGTERM) while it ran.
     Interrupted,
+    /// Not run: the run was interrupted, or `--fail-fast` stopped it,
+    /// before it started.
+    NotRun,
 }
 
 impl Status {
     pub(crate) fn is_failure(&self) -> bool {
-        !matches!(self, Status::Passed | Status::Ignored)
+        !matches!(self, Status::Passed | Status::Ignored | Status::NotRun)
     }
 }
+
+/// The message of a test that the run's interruption ended.
+const INTERRUPTED_WHILE_RUNNING: &str = "interrupted while it ran";
+
+/// The message of a test that did not start because the run was
+/// interrupted.
+const NOT_RUN_INTERRUPTED: &str = "not run: the run was interrupted";
+
+/// The message of a test that did not start because a test failed under
+/// `--fail-fast`.
+const NOT_RUN_FAIL_FAST: &str = "not run: a test failed and --fail-fast stopped the run";
 
 /// One test's result.
 #[derive(Clone, Debug)]
@@ -140,32 +165,36 @@ pub(crate) enum Isolation {
     Batch,
 }
 
-/// Stops a run from another thread: the first [`Interrupt::stop`] ends the
-/// running tests' process groups with SIGTERM and starts no more tests;
-/// [`Interrupt::kill`] sends SIGKILL.
+/// Interrupts a run from another thread (see *Interruptions* in the
+/// module's docs).
 #[derive(Default)]
 pub(crate) struct Interrupt {
-    stopped: AtomicBool,
+    interrupted: AtomicBool,
     watchdog: Mutex<Option<Arc<WatchdogShared>>>,
 }
 
 impl Interrupt {
+    /// Starts no more tests, and ends the running ones: SIGTERM to their
+    /// process groups, SIGKILL after the grace period.
     pub(crate) fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
+        self.interrupted.store(true, Ordering::SeqCst);
         if let Some(watchdog) = &*lock(&self.watchdog) {
-            watchdog.signal_all(NixSignal::SIGTERM);
+            watchdog.interrupt();
         }
     }
 
+    /// Kills the running tests' process groups at once (SIGKILL). Their
+    /// outcomes are not waited for: the caller exits.
     pub(crate) fn kill(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
+        self.interrupted.store(true, Ordering::SeqCst);
         if let Some(watchdog) = &*lock(&self.watchdog) {
-            watchdog.signal_all(NixSignal::SIGKILL);
+            watchdog.kill_all();
         }
     }
 
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
+    /// Whether the run was interrupted.
+    pub(crate) fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
     }
 }
 
@@ -222,49 +251,57 @@ pub(crate) fn run(
     let queue: VecDeque<Unit> = match plan.isolation {
         Isolation::Process => plain
             .into_iter()
-            .map(|(binary, name)| Unit::Test {
-                binary,
-                name,
-                attempts: 0,
-            })
+            .map(|(binary, name)| Unit::Test { binary, name })
             .collect(),
         Isolation::Batch => batches(plain, plan.threads),
     };
+    // `--fail-fast` starts no more tests after a failure, as an
+    // interruption does, but lets the running ones finish.
+    let failed_fast = AtomicBool::new(false);
     let stop = |outcome: &TestOutcome| {
         if plan.fail_fast && outcome.status.is_failure() {
-            interrupt.stopped.store(true, Ordering::SeqCst);
+            failed_fast.store(true, Ordering::SeqCst);
         }
     };
+    let stopped = || interrupt.is_interrupted() || failed_fast.load(Ordering::SeqCst);
+    let mut not_started: Vec<(usize, String)> = Vec::new();
     // A harness binary runs with every thread, one after another, before
     // the per-test work.
     for (index, names) in harnessed {
-        if interrupt.is_stopped() {
-            break;
+        if stopped() {
+            not_started.extend(names.into_iter().map(|name| (index, name)));
+            continue;
         }
-        run_harness(&binaries[index], &names, plan, &watchdog, events, &stop);
+        run_harness(
+            &binaries[index],
+            &names,
+            plan,
+            &watchdog,
+            events,
+            &stop,
+            &stopped,
+        );
     }
     let queue = Mutex::new(queue);
     std::thread::scope(|scope| {
         for lane in 0..threads {
-            let (queue, watchdog) = (&queue, &watchdog);
+            let (queue, watchdog, stopped) = (&queue, &watchdog, &stopped);
             scope.spawn(move || {
                 watchdog.containment.enter(lane);
-                while !interrupt.is_stopped() {
+                // Attempt `attempts + 1` at test `name` of `binary`.
+                let attempt = |binary: usize, name: &str, attempts: u32| {
+                    let mut outcome = run_libtest(&binaries[binary].binary, name, plan, watchdog);
+                    outcome.attempts = attempts + 1;
+                    outcome.flaky = attempts > 0 && !outcome.status.is_failure();
+                    vec![(binary, outcome)]
+                };
+                while !stopped() {
                     let Some(unit) = lock(queue).pop_front() else {
                         return;
                     };
                     let finished = match unit {
-                        Unit::Test {
-                            binary,
-                            name,
-                            attempts,
-                        } => {
-                            let mut outcome =
-                                run_libtest(&binaries[binary].binary, &name, plan, watchdog);
-                            outcome.attempts = attempts + 1;
-                            outcome.flaky = attempts > 0 && !outcome.status.is_failure();
-                            vec![(binary, outcome)]
-                        }
+                        Unit::Test { binary, name } => attempt(binary, &name, 0),
+                        Unit::Retry { binary, last } => attempt(binary, &last.name, last.attempts),
                         Unit::Batch { binary, names } => {
                             let (outcomes, rest) =
                                 run_batch(&binaries[binary].binary, &names, plan, watchdog);
@@ -284,13 +321,12 @@ pub(crate) fn run(
                     for (binary, outcome) in finished {
                         if outcome.status.is_failure()
                             && outcome.attempts <= plan.retries
-                            && !interrupt.is_stopped()
+                            && !stopped()
                         {
                             // Retried in a process of its own.
-                            lock(queue).push_back(Unit::Test {
+                            lock(queue).push_back(Unit::Retry {
                                 binary,
-                                name: outcome.name.clone(),
-                                attempts: outcome.attempts,
+                                last: Box::new(outcome),
                             });
                             continue;
                         }
@@ -301,6 +337,33 @@ pub(crate) fn run(
             });
         }
     });
+    // What is left did not start: the run stopped first. A test waiting
+    // for a retry keeps how it ended last.
+    for unit in queue.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        match unit {
+            Unit::Test { binary, name } => not_started.push((binary, name)),
+            Unit::Retry { last, .. } => {
+                let _ = events.send(Event::Finished(last));
+            }
+            Unit::Batch { binary, names } => {
+                not_started.extend(names.into_iter().map(|name| (binary, name)));
+            }
+        }
+    }
+    let why = if interrupt.is_interrupted() {
+        NOT_RUN_INTERRUPTED
+    } else {
+        NOT_RUN_FAIL_FAST
+    };
+    for (binary, name) in not_started {
+        let outcome = outcome(
+            &binaries[binary].binary,
+            &name,
+            Status::NotRun,
+            why.to_owned(),
+        );
+        let _ = events.send(Event::Finished(Box::new(outcome)));
+    }
     let swept = watchdog.stop();
     if swept > 0 {
         let _ = events.send(Event::Swept(swept));
@@ -309,11 +372,13 @@ pub(crate) fn run(
 
 /// A piece of work for one worker.
 enum Unit {
-    /// One test in a process of its own; `attempts` it ran before.
-    Test {
+    /// One test in a process of its own.
+    Test { binary: usize, name: String },
+    /// A test that failed, to run again in a process of its own; `last`
+    /// is how it ended the last time.
+    Retry {
         binary: usize,
-        name: String,
-        attempts: u32,
+        last: Box<TestOutcome>,
     },
     /// Several tests of one binary in one process, one after another.
     Batch { binary: usize, names: Vec<String> },
@@ -390,7 +455,7 @@ mod tests {
             .into_iter()
             .map(|unit| match unit {
                 Unit::Batch { binary, names } => (binary, names.len()),
-                Unit::Test { .. } => panic!("a batch was expected"),
+                Unit::Test { .. } | Unit::Retry { .. } => panic!("a batch was expected"),
             })
             .collect();
         assert_eq!(sizes, [(0, 3), (0, 2), (1, 1)]);

@@ -1,6 +1,11 @@
 //! The watchdog, which keeps the running tests' timeouts and signals their
 //! process groups, and the reaping of a test's process with whatever it
 //! left behind (see [`super::contain`]).
+//!
+//! A test that runs out of time and a run that is interrupted end a test
+//! the same way: SIGTERM to its process group, then SIGKILL after the
+//! [`GRACE_PERIOD`] if the group's leader is still there. A second
+//! interruption kills at once.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -16,7 +21,8 @@ use super::contain::Containment;
 use super::lock;
 use crate::guard::Guard;
 
-/// Time between SIGTERM and SIGKILL for a test that ran out of time.
+/// Time between SIGTERM and SIGKILL for a test that ran out of time, or
+/// whose run was interrupted.
 pub(super) const GRACE_PERIOD: Duration = Duration::from_secs(1);
 
 /// How a test's process ended, reaped with what it left behind.
@@ -88,26 +94,61 @@ pub(super) struct WatchdogShared {
 
 #[derive(Default)]
 struct WatchdogState {
-    /// Process groups of running tests.
+    /// Process groups of running tests. Only these are signalled, with
+    /// the lock held: a worker forgets its test's pid before it reaps the
+    /// group's leader, so no group id signalled can have been reused.
     watched: HashMap<Pid, Watch>,
+    /// The run was interrupted: a group watched from now on is ended at
+    /// once.
+    interrupted: bool,
     stopping: bool,
 }
 
 struct Watch {
-    /// When to signal the group next, if it has a timeout.
+    /// When to signal the group next: at its timeout, SIGTERM; once it
+    /// got SIGTERM, SIGKILL.
     at: Option<Instant>,
     fired: Fired,
 }
 
+impl Watch {
+    /// Starts to end the group of `pid`, because of `why`: SIGTERM now,
+    /// SIGKILL once the grace period is over.
+    fn terminate(&mut self, pid: Pid, why: Fired, now: Instant) {
+        let _ = killpg(pid, NixSignal::SIGTERM);
+        self.fired = why;
+        self.at = Some(now + GRACE_PERIOD);
+    }
+}
+
 impl WatchdogShared {
-    /// Signals every running test's group (an interruption of the run).
-    pub(super) fn signal_all(&self, signal: NixSignal) {
+    /// Interrupts the run: ends every running test's group, and every
+    /// group watched from now on, as a timeout does (SIGTERM, then SIGKILL
+    /// after the grace period). A test already timing out goes on to its
+    /// SIGKILL, and stays timed out.
+    pub(super) fn interrupt(&self) {
+        let mut state = lock(&self.state);
+        state.interrupted = true;
+        let now = Instant::now();
+        for (pid, watch) in &mut state.watched {
+            if watch.fired == Fired::No {
+                watch.terminate(*pid, Fired::Interrupted, now);
+            }
+        }
+        drop(state);
+        // The watchdog has a SIGKILL to send before it would wake.
+        self.changed.notify_one();
+    }
+
+    /// Kills every running test's group at once: a second interruption,
+    /// after which the runner exits without waiting for them.
+    pub(super) fn kill_all(&self) {
         let mut state = lock(&self.state);
         for (pid, watch) in &mut state.watched {
-            // The worker forgets the pid before reaping it, and cannot
-            // while this lock is held.
-            let _ = killpg(*pid, signal);
-            watch.fired = Fired::Interrupted;
+            let _ = killpg(*pid, NixSignal::SIGKILL);
+            if watch.fired == Fired::No {
+                watch.fired = Fired::Interrupted;
+            }
             watch.at = None;
         }
     }
@@ -128,13 +169,13 @@ impl Watchdog {
                 let now = Instant::now();
                 for (pid, watch) in &mut state.watched {
                     if watch.at.is_some_and(|at| at <= now) {
-                        let signal = match watch.fired {
-                            Fired::No => NixSignal::SIGTERM,
-                            _ => NixSignal::SIGKILL,
-                        };
-                        let _ = killpg(*pid, signal);
-                        watch.fired = Fired::TimedOut;
-                        watch.at = (signal == NixSignal::SIGTERM).then_some(now + GRACE_PERIOD);
+                        if watch.fired == Fired::No {
+                            watch.terminate(*pid, Fired::TimedOut, now);
+                        } else {
+                            // The grace period is over.
+                            let _ = killpg(*pid, NixSignal::SIGKILL);
+                            watch.at = None;
+                        }
                     }
                 }
                 let next = state.watched.values().filter_map(|watch| watch.at).min();
@@ -171,18 +212,24 @@ impl Watchdog {
         known
     }
 
-    /// Starts watching the group of `pid`, with a timeout if given.
+    /// Starts watching the group of `pid`, with a timeout if given. Once
+    /// the run is interrupted, a test that started as it was is ended at
+    /// once.
     pub(super) fn watch(&self, pid: Pid, timeout: Option<Duration>) {
         if let Some(guard) = &self.guard {
             guard.protect(pid);
         }
-        lock(&self.shared.state).watched.insert(
-            pid,
-            Watch {
-                at: timeout.map(|timeout| Instant::now() + timeout),
-                fired: Fired::No,
-            },
-        );
+        let now = Instant::now();
+        let mut watch = Watch {
+            at: timeout.map(|timeout| now + timeout),
+            fired: Fired::No,
+        };
+        let mut state = lock(&self.shared.state);
+        if state.interrupted {
+            watch.terminate(pid, Fired::Interrupted, now);
+        }
+        state.watched.insert(pid, watch);
+        drop(state);
         self.shared.changed.notify_one();
     }
 
