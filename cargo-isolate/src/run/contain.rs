@@ -133,14 +133,11 @@ impl Containment {
     /// fallback, what left its group), returns how many, and undoes the
     /// cgroups.
     pub(super) fn finish(&mut self, known: &HashSet<Pid>) -> usize {
-        let swept = our_children()
-            .into_iter()
-            .filter(|pid| !known.contains(pid))
-            .map(|pid| {
-                let _ = kill(pid, NixSignal::SIGKILL);
-                let _ = waitpid(pid, None);
-            })
-            .count();
+        let swept = kill_and_reap(
+            our_children()
+                .into_iter()
+                .filter(|pid| !known.contains(pid)),
+        );
         let done = Containment::ProcessGroups("the run is over".to_owned());
         if let Containment::Cgroups(cgroups) = std::mem::replace(self, done) {
             cgroups.remove();
@@ -311,12 +308,23 @@ fn is_zombie(pid: Pid) -> bool {
 /// `known` ones: what the test that led it left in it, handed to this
 /// subreaper when its process exited.
 fn collect_group(group: Pid, known: &HashSet<Pid>) -> usize {
-    our_children()
-        .into_iter()
-        .filter(|pid| !known.contains(pid) && process_group(*pid) == Some(group))
-        .map(|pid| {
-            let _ = kill(pid, NixSignal::SIGKILL);
-            let _ = waitpid(pid, None);
+    kill_and_reap(
+        our_children()
+            .into_iter()
+            .filter(|pid| !known.contains(pid) && process_group(*pid) == Some(group)),
+    )
+}
+
+/// Kills and reaps `children` of ours, and returns how many of them were
+/// still running: a zombie (a process of a harness that died, handed to
+/// this subreaper after its end) was left running by no one.
+fn kill_and_reap(children: impl Iterator<Item = Pid>) -> usize {
+    children
+        .filter(|pid| {
+            let running = !is_zombie(*pid);
+            let _ = kill(*pid, NixSignal::SIGKILL);
+            let _ = waitpid(*pid, None);
+            running
         })
         .count()
 }
