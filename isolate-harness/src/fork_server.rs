@@ -225,6 +225,10 @@ pub(crate) struct Leftover {
 /// The `Exited` payload.
 #[derive(Debug, Serialize, Deserialize)]
 struct TestExit {
+    /// Why the server could not start the test (fork it, or make what it
+    /// needs), if it could not: then no child ran, and the other fields
+    /// say nothing.
+    not_started: Option<String>,
     status: ExitStatus,
     stdout: CapturedStream,
     stderr: CapturedStream,
@@ -585,8 +589,15 @@ impl Sent {
     /// The run of the test, now that its `Exited` is in. What the test
     /// said counts only if its child then exited with code 0: one that
     /// died by a signal after replying crashed, and one that exited with
-    /// another code exited.
+    /// another code exited. A test the server could not start is broken,
+    /// with the cause.
     fn ended(self, exit: TestExit) -> TestRun {
+        if let Some(reason) = exit.not_started {
+            return broken(
+                self.started,
+                format!("the fork server could not start the test: {reason}"),
+            );
+        }
         let termination = Termination::new(exit.status, self.crash);
         let ending = match (exit.timed_out, self.returned, exit.status) {
             (true, _, _) => Ending::TimedOut {
@@ -901,11 +912,25 @@ impl Server<'_> {
             self.close(index);
             return;
         };
+        // Made at the channel's first test. A test whose output cannot
+        // be captured, or whose result has nowhere to go, is not started.
         if self.capture && slot.output.is_none() {
-            slot.output = OutputFiles::create().ok();
+            match OutputFiles::create() {
+                Ok(output) => slot.output = Some(output),
+                Err(error) => {
+                    self.not_started(index, format!("failed to create its output files: {error}"));
+                    return;
+                }
+            }
         }
         if slot.reply.is_none() {
-            slot.reply = Region::create().ok();
+            match Region::create() {
+                Ok(reply) => slot.reply = Some(reply),
+                Err(error) => {
+                    self.not_started(index, format!("failed to map its result's region: {error}"));
+                    return;
+                }
+            }
         }
         self.runner_fds.clear();
         self.runner_fds.push(self.signals);
@@ -946,26 +971,27 @@ impl Server<'_> {
                     timed_out: false,
                 });
             }
-            Err(error) => {
-                let exit = TestExit {
-                    status: ExitStatus::Code(-1),
-                    stdout: CapturedStream::default(),
-                    stderr: CapturedStream {
-                        head: format!(
-                            "isolate: the fork server could not start the test: {error}\n"
-                        )
-                        .into_bytes(),
-                        ..CapturedStream::default()
-                    },
-                    leftovers: Vec::new(),
-                    timed_out: false,
-                    duration: Duration::ZERO,
-                };
-                self.message.clear();
-                if let Some(channel) = &slot.channel {
-                    send_exit(channel.get_ref(), &exit, &mut self.message);
-                }
-            }
+            Err(error) => self.not_started(index, error.to_string()),
+        }
+    }
+
+    /// Tells the harness that the test of channel `index` could not be
+    /// started, and why: it fails as broken, and the channel carries the
+    /// next.
+    fn not_started(&mut self, index: usize, reason: String) {
+        let exit = TestExit {
+            not_started: Some(reason),
+            // No child ran.
+            status: ExitStatus::Code(-1),
+            stdout: CapturedStream::default(),
+            stderr: CapturedStream::default(),
+            leftovers: Vec::new(),
+            timed_out: false,
+            duration: Duration::ZERO,
+        };
+        self.message.clear();
+        if let Some(channel) = &self.slots[index].channel {
+            send_exit(channel.get_ref(), &exit, &mut self.message);
         }
     }
 
@@ -1038,6 +1064,7 @@ impl Server<'_> {
             .map(OutputFiles::take)
             .unwrap_or_default();
         TestExit {
+            not_started: None,
             status,
             stdout,
             stderr,
@@ -1328,6 +1355,7 @@ mod tests {
 
     fn exit(status: ExitStatus) -> TestExit {
         TestExit {
+            not_started: None,
             status,
             stdout: CapturedStream::default(),
             stderr: CapturedStream::default(),
@@ -1379,5 +1407,24 @@ mod tests {
             exited.ending,
             Ending::Died(Termination::Exited { code: 3 })
         ));
+    }
+
+    #[test]
+    fn a_test_the_server_could_not_start_is_broken_with_the_cause() {
+        let mut sent = sent_with(Ending::Returned(Ok(())));
+        sent.returned = None;
+        let mut exit = exit(ExitStatus::Code(-1));
+        exit.not_started = Some("Resource temporarily unavailable (os error 11)".to_owned());
+        let run = sent.ended(exit);
+        assert!(
+            matches!(
+                &run.ending,
+                Ending::Broken(reason) if reason
+                    == "the fork server could not start the test: Resource temporarily unavailable (os error 11)"
+            ),
+            "{:?}",
+            run.ending
+        );
+        assert!(run.stderr.is_empty());
     }
 }
