@@ -3,7 +3,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | every test that ran passed (or none was selected) |
-//! | 1 | the runner itself failed: a test binary could not be listed, a report could not be written |
+//! | 1 | the runner itself failed: no scratch file could be created (before the build), a test binary could not be listed, a report could not be written |
 //! | 2 | usage error: bad options (clap exits with this code itself) |
 //! | 100 | at least one test failed, crashed, timed out or exited early |
 //! | 101 | the build failed |

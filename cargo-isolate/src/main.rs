@@ -94,6 +94,12 @@ fn test(args: &cli::TestArgs) -> i32 {
         print_error(&error);
         return exit_code::USAGE;
     }
+    // So is the directory of the run's scratch files: where none can be
+    // created, the run fails here rather than every test with it.
+    if let Err(error) = run::choose_scratch_dir() {
+        print_error(&error);
+        return exit_code::RUNNER_FAILED;
+    }
     let listed = build_and_list(
         &args.cargo,
         &args.filters,

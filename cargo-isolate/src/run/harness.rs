@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
@@ -19,8 +20,9 @@ use isolate_harness::report_stream::{self, Finished, Line, LineReader, Outcome, 
 use nix::sys::signal::Signal as NixSignal;
 use nix::unistd::Pid;
 
-use super::capture::{KEPT_OUTPUT, read_kept, scratch_dir};
+use super::capture::{KEPT_OUTPUT, ScratchFileError, named_scratch_file, output_file, read_kept};
 use super::watchdog::{Fired, Watchdog, reap, wait_unreaped};
+use super::with_causes;
 use super::{
     Event, INTERRUPTED_WHILE_RUNNING, NOT_RUN_INTERRUPTED, RunPlan, Status, TestOutcome, outcome,
     test_command,
@@ -110,6 +112,29 @@ struct HarnessEnd {
     stderr: Option<File>,
 }
 
+/// Why a harness process could not be run, or waited for.
+#[derive(Debug, thiserror::Error)]
+enum HarnessError {
+    #[error("failed to create the pipe of its report stream")]
+    Pipe(#[source] io::Error),
+    #[error(transparent)]
+    Scratch(#[from] ScratchFileError),
+    #[error("failed to write the names of its tests to {}", path.display())]
+    Names {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to spawn {}", path.display())]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to wait for its process")]
+    Wait(#[source] io::Error),
+}
+
 fn run_harness_process(
     binary: &BinaryTests,
     tests: &[String],
@@ -117,8 +142,8 @@ fn run_harness_process(
     watchdog: &Watchdog,
     stream: &mut StreamRead,
     on_outcome: &mut impl FnMut(TestOutcome),
-) -> io::Result<HarnessEnd> {
-    let (reader, writer) = io::pipe()?;
+) -> Result<HarnessEnd, HarnessError> {
+    let (reader, writer) = io::pipe().map_err(HarnessError::Pipe)?;
     let mut command = test_command(&binary.binary);
     command
         .args([
@@ -133,23 +158,27 @@ fn run_harness_process(
         command.arg("--nocapture");
         None
     } else {
-        let stderr = tempfile::tempfile_in(scratch_dir())?;
+        let (stderr, stderr_writer) = output_file()?;
         // Its own report, unread, in the cheapest form: a line per test
         // would cost a harness of trivial tests a tenth of its time.
         command
             .arg("--quiet")
             .stdout(Stdio::null())
-            .stderr(stderr.try_clone()?);
+            .stderr(stderr_writer);
         Some(stderr)
     };
     // The tests to run, by name, in a file the harness reads: a --skip per
     // other test would cost the harness a comparison per pair.
-    let only = tempfile::NamedTempFile::new_in(scratch_dir())?;
+    let only = named_scratch_file()?;
     let mut names = io::BufWriter::new(only.as_file());
-    for test in tests {
-        writeln!(names, "{test}")?;
-    }
-    names.flush()?;
+    tests
+        .iter()
+        .try_for_each(|test| writeln!(names, "{test}"))
+        .and_then(|()| names.flush())
+        .map_err(|source| HarnessError::Names {
+            path: only.path().to_owned(),
+            source,
+        })?;
     command.env("ISOLATE_ONLY", only.path());
     if let Some(timeout) = plan.timeout {
         command.env(
@@ -157,17 +186,23 @@ fn run_harness_process(
             timeout.as_millis().to_string(),
         );
     }
+    let spawn_error = |source| HarnessError::Spawn {
+        path: binary.binary.path.clone(),
+        source,
+    };
     command
         .fd_mappings(vec![FdMapping {
             parent_fd: writer.into(),
             child_fd: 3,
         }])
-        .map_err(io::Error::other)?;
-    let mut child = command.spawn()?;
+        .map_err(|collision| spawn_error(io::Error::other(collision)))?;
+    let mut child = command.spawn().map_err(spawn_error)?;
     // Our copy of the pipe's write end goes with the command, so the
     // stream ends when the harness does.
     drop(command);
-    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
+    let pid = i32::try_from(child.id())
+        .map(Pid::from_raw)
+        .map_err(|error| HarnessError::Wait(io::Error::other(error)))?;
     watchdog.watch(pid, None);
     let asked: HashSet<&str> = tests.iter().map(String::as_str).collect();
     read_stream(
@@ -177,8 +212,8 @@ fn run_harness_process(
         stream,
         on_outcome,
     );
-    wait_unreaped(pid)?;
-    let ended = reap(&mut child, pid, watchdog)?;
+    wait_unreaped(pid).map_err(HarnessError::Wait)?;
+    let ended = reap(&mut child, pid, watchdog).map_err(HarnessError::Wait)?;
     Ok(HarnessEnd {
         status: ended.status,
         fired: ended.fired,
@@ -267,13 +302,13 @@ enum Unreported {
 }
 
 /// What becomes of the tests a harness did not report, from how it ended.
-fn unreported_reason(ended: io::Result<HarnessEnd>, stream: &StreamRead) -> Unreported {
+fn unreported_reason(ended: Result<HarnessEnd, HarnessError>, stream: &StreamRead) -> Unreported {
     let end = match ended {
         Ok(end) => end,
         Err(error) => {
             return Unreported::Failed(
                 Status::Broken,
-                format!("could not run the harness binary: {error}"),
+                format!("could not run the harness binary: {}", with_causes(&error)),
             );
         }
     };

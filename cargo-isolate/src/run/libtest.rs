@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use isolate_harness::Signal;
@@ -16,8 +16,9 @@ use nix::sys::signal::Signal as NixSignal;
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 
-use super::capture::{KEPT_OUTPUT, read_kept, scratch_dir};
+use super::capture::{KEPT_OUTPUT, ScratchFileError, named_scratch_file, output_file, read_kept};
 use super::watchdog::{Ended, Fired, GRACE_PERIOD, Watchdog, reap, wait_unreaped};
+use super::with_causes;
 use super::{INTERRUPTED_WHILE_RUNNING, RunPlan, Status, TestOutcome, outcome, test_command};
 use crate::build::TestBinary;
 
@@ -57,11 +58,37 @@ pub(super) fn run_libtest(
             binary,
             name,
             Status::Broken,
-            format!("could not run the test: {error}"),
+            format!("could not run the test: {}", with_causes(&error)),
         )
     });
     outcome.duration = started.elapsed();
     outcome
+}
+
+/// Why a libtest process could not be run, or waited for.
+#[derive(Debug, thiserror::Error)]
+enum ProcessError {
+    #[error(transparent)]
+    Scratch(#[from] ScratchFileError),
+    #[error("failed to spawn {}", path.display())]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to wait for its process")]
+    Wait(#[source] io::Error),
+}
+
+/// Spawns `command`, the process of `binary`, and returns it with its pid.
+fn spawn(mut command: Command, binary: &TestBinary) -> Result<(Child, Pid), ProcessError> {
+    let child = command.spawn().map_err(|source| ProcessError::Spawn {
+        path: binary.path.clone(),
+        source,
+    })?;
+    let pid =
+        i32::try_from(child.id()).map_err(|error| ProcessError::Wait(io::Error::other(error)))?;
+    Ok((child, Pid::from_raw(pid)))
 }
 
 fn run_libtest_process(
@@ -69,34 +96,28 @@ fn run_libtest_process(
     name: &str,
     plan: &RunPlan,
     watchdog: &Watchdog,
-) -> io::Result<TestOutcome> {
-    let logfile = tempfile::NamedTempFile::new_in(scratch_dir())?;
+) -> Result<TestOutcome, ProcessError> {
+    let logfile = named_scratch_file()?;
+    let mut command = libtest_command(binary, [name], logfile.path());
     // Output goes to files, read once the test is over; with --nocapture,
     // to the terminal.
     let captured = if plan.nocapture {
+        command.stdout(Stdio::inherit()).stderr(Stdio::inherit());
         None
     } else {
-        Some((
-            tempfile::tempfile_in(scratch_dir())?,
-            tempfile::tempfile_in(scratch_dir())?,
-        ))
+        let (stdout, stdout_writer) = output_file()?;
+        let (stderr, stderr_writer) = output_file()?;
+        command.stdout(stdout_writer).stderr(stderr_writer);
+        Some((stdout, stderr))
     };
-    let mut command = libtest_command(binary, [name], logfile.path());
-    match &captured {
-        Some((stdout, stderr)) => command
-            .stdout(stdout.try_clone()?)
-            .stderr(stderr.try_clone()?),
-        None => command.stdout(Stdio::inherit()).stderr(Stdio::inherit()),
-    };
-    let mut child = command.spawn()?;
-    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
+    let (mut child, pid) = spawn(command, binary)?;
     watchdog.watch(pid, plan.timeout);
-    wait_unreaped(pid)?;
+    wait_unreaped(pid).map_err(ProcessError::Wait)?;
     let Ended {
         status,
         fired,
         leaked,
-    } = reap(&mut child, pid, watchdog)?;
+    } = reap(&mut child, pid, watchdog).map_err(ProcessError::Wait)?;
     let log = std::fs::read_to_string(logfile.path()).unwrap_or_default();
     let (status, mut message) = libtest_verdict(&log, name, status, fired, plan.timeout);
     let (stdout, stderr) = captured
@@ -149,7 +170,7 @@ pub(super) fn run_batch(
                         binary,
                         name,
                         Status::Broken,
-                        format!("could not run the batch: {error}"),
+                        format!("could not run the batch: {}", with_causes(&error)),
                     );
                     outcome.duration = started.elapsed();
                     outcome
@@ -165,18 +186,14 @@ fn run_batch_process(
     names: &[String],
     plan: &RunPlan,
     watchdog: &Watchdog,
-) -> io::Result<(Vec<TestOutcome>, Vec<String>)> {
+) -> Result<(Vec<TestOutcome>, Vec<String>), ProcessError> {
     let started = Instant::now();
-    let logfile = tempfile::NamedTempFile::new_in(scratch_dir())?;
-    let (stdout, stderr) = (
-        tempfile::tempfile_in(scratch_dir())?,
-        tempfile::tempfile_in(scratch_dir())?,
-    );
-    let mut child = libtest_command(binary, names, logfile.path())
-        .stdout(stdout.try_clone()?)
-        .stderr(stderr.try_clone()?)
-        .spawn()?;
-    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(io::Error::other)?);
+    let logfile = named_scratch_file()?;
+    let (stdout, stdout_writer) = output_file()?;
+    let (stderr, stderr_writer) = output_file()?;
+    let mut command = libtest_command(binary, names, logfile.path());
+    command.stdout(stdout_writer).stderr(stderr_writer);
+    let (mut child, pid) = spawn(command, binary)?;
     watchdog.watch(pid, plan.timeout);
     // The timeout is per test: it starts again whenever libtest logs one.
     let mut logged = 0;
@@ -187,7 +204,7 @@ fn run_batch_process(
         ) {
             Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
             Ok(_) => break,
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(ProcessError::Wait(error.into())),
         }
         if let Some(timeout) = plan.timeout {
             let length = std::fs::metadata(logfile.path()).map_or(0, |metadata| metadata.len());
@@ -202,7 +219,7 @@ fn run_batch_process(
         status,
         fired,
         leaked,
-    } = reap(&mut child, pid, watchdog)?;
+    } = reap(&mut child, pid, watchdog).map_err(ProcessError::Wait)?;
     let elapsed = started.elapsed();
     let log = std::fs::read_to_string(logfile.path()).unwrap_or_default();
     let stdout = read_prefix(stdout, BATCH_OUTPUT);

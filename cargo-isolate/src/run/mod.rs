@@ -61,6 +61,8 @@ use harness::run_harness;
 use libtest::{run_batch, run_libtest};
 use watchdog::{Watchdog, WatchdogShared};
 
+pub(crate) use capture::choose_scratch_dir;
+
 /// How a test ended.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Status {
@@ -426,6 +428,18 @@ fn outcome(binary: &TestBinary, name: &str, status: Status, message: String) -> 
         attempts: 1,
         flaky: false,
     }
+}
+
+/// `error` and its causes, each after the one it explains: the text of a
+/// test's failure when the machinery failed.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// The environment cargo gives a test, so tests that read it work here.
