@@ -72,10 +72,16 @@ pub(crate) enum ListError {
 ///
 /// When the binary cannot run or its listing fails.
 pub(crate) fn list(binary: TestBinary) -> Result<BinaryTests, ListError> {
+    // The two listings at once, where a thread can be made for one.
     let (all, ignored) = std::thread::scope(|scope| {
-        let ignored = scope.spawn(|| list_with(&binary, &["--ignored"]));
+        let ignored =
+            std::thread::Builder::new().spawn_scoped(scope, || list_with(&binary, &["--ignored"]));
         let all = list_with(&binary, &[]);
-        (all, ignored.join().expect("listing does not panic"))
+        let ignored = match ignored {
+            Ok(listing) => listing.join().expect("listing does not panic"),
+            Err(_) => list_with(&binary, &["--ignored"]),
+        };
+        (all, ignored)
     });
     let (all, ignored) = (all?, ignored?);
     let runner = match report_stream::handshake_version(&all.stderr, nonce()) {

@@ -56,13 +56,20 @@ fn build_and_list(
     // mostly process start-up.
     let (built, listed) = std::thread::scope(|scope| {
         let mut listings = Vec::new();
+        let mut listed = Vec::new();
         let built = build::build(cargo, |binary| {
-            listings.push(scope.spawn(move || list::list(binary)));
+            // Listed here and now where no thread can be made for it.
+            let here = binary.clone();
+            match std::thread::Builder::new().spawn_scoped(scope, move || list::list(binary)) {
+                Ok(listing) => listings.push(listing),
+                Err(_) => listed.push(list::list(here)),
+            }
         });
-        let listed: Vec<_> = listings
-            .into_iter()
-            .map(|listing| listing.join().expect("listing does not panic"))
-            .collect();
+        listed.extend(
+            listings
+                .into_iter()
+                .map(|listing| listing.join().expect("listing does not panic")),
+        );
         (built, listed)
     });
     built.map_err(|error| {
@@ -154,7 +161,9 @@ fn test(args: &cli::TestArgs) -> i32 {
     };
     let (sender, receiver) = std::sync::mpsc::channel();
     let summary = std::thread::scope(|scope| {
-        let reporter = scope.spawn(|| report::report(receiver, &settings));
+        let reporter = std::thread::Builder::new()
+            .spawn_scoped(scope, || report::report(receiver, &settings))
+            .map_err(|error| std::io::Error::other(format!("cannot start its thread: {error}")))?;
         run::run(&binaries, &selection, &plan, &sender, &interrupt);
         drop(sender);
         reporter

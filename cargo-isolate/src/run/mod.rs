@@ -284,64 +284,82 @@ pub(crate) fn run(
             &stopped,
         );
     }
-    let queue = Mutex::new(queue);
-    std::thread::scope(|scope| {
-        for lane in 0..threads {
-            let (queue, watchdog, stopped) = (&queue, &watchdog, &stopped);
-            scope.spawn(move || {
-                watchdog.containment.enter(lane);
-                // Attempt `attempts + 1` at test `name` of `binary`.
-                let attempt = |binary: usize, name: &str, attempts: u32| {
-                    let mut outcome = run_libtest(&binaries[binary].binary, name, plan, watchdog);
-                    outcome.attempts = attempts + 1;
-                    outcome.flaky = attempts > 0 && !outcome.status.is_failure();
-                    vec![(binary, outcome)]
-                };
-                while !stopped() {
-                    let Some(unit) = lock(queue).pop_front() else {
-                        return;
-                    };
-                    let finished = match unit {
-                        Unit::Test { binary, name } => attempt(binary, &name, 0),
-                        Unit::Retry { binary, last } => attempt(binary, &last.name, last.attempts),
-                        Unit::Batch { binary, names } => {
-                            let (outcomes, rest) =
-                                run_batch(&binaries[binary].binary, &names, plan, watchdog);
-                            if !rest.is_empty() {
-                                // The batch's process died: the rest go on in a fresh one.
-                                lock(queue).push_front(Unit::Batch {
-                                    binary,
-                                    names: rest,
-                                });
-                            }
-                            outcomes
-                                .into_iter()
-                                .map(|outcome| (binary, outcome))
-                                .collect()
-                        }
-                    };
-                    for (binary, outcome) in finished {
-                        if outcome.status.is_failure()
-                            && outcome.attempts <= plan.retries
-                            && !stopped()
-                        {
-                            // Retried in a process of its own.
-                            lock(queue).push_back(Unit::Retry {
-                                binary,
-                                last: Box::new(outcome),
-                            });
-                            continue;
-                        }
-                        stop(&outcome);
-                        let _ = events.send(Event::Finished(Box::new(outcome)));
+    let shared_queue = Mutex::new(queue);
+    let (queue, watched, stopped) = (&shared_queue, &watchdog, &stopped);
+    // A worker: runs the queue's units until it is empty or the run stops.
+    let work = move |lane: usize| {
+        let watchdog = watched;
+        watchdog.containment.enter(lane);
+        // Attempt `attempts + 1` at test `name` of `binary`.
+        let attempt = |binary: usize, name: &str, attempts: u32| {
+            let mut outcome = run_libtest(&binaries[binary].binary, name, plan, watchdog);
+            outcome.attempts = attempts + 1;
+            outcome.flaky = attempts > 0 && !outcome.status.is_failure();
+            vec![(binary, outcome)]
+        };
+        while !stopped() {
+            let Some(unit) = lock(queue).pop_front() else {
+                return;
+            };
+            let finished = match unit {
+                Unit::Test { binary, name } => attempt(binary, &name, 0),
+                Unit::Retry { binary, last } => attempt(binary, &last.name, last.attempts),
+                Unit::Batch { binary, names } => {
+                    let (outcomes, rest) =
+                        run_batch(&binaries[binary].binary, &names, plan, watchdog);
+                    if !rest.is_empty() {
+                        // The batch's process died: the rest go on in a fresh one.
+                        lock(queue).push_front(Unit::Batch {
+                            binary,
+                            names: rest,
+                        });
                     }
+                    outcomes
+                        .into_iter()
+                        .map(|outcome| (binary, outcome))
+                        .collect()
                 }
-            });
+            };
+            for (binary, outcome) in finished {
+                if outcome.status.is_failure() && outcome.attempts <= plan.retries && !stopped() {
+                    // Retried in a process of its own.
+                    lock(queue).push_back(Unit::Retry {
+                        binary,
+                        last: Box::new(outcome),
+                    });
+                    continue;
+                }
+                stop(&outcome);
+                let _ = events.send(Event::Finished(Box::new(outcome)));
+            }
+        }
+    };
+
+    std::thread::scope(|scope| {
+        // As many workers as threads can be made (a process limit may
+        // allow fewer), and at least this thread.
+        let started = (0..threads)
+            .take_while(|&lane| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || work(lane))
+                    .is_ok()
+            })
+            .count();
+        if started < threads {
+            eprintln!(
+                "cargo isolate: warning: {started} of {threads} test threads could be started"
+            );
+        }
+        if started == 0 {
+            work(0);
         }
     });
     // What is left did not start: the run stopped first. A test waiting
     // for a retry keeps how it ended last.
-    for unit in queue.into_inner().unwrap_or_else(PoisonError::into_inner) {
+    for unit in shared_queue
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
         match unit {
             Unit::Test { binary, name } => not_started.push((binary, name)),
             Unit::Retry { last, .. } => {

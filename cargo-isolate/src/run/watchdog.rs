@@ -163,7 +163,7 @@ impl Watchdog {
             changed: Condvar::new(),
         });
         let keeper = Arc::clone(&shared);
-        let thread = std::thread::spawn(move || {
+        let thread = std::thread::Builder::new().spawn(move || {
             let mut state = lock(&keeper.state);
             while !state.stopping {
                 let now = Instant::now();
@@ -189,6 +189,16 @@ impl Watchdog {
                     .0;
             }
         });
+        let thread = match thread {
+            Ok(thread) => Some(thread),
+            Err(error) => {
+                eprintln!(
+                    "cargo isolate: warning: cannot start the watchdog thread ({error}): \
+                     timeouts and interruptions will not end tests"
+                );
+                None
+            }
+        };
         // Without a guard, a run killed outright may leave its tests. It
         // starts before the containment, outside the run's cgroups.
         let guard = Guard::start().ok();
@@ -198,7 +208,7 @@ impl Watchdog {
         }
         Watchdog {
             shared,
-            thread: Some(thread),
+            thread,
             guard,
             containment,
         }
