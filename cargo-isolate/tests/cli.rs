@@ -1,10 +1,17 @@
 //! End-to-end tests of `cargo isolate`: the real binary on the fixture
 //! workspaces under `tests/fixtures/`, built into a directory of their own.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdout, Command, Output, Stdio};
+use std::process::{ChildStdout, Stdio};
+
+use support::{
+    cargo_isolate, clean_command, command, command_at, describe, fixture, json_events,
+    processes_with,
+};
 
 /// How each test of the `crashy` fixture must end: its binary, its name,
 /// the JSON status and, for crashes, the signal's name.
@@ -65,58 +72,6 @@ const EXPECTED: &[(&str, &str, &str, Option<&str>)] = &[
     ("harnessed::deaths", "segfault", "crashed", Some("SIGSEGV")),
 ];
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
-        .join("Cargo.toml")
-}
-
-/// `program`, in an environment cleaned of what the outer cargo set, with
-/// the target directory named `target_name`.
-fn clean_command(program: impl AsRef<std::ffi::OsStr>, target_name: &str) -> Command {
-    let mut command = Command::new(program);
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if (key.starts_with("CARGO_") && key != "CARGO_HOME")
-            || key == "RUSTFLAGS"
-            || key == "RUST_BACKTRACE"
-        {
-            command.env_remove(key);
-        }
-    }
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join(target_name);
-    command.env("CARGO_TARGET_DIR", target);
-    command
-}
-
-/// `cargo isolate ARGS` on the workspace of `manifest`, in a clean
-/// environment (see [`clean_command`]).
-fn command_at(manifest: &Path, target_name: &str, args: &[&str]) -> Command {
-    let mut command = clean_command(env!("CARGO_BIN_EXE_cargo-isolate"), target_name);
-    let (subcommand, rest) = args.split_first().expect("a subcommand");
-    command
-        .args(["isolate", subcommand, "--manifest-path"])
-        .arg(manifest)
-        .args(rest);
-    command
-}
-
-/// `cargo isolate ARGS` on a fixture, in a clean environment, with the
-/// fixture's own target directory.
-fn command(fixture_name: &str, args: &[&str]) -> Command {
-    command_at(
-        &fixture(fixture_name),
-        &format!("fixture-{fixture_name}"),
-        args,
-    )
-}
-
-/// Runs [`command`] to the end.
-fn cargo_isolate(fixture_name: &str, args: &[&str]) -> Output {
-    command(fixture_name, args).output().unwrap()
-}
-
 /// Starts a run of the fixture's hanging test, with `env` set, and waits
 /// for its `run-started` line; the rest of its JSON lines are returned.
 fn start_hanging_run(
@@ -146,25 +101,6 @@ fn start_hanging_run(
     let started = lines.next().unwrap().unwrap();
     assert!(started.contains("run-started"), "{started}");
     (child, lines)
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn json_events(output: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|_| panic!("not JSON: {line}\n{}", describe(output)))
-        })
-        .collect()
 }
 
 #[test]
@@ -942,26 +878,6 @@ fn nocapture_streams_output() {
         .unwrap_or_else(|| panic!("{text}"));
     let verdict = text.find("CRASH [").unwrap_or_else(|| panic!("{text}"));
     assert!(streamed < verdict, "{text}");
-}
-
-/// Processes whose environment holds `marker`: everything a run started,
-/// since its tests and what they spawn inherit the environment.
-fn processes_with(marker: &str) -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            std::fs::read(entry.path().join("environ")).is_ok_and(|environ| {
-                environ
-                    .split(|byte| *byte == 0)
-                    .any(|var| var == marker.as_bytes())
-            })
-        })
-        .map(|entry| {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).replace('\0', " ")
-        })
-        .collect()
 }
 
 /// `leaks_a_process` leaves a process in its group and a daemon that left
