@@ -347,12 +347,8 @@ fn descriptors_zombies_and_memory_stay_flat_over_a_long_run() {
         .iter()
         .filter(|event| event["status"] != "passed")
         .collect();
-    // Known failure: with cgroups, a few process-per-test tests end
-    // `broken`, "failed to wait for its process: No child processes": when
-    // a worker collects a leftover, `reap_dead` (run/contain.rs) reaps
-    // every dead child of the runner it does not know, and the other
-    // worker's test, which `reap` (run/watchdog.rs) took off the watchdog
-    // before reaping it, is one of them.
+    // Every test passes: a worker that collects leftovers reaps only
+    // those, never another worker's test that it has yet to reap.
     assert!(
         failed.is_empty(),
         "{} tests did not pass, the first: {}",

@@ -118,13 +118,7 @@ impl Containment {
     /// Returns how many processes it found.
     pub(super) fn collect(&self, group: Pid, known: &HashSet<Pid>) -> usize {
         match (self, LANE.get()) {
-            (Containment::Cgroups(cgroups), Some(lane)) => {
-                let found = cgroups.collect(lane);
-                if found > 0 {
-                    reap_dead(known);
-                }
-                found
-            }
+            (Containment::Cgroups(cgroups), Some(lane)) => cgroups.collect(lane),
             _ => collect_group(group, known),
         }
     }
@@ -208,9 +202,12 @@ impl RunCgroups {
             std::thread::sleep(ROUND_PAUSE);
         }
         // All are dead now, each reaped by a parent it outlived or handed,
-        // as a zombie, to this subreaper.
+        // as a zombie, to this subreaper: a process leaves its cgroup a
+        // moment before its children are handed on, so one not ours yet
+        // is asked again shortly. Only these are reaped: any other dead
+        // child may be a test another worker has yet to reap.
         for pid in &found {
-            let _ = waitpid(*pid, Some(WaitPidFlag::WNOHANG));
+            reap_when_handed(*pid);
         }
         found.len()
     }
@@ -285,13 +282,23 @@ fn our_children() -> Vec<Pid> {
         .collect()
 }
 
-/// Reaps the children of ours that are dead and not `known`: leftovers
-/// that a dying parent handed to this subreaper after they were collected.
-fn reap_dead(known: &HashSet<Pid>) {
-    for pid in our_children() {
-        if !known.contains(&pid) && is_zombie(pid) {
-            let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+/// How long a dead leftover may take to be handed to this subreaper.
+const HANDING: Duration = Duration::from_millis(20);
+
+/// Reaps `pid`, a killed leftover, once it is a dead child of ours; gives
+/// up after [`HANDING`] when it is not (its parent, another leftover,
+/// reaped it before it died itself), leaving it to the end of the run.
+fn reap_when_handed(pid: Pid) {
+    let deadline = std::time::Instant::now() + HANDING;
+    loop {
+        let pending = matches!(
+            waitpid(pid, Some(WaitPidFlag::WNOHANG)),
+            Err(nix::errno::Errno::ECHILD) | Ok(nix::sys::wait::WaitStatus::StillAlive)
+        );
+        if !pending || std::time::Instant::now() >= deadline {
+            return;
         }
+        std::thread::sleep(Duration::from_micros(100));
     }
 }
 
