@@ -240,6 +240,28 @@ fn sees_no_runner_descriptor() {
     }
 }
 
+/// A test sees no other test's result region, where it could write a
+/// result in that test's name: of the shared mappings of the regions' size,
+/// it holds its own at most.
+#[isolate_harness::test]
+fn sees_no_other_test_s_result_region() {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let regions = maps
+        .lines()
+        .filter(|line| {
+            let mut fields = line.split_whitespace();
+            let (Some(range), Some(permissions)) = (fields.next(), fields.next()) else {
+                return false;
+            };
+            let size = range.split_once('-').map_or(0, |(start, end)| {
+                usize::from_str_radix(end, 16).unwrap() - usize::from_str_radix(start, 16).unwrap()
+            });
+            size == 1 << 20 && permissions == "rw-s" && line.contains("/dev/zero")
+        })
+        .count();
+    assert!(regions <= 1, "{regions} result regions are mapped:\n{maps}");
+}
+
 /// Waits with a grandchild, when the driver asks (by naming a file for their
 /// pids): for the driver to kill the whole run under it.
 #[isolate_harness::test(ignore = "run by the driver only")]
@@ -406,6 +428,7 @@ const EXPECTED: &[(&str, Verdict, &str)] = &[
         "Error: \"the answer was 41\"",
     ),
     ("returns_ok", Verdict::Ok, ""),
+    ("sees_no_other_test_s_result_region", Verdict::Ok, ""),
     ("sees_no_runner_descriptor", Verdict::Ok, ""),
     ("sees_the_shared_fixture_built_once", Verdict::Ok, ""),
     (

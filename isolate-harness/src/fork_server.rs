@@ -746,7 +746,7 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
         limit: limit.max(1),
         children: Children::open(),
         signals: signals.as_fd().as_raw_fd(),
-        runner_fds: Vec::new(),
+        held: Held::default(),
     };
     loop {
         if server
@@ -832,9 +832,9 @@ struct Server<'a> {
     children: Children,
     /// The signalfd, to be closed in test children.
     signals: RawFd,
-    /// The server's descriptors, listed before each fork to be closed in
-    /// the test child (kept to reuse its memory).
-    runner_fds: Vec<RawFd>,
+    /// What the server holds that a test child must not, listed before
+    /// each fork (kept to reuse its memory).
+    held: Held,
 }
 
 /// What a server has for one channel.
@@ -932,18 +932,24 @@ impl Server<'_> {
                 }
             }
         }
-        self.runner_fds.clear();
-        self.runner_fds.push(self.signals);
-        self.runner_fds.extend(self.children.fd());
-        for slot in &self.slots {
-            self.runner_fds.extend(
+        let held = &mut self.held;
+        held.fds.clear();
+        held.regions.clear();
+        held.fds.push(self.signals);
+        held.fds.extend(self.children.fd());
+        for (other, slot) in self.slots.iter().enumerate() {
+            held.fds.extend(
                 slot.channel
                     .as_ref()
                     .map(|channel| channel.get_ref().as_raw_fd()),
             );
             if let Some(output) = &slot.output {
-                self.runner_fds
+                held.fds
                     .extend([output.stdout.as_raw_fd(), output.stderr.as_raw_fd()]);
+            }
+            if other != index {
+                held.regions
+                    .extend(slot.reply.as_ref().map(Region::address));
             }
         }
         let slot = &self.slots[index];
@@ -955,7 +961,7 @@ impl Server<'_> {
                 reply,
                 slot.output.as_ref(),
                 &mut self.reply_buffer,
-                &self.runner_fds,
+                &self.held,
             ),
             None => Err(io::Error::other("no region for its result")),
         };
@@ -1152,9 +1158,19 @@ impl<'fd> PollSet<'fd> {
     }
 }
 
+/// What a server holds that a test child gives up before the test runs.
+#[derive(Default)]
+struct Held {
+    /// Descriptors: the server's channels and signalfd, other tests'
+    /// output files.
+    fds: Vec<RawFd>,
+    /// The addresses of the other slots' reply regions.
+    regions: Vec<usize>,
+}
+
 /// Forks the child for one test, its result going to `reply` and its
-/// output to `outputs` if given, with the server's descriptors `close`
-/// closed. The child builds its reply in its copy of `reply_buffer`.
+/// output to `outputs` if given, without what the server `held`. The child
+/// builds its reply in its copy of `reply_buffer`.
 fn start_test(
     function: Function<'_>,
     mut setup: ChildSetup,
@@ -1162,14 +1178,15 @@ fn start_test(
     reply: &Region,
     outputs: Option<&OutputFiles>,
     reply_buffer: &mut Vec<u8>,
-    close: &[RawFd],
+    held: &Held,
 ) -> io::Result<Child> {
     setup.output = outputs.map(|files| (files.stdout.as_raw_fd(), files.stderr.as_raw_fd()));
     if let Some(limit) = memory_limit {
         setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
     }
-    match child::fork(&setup, close)? {
+    match child::fork(&setup, &held.fds)? {
         Forked::Child => {
+            held.regions.iter().copied().for_each(reply_region::unmap);
             reply.write_here();
             let buffer = std::mem::take(reply_buffer);
             let outcome =

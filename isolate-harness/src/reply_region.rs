@@ -24,7 +24,10 @@
 //! of it writes nothing, so a copy that returns from the test where the
 //! test itself then crashes cannot make the crash a pass.
 //!
-//! What this does not do: stop a test from writing into the region
+//! A test child unmaps the regions of the server's other slots before the
+//! test runs, so that it cannot write a result in another test's name.
+//!
+//! What this does not do: stop a test from writing into its own region
 //! through a pointer of its own. The verdict is safe against that where it
 //! matters: a result counts only when the test process then exited with
 //! code 0, and a process that dies by a signal is a crash whatever it
@@ -98,6 +101,12 @@ impl Region {
         WRITE_TO.store(self.start.as_ptr(), Ordering::SeqCst);
     }
 
+    /// Where the region starts, for [`unmap`] in a test child that must
+    /// not hold it.
+    pub(crate) fn address(&self) -> usize {
+        self.start.as_ptr() as usize
+    }
+
     /// Moves the frames `writer` appended to the end of `into`, and empties
     /// the region for the next test. Frames any other process wrote are
     /// dropped; so are frames that claim more than the region holds.
@@ -124,6 +133,23 @@ impl Drop for Region {
         // SAFETY: the mapping was made by `create` with this size and is
         // not used after this.
         unsafe { libc::munmap(self.start.as_ptr().cast(), REGION_SIZE) };
+    }
+}
+
+/// Unmaps, in a just-forked test child, the region at `address`: another
+/// test's, which this one must not be able to write its result into.
+/// Async-signal-safe.
+pub(crate) fn unmap(address: usize) {
+    // SAFETY: `address` starts a region of `REGION_SIZE` bytes that the
+    // forking server mapped; the child never uses it (the server's
+    // `Region`, copied into the child, is never dropped there: the child
+    // ends with `_exit`).
+    unsafe {
+        libc::syscall(
+            libc::SYS_munmap,
+            address as libc::c_long,
+            REGION_SIZE as libc::c_long,
+        );
     }
 }
 
