@@ -227,10 +227,7 @@ fn run_batch_process(
     let segments = split_by_test(&stdout, names);
     let mut outcomes = Vec::new();
     let mut done: Vec<&str> = Vec::new();
-    for line in log.lines() {
-        let Some((verdict, name)) = line.split_once(' ') else {
-            continue;
-        };
+    for (name, verdict) in logged_verdicts(&log) {
         let Some(name) = names.iter().find(|candidate| *candidate == name) else {
             continue;
         };
@@ -351,6 +348,23 @@ fn read_prefix(mut file: File, limit: u64) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// The verdicts in libtest's log, `(name, verdict)`, one per test: the
+/// last line for it, in the order of those lines. The test runs in the
+/// process that writes the log and holds the file open, so a test can
+/// write a line of its own in its name, but only before libtest writes
+/// the real one, once the test has returned: the last line is libtest's.
+fn logged_verdicts(log: &str) -> Vec<(&str, &str)> {
+    let mut lines: Vec<Option<(&str, &str)>> = Vec::new();
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (verdict, name) in log.lines().filter_map(|line| line.split_once(' ')) {
+        if let Some(earlier) = last.insert(name, lines.len()) {
+            lines[earlier] = None;
+        }
+        lines.push(Some((name, verdict)));
+    }
+    lines.into_iter().flatten().collect()
+}
+
 /// How a libtest test ended, from libtest's log and its process's status.
 fn libtest_verdict(
     log: &str,
@@ -359,11 +373,9 @@ fn libtest_verdict(
     fired: Fired,
     timeout: Option<Duration>,
 ) -> (Status, String) {
-    let logged = log.lines().find_map(|line| {
-        line.split_once(' ')
-            .filter(|(_, test)| *test == name)
-            .map(|(verdict, _)| verdict)
-    });
+    let logged = logged_verdicts(log)
+        .into_iter()
+        .find_map(|(test, verdict)| (test == name).then_some(verdict));
     if fired == Fired::Interrupted {
         let mut message = INTERRUPTED_WHILE_RUNNING.to_owned();
         if status.signal() == Some(NixSignal::SIGKILL as i32) {
@@ -496,6 +508,18 @@ mod tests {
         assert_eq!(
             without_libtest_lines("warning: `--logfile` is deprecated\nreal error\n", "t"),
             "real error"
+        );
+    }
+
+    #[test]
+    fn a_test_s_own_log_line_gives_way_to_libtest_s() {
+        assert_eq!(
+            logged_verdicts("ok a\nok b\nfailed a\nok c\n"),
+            [("b", "ok"), ("a", "failed"), ("c", "ok")]
+        );
+        assert_eq!(
+            libtest_verdict("ok t\nfailed t\n", "t", exit(101), Fired::No, None).0,
+            Status::Failed
         );
     }
 
