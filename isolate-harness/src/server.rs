@@ -130,7 +130,7 @@ pub(crate) fn prepare_to_fork() {
 
 fn report(info: &PanicHookInfo<'_>) -> PanicMessage {
     PanicMessage {
-        message: kept_text(payload_message(info.payload())),
+        message: kept_message(info.payload()),
         location: info.location().map(ToString::to_string),
         backtrace: WANT_BACKTRACE
             .load(Ordering::Relaxed)
@@ -138,14 +138,17 @@ fn report(info: &PanicHookInfo<'_>) -> PanicMessage {
     }
 }
 
-fn payload_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
+/// A panic's message, as head and tail when long: only what is kept is
+/// copied, so a panic of 300 MiB does not need as much again.
+fn kept_message(payload: &(dyn Any + Send)) -> String {
+    let text = if let Some(message) = payload.downcast_ref::<&str>() {
+        message
     } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
+        message.as_str()
     } else {
-        "Box<dyn Any>".to_owned()
-    }
+        "Box<dyn Any>"
+    };
+    report_stream::head_and_tail(text, KEPT_TEXT).into_owned()
 }
 
 /// Runs `call`, turning a panic into its report.
@@ -155,7 +158,7 @@ pub(crate) fn catch<R>(call: impl FnOnce() -> R) -> Result<R, PanicMessage> {
     let recorded = CAUGHT.with(|caught| caught.borrow_mut().take().flatten());
     result.map_err(|payload| {
         recorded.unwrap_or_else(|| PanicMessage {
-            message: kept_text(payload_message(&*payload)),
+            message: kept_message(&*payload),
             location: None,
             backtrace: None,
         })
