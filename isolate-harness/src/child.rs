@@ -657,7 +657,7 @@ pub(crate) fn kill_subtree(pid: Pid) {
 }
 
 /// The children of process `pid`, of all its threads.
-fn children_of(pid: i32) -> Vec<i32> {
+pub(crate) fn children_of(pid: i32) -> Vec<i32> {
     let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };

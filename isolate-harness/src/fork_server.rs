@@ -41,20 +41,21 @@
 //! `setsid` escapee) is reparented to the test's child, not to the server,
 //! so everything the test started stays below its child; when the child
 //! exits, the kernel hands all of it to the server before the exit is
-//! reported. So what the server finds among its own children when it
-//! reaps a test, besides the tests still running, is what that test left:
-//! it kills its process group, then kills and reaps each of these children,
-//! and again for the processes their deaths hand it, until none is left
-//! (at most [`MAX_COLLECTION_ROUNDS`] times, against a fork bomb).
+//! reported. So the server's children, when it sees a test's child exit
+//! and before it starts the next test, are the tests it runs and what
+//! that test left. It stops those and everything below them (see
+//! [`collect_leftovers`]), kills them and reaps them: a stopped process
+//! starts no other and hands none over, so no other test's leftovers join
+//! them, even while other tests run and end.
 //!
 //! Why not a cgroup or a PID namespace per test: moving a process into a
 //! cgroup cost about 100 µs on the machine this was measured on (the write
 //! lock the kernel takes syncs with RCU), and a PID namespace needs an
 //! init process besides the test, a second fork: either would double
 //! what a trivial test costs. The subreapers cost one `prctl` per test.
-//! What they leave open: a process that two tests ending at the same
-//! moment both left, outside both their process groups, is charged to the
-//! one reaped first.
+//! What they leave open: when two tests of one server end at the same
+//! moment, a process one of them left outside both their process groups
+//! is charged to the one reaped first.
 //!
 //! If the harness dies, the server gets SIGTERM (`PR_SET_PDEATHSIG`), kills
 //! every running test's group and exits; test children die with the server.
@@ -870,6 +871,14 @@ impl Slot {
 }
 
 impl Server<'_> {
+    /// Whether `pid` is the child of a test the server runs.
+    fn runs(&self, pid: i32) -> bool {
+        self.slots
+            .iter()
+            .filter_map(|slot| slot.test.as_ref())
+            .any(|test| test.child.pid().as_raw() == pid)
+    }
+
     /// How many tests are running.
     fn running(&self) -> usize {
         self.slots.iter().filter(|slot| slot.test.is_some()).count()
@@ -1026,13 +1035,19 @@ impl Server<'_> {
         if was_full {
             self.read_requests();
         }
+        // What the test left was handed to the server as its child exited:
+        // taken now, before the next test starts and can hand over its own.
+        let pid = test.child.pid().as_raw();
+        let orphans = self
+            .children
+            .orphans(|child| child == pid || self.runs(child));
         while self.running() < self.limit
             && let Some((next, request)) = self.waiting.pop_front()
         {
             self.start(next, request);
         }
-        let pid = test.child.pid().as_raw().unsigned_abs();
-        let exit = self.reap(test, index);
+        let exit = self.reap(test, index, orphans);
+        let pid = pid.unsigned_abs();
         self.message.clear();
         let slot = &mut self.slots[index];
         if let Some(reply) = &slot.reply {
@@ -1047,22 +1062,18 @@ impl Server<'_> {
         }
     }
 
-    /// Reaps the test of channel `index`: kills its group, reaps it, then
-    /// kills and reaps what it left behind, and collects its output.
-    fn reap(&self, mut test: Running, index: usize) -> TestExit {
-        let status = test.child.wait().unwrap_or(ExitStatus::Code(-1));
+    /// Reaps the test of channel `index`: kills and reaps what it left
+    /// behind (`orphans`, as the server found them when the test ended),
+    /// then its group, reaps it, and collects its output.
+    fn reap(&self, mut test: Running, index: usize, orphans: Vec<i32>) -> TestExit {
         let group = test.child.pid().as_raw();
-        let tests: Vec<i32> = self
-            .slots
-            .iter()
-            .filter_map(|slot| Some(slot.test.as_ref()?.child.pid().as_raw()))
-            .collect();
-        // A child of the server in the group of another test that ended
-        // meanwhile is that test's, collected when it is reaped.
-        let leftovers = self.children.collect_leftovers(
-            |pid| tests.contains(&pid),
-            |pgid| pgid != group && tests.contains(&pgid),
-        );
+        // Collected while the test's child, not reaped yet, keeps its group
+        // id, and before the group is killed: a member killed first would
+        // be dead when looked at, and not reported. An orphan in the group
+        // of another test that ended meanwhile is that test's, collected
+        // when it is reaped.
+        let leftovers = collect_leftovers(orphans, |pgid| pgid != group && self.runs(pgid));
+        let status = test.child.wait().unwrap_or(ExitStatus::Code(-1));
         let duration = test.started.elapsed();
         let (stdout, stderr) = self.slots[index]
             .output
@@ -1244,69 +1255,127 @@ impl Children {
             .for_each(&mut each);
     }
 
-    /// Kills and reaps every child of the server that is no running test
-    /// (`is_test`) nor in another test's group (`elsewhere`, by process
-    /// group), and the processes their deaths hand to the server, and
-    /// returns them: what the test reaped last left behind (see the module
-    /// docs).
-    fn collect_leftovers(
-        &self,
-        is_test: impl Fn(i32) -> bool,
-        elsewhere: impl Fn(i32) -> bool,
-    ) -> Vec<Leftover> {
-        let mut leftovers: Vec<Leftover> = Vec::new();
-        for _ in 0..MAX_COLLECTION_ROUNDS {
-            let mut killed = Vec::new();
-            self.pids(|pid| {
-                if is_test(pid) {
-                    return;
-                }
-                let Some((command, group)) = process_name_and_group(pid) else {
-                    return;
-                };
-                if elsewhere(group) {
-                    return;
-                }
-                let process = nix::unistd::Pid::from_raw(pid);
-                let _ = nix::sys::signal::kill(process, NixSignal::SIGKILL);
-                killed.push(process);
-                if !leftovers
-                    .iter()
-                    .any(|leftover| leftover.pid == pid.unsigned_abs())
-                {
-                    leftovers.push(Leftover {
-                        pid: pid.unsigned_abs(),
-                        command,
-                    });
-                }
-            });
-            if killed.is_empty() {
-                break;
+    /// The server's children now that are no test (`is_test`): what tests
+    /// that ended left, handed to the server as each test's child exited.
+    /// Allocates nothing when there is none, which is most of the time.
+    fn orphans(&self, is_test: impl Fn(i32) -> bool) -> Vec<i32> {
+        let mut orphans = Vec::new();
+        self.pids(|pid| {
+            if !is_test(pid) {
+                orphans.push(pid);
             }
-            // Each dies at once of its SIGKILL; its death hands its own
-            // children to the server, for the next round.
-            for process in killed {
-                let _ = nix::sys::wait::waitpid(process, None);
-            }
-        }
-        leftovers
+        });
+        orphans
     }
 }
 
-/// How many times [`Children::collect_leftovers`] looks again for the
-/// processes the deaths of the last ones handed to the server: each round
-/// reaches one generation deeper, and a process killed there can start no
-/// other.
+/// Kills and reaps the trees of `orphans` (but an orphan in another test's
+/// process group, by `elsewhere`, which is that test's), and returns the
+/// processes in them that were running: what a test left behind.
+///
+/// Every process of the trees is stopped (SIGSTOP, which no process can
+/// catch) before its children are read, and the trees are read again
+/// until they hold nothing new and every process has stopped: a stopped
+/// process starts no other, and hands none to the server. Then all are
+/// killed at once and reaped as they are handed over. So what the test
+/// left is exactly what it is charged with, even while other tests run and
+/// end: none of theirs joins these trees.
+fn collect_leftovers(orphans: Vec<i32>, elsewhere: impl Fn(i32) -> bool) -> Vec<Leftover> {
+    let mut seen: Vec<i32> = Vec::new();
+    let mut leftovers = Vec::new();
+    let mut found: Vec<i32> = orphans
+        .into_iter()
+        .filter(|pid| process_stat(*pid).is_some_and(|stat| !elsewhere(stat.group)))
+        .collect();
+    for _ in 0..MAX_COLLECTION_ROUNDS {
+        if found.is_empty()
+            && seen
+                .iter()
+                .all(|pid| !process_stat(*pid).is_some_and(|stat| stat.runs))
+        {
+            break;
+        }
+        for pid in found.drain(..) {
+            if seen.contains(&pid) {
+                continue;
+            }
+            let Some(stat) = process_stat(pid) else {
+                continue;
+            };
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), NixSignal::SIGSTOP);
+            seen.push(pid);
+            if stat.state != 'Z' {
+                leftovers.push(Leftover {
+                    pid: pid.unsigned_abs(),
+                    command: stat.command,
+                });
+            }
+        }
+        for &pid in &seen {
+            found.extend(child::children_of(pid));
+        }
+        found.retain(|pid| !seen.contains(pid));
+        if found.is_empty() {
+            std::thread::yield_now();
+        }
+    }
+    for &pid in &seen {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), NixSignal::SIGKILL);
+    }
+    for &pid in &seen {
+        reap_when_handed(nix::unistd::Pid::from_raw(pid));
+    }
+    leftovers
+}
+
+/// How many times [`collect_leftovers`] reads the trees again: each round
+/// reaches one generation deeper, or waits for a stop to take effect.
 const MAX_COLLECTION_ROUNDS: usize = 256;
 
-/// The command name and process group of process `pid`, from
-/// `/proc/PID/stat`; `None` once it is gone.
-fn process_name_and_group(pid: i32) -> Option<(String, i32)> {
+/// How long a killed leftover may take to be handed to the server.
+const HANDING: Duration = Duration::from_millis(20);
+
+/// Reaps `pid`, a killed leftover, once it is a dead child of the server:
+/// its parent, killed too, hands it over as it dies. Gives up after
+/// [`HANDING`] (its parent reaped it first).
+fn reap_when_handed(pid: nix::unistd::Pid) {
+    let deadline = Instant::now() + HANDING;
+    loop {
+        let pending = matches!(
+            nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
+            Err(nix::errno::Errno::ECHILD) | Ok(nix::sys::wait::WaitStatus::StillAlive)
+        );
+        if !pending || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// What `/proc/PID/stat` says of a process.
+struct ProcessStat {
+    command: String,
+    /// Its state letter: `R`, `S`, `T` (stopped), `Z` (zombie)...
+    state: char,
+    group: i32,
+    /// Whether it can still start a process: neither stopped nor dead.
+    runs: bool,
+}
+
+/// What `/proc/PID/stat` says of process `pid`; `None` once it is gone.
+fn process_stat(pid: i32) -> Option<ProcessStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
-    let group = stat[close + 1..].split_whitespace().nth(2)?.parse().ok()?;
-    Some((stat[open + 1..close].to_owned(), group))
+    let mut fields = stat[close + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let group = fields.nth(1)?.parse().ok()?;
+    Some(ProcessStat {
+        command: stat[open + 1..close].to_owned(),
+        state,
+        group,
+        runs: !matches!(state, 'T' | 't' | 'Z' | 'X'),
+    })
 }
 
 /// The head and tail of a captured stream, which is then emptied. (Most
