@@ -7,9 +7,10 @@
 //! groups to protect (`+PGID`) and which are done (`-PGID`, sent before the
 //! group's leader is reaped, so the guard never holds a group id that may
 //! have been reused), and the run's cgroup where there is one (`cPATH`,
-//! and `r` once the runner removed it itself). When the pipe closes,
+//! and `r` once the runner has left and removed it). When the pipe closes,
 //! whether the runner finished or died, the guard kills what is left (in
-//! the cgroup: every process, however it detached) and exits.
+//! the cgroup: every process but the runner, however it detached), removes
+//! the cgroup once the runner is gone, and exits.
 //!
 //! Tests are spawned with `posix_spawn` this way: a death signal set in
 //! each child (`PR_SET_PDEATHSIG`) would need a hook between fork and exec,
@@ -21,6 +22,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -63,7 +65,7 @@ impl Guard {
     }
 
     /// Has the guard kill every process in the cgroups under `path`, and
-    /// remove them, if the runner dies.
+    /// remove them once the runner is gone, if the runner dies.
     pub(crate) fn contain(&self, path: &Path) {
         self.tell(&format!("c{}", path.display()));
     }
@@ -103,6 +105,7 @@ impl Drop for Guard {
 /// The guard process: reads the runner's pipe until it closes, then kills
 /// every group still protected.
 pub(crate) fn serve() -> i32 {
+    let runner = nix::unistd::getppid();
     let mut protected = HashSet::new();
     let mut cgroup: Option<PathBuf> = None;
     for line in io::stdin().lock().lines() {
@@ -128,15 +131,16 @@ pub(crate) fn serve() -> i32 {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
     if let Some(cgroup) = cgroup {
-        empty_cgroups(&cgroup);
+        empty_cgroups(&cgroup, runner);
     }
     0
 }
 
-/// Kills every process in the cgroup `path` and the cgroups below it, until
-/// none is left, then removes them. (Their parent, the runner, is dead:
-/// whoever inherits them reaps them.)
-fn empty_cgroups(path: &Path) {
+/// Kills every process in the cgroup `path` and the cgroups below it but
+/// the `runner`, which is dead or dying, and removes them once they are
+/// empty. (Their parent, the runner, is gone or going: whoever inherits
+/// them reaps them.)
+fn empty_cgroups(path: &Path, runner: Pid) {
     let mut cgroups = vec![path.to_owned()];
     if let Ok(entries) = std::fs::read_dir(path) {
         cgroups.extend(
@@ -146,23 +150,40 @@ fn empty_cgroups(path: &Path) {
                 .filter(|path| path.is_dir()),
         );
     }
-    for _ in 0..1000 {
-        let mut any = false;
+    let deadline = Instant::now() + CLEAN_UP;
+    while Instant::now() < deadline {
         for cgroup in &cgroups {
             // A threaded cgroup lists threads; a SIGKILL to any thread
             // kills its whole process.
-            let procs = std::fs::read_to_string(cgroup.join("cgroup.threads")).unwrap_or_default();
-            for pid in procs.split_whitespace().filter_map(|pid| pid.parse().ok()) {
-                any = true;
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let threads =
+                std::fs::read_to_string(cgroup.join("cgroup.threads")).unwrap_or_default();
+            for tid in threads
+                .split_whitespace()
+                .filter_map(|tid| tid.parse().ok())
+            {
+                let tid = Pid::from_raw(tid);
+                if thread_group(tid) != Some(runner) {
+                    let _ = nix::sys::signal::kill(tid, Signal::SIGKILL);
+                }
             }
         }
-        if !any {
-            break;
+        // A cgroup goes once it is empty, the runner's last thread gone.
+        for cgroup in cgroups.iter().rev() {
+            let _ = std::fs::remove_dir(cgroup);
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        if !path.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
-    for cgroup in cgroups.iter().rev() {
-        let _ = std::fs::remove_dir(cgroup);
-    }
+}
+
+/// How long the guard waits for the run's cgroups to empty.
+const CLEAN_UP: Duration = Duration::from_secs(10);
+
+/// The process that thread `tid` belongs to.
+fn thread_group(tid: Pid) -> Option<Pid> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let tgid = status.lines().find_map(|line| line.strip_prefix("Tgid:"))?;
+    Some(Pid::from_raw(tgid.trim().parse().ok()?))
 }

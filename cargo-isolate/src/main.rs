@@ -107,16 +107,6 @@ fn test(args: &cli::TestArgs) -> i32 {
         print_error(&error);
         return exit_code::RUNNER_FAILED;
     }
-    let listed = build_and_list(
-        &args.cargo,
-        &args.filters,
-        &args.harness_args,
-        args.run.partition,
-    );
-    let (binaries, selection) = match listed {
-        Ok(listed) => listed,
-        Err(code) => return code,
-    };
     let threads = if args.run.nocapture {
         // Output of tests running at once would interleave.
         1
@@ -126,6 +116,25 @@ fn test(args: &cli::TestArgs) -> i32 {
             .map(usize::from)
             .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
             .unwrap_or(1)
+    };
+    // What confines the run is made while cargo checks the build: a lane
+    // per test thread, and one for harness binaries.
+    let confinement = std::thread::Builder::new()
+        .spawn(move || run::Confinement::prepare(threads + 1))
+        .map_err(|_| threads + 1);
+    let listed = build_and_list(
+        &args.cargo,
+        &args.filters,
+        &args.harness_args,
+        args.run.partition,
+    );
+    let confinement = match confinement {
+        Ok(preparing) => preparing.join().expect("preparing the run does not panic"),
+        Err(lanes) => run::Confinement::prepare(lanes),
+    };
+    let (binaries, selection) = match listed {
+        Ok(listed) => listed,
+        Err(code) => return code,
     };
     let plan = run::RunPlan {
         threads,
@@ -164,11 +173,23 @@ fn test(args: &cli::TestArgs) -> i32 {
         let reporter = std::thread::Builder::new()
             .spawn_scoped(scope, || report::report(receiver, &settings))
             .map_err(|error| std::io::Error::other(format!("cannot start its thread: {error}")))?;
-        run::run(&binaries, &selection, &plan, &sender, &interrupt);
+        let confinement = run::run(
+            &binaries,
+            &selection,
+            &plan,
+            confinement,
+            &sender,
+            &interrupt,
+        );
         drop(sender);
-        reporter
+        // Released while the reporter writes the last of the reports: it
+        // waits for the kernel (see the run's containment).
+        let released = scope.spawn(|| confinement.release());
+        let summary = reporter
             .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the reporter panicked")))
+            .unwrap_or_else(|_| Err(std::io::Error::other("the reporter panicked")));
+        let _ = released.join();
+        summary
     });
     match summary {
         Ok(_) if interrupt.is_interrupted() => exit_code::INTERRUPTED,

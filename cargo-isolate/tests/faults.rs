@@ -34,6 +34,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::resource::{Resource, setrlimit};
 use serde_json::Value;
+use support::{clean_environment, describe, json_events};
+
+#[expect(
+    dead_code,
+    reason = "the helpers of every end-to-end test of cargo isolate; this one uses some"
+)]
+mod support;
 
 /// How long a run of `cargo isolate`, build included, may take before it
 /// counts as hung.
@@ -48,27 +55,10 @@ const FORK_REFUSED: &str = "Resource temporarily unavailable (os error 11)";
 /// What opening a descriptor fails with when a process has all it may.
 const NO_DESCRIPTORS: &str = "Too many open files (os error 24)";
 
-/// `program`, in an environment cleaned of what the outer cargo set.
-fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut command = Command::new(program);
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        if (key.starts_with("CARGO_") && key != "CARGO_HOME")
-            || key.starts_with("ISOLATE_")
-            || key.starts_with("NEXTEST")
-            || key == "RUSTFLAGS"
-            || key == "RUST_BACKTRACE"
-        {
-            command.env_remove(key);
-        }
-    }
-    command
-}
-
 /// `cargo isolate test ARGS` on the workspace of `manifest`, building into
 /// `target`.
 fn cargo_isolate_test(manifest: &Path, target: &Path, args: &[&str]) -> Command {
-    let mut command = clean_command(env!("CARGO_BIN_EXE_cargo-isolate"));
+    let mut command = clean_environment(env!("CARGO_BIN_EXE_cargo-isolate"));
     command
         .env("CARGO_TARGET_DIR", target)
         .args(["isolate", "test", "--manifest-path"])
@@ -114,26 +104,11 @@ fn output_within(command: &mut Command, limit: Duration) -> Output {
     }
 }
 
-fn describe(output: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 /// The outcome of each test of a run in JSON, by binary and name: each
 /// test must have exactly one, and the run must have said how many tests
 /// it selected.
 fn outcomes(output: &Output) -> BTreeMap<(String, String), Value> {
-    let events: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| {
-            serde_json::from_str(line)
-                .unwrap_or_else(|_| panic!("not JSON: {line}\n{}", describe(output)))
-        })
-        .collect();
+    let events = json_events(output);
     let mut outcomes = BTreeMap::new();
     for event in events
         .iter()
@@ -637,7 +612,7 @@ impl Harnessed {
 
     /// Builds test target `name` and returns its executable.
     fn executable(&self, name: &str) -> PathBuf {
-        let mut command = clean_command("cargo");
+        let mut command = clean_environment("cargo");
         command
             .env("CARGO_TARGET_DIR", &self.target)
             .args([
@@ -681,7 +656,7 @@ fn a_test_the_fork_server_cannot_fork_fails_as_broken_with_the_cause() {
     };
     // The harness and its one fork server (one test at a time) are all
     // the processes its user may have.
-    let mut command = clean_command(&binary);
+    let mut command = clean_environment(&binary);
     command.args(["--test-threads", "1"]).current_dir("/");
     as_user_with_few_processes(&mut command, uid, 2);
     let output = output_within(&mut command, HARNESS_LIMIT);
@@ -764,7 +739,7 @@ fn a_harness_short_of_descriptors_fails_each_test_clearly_or_says_why_it_cannot_
     // From too few for the fork server's channels, through too few for a
     // test's output files, to enough (one test at a time needs a dozen).
     for descriptors in 4..=16 {
-        let mut command = clean_command(&binary);
+        let mut command = clean_environment(&binary);
         command.args(["--test-threads", "1"]);
         with_few_descriptors(&mut command, descriptors);
         let output = output_within(&mut command, HARNESS_LIMIT);

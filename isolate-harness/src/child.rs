@@ -441,9 +441,12 @@ impl Child {
     }
 
     /// Kills everything below the child, if it still runs, then the child
-    /// and its group, without reaping: see [`kill_subtree`].
-    pub(crate) fn kill_all(&self) {
-        if let State::Running = self.state {
+    /// and its group, without reaping: see [`kill_subtree`]. (Below a child
+    /// that has exited there is nothing left to walk: its orphans went to
+    /// whoever reaps above it. Asking costs one `waitid`, where the walk
+    /// reads `/proc`.)
+    pub(crate) fn kill_all(&mut self) {
+        if !self.has_exited() {
             kill_subtree(self.pid);
         }
         self.signal_group(NixSignal::SIGKILL);

@@ -9,17 +9,26 @@
 //!
 //! - **cgroup v2** (where this runner may create cgroups below its own, as
 //!   root or with a delegated subtree): the runner moves itself into a
-//!   cgroup of its own for the run, with one *threaded* child cgroup per
-//!   worker thread (and one for the thread that runs harness binaries),
-//!   and each worker thread moves itself into its own. A process is born in
-//!   the cgroup of the thread that starts it, so every test a worker
-//!   spawns, and everything that test starts, however it detaches, lands
-//!   in the worker's cgroup, with no cost per test. When the test ends,
-//!   what is left in that cgroup besides the runner is exactly what the
-//!   test left: it is killed and reaped, round after round until the cgroup
-//!   holds only the runner. (A cgroup per test would cost a migration,
-//!   about 100 µs, per test.) At the end of the run the runner moves back
-//!   and removes its cgroups.
+//!   cgroup of its own for the run, with one *threaded* child cgroup, a
+//!   *lane*, per worker thread (and one for the thread that runs harness
+//!   binaries), and a thread of its own in each lane, its *spawner*. A
+//!   process is born in the cgroup of the thread that starts it, so a
+//!   worker has its lane's spawner start its tests: every test, and
+//!   everything that test starts, however it detaches, lands in the lane,
+//!   at the cost of a hand-off between two threads per test. When the test
+//!   ends, what is left in the lane besides the runner is exactly what the
+//!   test left: it is killed and reaped, round after round until the lane
+//!   holds only the runner.
+//!
+//!   Why spawners and not the workers themselves in the lanes: the first
+//!   move of a process or thread into a cgroup after a while waits for
+//!   the kernel to sync with RCU, 10 to 20 ms here, where the moves that
+//!   follow it closely cost microseconds. So every move is made at once,
+//!   at the start of `cargo isolate test`, on a thread of its own while
+//!   cargo checks the build, before any worker exists. (A cgroup per test
+//!   would cost such a move per test.) For the same reason the runner
+//!   moves back and removes its cgroups on a thread of its own at the end,
+//!   while the reports are written.
 //! - **fallback** (no cgroup v2, or not ours to write, or
 //!   `ISOLATE_CONTAINMENT=process-groups` in the environment, for a machine
 //!   whose cgroups are managed by something that would not welcome ours):
@@ -33,6 +42,9 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal as NixSignal, kill};
@@ -61,7 +73,13 @@ pub(super) struct RunCgroups {
     run: PathBuf,
     /// One threaded cgroup per lane.
     lanes: Vec<PathBuf>,
+    /// The spawner of each lane: it takes a command and hands back the
+    /// process it started, born in the lane.
+    spawners: Vec<Mutex<Sender<SpawnRequest>>>,
 }
+
+/// A command for a spawner, and where to hand back what it started.
+type SpawnRequest = (Command, SyncSender<io::Result<Child>>);
 
 thread_local! {
     /// The lane the calling thread entered.
@@ -97,19 +115,32 @@ impl Containment {
         }
     }
 
-    /// Puts the calling thread in lane `lane`: every process it starts
-    /// from now on is born there.
+    /// Makes lane `lane` the calling thread's: every process it starts
+    /// with [`Containment::spawn`] from now on is born there.
     pub(super) fn enter(&self, lane: usize) {
         if let Containment::Cgroups(cgroups) = self
-            && let Some(path) = cgroups.lanes.get(lane)
-            && fs::write(
-                path.join("cgroup.threads"),
-                nix::unistd::gettid().to_string(),
-            )
-            .is_ok()
+            && lane < cgroups.lanes.len()
         {
             LANE.set(Some(lane));
         }
+    }
+
+    /// Starts `command`: in the calling thread's lane, by its spawner,
+    /// where there are lanes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Command::spawn`]; and when the lane's spawner is gone.
+    pub(super) fn spawn(&self, mut command: Command) -> io::Result<Child> {
+        let (Containment::Cgroups(cgroups), Some(lane)) = (self, LANE.get()) else {
+            return command.spawn();
+        };
+        let (reply, started) = sync_channel(1);
+        let gone = || io::Error::other("the spawner of the run's cgroup is gone");
+        super::lock(&cgroups.spawners[lane])
+            .send((command, reply))
+            .map_err(|_| gone())?;
+        started.recv().map_err(|_| gone())?
     }
 
     /// Kills and reaps what the test whose process (exited, not reaped,
@@ -126,17 +157,12 @@ impl Containment {
     /// Kills and reaps whatever tests left that is still around (in the
     /// fallback, what left its group), returns how many, and undoes the
     /// cgroups.
-    pub(super) fn finish(&mut self, known: &HashSet<Pid>) -> usize {
-        let swept = kill_and_reap(
+    pub(super) fn finish(&self, known: &HashSet<Pid>) -> usize {
+        kill_and_reap(
             our_children()
                 .into_iter()
                 .filter(|pid| !known.contains(pid)),
-        );
-        let done = Containment::ProcessGroups("the run is over".to_owned());
-        if let Containment::Cgroups(cgroups) = std::mem::replace(self, done) {
-            cgroups.remove();
-        }
-        swept
+        )
     }
 }
 
@@ -151,9 +177,10 @@ impl RunCgroups {
         let run = home.join(format!("isolate-run-{}", std::process::id()));
         fs::create_dir(&run)?;
         let mut cgroups = RunCgroups {
-            home,
+            home: home.clone(),
             run,
             lanes: Vec::new(),
+            spawners: Vec::new(),
         };
         let made = (|| {
             for lane in 0..lanes {
@@ -162,14 +189,21 @@ impl RunCgroups {
                 cgroups.lanes.push(path);
                 fs::write(cgroups.lanes[lane].join("cgroup.type"), "threaded")?;
             }
+            // Every move at once, the first of which waits for the kernel.
             fs::write(
                 cgroups.run.join("cgroup.procs"),
                 std::process::id().to_string(),
-            )
+            )?;
+            for lane in &cgroups.lanes {
+                cgroups.spawners.push(Mutex::new(start_spawner(lane)?));
+            }
+            Ok(())
         })();
         match made {
             Ok(()) => Ok(cgroups),
             Err(error) => {
+                // The runner goes back where it came from, if it moved.
+                let _ = fs::write(home.join("cgroup.procs"), std::process::id().to_string());
                 cgroups.remove();
                 Err(error)
             }
@@ -212,18 +246,49 @@ impl RunCgroups {
         found.len()
     }
 
-    /// Moves the runner back where it came from and removes the cgroups
-    /// (each must be empty by then).
-    fn remove(self) {
+    /// Moves the runner back where it came from and removes the cgroups.
+    /// The spawners end first: each holds its end of a channel the run
+    /// drops here.
+    pub(super) fn leave(self) {
         let _ = fs::write(
             self.home.join("cgroup.procs"),
             std::process::id().to_string(),
         );
+        self.remove();
+    }
+
+    /// Removes the cgroups, which must hold no process.
+    fn remove(self) {
         for lane in self.lanes.iter().rev() {
             let _ = fs::remove_dir(lane);
         }
         let _ = fs::remove_dir(&self.run);
     }
+}
+
+/// Starts the spawner of lane `lane`: a thread that moves itself into the
+/// lane, then starts each command it is sent, until the run drops its
+/// end of the channel.
+fn start_spawner(lane: &Path) -> io::Result<Sender<SpawnRequest>> {
+    let (requests, incoming): (Sender<SpawnRequest>, Receiver<SpawnRequest>) = channel();
+    let (placed, moved) = sync_channel(1);
+    let threads = lane.join("cgroup.threads");
+    std::thread::Builder::new()
+        .name("isolate-spawner".to_owned())
+        .spawn(move || {
+            let entered = fs::write(&threads, nix::unistd::gettid().to_string());
+            let ready = entered.is_ok();
+            let _ = placed.send(entered);
+            if ready {
+                for (mut command, reply) in incoming {
+                    let _ = reply.send(command.spawn());
+                }
+            }
+        })?;
+    moved
+        .recv()
+        .map_err(|_| io::Error::other("the spawner thread died"))??;
+    Ok(requests)
 }
 
 /// The directory of this process's cgroup v2.

@@ -196,10 +196,9 @@ fn run_harness_process(
             child_fd: 3,
         }])
         .map_err(|collision| spawn_error(io::Error::other(collision)))?;
-    let mut child = command.spawn().map_err(spawn_error)?;
-    // Our copy of the pipe's write end goes with the command, so the
-    // stream ends when the harness does.
-    drop(command);
+    // Our copy of the pipe's write end goes with the command, dropped once
+    // it is spawned, so the stream ends when the harness does.
+    let mut child = watchdog.spawn(command).map_err(spawn_error)?;
     let pid = i32::try_from(child.id())
         .map(Pid::from_raw)
         .map_err(|error| HarnessError::Wait(io::Error::other(error)))?;

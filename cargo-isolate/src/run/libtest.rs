@@ -80,12 +80,19 @@ enum ProcessError {
     Wait(#[source] io::Error),
 }
 
-/// Spawns `command`, the process of `binary`, and returns it with its pid.
-fn spawn(mut command: Command, binary: &TestBinary) -> Result<(Child, Pid), ProcessError> {
-    let child = command.spawn().map_err(|source| ProcessError::Spawn {
-        path: binary.path.clone(),
-        source,
-    })?;
+/// Spawns `command`, the process of `binary`, where the watchdog contains
+/// the calling thread's tests, and returns it with its pid.
+fn spawn(
+    command: Command,
+    binary: &TestBinary,
+    watchdog: &Watchdog,
+) -> Result<(Child, Pid), ProcessError> {
+    let child = watchdog
+        .spawn(command)
+        .map_err(|source| ProcessError::Spawn {
+            path: binary.path.clone(),
+            source,
+        })?;
     let pid =
         i32::try_from(child.id()).map_err(|error| ProcessError::Wait(io::Error::other(error)))?;
     Ok((child, Pid::from_raw(pid)))
@@ -110,7 +117,7 @@ fn run_libtest_process(
         command.stdout(stdout_writer).stderr(stderr_writer);
         Some((stdout, stderr))
     };
-    let (mut child, pid) = spawn(command, binary)?;
+    let (mut child, pid) = spawn(command, binary, watchdog)?;
     watchdog.watch(pid, plan.timeout);
     wait_unreaped(pid).map_err(ProcessError::Wait)?;
     let Ended {
@@ -193,7 +200,7 @@ fn run_batch_process(
     let (stderr, stderr_writer) = output_file()?;
     let mut command = libtest_command(binary, names, logfile.path());
     command.stdout(stdout_writer).stderr(stderr_writer);
-    let (mut child, pid) = spawn(command, binary)?;
+    let (mut child, pid) = spawn(command, binary, watchdog)?;
     watchdog.watch(pid, plan.timeout);
     // The timeout is per test: it starts again whenever libtest logs one.
     let mut logged = 0;

@@ -59,6 +59,7 @@ use crate::build::TestBinary;
 use crate::list::{BinaryTests, Runner, Selection};
 use harness::run_harness;
 use libtest::{run_batch, run_libtest};
+pub(crate) use watchdog::Confinement;
 use watchdog::{Watchdog, WatchdogShared};
 
 pub(crate) use capture::choose_scratch_dir;
@@ -205,9 +206,10 @@ pub(crate) fn run(
     binaries: &[BinaryTests],
     selection: &Selection,
     plan: &RunPlan,
+    confinement: Confinement,
     events: &Sender<Event>,
     interrupt: &Interrupt,
-) {
+) -> Confinement {
     let selected = selection.select(binaries);
     let mut with_tests: Vec<usize> = selected.iter().map(|(binary, _)| *binary).collect();
     with_tests.dedup();
@@ -217,12 +219,12 @@ pub(crate) fn run(
     // binaries from the last.
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let threads = plan.threads.max(1);
-    let watchdog = Watchdog::start(threads + 1);
-    watchdog.containment.enter(threads);
+    let watchdog = Watchdog::start(confinement);
+    watchdog.confinement.containment.enter(threads);
     let _ = events.send(Event::Started {
         tests: selected.len(),
         binaries: with_tests.len(),
-        containment: watchdog.containment.describe(),
+        containment: watchdog.confinement.containment.describe(),
     });
     *lock(&interrupt.watchdog) = Some(Arc::clone(&watchdog.shared));
     let mut plain: Vec<(usize, String)> = Vec::new();
@@ -289,7 +291,7 @@ pub(crate) fn run(
     // A worker: runs the queue's units until it is empty or the run stops.
     let work = move |lane: usize| {
         let watchdog = watched;
-        watchdog.containment.enter(lane);
+        watchdog.confinement.containment.enter(lane);
         // Attempt `attempts + 1` at test `name` of `binary`.
         let attempt = |binary: usize, name: &str, attempts: u32| {
             let mut outcome = run_libtest(&binaries[binary].binary, name, plan, watchdog);
@@ -384,10 +386,11 @@ pub(crate) fn run(
         );
         let _ = events.send(Event::Finished(Box::new(outcome)));
     }
-    let swept = watchdog.stop();
+    let (swept, confinement) = watchdog.stop();
     if swept > 0 {
         let _ = events.send(Event::Swept(swept));
     }
+    confinement
 }
 
 /// A piece of work for one worker.

@@ -46,7 +46,7 @@ pub(super) fn reap(
     // process that joined it since.
     let mut known = watchdog.known();
     known.insert(pid);
-    let leaked = watchdog.containment.collect(pid, &known);
+    let leaked = watchdog.confinement.containment.collect(pid, &known);
     let _ = killpg(pid, NixSignal::SIGKILL);
     let status = child.wait()?;
     Ok(Ended {
@@ -81,10 +81,9 @@ pub(super) enum Fired {
 pub(super) struct Watchdog {
     pub(super) shared: Arc<WatchdogShared>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// Kills the watched groups if this runner dies.
-    guard: Option<Guard>,
-    /// How what tests leave behind is found.
-    pub(super) containment: Containment,
+    /// The guard, which kills the watched groups if this runner dies, and
+    /// how what tests leave behind is found.
+    pub(super) confinement: Confinement,
 }
 
 pub(super) struct WatchdogShared {
@@ -154,10 +153,52 @@ impl WatchdogShared {
     }
 }
 
+/// What keeps a run's processes from outliving it or escaping it: the
+/// guard, and the containment of what tests leave behind. Made before the
+/// build, on a thread of its own (see [`super::contain`]: its cgroups cost
+/// a wait the build hides).
+pub(crate) struct Confinement {
+    guard: Option<Guard>,
+    pub(super) containment: Containment,
+}
+
+impl Confinement {
+    /// The guard, and the containment of `lanes` threads that start tests.
+    pub(crate) fn prepare(lanes: usize) -> Confinement {
+        // Without a guard, a run killed outright may leave its tests. It
+        // starts before the containment, outside the run's cgroups, which
+        // it removes once the runner has exited.
+        let guard = Guard::start().ok();
+        let containment = Containment::start(lanes);
+        if let (Some(guard), Containment::Cgroups(cgroups)) = (&guard, &containment) {
+            guard.contain(cgroups.path());
+        }
+        Confinement { guard, containment }
+    }
+
+    /// Undoes what [`Confinement::prepare`] made, once the run is over
+    /// (or did not happen): the runner leaves its cgroups and removes
+    /// them, and the guard ends.
+    pub(crate) fn release(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Confinement {
+    fn drop(&mut self) {
+        let over = Containment::ProcessGroups("the run is over".to_owned());
+        if let Containment::Cgroups(cgroups) = std::mem::replace(&mut self.containment, over) {
+            cgroups.leave();
+            if let Some(guard) = &self.guard {
+                guard.release_cgroups();
+            }
+        }
+    }
+}
+
 impl Watchdog {
-    /// Starts the watchdog, the guard, and the containment of `lanes`
-    /// threads that start tests.
-    pub(super) fn start(lanes: usize) -> Watchdog {
+    /// Starts the watchdog, within `confinement`.
+    pub(super) fn start(confinement: Confinement) -> Watchdog {
         let shared = Arc::new(WatchdogShared {
             state: Mutex::new(WatchdogState::default()),
             changed: Condvar::new(),
@@ -199,26 +240,27 @@ impl Watchdog {
                 None
             }
         };
-        // Without a guard, a run killed outright may leave its tests. It
-        // starts before the containment, outside the run's cgroups.
-        let guard = Guard::start().ok();
-        let containment = Containment::start(lanes);
-        if let (Some(guard), Containment::Cgroups(cgroups)) = (&guard, &containment) {
-            guard.contain(cgroups.path());
-        }
         Watchdog {
             shared,
             thread,
-            guard,
-            containment,
+            confinement,
         }
+    }
+
+    /// Starts `command` where the calling thread's tests are contained.
+    ///
+    /// # Errors
+    ///
+    /// As [`std::process::Command::spawn`].
+    pub(super) fn spawn(&self, command: std::process::Command) -> io::Result<std::process::Child> {
+        self.confinement.containment.spawn(command)
     }
 
     /// The processes of ours that are no test's leftovers: the running
     /// tests' and the guard.
     pub(super) fn known(&self) -> HashSet<Pid> {
         let mut known: HashSet<Pid> = lock(&self.shared.state).watched.keys().copied().collect();
-        known.extend(self.guard.as_ref().map(Guard::pid));
+        known.extend(self.confinement.guard.as_ref().map(Guard::pid));
         known
     }
 
@@ -226,7 +268,7 @@ impl Watchdog {
     /// the run is interrupted, a test that started as it was is ended at
     /// once.
     pub(super) fn watch(&self, pid: Pid, timeout: Option<Duration>) {
-        if let Some(guard) = &self.guard {
+        if let Some(guard) = &self.confinement.guard {
             guard.protect(pid);
         }
         let now = Instant::now();
@@ -255,7 +297,7 @@ impl Watchdog {
     /// Stops watching `pid`, before it is reaped; says whether and why it
     /// was signalled.
     pub(super) fn forget(&self, pid: Pid) -> Fired {
-        if let Some(guard) = &self.guard {
+        if let Some(guard) = &self.confinement.guard {
             guard.release(pid);
         }
         lock(&self.shared.state)
@@ -265,18 +307,16 @@ impl Watchdog {
     }
 
     /// Stops the watchdog, kills and reaps whatever tests left that is
-    /// still around, and returns how many processes that was.
-    pub(super) fn stop(mut self) -> usize {
+    /// still around, and returns how many processes that was, and the
+    /// confinement, to be released.
+    pub(super) fn stop(mut self) -> (usize, Confinement) {
         lock(&self.shared.state).stopping = true;
         self.shared.changed.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
         let known = self.known();
-        let swept = self.containment.finish(&known);
-        if let Some(guard) = &self.guard {
-            guard.release_cgroups();
-        }
-        swept
+        let swept = self.confinement.containment.finish(&known);
+        (swept, self.confinement)
     }
 }

@@ -13,19 +13,27 @@ pub(crate) fn fixture(name: &str) -> PathBuf {
         .join("Cargo.toml")
 }
 
-/// `program`, in an environment cleaned of what the outer cargo set, with
-/// the target directory named `target_name`.
-pub(crate) fn clean_command(program: impl AsRef<std::ffi::OsStr>, target_name: &str) -> Command {
+/// `program`, in an environment cleaned of what the outer cargo (or an
+/// outer runner: this crate's, nextest) set.
+pub(crate) fn clean_environment(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut command = Command::new(program);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
         if (key.starts_with("CARGO_") && key != "CARGO_HOME")
+            || key.starts_with("ISOLATE_")
+            || key.starts_with("NEXTEST")
             || key == "RUSTFLAGS"
             || key == "RUST_BACKTRACE"
         {
             command.env_remove(key);
         }
     }
+    command
+}
+
+/// [`clean_environment`], with the target directory named `target_name`.
+pub(crate) fn clean_command(program: impl AsRef<std::ffi::OsStr>, target_name: &str) -> Command {
+    let mut command = clean_environment(program);
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join(target_name);
     command.env("CARGO_TARGET_DIR", target);
     command
