@@ -302,15 +302,20 @@ impl Harness {
         };
         let table = Arc::new(TestTable { added: functions });
         // The list of tests is built after the servers are forked, so that
-        // they do not carry it (see `TestTable`). Whether any test will run
-        // in a server is found out first, one name at a time.
-        let only = runner.only.as_ref();
-        let needs_server = any_test(&added, only, |name, options| {
-            let trial = Trial::test(name, || Ok(())).with_ignored_flag(options.ignore.is_some());
-            !args.is_filtered_out(&trial)
-                && !args.is_ignored(&trial)
-                && (!in_process || options.needs_fork())
-        });
+        // they do not carry it (see `TestTable`), and so is the set of the
+        // tests a runner named. Whether any test will run in a server is
+        // found out first: a runner names only tests that run; otherwise
+        // the tests are asked one name at a time.
+        let needs_server = match &runner.only {
+            Some(path) => std::fs::metadata(path).is_ok_and(|names| names.len() > 0),
+            None => any_test(&added, |name, options| {
+                let trial =
+                    Trial::test(name, || Ok(())).with_ignored_flag(options.ignore.is_some());
+                !args.is_filtered_out(&trial)
+                    && !args.is_ignored(&trial)
+                    && (!in_process || options.needs_fork())
+            }),
+        };
         let harness_fds: Vec<RawFd> = report.iter().map(|report| report.raw_fd()).collect();
         let server = if needs_server {
             match ForkServer::start(&table, threads, servers, capture, &harness_fds) {
@@ -323,7 +328,8 @@ impl Harness {
         } else {
             None
         };
-        let tests = test_list(added, only);
+        let only = runner.only.map(|path| only_tests(&path));
+        let tests = test_list(added, only.as_ref());
         let default_timeout = runner.default_timeout;
         // Which tests run in a child of a fork server, and of those, the
         // ones that run, in the order libtest-mimic asks for their
@@ -568,33 +574,31 @@ fn registered_name(case: &__private::TestCase) -> String {
     }
 }
 
-/// Whether `runs` holds for any test of the binary that `only` (if given)
-/// names, asked one name at a time: before the fork servers start, no list
-/// of every test may be built (see `TestTable`).
+/// Whether `runs` holds for any test of the binary, asked one name at a
+/// time: before the fork servers start, no list of every test may be
+/// built (see `TestTable`).
 fn any_test(
     added: &[(String, TestOptions)],
-    only: Option<&HashSet<String>>,
     mut runs: impl FnMut(String, &TestOptions) -> bool,
 ) -> bool {
-    let mut check = |name: String, options: &TestOptions| {
-        only.is_none_or(|only| only.contains(&name)) && runs(name, options)
-    };
     __private::TESTS.iter().any(|describe| {
         let case = describe();
-        check(registered_name(&case), &case.options)
+        runs(registered_name(&case), &case.options)
     }) || added
         .iter()
-        .any(|(name, options)| check(name.clone(), options))
+        .any(|(name, options)| runs(name.clone(), options))
 }
 
 /// What a runner tells the harness in the environment.
 struct RunnerSettings {
     /// `ISOLATE_REPORT_FD`: where to write the report stream.
     report: Option<ReportStream>,
-    /// `ISOLATE_ONLY`: the tests a runner asked for by name, one per line
-    /// in the file it names. A runner that picked the tests itself passes
-    /// them this way rather than as thousands of `--skip` arguments.
-    only: Option<HashSet<String>>,
+    /// `ISOLATE_ONLY`: the file that names the tests a runner asked for,
+    /// one per line. A runner that picked the tests itself passes them this
+    /// way rather than as thousands of `--skip` arguments. (Read once the
+    /// fork servers are forked: a set of thousands of names would cost
+    /// every fork.)
+    only: Option<std::ffi::OsString>,
     /// `ISOLATE_DEFAULT_TIMEOUT_MS`: the timeout of every test that sets
     /// none (`cargo isolate test --timeout`).
     default_timeout: Option<Duration>,
@@ -614,7 +618,7 @@ impl RunnerSettings {
     fn take_from_env() -> RunnerSettings {
         let settings = RunnerSettings {
             report: ReportStream::from_env(),
-            only: only_tests(),
+            only: std::env::var_os("ISOLATE_ONLY"),
             default_timeout: default_timeout(),
         };
         for name in RUNNER_VARIABLES {
@@ -627,10 +631,10 @@ impl RunnerSettings {
     }
 }
 
-fn only_tests() -> Option<HashSet<String>> {
-    let path = std::env::var_os("ISOLATE_ONLY")?;
-    match std::fs::read_to_string(&path) {
-        Ok(names) => Some(names.lines().map(str::to_owned).collect()),
+/// The tests named in the file at `path`, one per line.
+fn only_tests(path: &std::ffi::OsStr) -> HashSet<String> {
+    match std::fs::read_to_string(path) {
+        Ok(names) => names.lines().map(str::to_owned).collect(),
         Err(error) => {
             eprintln!(
                 "isolate: cannot read ISOLATE_ONLY ({}): {error}",
