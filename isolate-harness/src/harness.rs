@@ -307,7 +307,7 @@ impl Harness {
         // found out first: a runner names only tests that run; otherwise
         // the tests are asked one name at a time.
         let needs_server = match &runner.only {
-            Some(path) => std::fs::metadata(path).is_ok_and(|names| names.len() > 0),
+            Some(names) => !names.is_empty(),
             None => any_test(&added, |name, options| {
                 let trial =
                     Trial::test(name, || Ok(())).with_ignored_flag(options.ignore.is_some());
@@ -328,7 +328,9 @@ impl Harness {
         } else {
             None
         };
-        let only = runner.only.map(|path| only_tests(&path));
+        let only: Option<HashSet<String>> = runner
+            .only
+            .map(|names| names.lines().map(str::to_owned).collect());
         let tests = test_list(added, only.as_ref());
         let default_timeout = runner.default_timeout;
         // Which tests run in a child of a fork server, and of those, the
@@ -594,11 +596,12 @@ struct RunnerSettings {
     /// `ISOLATE_REPORT_FD`: where to write the report stream.
     report: Option<ReportStream>,
     /// `ISOLATE_ONLY`: the file that names the tests a runner asked for,
-    /// one per line. A runner that picked the tests itself passes them this
-    /// way rather than as thousands of `--skip` arguments. (Read once the
-    /// fork servers are forked: a set of thousands of names would cost
-    /// every fork.)
-    only: Option<std::ffi::OsString>,
+    /// one per line, as read. A runner that picked the tests itself passes
+    /// them this way rather than as thousands of `--skip` arguments. (Made
+    /// a set only once the fork servers are forked: a set of thousands of
+    /// names, each allocated, would cost every fork; the text is a few
+    /// pages.)
+    only: Option<String>,
     /// `ISOLATE_DEFAULT_TIMEOUT_MS`: the timeout of every test that sets
     /// none (`cargo isolate test --timeout`).
     default_timeout: Option<Duration>,
@@ -618,7 +621,7 @@ impl RunnerSettings {
     fn take_from_env() -> RunnerSettings {
         let settings = RunnerSettings {
             report: ReportStream::from_env(),
-            only: std::env::var_os("ISOLATE_ONLY"),
+            only: only_tests(),
             default_timeout: default_timeout(),
         };
         for name in RUNNER_VARIABLES {
@@ -631,10 +634,12 @@ impl RunnerSettings {
     }
 }
 
-/// The tests named in the file at `path`, one per line.
-fn only_tests(path: &std::ffi::OsStr) -> HashSet<String> {
-    match std::fs::read_to_string(path) {
-        Ok(names) => names.lines().map(str::to_owned).collect(),
+/// The text of the file `ISOLATE_ONLY` names, read before a shared setup
+/// may drop the privileges to read it.
+fn only_tests() -> Option<String> {
+    let path = std::env::var_os("ISOLATE_ONLY")?;
+    match std::fs::read_to_string(&path) {
+        Ok(names) => Some(names),
         Err(error) => {
             eprintln!(
                 "isolate: cannot read ISOLATE_ONLY ({}): {error}",
