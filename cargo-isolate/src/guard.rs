@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use crate::procfs::{listed_ids, thread_group};
+
 /// The runner's side of the guard.
 pub(crate) struct Guard {
     /// The guard's stdin; closing it ends the guard.
@@ -155,13 +157,7 @@ fn empty_cgroups(path: &Path, runner: Pid) {
         for cgroup in &cgroups {
             // A threaded cgroup lists threads; a SIGKILL to any thread
             // kills its whole process.
-            let threads =
-                std::fs::read_to_string(cgroup.join("cgroup.threads")).unwrap_or_default();
-            for tid in threads
-                .split_whitespace()
-                .filter_map(|tid| tid.parse().ok())
-            {
-                let tid = Pid::from_raw(tid);
+            for tid in listed_ids(&cgroup.join("cgroup.threads")) {
                 if thread_group(tid) != Some(runner) {
                     let _ = nix::sys::signal::kill(tid, Signal::SIGKILL);
                 }
@@ -180,10 +176,3 @@ fn empty_cgroups(path: &Path, runner: Pid) {
 
 /// How long the guard waits for the run's cgroups to empty.
 const CLEAN_UP: Duration = Duration::from_secs(10);
-
-/// The process that thread `tid` belongs to.
-fn thread_group(tid: Pid) -> Option<Pid> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    let tgid = status.lines().find_map(|line| line.strip_prefix("Tgid:"))?;
-    Some(Pid::from_raw(tgid.trim().parse().ok()?))
-}

@@ -12,6 +12,7 @@ mod cli;
 mod exit_code;
 mod guard;
 mod list;
+mod procfs;
 mod report;
 mod run;
 

@@ -678,10 +678,32 @@ pub(crate) fn children_of(pid: i32) -> Vec<i32> {
 
 /// Whether process `pid` is gone or a zombie.
 fn is_dead(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rfind(')')
-            .and_then(|close| stat[close + 1..].split_whitespace().next())
-            .is_none_or(|state| state == "Z" || state == "X")
+    process_stat(pid).is_none_or(|stat| matches!(stat.state, 'Z' | 'X'))
+}
+
+/// What `/proc/PID/stat` says of a process.
+pub(crate) struct ProcessStat {
+    pub(crate) command: String,
+    /// Its state letter: `R`, `S`, `T` (stopped), `Z` (zombie)...
+    pub(crate) state: char,
+    pub(crate) group: i32,
+    /// Whether it can still start a process: neither stopped nor dead.
+    pub(crate) runs: bool,
+}
+
+/// What `/proc/PID/stat` says of process `pid`; `None` once it is gone.
+pub(crate) fn process_stat(pid: i32) -> Option<ProcessStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let mut fields = stat[close + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let group = fields.nth(1)?.parse().ok()?;
+    Some(ProcessStat {
+        command: stat[open + 1..close].to_owned(),
+        state,
+        group,
+        runs: !matches!(state, 'T' | 't' | 'Z' | 'X'),
     })
 }
 

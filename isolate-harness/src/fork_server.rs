@@ -1285,13 +1285,13 @@ fn collect_leftovers(orphans: Vec<i32>, elsewhere: impl Fn(i32) -> bool) -> Vec<
     let mut leftovers = Vec::new();
     let mut found: Vec<i32> = orphans
         .into_iter()
-        .filter(|pid| process_stat(*pid).is_some_and(|stat| !elsewhere(stat.group)))
+        .filter(|pid| child::process_stat(*pid).is_some_and(|stat| !elsewhere(stat.group)))
         .collect();
     for _ in 0..MAX_COLLECTION_ROUNDS {
         if found.is_empty()
             && seen
                 .iter()
-                .all(|pid| !process_stat(*pid).is_some_and(|stat| stat.runs))
+                .all(|pid| !child::process_stat(*pid).is_some_and(|stat| stat.runs))
         {
             break;
         }
@@ -1299,7 +1299,7 @@ fn collect_leftovers(orphans: Vec<i32>, elsewhere: impl Fn(i32) -> bool) -> Vec<
             if seen.contains(&pid) {
                 continue;
             }
-            let Some(stat) = process_stat(pid) else {
+            let Some(stat) = child::process_stat(pid) else {
                 continue;
             };
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), NixSignal::SIGSTOP);
@@ -1350,32 +1350,6 @@ fn reap_when_handed(pid: nix::unistd::Pid) {
         }
         std::thread::sleep(Duration::from_micros(100));
     }
-}
-
-/// What `/proc/PID/stat` says of a process.
-struct ProcessStat {
-    command: String,
-    /// Its state letter: `R`, `S`, `T` (stopped), `Z` (zombie)...
-    state: char,
-    group: i32,
-    /// Whether it can still start a process: neither stopped nor dead.
-    runs: bool,
-}
-
-/// What `/proc/PID/stat` says of process `pid`; `None` once it is gone.
-fn process_stat(pid: i32) -> Option<ProcessStat> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let mut fields = stat[close + 1..].split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let group = fields.nth(1)?.parse().ok()?;
-    Some(ProcessStat {
-        command: stat[open + 1..close].to_owned(),
-        state,
-        group,
-        runs: !matches!(state, 'T' | 't' | 'Z' | 'X'),
-    })
 }
 
 /// The head and tail of a captured stream, which is then emptied. (Most

@@ -51,6 +51,8 @@ use nix::sys::signal::{Signal as NixSignal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
+use crate::procfs::{listed_ids, own_children, state_and_group, thread_group};
+
 /// How many times a cgroup is read again for processes that the last
 /// round's kills had not ended yet, or that they handed on.
 const ROUNDS: usize = 1000;
@@ -159,7 +161,7 @@ impl Containment {
     /// cgroups.
     pub(super) fn finish(&self, known: &HashSet<Pid>) -> usize {
         kill_and_reap(
-            our_children()
+            own_children()
                 .into_iter()
                 .filter(|pid| !known.contains(pid)),
         )
@@ -220,7 +222,7 @@ impl RunCgroups {
         let threads = self.lanes[lane].join("cgroup.threads");
         let mut found = HashSet::new();
         for _ in 0..ROUNDS {
-            let others: Vec<Pid> = read_pids(&threads)
+            let others: Vec<Pid> = listed_ids(&threads)
                 .into_iter()
                 .filter(|tid| !Path::new(&format!("/proc/self/task/{tid}")).exists())
                 .collect();
@@ -314,39 +316,6 @@ fn own_cgroup() -> io::Result<PathBuf> {
     Ok(Path::new(mount).join(path.trim_start_matches('/')))
 }
 
-/// The process that thread `tid` belongs to, while it is there to ask.
-fn thread_group(tid: Pid) -> Option<Pid> {
-    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    let tgid = status.lines().find_map(|line| line.strip_prefix("Tgid:"))?;
-    Some(Pid::from_raw(tgid.trim().parse().ok()?))
-}
-
-/// The pids (or thread ids) a cgroup file lists.
-fn read_pids(path: &Path) -> Vec<Pid> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|pid| pid.parse().ok().map(Pid::from_raw))
-        .collect()
-}
-
-/// This runner's children, of all its threads.
-fn our_children() -> Vec<Pid> {
-    let Ok(threads) = fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    threads
-        .filter_map(Result::ok)
-        .filter_map(|thread| fs::read_to_string(thread.path().join("children")).ok())
-        .flat_map(|children| {
-            children
-                .split_whitespace()
-                .filter_map(|pid| pid.parse().ok().map(Pid::from_raw))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 /// How long a dead leftover may take to be handed to this subreaper.
 const HANDING: Duration = Duration::from_millis(20);
 
@@ -367,24 +336,13 @@ fn reap_when_handed(pid: Pid) {
     }
 }
 
-/// Whether `pid` is a zombie, from `/proc/PID/stat`.
-fn is_zombie(pid: Pid) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')')
-            .and_then(|close| stat[close + 1..].split_whitespace().next())
-            == Some("Z")
-    })
-}
-
 /// Kills and reaps the children of ours in process group `group` but
 /// `known` ones: what the test that led it left in it, handed to this
 /// subreaper when its process exited.
 fn collect_group(group: Pid, known: &HashSet<Pid>) -> usize {
-    kill_and_reap(
-        our_children()
-            .into_iter()
-            .filter(|pid| !known.contains(pid) && process_group(*pid) == Some(group)),
-    )
+    kill_and_reap(own_children().into_iter().filter(|pid| {
+        !known.contains(pid) && state_and_group(*pid).is_some_and(|(_, of)| of == group)
+    }))
 }
 
 /// Kills and reaps `children` of ours, and returns how many of them were
@@ -393,18 +351,10 @@ fn collect_group(group: Pid, known: &HashSet<Pid>) -> usize {
 fn kill_and_reap(children: impl Iterator<Item = Pid>) -> usize {
     children
         .filter(|pid| {
-            let running = !is_zombie(*pid);
+            let running = state_and_group(*pid).is_some_and(|(state, _)| state != 'Z');
             let _ = kill(*pid, NixSignal::SIGKILL);
             let _ = waitpid(*pid, None);
             running
         })
         .count()
-}
-
-/// The process group of `pid`, from `/proc/PID/stat`.
-fn process_group(pid: Pid) -> Option<Pid> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let close = stat.rfind(')')?;
-    let group = stat[close + 1..].split_whitespace().nth(2)?.parse().ok()?;
-    Some(Pid::from_raw(group))
 }
