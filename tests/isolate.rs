@@ -315,7 +315,8 @@ fn a_detached_daemon_dies_with_its_isolate() {
     for end in [crash, exit] {
         let isolate = Isolate::fork().unwrap();
         let daemon = isolate.call(spawn_detached_daemon, ()).unwrap();
-        assert!(matches!(isolate.call(end, ()), Err(Error::Terminated(_))));
+        let ended = isolate.call(end, ());
+        assert!(matches!(ended, Err(Error::Terminated(_))), "{ended:?}");
         assert!(
             stops_running(daemon),
             "the daemon outlived a child that ended"
