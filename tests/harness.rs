@@ -537,6 +537,12 @@ fn check_pretty_run() {
         segfault.contains("isolate::buggy::dragons_here"),
         "{segfault}"
     );
+    let overflow = failure_section(&text, "overflows_stack");
+    assert!(
+        overflow.contains("more frames of `isolate::buggy::overflow_stack`"),
+        "{overflow}"
+    );
+    assert!(overflow.lines().count() < 30, "{overflow}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     for name in ["leaves_a_process", "leaves_a_detached_daemon"] {
         let line = stderr

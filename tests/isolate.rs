@@ -260,6 +260,24 @@ fn a_stack_overflow_is_recognized() {
 }
 
 #[test]
+fn a_stack_overflow_s_error_reads_in_a_few_lines() {
+    let error = isolate_harness::run(buggy::overflow_stack, 0).unwrap_err();
+    let pretty = format!("{error:#?}");
+    assert!(
+        pretty.contains("more frames of `isolate::buggy::overflow_stack`"),
+        "{pretty}"
+    );
+    assert!(pretty.lines().count() < 40, "{pretty}");
+    let line = format!("{error:?}");
+    assert!(line.len() < 2000, "{line}");
+    assert!(line.contains("fault_address: Some(0x"), "{line}");
+    let termination = error.termination().unwrap();
+    let backtrace = &termination.crash().unwrap().backtrace;
+    assert!(backtrace.frames.len() > 100, "{backtrace}");
+    assert!(backtrace.to_string().lines().count() < 20, "{backtrace}");
+}
+
+#[test]
 fn an_exit_without_a_reply_is_an_error_even_with_code_zero() {
     for code in [0, 3] {
         let termination = terminated(isolate_harness::run(buggy::exit, code));

@@ -8,20 +8,36 @@
 //! What this does not do: tell apart output written between calls from the
 //! output of the next call, or keep the relative order of stdout and stderr.
 
-use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::{fmt, io};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use crate::ipc::retry_interrupted;
+use crate::report_stream::{KEPT_TEXT, head_and_tail};
 
 /// What a child wrote to stdout and stderr.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Its `Debug` shows both as text (bytes that are not UTF-8 replaced by
+/// `U+FFFD`), a long one cut to its head and tail as the report stream
+/// keeps free text.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Output {
     /// Bytes written to stdout.
     pub stdout: Vec<u8>,
     /// Bytes written to stderr.
     pub stderr: Vec<u8>,
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text =
+            |bytes: &[u8]| head_and_tail(&String::from_utf8_lossy(bytes), KEPT_TEXT).into_owned();
+        f.debug_struct("Output")
+            .field("stdout", &text(&self.stdout))
+            .field("stderr", &text(&self.stderr))
+            .finish()
+    }
 }
 
 /// The pipes of one captured child.
@@ -89,5 +105,38 @@ fn drain_one(fd: &OwnedFd, into: &mut Vec<u8>) -> io::Result<()> {
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(error) => return Err(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_output_as_text() {
+        let output = Output {
+            stdout: b"hello\nworld\n".to_vec(),
+            stderr: b"not \xff utf-8".to_vec(),
+        };
+        assert_eq!(
+            format!("{output:?}"),
+            r#"Output { stdout: "hello\nworld\n", stderr: "not � utf-8" }"#
+        );
+    }
+
+    #[test]
+    fn debug_cuts_long_output_to_its_head_and_tail() {
+        let output = Output {
+            stdout: [b"first".as_slice(), &[b'x'; 1 << 20], b"last"].concat(),
+            stderr: Vec::new(),
+        };
+        let shown = format!("{output:?}");
+        assert!(shown.len() < 3 * KEPT_TEXT, "{} bytes", shown.len());
+        assert!(
+            shown.starts_with(r#"Output { stdout: "first"#),
+            "{shown:.40}"
+        );
+        assert!(shown.contains("bytes omitted"));
+        assert!(shown.ends_with(r#"last", stderr: "" }"#));
     }
 }

@@ -27,6 +27,7 @@
 //! Stack overflow is recognized here because this handler replaces the one
 //! the Rust runtime installs for the same purpose.
 
+use std::borrow::Cow;
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::fmt;
@@ -317,7 +318,11 @@ fn program_counter(context: *mut c_void) -> usize {
 }
 
 /// What the crash handler of a child reported before it died.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its `Debug` shows addresses in hex, as the `Display` of a
+/// [`Termination`](crate::Termination) does, and the backtrace as
+/// [`Backtrace`]'s `Debug` does.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Crash {
     /// The address that faulted, for faults the kernel raised (none for a
     /// signal sent by `kill` or `raise`, nor for SIGABRT).
@@ -383,8 +388,32 @@ impl Crash {
     }
 }
 
+impl fmt::Debug for Crash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// An address, shown in hex.
+        struct Hex(usize);
+        impl fmt::Debug for Hex {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:#x}", self.0)
+            }
+        }
+        f.debug_struct("Crash")
+            .field("fault_address", &self.fault_address.map(Hex))
+            .field("stack_overflow", &self.stack_overflow)
+            .field("backtrace", &self.backtrace)
+            .field("program_counter", &Hex(self.program_counter))
+            .finish()
+    }
+}
+
 /// A resolved stack trace.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Shown (by `Display` and `Debug` alike), a run of consecutive frames of
+/// one function, such as the frames of a recursion that overflowed the
+/// stack, is cut to its first three frames and one line that says how many
+/// more there were: ``… 117 more frames of `recurse` ``. The frames
+/// themselves are all kept.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Backtrace {
     /// The frames, innermost first.
     pub frames: Vec<Frame>,
@@ -513,21 +542,222 @@ impl Frame {
             .as_deref()
             .is_some_and(|name| name.starts_with(prefix))
     }
+
+    /// The function's name, or the instruction address when it has none.
+    fn name(&self) -> Cow<'_, str> {
+        match &self.function {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(format!("{:#x}", self.ip)),
+        }
+    }
+
+    /// Whether both frames are of the same function (of the same address,
+    /// for frames without a name).
+    fn same_function(&self, other: &Frame) -> bool {
+        match (&self.function, &other.function) {
+            (Some(name), Some(other_name)) => name == other_name,
+            (None, None) => self.ip == other.ip,
+            _ => false,
+        }
+    }
+}
+
+/// How many frames of a run of one function a backtrace shows; the rest of
+/// the run is summed up in one line. A run at most one frame longer is shown
+/// whole: a line in place of one frame would save nothing.
+const SHOWN_OF_A_RUN: usize = 3;
+
+/// One entry of a backtrace as it is shown.
+enum Shown<'a> {
+    /// A frame, with its index in the backtrace.
+    Frame(usize, &'a Frame),
+    /// The frames of a run left out after its first [`SHOWN_OF_A_RUN`].
+    Omitted {
+        /// How many.
+        count: usize,
+        /// The first frame of the run, which names the function.
+        of: &'a Frame,
+    },
+}
+
+impl Backtrace {
+    /// The entries to show, innermost first, each long run of frames of one
+    /// function collapsed: the one place that decides what is shown.
+    fn shown(&self) -> Vec<Shown<'_>> {
+        let mut shown = Vec::new();
+        let mut index = 0;
+        for run in self.frames.chunk_by(Frame::same_function) {
+            let kept = if run.len() > SHOWN_OF_A_RUN + 1 {
+                SHOWN_OF_A_RUN
+            } else {
+                run.len()
+            };
+            shown.extend(
+                run[..kept]
+                    .iter()
+                    .enumerate()
+                    .map(|(offset, frame)| Shown::Frame(index + offset, frame)),
+            );
+            if kept < run.len() {
+                shown.push(Shown::Omitted {
+                    count: run.len() - kept,
+                    of: &run[0],
+                });
+            }
+            index += run.len();
+        }
+        shown
+    }
+}
+
+impl fmt::Display for Shown<'_> {
+    /// One line: `name at file:line`, or ``… 117 more frames of `name` ``.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shown::Frame(_, frame) => {
+                f.write_str(&frame.name())?;
+                match &frame.location {
+                    Some((file, line)) => write!(f, " at {file}:{line}"),
+                    None => Ok(()),
+                }
+            }
+            Shown::Omitted { count, of } => {
+                write!(f, "… {count} more frames of `{}`", of.name())
+            }
+        }
+    }
 }
 
 impl fmt::Display for Backtrace {
     /// One numbered line per frame, with its source location indented below
-    /// it, as Rust prints a panic's backtrace.
+    /// it, as Rust prints a panic's backtrace; long runs of one function
+    /// collapsed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, frame) in self.frames.iter().enumerate() {
-            match &frame.function {
-                Some(name) => writeln!(f, "{index:4}: {name}")?,
-                None => writeln!(f, "{index:4}: {:#x}", frame.ip)?,
-            }
-            if let Some((file, line)) = &frame.location {
-                writeln!(f, "             at {file}:{line}")?;
+        for shown in self.shown() {
+            match shown {
+                Shown::Frame(index, frame) => {
+                    writeln!(f, "{index:4}: {}", frame.name())?;
+                    if let Some((file, line)) = &frame.location {
+                        writeln!(f, "             at {file}:{line}")?;
+                    }
+                }
+                Shown::Omitted { .. } => writeln!(f, "      {shown}")?,
             }
         }
         Ok(())
+    }
+}
+
+impl fmt::Debug for Backtrace {
+    /// `Backtrace { frames: [name at file:line, …] }`, an entry per frame,
+    /// long runs of one function collapsed, rather than every field of
+    /// every frame.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// The entries as a list of unquoted lines.
+        struct Entries<'a>(Vec<Shown<'a>>);
+        impl fmt::Debug for Entries<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut list = f.debug_list();
+                for shown in &self.0 {
+                    list.entry(&format_args!("{shown}"));
+                }
+                list.finish()
+            }
+        }
+        f.debug_struct("Backtrace")
+            .field("frames", &Entries(self.shown()))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backtrace of frames of `functions`, each with an address of its
+    /// own; an empty name is a frame without symbols, at address 0x1.
+    fn backtrace(functions: &[&str]) -> Backtrace {
+        Backtrace {
+            frames: functions
+                .iter()
+                .enumerate()
+                .map(|(index, function)| Frame {
+                    ip: if function.is_empty() {
+                        1
+                    } else {
+                        0x100 + index
+                    },
+                    function: (!function.is_empty()).then(|| (*function).to_owned()),
+                    location: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// `count` frames of `function`.
+    fn run(function: &'static str, count: usize) -> Vec<&'static str> {
+        vec![function; count]
+    }
+
+    #[test]
+    fn a_run_in_the_middle_is_collapsed_and_the_indices_go_on() {
+        let frames = [vec!["top"], run("recurse", 120), vec!["main"]].concat();
+        assert_eq!(
+            backtrace(&frames).to_string(),
+            "   0: top\n   1: recurse\n   2: recurse\n   3: recurse\n      … 117 more frames of `recurse`\n 121: main\n"
+        );
+    }
+
+    #[test]
+    fn a_run_at_the_end_is_collapsed() {
+        let frames = [vec!["top"], run("recurse", 10)].concat();
+        assert_eq!(
+            backtrace(&frames).to_string(),
+            "   0: top\n   1: recurse\n   2: recurse\n   3: recurse\n      … 7 more frames of `recurse`\n"
+        );
+    }
+
+    #[test]
+    fn each_run_is_collapsed_on_its_own() {
+        let frames = [run("a", 6), run("b", 5), vec!["c"], run("", 9)].concat();
+        assert_eq!(
+            backtrace(&frames).to_string(),
+            "   0: a\n   1: a\n   2: a\n      … 3 more frames of `a`\n   \
+             6: b\n   7: b\n   8: b\n      … 2 more frames of `b`\n  \
+             11: c\n  12: 0x1\n  13: 0x1\n  14: 0x1\n      … 6 more frames of `0x1`\n"
+        );
+    }
+
+    #[test]
+    fn short_runs_and_different_functions_are_shown_whole() {
+        let frames = [
+            vec!["top"],
+            run("recurse", 4),
+            vec!["a", "b", "c", "d", "e"],
+        ]
+        .concat();
+        let shown = backtrace(&frames).to_string();
+        assert_eq!(shown.lines().count(), frames.len(), "{shown}");
+        assert!(!shown.contains("more frames"), "{shown}");
+    }
+
+    #[test]
+    fn locations_are_shown_under_their_frame_and_on_its_line_in_debug() {
+        let mut backtrace = backtrace(&[vec!["top"], run("recurse", 5)].concat());
+        for frame in &mut backtrace.frames {
+            frame.location = Some(("src/lib.rs".to_owned(), 7));
+        }
+        assert_eq!(
+            backtrace.to_string(),
+            "   0: top\n             at src/lib.rs:7\n   1: recurse\n             at src/lib.rs:7\n   \
+             2: recurse\n             at src/lib.rs:7\n   3: recurse\n             at src/lib.rs:7\n      \
+             … 2 more frames of `recurse`\n"
+        );
+        assert_eq!(
+            format!("{backtrace:?}"),
+            "Backtrace { frames: [top at src/lib.rs:7, recurse at src/lib.rs:7, \
+             recurse at src/lib.rs:7, recurse at src/lib.rs:7, … 2 more frames of `recurse`] }"
+        );
+        assert_eq!(format!("{:#?}", backtrace).lines().count(), 9);
     }
 }

@@ -259,6 +259,13 @@ pub enum Outcome<'a> {
         stack_overflow: bool,
         /// The functions of the crash site, innermost first, when the crash
         /// handler got to run.
+        ///
+        /// Every frame is kept, a recursion's long run of one function
+        /// included: each entry is a function's name for a program to read,
+        /// which a line such as `… 117 more frames` in its place would not
+        /// be, and the crash handler sends 128 frames at most, so the line
+        /// stays small. The failure `message` is what people read, and it
+        /// shows the backtrace with such runs collapsed.
         #[serde(borrow, default)]
         backtrace: Option<Vec<Cow<'a, str>>>,
     },
