@@ -312,7 +312,7 @@ fn a_detached_daemon_dies_with_its_isolate() {
     assert!(stops_running(daemon), "the daemon outlived its isolate");
 
     // After a restart too, and after a timeout.
-    let mut isolate = Isolate::builder()
+    let isolate = Isolate::builder()
         .timeout(Duration::from_millis(300))
         .grace_period(Duration::from_millis(100))
         .fork()
@@ -484,13 +484,29 @@ fn dropping_an_isolate_leaves_no_process_behind() {
     );
 }
 
+/// The first error of a child that ended, as a later call returns it.
+fn dead<R: std::fmt::Debug>(result: Result<R, Error>) -> std::sync::Arc<Error> {
+    match result {
+        Err(Error::Dead(first)) => first,
+        other => panic!("expected the child to be dead already, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_dead_isolate_returns_the_same_termination_until_restarted() {
-    let mut isolate = Isolate::fork().unwrap();
+    let isolate = Isolate::fork().unwrap();
     let first = terminated(isolate.call(|(): ()| buggy::dragons_here(), ()));
     assert!(!isolate.is_alive());
-    assert_eq!(terminated(isolate.call(add_one, 1)), first);
-    assert_eq!(terminated(isolate.call(add_one, 2)), first);
+    for n in 1..3 {
+        let error = isolate.call(add_one, n).unwrap_err();
+        assert_eq!(error.termination(), Some(&first));
+        assert!(matches!(&error, Error::Dead(dead) if matches!(**dead, Error::Terminated(_))));
+        let text = error.to_string();
+        assert!(
+            text.contains("SIGSEGV") && text.contains("Isolate::restart"),
+            "{text}"
+        );
+    }
 
     isolate.restart().unwrap();
     assert_eq!(isolate.call(add_one, 1).unwrap(), 2);
@@ -653,7 +669,11 @@ fn a_reply_a_call_forges_on_its_channel_never_shifts_results() {
     // The channel is out of step, so the child is gone: no later call gets
     // the value the forged or the real reply carried.
     assert!(!isolate.is_alive());
-    assert!(isolate.call(|n: u32| n, 5).is_err());
+    let later = dead(isolate.call(|n: u32| n, 5));
+    assert!(matches!(
+        *later,
+        Error::Protocol(ProtocolError::StrayReply { .. })
+    ));
 }
 
 /// Forks; the copy returns too, with its own pid.

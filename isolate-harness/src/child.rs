@@ -70,8 +70,9 @@ pub(crate) struct ChildSetup {
     /// The low end of the forking thread's stack, for stack-overflow
     /// detection.
     pub(crate) stack_low: usize,
-    /// The signal the child gets when the thread that forked it exits.
-    pub(crate) death_signal: NixSignal,
+    /// The signal the child gets when the thread that forked it exits, if
+    /// any.
+    pub(crate) death_signal: Option<NixSignal>,
     /// Whether the child is a subreaper: a process it starts that loses
     /// its parent (a daemon that double-forked, a `setsid` escapee) is
     /// reparented to the child rather than to whoever is above it, so that
@@ -92,11 +93,17 @@ impl ChildSetup {
             output: None,
             address_space_limit: None,
             stack_low: crash::current_stack_low(),
-            death_signal: NixSignal::SIGKILL,
+            death_signal: Some(NixSignal::SIGKILL),
             subreaper: false,
             kill_descendants_at_end: false,
         }
     }
+}
+
+/// Whether the calling thread is the process's main thread, whose end is
+/// the process's.
+pub(crate) fn on_main_thread() -> bool {
+    nix::unistd::gettid() == nix::unistd::getpid()
 }
 
 /// Which side of a fork this is.
@@ -109,7 +116,8 @@ pub(crate) enum Forked {
 /// `close` before returning.
 ///
 /// The child is the leader of a new process group, is killed when the
-/// parent thread that forked it exits (`PR_SET_PDEATHSIG`), has stdout and
+/// parent thread that forked it exits (`PR_SET_PDEATHSIG`, when
+/// [`ChildSetup::death_signal`] names one), has stdout and
 /// stderr on the capture pipes if asked, its address space limited if
 /// asked, the crash handler installed, and none of the descriptors of
 /// `close` (the forking process's own: channels to other children, its
@@ -195,11 +203,13 @@ unsafe fn prepare_child(setup: &ChildSetup, close: &[RawFd]) {
             std::ptr::null_mut::<libc::sigset_t>(),
             8 as libc::c_long,
         );
-        libc::syscall(
-            libc::SYS_prctl,
-            libc::c_long::from(libc::PR_SET_PDEATHSIG),
-            setup.death_signal as libc::c_long,
-        );
+        if let Some(signal) = setup.death_signal {
+            libc::syscall(
+                libc::SYS_prctl,
+                libc::c_long::from(libc::PR_SET_PDEATHSIG),
+                signal as libc::c_long,
+            );
+        }
         KILL_DESCENDANTS_AT_END.store(setup.kill_descendants_at_end, Ordering::SeqCst);
         if setup.subreaper {
             libc::syscall(

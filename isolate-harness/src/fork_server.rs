@@ -373,7 +373,7 @@ impl ForkServer {
         let mut processes = Vec::with_capacity(servers);
         while let Some((limit, own)) = theirs.pop() {
             let mut setup = ChildSetup::new(own[0].as_raw_fd());
-            setup.death_signal = NixSignal::SIGTERM;
+            setup.death_signal = Some(NixSignal::SIGTERM);
             match child::fork(&setup, harness_fds)? {
                 Forked::Child => {
                     drop((lanes, theirs));

@@ -131,7 +131,7 @@ impl Kind {
 }
 
 /// What went wrong with the bytes a peer sent.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
     /// A frame announced a body larger than the channel accepts.
@@ -325,9 +325,13 @@ pub(crate) struct Outgoing {
     /// The encoded frames.
     frames: Vec<u8>,
     /// The payload of the `Bytes` frame whose header ends `frames[..at]`;
-    /// empty when there is none. Freed once everything is sent.
+    /// empty when there is none. Freed once everything is sent, unless
+    /// lent.
     bytes: Vec<u8>,
     at: usize,
+    /// Whether `bytes` is lent (the very value of an object that stays
+    /// where it was), to be given back once sent: see [`Outgoing::lend`].
+    lent: bool,
     /// How many bytes have been sent, and how many there are in all.
     sent: usize,
     total: usize,
@@ -340,8 +344,21 @@ impl Outgoing {
             frames,
             bytes,
             at,
+            lent: false,
             sent: 0,
         }
+    }
+
+    /// Marks the bytes payload as lent: it is kept once sent, for
+    /// [`Outgoing::take_lent`], instead of being freed.
+    pub(crate) fn lend(mut self) -> Outgoing {
+        self.lent = true;
+        self
+    }
+
+    /// The lent bytes payload, if there is one and it was not taken yet.
+    pub(crate) fn take_lent(&mut self) -> Option<Vec<u8>> {
+        std::mem::take(&mut self.lent).then(|| std::mem::take(&mut self.bytes))
     }
 
     /// Frames that are all in one buffer.
@@ -391,7 +408,7 @@ impl Outgoing {
     /// unmapped while the other side works than after it answers.
     pub(crate) fn advance(&mut self, count: usize) {
         self.sent += count;
-        if self.is_sent() {
+        if self.is_sent() && !self.lent {
             self.bytes = Vec::new();
         }
     }

@@ -33,6 +33,7 @@ use crate::crash::Crash;
 use crate::ipc::{
     self, DEFAULT_MAX_FRAME, Frame, FrameReader, Kind, Outgoing, ProtocolError, ReadError, Received,
 };
+use crate::remote::IsolatePool;
 use crate::server::{self, PanicReport};
 
 /// Why an isolated call did not return a value.
@@ -70,6 +71,21 @@ pub enum Error {
     /// The child sent bytes that break the protocol; the child was killed.
     #[error("the child process broke the protocol")]
     Protocol(#[source] ProtocolError),
+    /// The isolate's child ended before this call: the error that said so
+    /// first, returned by every call (and every [`Remote`] of the isolate)
+    /// until [`Isolate::restart`] forks a fresh child.
+    #[error("the isolate's child ended earlier: {0}; Isolate::restart forks a fresh one")]
+    Dead(Arc<Error>),
+    /// A [`Remote`] made in an earlier child of its isolate, which was
+    /// restarted since: its object ended with that child.
+    #[error(
+        "the remote `{object}` lived in an earlier child of its isolate, which was restarted since; \
+         make the object again in the new child"
+    )]
+    Stale {
+        /// The type of the object.
+        object: &'static str,
+    },
 }
 
 impl Error {
@@ -79,7 +95,26 @@ impl Error {
             Error::Terminated(termination) => Some(termination),
             Error::TimedOut(timed_out) => Some(&timed_out.termination),
             Error::OutOfMemory(out_of_memory) => Some(&out_of_memory.termination),
+            Error::Dead(first) => first.termination(),
             _ => None,
+        }
+    }
+
+    /// A copy, kept as the first error of a child that ended. (An I/O
+    /// error is copied as its kind and text.)
+    fn duplicate(&self) -> Error {
+        match self {
+            Error::Terminated(termination) => Error::Terminated(termination.clone()),
+            Error::Panicked(report) => Error::Panicked(report.clone()),
+            Error::TimedOut(timed_out) => Error::TimedOut(timed_out.clone()),
+            Error::OutOfMemory(out_of_memory) => Error::OutOfMemory(out_of_memory.clone()),
+            Error::CallFailed(reason) => Error::CallFailed(reason.clone()),
+            Error::Encode(error) => Error::Encode(error.clone()),
+            Error::Spawn(error) => Error::Spawn(io::Error::new(error.kind(), error.to_string())),
+            Error::Io(error) => Error::Io(io::Error::new(error.kind(), error.to_string())),
+            Error::Protocol(error) => Error::Protocol(error.clone()),
+            Error::Dead(first) => Error::Dead(Arc::clone(first)),
+            Error::Stale { object } => Error::Stale { object },
         }
     }
 }
@@ -125,6 +160,13 @@ struct Config {
     capture: bool,
     max_frame: usize,
     setup: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl Config {
+    /// When a call starting now runs out of time.
+    fn deadline(&self) -> Option<Instant> {
+        self.timeout.map(|timeout| Instant::now() + timeout)
+    }
 }
 
 /// Builds an [`Isolate`] with options; [`Isolate::builder`] makes one.
@@ -190,20 +232,29 @@ impl IsolateBuilder {
     /// setup hook when it panics or kills the child.
     pub fn fork(self) -> Result<Isolate, Error> {
         let mut output = Output::default();
-        let life = Life::start(&self.config, &mut output);
-        let isolate = Isolate {
-            config: self.config,
-            state: Mutex::new(State {
-                life,
-                output,
-                request_buffer: Vec::new(),
-                next_call: random_call_id(),
+        let child = start_child(&self.config, &mut output)?;
+        Ok(Isolate {
+            shared: Arc::new(Shared {
+                config: self.config,
+                state: Mutex::new(State {
+                    child: Ok(child),
+                    lives: 1,
+                    output,
+                    request_buffer: Vec::new(),
+                    next_call: random_call_id(),
+                }),
             }),
-        };
-        if let Some(error) = isolate.lock().life.startup_error.take() {
-            return Err(error);
-        }
-        Ok(isolate)
+        })
+    }
+
+    /// Forks a pool of `size` children with these options: see
+    /// [`IsolatePool`].
+    ///
+    /// # Errors
+    ///
+    /// As [`IsolateBuilder::fork`], for the first child that fails.
+    pub fn pool(self, size: usize) -> Result<IsolatePool, Error> {
+        IsolatePool::with_builder(self, size)
     }
 
     /// Runs `f(arg)` in a fresh child with these options, and ends the child.
@@ -219,18 +270,173 @@ impl IsolateBuilder {
         f: fn(A) -> R,
         arg: A,
     ) -> Result<R, Error> {
-        let mut output = Output::default();
+        self.start(f, arg)?.join()
+    }
+
+    /// Starts `f(arg)` in a fresh child with these options, and returns at
+    /// once: the call runs while this thread goes on, and
+    /// [`JoinHandle::join`] waits for its result. The timeout counts from
+    /// here.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] when the child cannot be started.
+    pub fn start<A, R: Serialize + DeserializeOwned + 'static>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Result<JoinHandle<R>, Error> {
         let reply_buffer = Vec::with_capacity(server::REPLY_BUFFER);
         let call = random_call_id();
-        let mut connection = Connection::spawn_one_shot(&self.config, move |file| {
+        let deadline = self.config.deadline();
+        let connection = Connection::spawn_one_shot(&self.config, move |file| {
             server::run_once(file, f, arg, reply_buffer, call)
         })?;
-        let reply = connection
-            .expect_hello(&self.config, &mut output)
-            .and_then(|()| connection.exchange(None, &self.config, &mut output))
-            .map_err(|(error, _)| error);
-        connection.end_one_shot();
-        reply.and_then(|reply| decode_reply(&reply.frame, reply.bytes, call))
+        Ok(JoinHandle {
+            started: Box::new(Started {
+                connection: Some(connection),
+                config: self.config.clone(),
+                call,
+                deadline,
+            }),
+            result: std::marker::PhantomData,
+        })
+    }
+}
+
+/// A call running in a fresh child, started by [`start`] or
+/// [`IsolateBuilder::start`]: the handle of `procspawn` and of
+/// `std::thread`, for a process.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// fn slow(seconds: u64) -> u64 {
+///     std::thread::sleep(Duration::from_secs(seconds));
+///     seconds
+/// }
+///
+/// let quick = isolate_harness::start(slow, 0)?;
+/// assert_eq!(quick.join()?, 0);
+///
+/// let handle = isolate_harness::start(slow, 60)?;
+/// match handle.join_timeout(Duration::from_millis(50)) {
+///     Ok(result) => println!("done early: {result:?}"),
+///     // Still running: given back, to wait again or to kill.
+///     Err(handle) => handle.kill(),
+/// }
+/// # Ok::<(), isolate_harness::Error>(())
+/// ```
+///
+/// Dropping a handle that was not joined kills the child and what it
+/// started, as [`JoinHandle::kill`] does: nothing a call starts outlives
+/// its handle. Output, when captured, is dropped.
+#[must_use = "dropping a JoinHandle kills its call"]
+pub struct JoinHandle<R> {
+    started: Box<Started>,
+    result: std::marker::PhantomData<fn() -> R>,
+}
+
+/// A started call, as its [`JoinHandle`] keeps it.
+struct Started {
+    /// The child, until it has been waited for.
+    connection: Option<Connection>,
+    config: Config,
+    call: u64,
+    /// When the call's timeout ends it.
+    deadline: Option<Instant>,
+}
+
+impl<R: DeserializeOwned + 'static> JoinHandle<R> {
+    /// Waits for the call to end, and returns its result.
+    ///
+    /// # Errors
+    ///
+    /// As [`Isolate::call`].
+    pub fn join(mut self) -> Result<R, Error> {
+        self.wait(None)
+            .unwrap_or_else(|| unreachable!("a wait without patience ends"))
+    }
+
+    /// Waits at most `timeout` for the call to end: its result if it did
+    /// (`Ok`), or this handle back if it still runs (`Err`), to wait
+    /// again or to [`kill`](JoinHandle::kill). The call's own timeout, if
+    /// it has one, ends it meanwhile as it would under [`join`](JoinHandle::join).
+    pub fn join_timeout(mut self, timeout: Duration) -> Result<Result<R, Error>, JoinHandle<R>> {
+        match self.wait(Some(Instant::now() + timeout)) {
+            Some(result) => Ok(result),
+            None => Err(self),
+        }
+    }
+
+    /// The process id of the child, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        let connection = self.started.connection.as_ref()?;
+        Some(connection.child.pid().as_raw().unsigned_abs())
+    }
+
+    /// Kills the child and everything it started, and reaps it (as
+    /// dropping the handle does).
+    pub fn kill(self) {
+        drop(self);
+    }
+
+    /// Waits for the call's end until `patience` runs out (`None` when it
+    /// does), then ends the child and decodes its reply.
+    fn wait(&mut self, patience: Option<Instant>) -> Option<Result<R, Error>> {
+        let connection = self.started.connection.as_mut()?;
+        let mut output = Output::default();
+        let reply = match connection.exchange_until(
+            None,
+            self.started.deadline,
+            patience,
+            &self.started.config,
+            &mut output,
+        ) {
+            Ok(None) => return None,
+            Ok(Some(hello)) => connection
+                .check_hello(hello.frame, &mut output)
+                .and_then(|()| {
+                    connection.exchange(
+                        None,
+                        self.started.deadline,
+                        &self.started.config,
+                        &mut output,
+                    )
+                }),
+            Err(died) => Err(died),
+        };
+        if let Some(connection) = self.started.connection.take() {
+            connection.end_one_shot();
+        }
+        Some(
+            reply
+                .map_err(|(error, _)| error)
+                .and_then(|reply| decode_reply(&reply.frame, reply.bytes, self.started.call)),
+        )
+    }
+}
+
+impl<R> Drop for JoinHandle<R> {
+    fn drop(&mut self) {
+        if let Some(connection) = self.started.connection.take() {
+            connection.end_one_shot();
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for JoinHandle<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field(
+                "pid",
+                &self
+                    .started
+                    .connection
+                    .as_ref()
+                    .map(|connection| connection.child.pid().as_raw()),
+            )
+            .finish_non_exhaustive()
     }
 }
 
@@ -277,15 +483,32 @@ impl IsolateBuilder {
 /// needs it hangs. The first fork of a process with more than one thread
 /// prints a warning saying so. Fork before starting threads where you can.
 ///
-/// The child is also killed when the *thread* that forked it exits
-/// (`PR_SET_PDEATHSIG`), so fork on a thread that outlives the isolate.
+/// # When this process dies
+///
+/// A child forked on the main thread is killed when this process dies
+/// (`PR_SET_PDEATHSIG`). That signal follows the *thread* that forked, not
+/// the process, so a child forked on another thread (which may end while
+/// the isolate, shared, lives on) goes without it: if this process dies,
+/// such a child ends when it next reads its closed channel, after the
+/// call it is making, if any.
 pub struct Isolate {
+    shared: Arc<Shared>,
+}
+
+/// What an isolate and its [`Remote`]s share: the child lives as long as
+/// any of them.
+struct Shared {
     config: Config,
     state: Mutex<State>,
 }
 
 struct State {
-    life: Life,
+    /// The child serving calls, or the error that first said how it
+    /// ended.
+    child: Result<Connection, Arc<Error>>,
+    /// How many children the isolate has forked: the number of the
+    /// current one, which its remote objects carry.
+    lives: u64,
     output: Output,
     /// The buffer the last request was encoded in, reused for the next.
     request_buffer: Vec<u8>,
@@ -323,86 +546,148 @@ impl Isolate {
     /// The argument and result cross the process boundary encoded with
     /// serde, except a `Vec<u8>`, whose bytes are sent as they are; `f`
     /// must be a plain function (or a closure that captures nothing).
+    /// Both must be owned types: a function of a `&str` takes a `String`
+    /// here (the `&str` could not outlive the frame it was read from).
     ///
     /// # Errors
     ///
     /// [`Error::Panicked`] when `f` panics (the child lives on);
     /// [`Error::Terminated`], [`Error::TimedOut`] or [`Error::OutOfMemory`]
-    /// when the child ends (it stays dead: see [`Isolate::restart`]);
-    /// the other variants when the machinery fails.
+    /// when the child ends (then every later call returns [`Error::Dead`]
+    /// until [`Isolate::restart`]); the other variants when the machinery
+    /// fails.
     pub fn call<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R, Error>
     where
-        A: Serialize + DeserializeOwned + 'static,
+        A: Argument,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let state = &mut *self.lock();
-        let connection = match &mut state.life.connection {
-            Ok(connection) => connection,
-            Err(termination) => return Err(Error::Terminated(termination.clone())),
-        };
-        let buffer = std::mem::take(&mut state.request_buffer);
         let trampoline = server::trampoline::<A, R>;
+        self.request(None, trampoline, f as usize, 0, arg)
+            .map(|(result, _)| result)
+    }
+
+    /// Sends one call (`trampoline` with `function` and `arg`, on
+    /// `object` of the child's table, 0 for none) to the current child and
+    /// returns its result with the number of the child that made it.
+    ///
+    /// With `life`, the call is for an object of that child: if the
+    /// isolate has been restarted since, it fails with [`Error::Stale`].
+    pub(crate) fn request<A: Serialize + 'static, R: DeserializeOwned + 'static>(
+        &self,
+        life: Option<(u64, &'static str)>,
+        trampoline: server::Trampoline,
+        function: usize,
+        object: u64,
+        arg: A,
+    ) -> Result<(R, u64), Error> {
+        let state = &mut *self.lock();
+        let lives = state.lives;
+        if let Some((life, object)) = life
+            && life != lives
+        {
+            return Err(Error::Stale { object });
+        }
+        let connection = match &mut state.child {
+            Ok(connection) => connection,
+            Err(first) => return Err(Error::Dead(Arc::clone(first))),
+        };
+        let config = &self.shared.config;
+        let buffer = std::mem::take(&mut state.request_buffer);
         let call = state.next_call;
         state.next_call = call.wrapping_add(1);
-        let mut request =
-            server::call_frame(trampoline, f as usize, call, arg, buffer).map_err(Error::Encode)?;
+        let mut request = server::call_frame(trampoline, function, call, object, arg, buffer)
+            .map_err(Error::Encode)?;
         // The child would refuse it and stop serving: refused here, the
         // call fails and the child serves on.
         let body = request.largest_body();
-        if body > self.config.max_frame {
+        if body > config.max_frame {
             state.request_buffer = request.into_buffer();
             return Err(Error::Protocol(ProtocolError::FrameTooLarge {
                 len: body as u64,
-                cap: self.config.max_frame,
+                cap: config.max_frame,
             }));
         }
-        let reply = connection.exchange(Some(&mut request), &self.config, &mut state.output);
+        let reply = connection.exchange(
+            Some(&mut request),
+            config.deadline(),
+            config,
+            &mut state.output,
+        );
         state.request_buffer = request.into_buffer();
-        match reply {
+        let result = match reply {
             Ok(reply) => {
                 let result = decode_reply(&reply.frame, reply.bytes, call);
                 connection.reader.recycle(reply.frame);
-                if let Err(stray @ Error::Protocol(ProtocolError::StrayReply { .. })) = result {
+                match result {
                     // The channel is out of step with the calls: nothing
                     // more it says can be trusted.
-                    let (error, termination) = connection.abandon(stray, &mut state.output);
-                    state.life.connection = Err(termination);
-                    return Err(error);
+                    Err(stray @ Error::Protocol(ProtocolError::StrayReply { .. })) => {
+                        Err(connection.abandon(stray, &mut state.output).0)
+                    }
+                    result => return result.map(|result| (result, lives)),
                 }
-                result
             }
-            Err((error, termination)) => {
-                state.life.connection = Err(termination);
-                Err(error)
-            }
-        }
+            Err((error, _)) => Err(error),
+        };
+        result.inspect_err(|error| {
+            state.child = Err(Arc::new(error.duplicate()));
+        })
     }
 
     /// Ends the current child, if it is still running, and forks a fresh
-    /// one with the same options (the setup hook runs again).
+    /// one with the same options (the setup hook runs again). The remote
+    /// objects of the old child end with it: using one returns
+    /// [`Error::Stale`].
+    ///
+    /// Takes `&self`, so that an isolate shared between threads (in an
+    /// `Arc`, or through its [`Remote`]s) can be restarted; a call made
+    /// meanwhile on another thread finishes first.
     ///
     /// # Errors
     ///
-    /// As [`IsolateBuilder::fork`]; the isolate then stays dead.
-    pub fn restart(&mut self) -> Result<(), Error> {
-        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
-        state.life = Life::start(&self.config, &mut state.output);
-        match state.life.startup_error.take() {
-            Some(error) => Err(error),
-            None => Ok(()),
+    /// As [`IsolateBuilder::fork`]; the isolate is then dead, and calls
+    /// return that error as [`Error::Dead`] until a restart succeeds.
+    pub fn restart(&self) -> Result<(), Error> {
+        let state = &mut *self.lock();
+        state.lives += 1;
+        // The old child ends before the new one is forked, which would
+        // otherwise hold a copy of its channel.
+        if let Ok(old) = &mut state.child {
+            let _ = old.child.kill();
+        }
+        match start_child(&self.shared.config, &mut state.output) {
+            Ok(connection) => {
+                state.child = Ok(connection);
+                Ok(())
+            }
+            Err(error) => {
+                state.child = Err(Arc::new(error.duplicate()));
+                Err(error)
+            }
         }
     }
 
     /// The process id of the child, while it is serving calls.
     pub fn id(&self) -> Option<u32> {
         let state = self.lock();
-        let connection = state.life.connection.as_ref().ok()?;
+        let connection = state.child.as_ref().ok()?;
         Some(connection.child.pid().as_raw().unsigned_abs())
     }
 
-    /// Whether the child is still serving calls.
+    /// Whether the child is serving calls: false once it has ended, in a
+    /// call or while idle (killed from outside, say). A child found to
+    /// have ended is reaped, and how it ended is what later calls return.
     pub fn is_alive(&self) -> bool {
-        self.lock().life.connection.is_ok()
+        let state = &mut *self.lock();
+        let Ok(connection) = &mut state.child else {
+            return false;
+        };
+        if !connection.child.has_exited() {
+            return true;
+        }
+        let error = connection.ended_while_idle(&self.shared.config, &mut state.output);
+        state.child = Err(Arc::new(error));
+        false
     }
 
     /// Takes what the child has written to stdout and stderr so far, when
@@ -412,10 +697,40 @@ impl Isolate {
         std::mem::take(&mut self.lock().output)
     }
 
+    /// Another handle to this isolate, for a [`Remote`] to keep.
+    pub(crate) fn share(&self) -> Isolate {
+        Isolate {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+impl std::fmt::Debug for Isolate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Isolate")
+            .field("pid", &self.id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an argument of [`Isolate::call`] (and of a [`Remote`]'s calls)
+/// must be: serde data that owns what it holds, since the child decodes
+/// it from a frame that ends with the call.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be sent to an isolate's child: an argument must be owned serde data",
+    label = "not owned serde data",
+    note = "take an owned type in the function (`String` for `&str`, `Vec<T>` for `&[T]`, `PathBuf` for `&Path`) and pass that; a borrowed argument can go to `isolate_harness::run`, whose child is forked holding it"
+)]
+pub trait Argument: Serialize + DeserializeOwned + 'static {}
+
+impl<T: Serialize + DeserializeOwned + 'static> Argument for T {}
 
 /// Calls `f(arg)` in a fresh child process, which ends with the call.
 ///
@@ -437,6 +752,19 @@ pub fn run<A, R: Serialize + DeserializeOwned + 'static>(
     arg: A,
 ) -> Result<R, Error> {
     Isolate::builder().run(f, arg)
+}
+
+/// Starts `f(arg)` in a fresh child process and returns at once, with a
+/// handle to wait for its result with, or to kill it: see [`JoinHandle`].
+///
+/// # Errors
+///
+/// [`Error::Spawn`] when the child cannot be started.
+pub fn start<A, R: Serialize + DeserializeOwned + 'static>(
+    f: fn(A) -> R,
+    arg: A,
+) -> Result<JoinHandle<R>, Error> {
+    Isolate::builder().start(f, arg)
 }
 
 /// A fresh, unpredictable starting point for call ids, so that a reply
@@ -480,42 +808,20 @@ fn decode_reply<R: DeserializeOwned + 'static>(
     }
 }
 
-/// A child serving calls, or how it ended.
-struct Life {
-    connection: Result<Connection, Termination>,
-    /// Why the child did not become ready, until the caller takes it.
-    startup_error: Option<Error>,
-}
-
-impl Life {
-    /// Forks a child that serves calls, and waits for its hello.
-    fn start(config: &Config, output: &mut Output) -> Life {
-        let setup = config.setup.clone();
-        let max_frame = config.max_frame;
-        let spawned = Connection::spawn(config, move |mut channel| {
-            server::start(&mut channel, setup.as_deref());
-            server::serve(channel, max_frame)
-        });
-        let mut connection = match spawned {
-            Ok(connection) => connection,
-            Err(error) => {
-                return Life {
-                    connection: Err(Termination::new(ExitStatus::Code(-1), None)),
-                    startup_error: Some(error),
-                };
-            }
-        };
-        match connection.expect_hello(config, output) {
-            Ok(()) => Life {
-                connection: Ok(connection),
-                startup_error: None,
-            },
-            Err((error, termination)) => Life {
-                connection: Err(termination),
-                startup_error: Some(error),
-            },
-        }
-    }
+/// Forks a child that serves calls, and waits for its hello.
+fn start_child(config: &Config, output: &mut Output) -> Result<Connection, Error> {
+    let setup = config.setup.clone();
+    let max_frame = config.max_frame;
+    let mut connection = Connection::spawn(config, move |mut channel| {
+        server::start(&mut channel, setup.as_deref());
+        server::serve(channel, max_frame)
+    })?;
+    let deadline = config.deadline();
+    let hello = connection.exchange(None, deadline, config, output);
+    hello
+        .and_then(|hello| connection.check_hello(hello.frame, output))
+        .map_err(|(error, _)| error)?;
+    Ok(connection)
 }
 
 /// The parent's side of one child.
@@ -609,6 +915,12 @@ impl Connection {
             .transpose()
             .map_err(Error::Spawn)?;
         let mut setup = ChildSetup::new(child_end.as_raw_fd());
+        // The parent-death signal follows the forking thread: a child forked
+        // on another thread would die with it, while its isolate or handle,
+        // shared, lives on (see "When this process dies" on `Isolate`).
+        if !child::on_main_thread() {
+            setup.death_signal = None;
+        }
         // What a call starts stays below the child, which kills it as it
         // ends, or where ending the isolate finds and kills it.
         setup.subreaper = true;
@@ -655,9 +967,8 @@ impl Connection {
         }
     }
 
-    /// Waits for the child's `Hello`.
-    fn expect_hello(&mut self, config: &Config, output: &mut Output) -> Result<(), Died> {
-        let Reply { frame, .. } = self.exchange(None, config, output)?;
+    /// Checks that `frame`, the child's first, is its `Hello`.
+    fn check_hello(&mut self, frame: Frame, output: &mut Output) -> Result<(), Died> {
         let checked = match frame.kind {
             Kind::Hello => ipc::check_hello(frame.payload()).map_err(Error::Protocol),
             // A setup hook that panicked replies as call 0.
@@ -677,11 +988,28 @@ impl Connection {
     /// the child is then reaped.
     fn exchange(
         &mut self,
-        mut request: Option<&mut Outgoing>,
+        request: Option<&mut Outgoing>,
+        deadline: Option<Instant>,
         config: &Config,
         output: &mut Output,
     ) -> Result<Reply, Died> {
-        let deadline = config.timeout.map(|timeout| Instant::now() + timeout);
+        self.exchange_until(request, deadline, None, config, output)
+            .map(|reply| reply.unwrap_or_else(|| unreachable!("a wait without patience ends")))
+    }
+
+    /// As [`Connection::exchange`], but gives up waiting at `patience`
+    /// (returning `None`), leaving the child running. Only for a one-shot
+    /// child, whose frames are read once it has exited: giving up then
+    /// loses nothing read.
+    fn exchange_until(
+        &mut self,
+        mut request: Option<&mut Outgoing>,
+        deadline: Option<Instant>,
+        patience: Option<Instant>,
+        config: &Config,
+        output: &mut Output,
+    ) -> Result<Option<Reply>, Died> {
+        debug_assert!(patience.is_none() || matches!(self.transport, Transport::File(_)));
         let mut crash: Option<Crash> = None;
         let mut bytes = None;
         let mut closed = false;
@@ -692,7 +1020,7 @@ impl Connection {
                 match self.read_frames(&mut crash, &mut bytes) {
                     Ok(Incoming::Frame(frame)) => {
                         self.drain(output);
-                        return Ok(Reply { frame, bytes });
+                        return Ok(Some(Reply { frame, bytes }));
                     }
                     Ok(Incoming::Pending) => {}
                     Ok(Incoming::Closed) => closed = true,
@@ -729,20 +1057,25 @@ impl Connection {
                     Err(_) => request = None,
                 }
             }
-            let timeout = match deadline {
+            let now = Instant::now();
+            if deadline.is_some_and(|deadline| deadline <= now) {
+                return Err(self.time_out(config, crash, output));
+            }
+            if patience.is_some_and(|patience| patience <= now) {
+                return Ok(None);
+            }
+            let timeout = match deadline.into_iter().chain(patience).min() {
                 None => PollTimeout::NONE,
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(self.time_out(config, crash, output));
-                    }
-                    PollTimeout::try_from(left.max(Duration::from_millis(1)))
-                        .unwrap_or(PollTimeout::MAX)
-                }
+                Some(until) => PollTimeout::try_from(
+                    until
+                        .saturating_duration_since(now)
+                        .max(Duration::from_millis(1)),
+                )
+                .unwrap_or(PollTimeout::MAX),
             };
-            let waited = match (&self.transport, &self.pipes, deadline) {
+            let waited = match (&self.transport, &self.pipes, timeout) {
                 // Nothing but the exit to wait for: a plain wait.
-                (Transport::File(_), None, None) => self.child.wait_exit(None),
+                (Transport::File(_), None, PollTimeout::NONE) => self.child.wait_exit(None),
                 _ => self.poll(request.as_deref(), closed, timeout),
             };
             match waited {
@@ -826,6 +1159,20 @@ impl Connection {
         if let Some(pipes) = &self.pipes {
             // A failed read of a pipe loses output, not the call's outcome.
             let _ = pipes.drain(output);
+        }
+    }
+
+    /// The child was found to have exited between calls: reads what it
+    /// wrote (a crash report), reaps it, and says how it ended.
+    fn ended_while_idle(&mut self, config: &Config, output: &mut Output) -> Error {
+        self.exited = true;
+        match self.exchange(None, None, config, output) {
+            Err((error, _)) => error,
+            // A frame no call asked for.
+            Ok(reply) => {
+                let unasked = Error::Protocol(ProtocolError::Unexpected(reply.frame.kind.name()));
+                self.abandon(unasked, output).0
+            }
         }
     }
 
@@ -966,7 +1313,7 @@ mod tests {
             let _ = channel.write_all(bytes);
         })
         .unwrap();
-        connection.exchange(None, &config, &mut output)
+        connection.exchange(None, None, &config, &mut output)
     }
 
     fn protocol_error(bytes: &'static [u8]) -> ProtocolError {
@@ -1033,7 +1380,13 @@ mod tests {
             let _ = channel.write_all(&[2, 0, 0, 0, Kind::Hello as u8, 9]);
         })
         .unwrap();
-        let error = connection.expect_hello(&config, &mut output).unwrap_err().0;
+        let hello = connection
+            .exchange(None, None, &config, &mut output)
+            .unwrap();
+        let error = connection
+            .check_hello(hello.frame, &mut output)
+            .unwrap_err()
+            .0;
         assert!(
             matches!(error, Error::Protocol(ProtocolError::BadHandshake)),
             "{error:?}"

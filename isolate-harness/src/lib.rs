@@ -164,6 +164,7 @@
 //! - [`run`]: one call in a fresh child.
 //! - [`#[isolated]`](isolated): a function every call of which runs in a
 //!   fresh child and returns `Result<T, Error>`.
+//! - [`start`]: one call in a fresh child, without waiting for it.
 //!
 //! The child is a `fork()` of the calling process, so it starts with all of
 //! its state: a call crosses the boundary as a code address (valid in both,
@@ -186,6 +187,109 @@
 //! when it is dropped, restarted or timed out, and by the child itself
 //! when it returns from [`run`], exits, or dies of a signal its crash
 //! handler catches.
+//!
+//! ## Remote objects
+//!
+//! The Python library's proxies: an object that lives in the child, whose
+//! methods run there, and whose crash is an error here.
+//!
+//! ```
+//! use isolate_harness::{Error, Isolate};
+//!
+//! struct Tokenizer {
+//!     separator: char,
+//!     seen: usize,
+//! }
+//!
+//! #[isolate_harness::remote]
+//! impl Tokenizer {
+//!     fn new(separator: char) -> Self {
+//!         Tokenizer { separator, seen: 0 }
+//!     }
+//!
+//!     fn split(&mut self, text: &str) -> Vec<String> {
+//!         self.seen += 1;
+//!         text.split(self.separator).map(str::to_owned).collect()
+//!     }
+//!
+//!     fn seen(&self) -> usize {
+//!         self.seen
+//!     }
+//! }
+//!
+//! let isolate = Isolate::fork()?;
+//! let tokenizer = TokenizerProxy::new(&isolate, ',')?;
+//! assert_eq!(tokenizer.split("a,b")?, ["a", "b"]);
+//! assert_eq!(tokenizer.seen()?, 1);
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! - [`Isolate::spawn`] builds an object in the child and returns a
+//!   [`Remote<T>`]; `T` needs no serde and need not be `Send`.
+//! - [`Remote::call`] runs a function on the object there; arguments and
+//!   results cross as serde values. [`Remote::call_remote`] leaves the
+//!   result in the child as another `Remote`; [`Remote::fetch`] copies the
+//!   object back, [`Remote::into_inner`] moves it out. Dropping a `Remote`
+//!   drops the object in the child.
+//! - [`#[remote]`](remote) on an `impl` block makes a typed proxy of these.
+//! - After a call ends the child, every call of the isolate, on any of its
+//!   objects, returns that first error ([`Error::Dead`]) until
+//!   [`Isolate::restart`]; an object of the old child is then
+//!   [`Error::Stale`], never another object.
+//!
+//! ## Cookbook
+//!
+//! **Which to use.**
+//!
+//! | you want | use |
+//! |---|---|
+//! | one call whose crash must not take you down, state and all from a fresh copy of this process | [`run`], or [`#[isolated]`](isolated) on the function |
+//! | the same without waiting | [`start`]: a [`JoinHandle`] with `join`, `join_timeout`, `kill` |
+//! | many calls to code that keeps state between them (a loaded library, a cache, a connection) | an [`Isolate`] and [`Isolate::call`]; the state in statics of the child, or better, in a [`Remote`] |
+//! | an object with methods, living in the child | [`Isolate::spawn`] and [`Remote`], or a proxy from [`#[remote]`](remote) |
+//! | calls from several threads at once, each in a child | an [`IsolatePool`] |
+//!
+//! **State in the child.** A child keeps what its calls leave in it: an
+//! [`Isolate`]'s statics live on from call to call, and a setup hook
+//! ([`IsolateBuilder::setup`]) runs once in each fresh child. A [`Remote`]
+//! is the typed way: the state is the object.
+//!
+//! **A closure that captures.** [`Isolate::call`] sends a code address, so
+//! it takes only functions and closures that capture nothing. [`run`] and
+//! [`start`] fork a child that already holds their argument, which needs
+//! no serde: a boxed closure can be the argument.
+//!
+//! ```
+//! let limit = 10_u64;
+//! let job: Box<dyn FnOnce() -> u64> = Box::new(move || (1..=limit).sum());
+//! let sum = isolate_harness::run(|job: Box<dyn FnOnce() -> u64>| job(), job)?;
+//! assert_eq!(sum, 55);
+//! # Ok::<(), isolate_harness::Error>(())
+//! ```
+//!
+//! **Borrowed arguments.** What [`Isolate::call`] and a [`Remote`] send
+//! must be owned serde data: the child decodes it from a frame that ends
+//! with the call, so a function of a `&str` takes a `String` there. (A
+//! `&str` argument is refused at compile time, with serde's "implementation
+//! of `Deserialize` is not general enough".) [`run`] takes borrowed
+//! arguments as they are; the methods of a [`#[remote]`](remote) proxy
+//! take them borrowed and send them owned.
+//!
+//! ```compile_fail
+//! fn length(text: &str) -> usize {
+//!     text.len()
+//! }
+//! let isolate = isolate_harness::Isolate::fork().unwrap();
+//! isolate.call(length, "refused: not owned").unwrap();
+//! ```
+//!
+//! ```
+//! # fn length(text: &str) -> usize {
+//! #     text.len()
+//! # }
+//! assert_eq!(isolate_harness::run(length, "fine: forked holding it")?, 23);
+//! # Ok::<(), isolate_harness::Error>(())
+//! ```
 //!
 //! # Platforms
 //!
@@ -231,6 +335,7 @@ mod fork_server;
 mod harness;
 mod ipc;
 mod isolate;
+mod remote;
 mod reply_region;
 pub mod report_stream;
 mod server;
@@ -245,6 +350,9 @@ pub use ipc::ProtocolError;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub use ipc::fuzz as __fuzz;
-pub use isolate::{Error, Isolate, IsolateBuilder, OutOfMemory, TimedOut, run};
-pub use isolate_harness_macros::{isolated, test};
+pub use isolate::{
+    Argument, Error, Isolate, IsolateBuilder, JoinHandle, OutOfMemory, TimedOut, run, start,
+};
+pub use isolate_harness_macros::{isolated, remote, test};
+pub use remote::{IsolatePool, Remote};
 pub use server::PanicReport;

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::child::{self, exit_child};
 use crate::crash::Backtrace;
 use crate::ipc::{self, FrameBuilder, FrameReader, Kind, Outgoing};
+use crate::remote::Objects;
 use crate::report_stream;
 
 /// A panic caught in a child.
@@ -199,7 +200,7 @@ pub(crate) fn reply_frame<R: Serialize + 'static>(
     })
 }
 
-fn call_failed_frame(reason: &str, call: u64) -> Outgoing {
+pub(crate) fn call_failed_frame(reason: &str, call: u64) -> Outgoing {
     Outgoing::frames(
         FrameBuilder::new(Kind::CallFailed)
             .push(&call.to_le_bytes())
@@ -210,63 +211,84 @@ fn call_failed_frame(reason: &str, call: u64) -> Outgoing {
 }
 
 /// A trampoline: decodes the argument (from the `Call` payload, or the
-/// `Bytes` payload that came before it), calls the function, encodes the
-/// reply to call `call`.
+/// `Bytes` payload that came before it), makes the call (on an object of
+/// the child's table, for a remote object's), and encodes the reply.
 pub(crate) type Trampoline =
-    fn(function: usize, call: u64, argument: &[u8], bytes: Option<Vec<u8>>) -> Outgoing;
+    fn(objects: &mut Objects, request: CallRequest<'_>, bytes: Option<Vec<u8>>) -> Outgoing;
 
 /// The trampoline for functions `fn(A) -> R`.
 pub(crate) fn trampoline<A: DeserializeOwned + 'static, R: Serialize + 'static>(
-    function: usize,
-    call: u64,
-    argument: &[u8],
+    _: &mut Objects,
+    request: CallRequest<'_>,
     bytes: Option<Vec<u8>>,
 ) -> Outgoing {
-    let argument: A = match ipc::decode_value(argument, bytes) {
+    let argument: A = match request.argument(bytes) {
         Ok(argument) => argument,
-        Err(error) => {
-            return call_failed_frame(&format!("could not decode the argument: {error}"), call);
-        }
+        Err(failed) => return failed,
     };
     // SAFETY: `function` is the address of an `fn(A) -> R` that the parent
     // sent together with this very trampoline, monomorphized for the same
     // `A` and `R`; the child is a fork of the parent's image, so the address
     // names the same code here.
-    let function: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(function) };
-    reply_frame(catch(|| function(argument)), Vec::new(), call)
+    let function: fn(A) -> R =
+        unsafe { std::mem::transmute::<usize, fn(A) -> R>(request.function) };
+    reply_frame(catch(|| function(argument)), Vec::new(), request.call)
 }
 
-/// The frames of call `call`, built in `buffer` (whose contents are
-/// dropped): trampoline and function addresses, the call's id, then the
-/// argument.
+/// The frames of a call (built in `buffer`, whose contents are dropped):
+/// the trampoline, the function's address, the call's id and the object
+/// it is made on (0 for none), then the argument.
 pub(crate) fn call_frame<A: Serialize + 'static>(
     trampoline: Trampoline,
     function: usize,
     call: u64,
+    object: u64,
     argument: A,
     mut buffer: Vec<u8>,
 ) -> Result<Outgoing, postcard::Error> {
-    let mut prefix = [0; 24];
+    let mut prefix = [0; 32];
     prefix[..8].copy_from_slice(&(trampoline as usize as u64).to_le_bytes());
     prefix[8..16].copy_from_slice(&(function as u64).to_le_bytes());
-    prefix[16..].copy_from_slice(&call.to_le_bytes());
+    prefix[16..24].copy_from_slice(&call.to_le_bytes());
+    prefix[24..].copy_from_slice(&object.to_le_bytes());
     buffer.clear();
     ipc::value_frames(Kind::Call, &prefix, argument, buffer)
 }
 
 /// A `Call` payload, split.
-struct CallRequest<'a> {
+pub(crate) struct CallRequest<'a> {
     trampoline: Trampoline,
-    function: usize,
-    call: u64,
+    /// The address of the function to call.
+    pub(crate) function: usize,
+    /// The id the reply must carry.
+    pub(crate) call: u64,
+    /// The object of the child's table the call is made on.
+    pub(crate) object: u64,
     argument: &'a [u8],
+}
+
+impl CallRequest<'_> {
+    /// Decodes the argument, from the payload or from the `Bytes` payload
+    /// that came before it; when it cannot be, the reply that says so.
+    pub(crate) fn argument<A: DeserializeOwned + 'static>(
+        &self,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<A, Outgoing> {
+        ipc::decode_value(self.argument, bytes).map_err(|error| {
+            call_failed_frame(
+                &format!("could not decode the argument: {error}"),
+                self.call,
+            )
+        })
+    }
 }
 
 /// Splits a `Call` payload.
 fn parse_call(payload: &[u8]) -> Option<CallRequest<'_>> {
     let (trampoline, rest) = payload.split_first_chunk::<8>()?;
     let (function, rest) = rest.split_first_chunk::<8>()?;
-    let (call, argument) = rest.split_first_chunk::<8>()?;
+    let (call, rest) = rest.split_first_chunk::<8>()?;
+    let (object, argument) = rest.split_first_chunk::<8>()?;
     let trampoline = u64::from_le_bytes(*trampoline) as usize;
     // SAFETY: the address was produced by `call_frame` in the parent from a
     // `Trampoline`, and this child is a fork of the parent's image.
@@ -275,6 +297,7 @@ fn parse_call(payload: &[u8]) -> Option<CallRequest<'_>> {
         trampoline,
         function: u64::from_le_bytes(*function) as usize,
         call: u64::from_le_bytes(*call),
+        object: u64::from_le_bytes(*object),
         argument,
     })
 }
@@ -332,6 +355,7 @@ pub(crate) fn start(channel: &mut UnixStream, setup: Option<&(dyn Fn() + Send + 
 pub(crate) fn serve(mut channel: UnixStream, max_frame: usize) -> ! {
     keep_freed_memory(max_frame);
     let mut reader = FrameReader::new(max_frame);
+    let mut objects = Objects::default();
     let mut bytes = None;
     loop {
         let frame = match reader.read_blocking(&mut channel) {
@@ -345,21 +369,20 @@ pub(crate) fn serve(mut channel: UnixStream, max_frame: usize) -> ! {
         }
         let mut reply = match (frame.kind, parse_call(frame.payload())) {
             (Kind::Call, Some(request)) => {
-                let reply = (request.trampoline)(
-                    request.function,
-                    request.call,
-                    request.argument,
-                    bytes.take(),
-                );
+                let call = request.call;
+                let mut reply = (request.trampoline)(&mut objects, request, bytes.take());
                 // A result the parent would refuse fails the call, and the
                 // child serves on.
                 match reply.largest_body() {
-                    body if body > max_frame => call_failed_frame(
-                        &format!(
-                            "the result ({body} bytes) exceeds the frame cap of {max_frame} bytes"
-                        ),
-                        request.call,
-                    ),
+                    body if body > max_frame => {
+                        objects.settle(&mut reply);
+                        call_failed_frame(
+                            &format!(
+                                "the result ({body} bytes) exceeds the frame cap of {max_frame} bytes"
+                            ),
+                            call,
+                        )
+                    }
                     _ => reply,
                 }
             }
@@ -367,6 +390,7 @@ pub(crate) fn serve(mut channel: UnixStream, max_frame: usize) -> ! {
         };
         reader.recycle(frame);
         send(&mut channel, &mut reply);
+        objects.settle(&mut reply);
     }
 }
 
