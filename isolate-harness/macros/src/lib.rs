@@ -1,12 +1,15 @@
 //! Attribute macros of `isolate-harness`. Use them through that crate
 //! (`isolate_harness::isolated`); this crate is an implementation detail.
 
+mod arguments;
+mod isolated;
+mod options;
+mod remote;
+mod test;
+
 use proc_macro::TokenStream;
-use quote::{format_ident, quote};
-use syn::parse::Parser;
-use syn::punctuated::Punctuated;
-use syn::spanned::Spanned;
-use syn::{Expr, ExprLit, FnArg, ItemFn, Lit, Meta, Pat, ReturnType, Token, parse_macro_input};
+use quote::ToTokens;
+use syn::{ItemFn, ItemImpl, parse_macro_input};
 
 /// Runs every call of the function in a fresh child process.
 ///
@@ -28,88 +31,139 @@ use syn::{Expr, ExprLit, FnArg, ItemFn, Lit, Meta, Pat, ReturnType, Token, parse
 /// }
 /// ```
 ///
+/// Options, with the syntax of [`#[test]`](macro@test)'s:
+///
+/// | option | meaning |
+/// |---|---|
+/// | `timeout = "2s"` | the child is killed after this long, and the call returns `Error::TimedOut` (`ms`, `s`, `m`, `h`) |
+/// | `memory_limit = "256MiB"` | address space the child may grow by; an allocation past it ends the call in `Error::OutOfMemory` (`B`, `KiB`, `MiB`, `GiB`, `KB`, `MB`, `GB`) |
+///
+/// ```ignore
+/// #[isolate_harness::isolated(timeout = "1s", memory_limit = "256MiB")]
+/// fn decode(image: Vec<u8>) -> Vec<u8> { .. }
+/// ```
+///
+/// The body runs as a function of the same name and arguments, so a crash
+/// site names it, and the function calling itself from its body recurses
+/// in the child, without forking again.
+///
 /// Not supported, with a compile error saying so: methods (`self`),
-/// generic, `async` and `const` functions, and argument patterns other than
-/// a name.
+/// generic, `async` and `const` functions, argument patterns other than
+/// a name, and unknown options.
 #[proc_macro_attribute]
 pub fn isolated(attr: TokenStream, item: TokenStream) -> TokenStream {
     let function = parse_macro_input!(item as ItemFn);
-    expand_isolated(attr.into(), function)
+    isolated::expand(attr.into(), function)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }
 
-fn expand_isolated(
-    attr: proc_macro2::TokenStream,
-    function: ItemFn,
-) -> syn::Result<proc_macro2::TokenStream> {
-    if !attr.is_empty() {
-        return Err(syn::Error::new(attr.span(), "#[isolated] takes no options"));
-    }
-    let signature = &function.sig;
-    if let Some(asyncness) = signature.asyncness {
-        return Err(syn::Error::new(
-            asyncness.span,
-            "#[isolated] functions cannot be async",
-        ));
-    }
-    if let Some(constness) = signature.constness {
-        return Err(syn::Error::new(
-            constness.span,
-            "#[isolated] functions cannot be const",
-        ));
-    }
-    if !signature.generics.params.is_empty() || signature.generics.where_clause.is_some() {
-        return Err(syn::Error::new(
-            signature.generics.span(),
-            "#[isolated] functions cannot be generic: each call is sent as the address of one function",
-        ));
-    }
-    let mut patterns = Vec::new();
-    let mut names = Vec::new();
-    let mut types = Vec::new();
-    for input in &signature.inputs {
-        match input {
-            FnArg::Receiver(receiver) => {
-                return Err(syn::Error::new(
-                    receiver.span(),
-                    "#[isolated] cannot be used on methods",
-                ));
-            }
-            FnArg::Typed(typed) => match &*typed.pat {
-                Pat::Ident(ident) if ident.subpat.is_none() && ident.by_ref.is_none() => {
-                    patterns.push(typed.pat.clone());
-                    names.push(ident.ident.clone());
-                    types.push(typed.ty.clone());
-                }
-                pattern => {
-                    return Err(syn::Error::new(
-                        pattern.span(),
-                        "#[isolated] arguments must be plain names",
-                    ));
-                }
-            },
-        }
-    }
-    let output = match &signature.output {
-        ReturnType::Default => quote!(()),
-        ReturnType::Type(_, ty) => quote!(#ty),
-    };
-    let attrs = &function.attrs;
-    let visibility = &function.vis;
-    let safety = &signature.safety;
-    let name = &signature.ident;
-    let body = &function.block;
-    let inner = format_ident!("__isolated_{}", name);
-    Ok(quote! {
-        #(#attrs)*
-        #visibility #safety fn #name(#(#names: #types),*)
-            -> ::core::result::Result<#output, ::isolate_harness::Error>
-        {
-            fn #inner((#(#patterns,)*): (#(#types,)*)) -> #output #body
-            ::isolate_harness::run(#inner, (#(#names,)*))
-        }
-    })
+/// Makes a proxy for objects of a type that live in an isolate's child:
+/// on an `impl Type` block, it keeps the block as it is and adds a
+/// `TypeProxy` whose functions run the block's in the child, as the Python
+/// library's proxies do.
+///
+/// ```ignore
+/// use isolate_harness::{Error, Isolate};
+///
+/// struct Decoder { frames: Vec<Vec<u8>> }
+///
+/// #[isolate_harness::remote]
+/// impl Decoder {
+///     pub fn new(codec: &str) -> Self { .. }
+///     pub fn feed(&mut self, packet: &[u8], pts: u64, flags: u32) -> usize { .. }
+///     pub fn frames(&self) -> usize { .. }
+///     pub fn fork(&self) -> Self { .. }
+///     pub fn finish(self) -> Vec<Vec<u8>> { .. }
+/// }
+///
+/// let isolate = Isolate::fork()?;
+/// let decoder = DecoderProxy::new(&isolate, "h264")?; // built in the child
+/// decoder.feed(&packet, 0, 1)?;                        // runs there: Ok(usize)
+/// let copy: DecoderProxy = decoder.fork()?;            // a new object, there too
+/// let frames = decoder.finish()?;                      // moves the object out of the table
+/// ```
+///
+/// A crash in a method is an `Err` for the caller, whose process lives
+/// on: `Error::Terminated` says how the child died, and took its objects
+/// with it (see `Remote`).
+///
+/// # What each function becomes
+///
+/// | in the block | on the proxy | through |
+/// |---|---|---|
+/// | `fn new(args..) -> Self` | `TypeProxy::new(&isolate, args..) -> Result<TypeProxy, Error>` | `Isolate::spawn` |
+/// | `fn get(&self, args..) -> R`, `fn set(&mut self, args..) -> R` | `proxy.get(args..) -> Result<R, Error>`, on `&self` both: calls take turns | `Remote::call` |
+/// | `fn fork(&self, args..) -> Self` (or `&mut self`) | `proxy.fork(args..) -> Result<TypeProxy, Error>`, the new object left in the child | `Remote::call_remote` |
+/// | `fn finish(self, args..) -> R` | `proxy.finish(args..) -> Result<R, Error>`, consuming the proxy | `Remote::call_once` |
+/// | `fn version(args..) -> R` | `TypeProxy::version(&isolate, args..) -> Result<R, Error>` | `Isolate::call` |
+///
+/// `Self` may also be written as the type's name. Associated functions
+/// without `self` that do not return `Self` run in the child too, so that
+/// everything the block does happens there (what they change, such as a
+/// global, is the child's).
+///
+/// Arguments keep their names and types. Each crosses as a serde value,
+/// as results do (`Serialize + DeserializeOwned + 'static`), a single
+/// argument as itself (a `Vec<u8>` as its bytes). A whole borrowed
+/// argument, `&T` (`&str`, `&[u8]`, `&Path`, `&Item`), is taken borrowed,
+/// sent as its `ToOwned` copy (`String`, `Vec<u8>`, `PathBuf`, `Item`)
+/// and lent to the function in the child. `Self` in an argument's or a
+/// result's type is the object's type: such a value is a copy, which
+/// needs the type to be serde (and `Clone`, borrowed).
+///
+/// An `unsafe fn` becomes an `unsafe fn` of the proxy, with the same
+/// contract.
+///
+/// A proxy derefs to the `Remote<Type>` it wraps (for `fetch`, closures
+/// through `call`, `isolate()`), and `From` turns either into the other.
+/// The `doc` and `cfg` attributes of each function carry over to the
+/// proxy's.
+///
+/// # Visibility
+///
+/// Each function of the proxy has the visibility of its function. The
+/// proxy type itself is private to the module unless the attribute gives
+/// it a visibility: `#[remote(pub)]`, `#[remote(pub(crate))]`. It does not
+/// default to a wider one because it derefs to `Remote<Type>`, and a
+/// proxy more public than `Type` is a compile error (E0446, private type
+/// in public interface), while the attribute cannot see how public `Type`
+/// is.
+///
+/// # What cannot be proxied
+///
+/// Each of these is a compile error at the item, saying why:
+///
+/// - a trait impl (`impl Trait for Type`): the proxy's methods return
+///   `Result`, so they cannot implement the trait;
+/// - a generic impl or method, or an `impl Trait` argument: a call
+///   crosses as the address of one function;
+/// - lifetime parameters on the impl (the object must be `'static`) or
+///   a method, and a result that borrows (`-> &str`): return an owned
+///   value;
+/// - an argument that borrows other than as a whole `&T`
+///   (`Option<&str>`), and `&mut` arguments: the child would change its
+///   own copy, and the caller would never see it;
+/// - an `async fn`;
+/// - a method taking `self` that returns `Self`: the object would have to
+///   come back; receivers other than `self`, `&self` and `&mut self`;
+/// - argument patterns other than a name.
+///
+/// An argument or result that is not serde (`fn finish(self) -> Rc<T>`)
+/// is left to the compiler, which says which trait it lacks.
+///
+/// Only the functions of the marked block are proxied: keep those the
+/// proxy should not have in another `impl Type` block. Associated
+/// constants, types and macro calls in the block are left as they are.
+#[proc_macro_attribute]
+pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let block = parse_macro_input!(item as ItemImpl);
+    // The block stays even when its proxy cannot be made, so that the
+    // errors are about the proxy only.
+    let proxy = remote::expand(attr.into(), &block).unwrap_or_else(syn::Error::into_compile_error);
+    let mut tokens = block.into_token_stream();
+    tokens.extend(proxy);
+    tokens.into()
 }
 
 /// Marks a test of an `isolate-harness` test target: a `fn()` or a
@@ -130,266 +184,7 @@ fn expand_isolated(
 #[proc_macro_attribute]
 pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
     let function = parse_macro_input!(item as ItemFn);
-    let options = match Punctuated::<Meta, Token![,]>::parse_terminated.parse(attr) {
-        Ok(options) => options,
-        Err(error) => return error.into_compile_error().into(),
-    };
-    expand_test(options, function)
+    test::expand(attr.into(), function)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
-}
-
-/// The signal names `expect_signal` accepts.
-const SIGNAL_NAMES: [&str; 31] = [
-    "SIGHUP",
-    "SIGINT",
-    "SIGQUIT",
-    "SIGILL",
-    "SIGTRAP",
-    "SIGABRT",
-    "SIGBUS",
-    "SIGFPE",
-    "SIGKILL",
-    "SIGUSR1",
-    "SIGSEGV",
-    "SIGUSR2",
-    "SIGPIPE",
-    "SIGALRM",
-    "SIGTERM",
-    "SIGSTKFLT",
-    "SIGCHLD",
-    "SIGCONT",
-    "SIGSTOP",
-    "SIGTSTP",
-    "SIGTTIN",
-    "SIGTTOU",
-    "SIGURG",
-    "SIGXCPU",
-    "SIGXFSZ",
-    "SIGVTALRM",
-    "SIGPROF",
-    "SIGWINCH",
-    "SIGIO",
-    "SIGPWR",
-    "SIGSYS",
-];
-
-fn expand_test(
-    options: Punctuated<Meta, Token![,]>,
-    function: ItemFn,
-) -> syn::Result<proc_macro2::TokenStream> {
-    let signature = &function.sig;
-    if !signature.inputs.is_empty() {
-        return Err(syn::Error::new(
-            signature.inputs.span(),
-            "a test takes no arguments",
-        ));
-    }
-    if let Some(asyncness) = signature.asyncness {
-        return Err(syn::Error::new(asyncness.span, "a test cannot be async"));
-    }
-    if !signature.generics.params.is_empty() {
-        return Err(syn::Error::new(
-            signature.generics.span(),
-            "a test cannot be generic",
-        ));
-    }
-    let mut builder = quote!(::isolate_harness::TestOptions::new());
-    for option in &options {
-        let name = option
-            .path()
-            .get_ident()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let value = match option {
-            Meta::Path(_) => None,
-            Meta::NameValue(pair) => Some(&pair.value),
-            Meta::List(list) => {
-                return Err(syn::Error::new(
-                    list.span(),
-                    "options are written `name` or `name = value`",
-                ));
-            }
-        };
-        builder = match (name.as_str(), value) {
-            ("ignore", None) => quote!(#builder.ignore(None)),
-            ("ignore", Some(value)) => {
-                let reason = string(value)?;
-                quote!(#builder.ignore(Some(#reason)))
-            }
-            ("should_panic", None) => quote!(#builder.should_panic(None)),
-            ("should_panic", Some(value)) => {
-                let expected = string(value)?;
-                quote!(#builder.should_panic(Some(#expected)))
-            }
-            ("timeout", Some(value)) => {
-                let millis = parse_duration_millis(&string(value)?).ok_or_else(|| {
-                    syn::Error::new(
-                        value.span(),
-                        "expected a duration such as \"2s\", \"500ms\" or \"1m\"",
-                    )
-                })?;
-                quote!(#builder.timeout(::core::time::Duration::from_millis(#millis)))
-            }
-            ("memory_limit", Some(value)) => {
-                let bytes = parse_size(&string(value)?).ok_or_else(|| {
-                    syn::Error::new(
-                        value.span(),
-                        "expected a size such as \"256MiB\", \"1GiB\" or \"512KiB\"",
-                    )
-                })?;
-                quote!(#builder.memory_limit(#bytes))
-            }
-            ("expect_signal", Some(value)) => {
-                let signal = string(value)?;
-                if !SIGNAL_NAMES.contains(&signal.as_str()) {
-                    return Err(syn::Error::new(
-                        value.span(),
-                        format!(
-                            "unknown signal {signal:?}: expected a name such as \"SIGSEGV\" or \"SIGABRT\""
-                        ),
-                    ));
-                }
-                quote!(#builder.expect_signal(#signal))
-            }
-            ("expect_exit", Some(value)) => {
-                let code = integer(value)?;
-                quote!(#builder.expect_exit(#code))
-            }
-            ("timeout" | "memory_limit" | "expect_signal" | "expect_exit", None) => {
-                return Err(syn::Error::new(
-                    option.span(),
-                    format!("`{name}` needs a value: `{name} = ...`"),
-                ));
-            }
-            _ => {
-                return Err(syn::Error::new(
-                    option.path().span(),
-                    "unknown option: expected ignore, should_panic, timeout, memory_limit, expect_signal or expect_exit",
-                ));
-            }
-        };
-    }
-    let name = &signature.ident;
-    let name_text = name.to_string();
-    let registration = format_ident!("__ISOLATE_TEST_{}", name_text.to_uppercase());
-    Ok(quote! {
-        #function
-
-        #[::isolate_harness::__private::linkme::distributed_slice(::isolate_harness::__private::TESTS)]
-        #[linkme(crate = ::isolate_harness::__private::linkme)]
-        #[doc(hidden)]
-        static #registration: fn() -> ::isolate_harness::__private::TestCase = {
-            fn describe() -> ::isolate_harness::__private::TestCase {
-                ::isolate_harness::__private::TestCase {
-                    module_path: ::core::module_path!(),
-                    name: #name_text,
-                    function: || ::isolate_harness::__private::IntoTestResult::into_test_result(#name()),
-                    options: #builder,
-                }
-            }
-            describe
-        };
-    })
-}
-
-fn string(value: &Expr) -> syn::Result<String> {
-    match value {
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(text),
-            ..
-        }) => Ok(text.value()),
-        _ => Err(syn::Error::new(value.span(), "expected a string literal")),
-    }
-}
-
-fn integer(value: &Expr) -> syn::Result<i32> {
-    match value {
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(number),
-            ..
-        }) => number.base10_parse(),
-        _ => Err(syn::Error::new(
-            value.span(),
-            "expected an integer exit code",
-        )),
-    }
-}
-
-/// Parses `"2s"`, `"500ms"`, `"1m"`, `"1h"` into milliseconds.
-fn parse_duration_millis(text: &str) -> Option<u64> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let scale = match unit.trim() {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    number.checked_mul(scale).filter(|millis| *millis > 0)
-}
-
-/// Parses `"256MiB"`, `"1GiB"`, `"512KiB"`, `"100MB"`, `"4096B"` into bytes.
-fn parse_size(text: &str) -> Option<u64> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let scale: u64 = match unit.trim() {
-        "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return None,
-    };
-    number.checked_mul(scale).filter(|bytes| *bytes > 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{
-        ItemFn, Meta, Parser, Punctuated, Token, expand_test, parse_duration_millis, parse_size,
-    };
-
-    #[::core::prelude::v1::test]
-    fn durations_and_sizes_parse() {
-        assert_eq!(parse_duration_millis("2s"), Some(2000));
-        assert_eq!(parse_duration_millis("500ms"), Some(500));
-        assert_eq!(parse_duration_millis("1m"), Some(60_000));
-        assert_eq!(parse_duration_millis("2 weeks"), None);
-        assert_eq!(parse_duration_millis("s"), None);
-        assert_eq!(parse_duration_millis("0s"), None);
-        assert_eq!(parse_size("256MiB"), Some(256 << 20));
-        assert_eq!(parse_size("1GB"), Some(1_000_000_000));
-        assert_eq!(parse_size("12 parsecs"), None);
-    }
-
-    fn expand(attr: &str) -> String {
-        let options = Punctuated::<Meta, Token![,]>::parse_terminated
-            .parse_str(attr)
-            .unwrap();
-        let function: ItemFn = syn::parse_str("fn dies() {}").unwrap();
-        match expand_test(options, function) {
-            Ok(tokens) => tokens.to_string(),
-            Err(error) => format!("error: {error}"),
-        }
-    }
-
-    #[::core::prelude::v1::test]
-    fn bad_options_are_errors_that_say_why() {
-        assert!(expand("expect_signal = \"SIGSEGV\", timeout = \"2s\"").contains("expect_signal"));
-        assert_eq!(
-            expand("expect_signal = \"SIGSEGVV\""),
-            "error: unknown signal \"SIGSEGVV\": expected a name such as \"SIGSEGV\" or \"SIGABRT\""
-        );
-        assert!(expand("timeout = \"soon\"").starts_with("error: expected a duration"));
-        assert!(expand("memory_limit = 5").starts_with("error: expected a string literal"));
-        assert!(expand("expect_exit = \"3\"").starts_with("error: expected an integer"));
-        assert!(expand("timeout").starts_with("error: `timeout` needs a value"));
-        assert!(expand("flaky").starts_with("error: unknown option"));
-    }
 }
