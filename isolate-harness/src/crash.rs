@@ -495,7 +495,6 @@ impl Backtrace {
                             || name
                                 .starts_with("<alloc::boxed::Box<F,A> as core::ops::function::Fn")
                             || name.contains("::__ISOLATE_TEST_")
-                            || name.contains("::__isolated_")
                     })
                 })
             {
