@@ -628,18 +628,15 @@ impl FrameReader {
                     Err(error) => return would_block(error),
                 }
             } else {
-                let wanted = if self.header_len < HEADER_LEN {
-                    HEADER_LEN
-                } else {
-                    HEADER_LEN + 1
-                };
-                match retry_interrupted(|| reader.read(&mut self.header[self.header_len..wanted])) {
+                // The length and the kind in one read: a body is never
+                // empty, so the kind byte is always this frame's.
+                match retry_interrupted(|| reader.read(&mut self.header[self.header_len..])) {
                     Ok(0) if self.header_len == 0 => return Ok(Received::Closed),
                     Ok(0) => return Err(self.truncated().expect("a frame is begun").into()),
                     Ok(n) => self.header_len += n,
                     Err(error) => return would_block(error),
                 }
-                if self.header_len == HEADER_LEN {
+                if self.header_len >= HEADER_LEN {
                     let len = self.body_len();
                     if len > self.max_frame {
                         return Err(ProtocolError::FrameTooLarge {
@@ -651,7 +648,8 @@ impl FrameReader {
                     if len == 0 {
                         return Err(ProtocolError::EmptyFrame.into());
                     }
-                } else if self.header_len == HEADER_LEN + 1 {
+                }
+                if self.header_len == HEADER_LEN + 1 {
                     let byte = self.header[HEADER_LEN];
                     let kind = Kind::from_byte(byte).ok_or(ProtocolError::UnknownKind(byte))?;
                     let mut payload = std::mem::take(&mut self.spare);

@@ -1014,8 +1014,11 @@ impl Connection {
         let mut bytes = None;
         let mut closed = false;
         loop {
-            // A one-shot child's file is complete once it has exited.
-            let readable = matches!(self.transport, Transport::Channel(_)) || self.exited;
+            // A one-shot child's file is complete once it has exited; a
+            // serving child answers once it has the whole request.
+            let readable = self.exited
+                || (matches!(self.transport, Transport::Channel(_))
+                    && request.as_deref().is_none_or(Outgoing::is_sent));
             if !closed && readable {
                 match self.read_frames(&mut crash, &mut bytes) {
                     Ok(Incoming::Frame(frame)) => {
