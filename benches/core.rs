@@ -15,6 +15,15 @@
 //!   each call, which the function then frees, as a function taking a
 //!   `Vec<u8>` by value must.
 //!
+//! - `remote_call`: one method call of a `#[remote]` proxy with a small
+//!   argument, against `round_trip::raw`. Goal: at most 1.5x the raw time.
+//! - `fetch`: [`Remote::fetch`] of a 100 MiB `Vec<u8>` living in the child,
+//!   against `throughput::raw`. Goal: at least 50% of the raw throughput,
+//!   that is at most 2x the raw time.
+//! - `pool`: 10 000 calls of 1 ms of work each, from two threads, made by
+//!   an [`IsolatePool`] of 2 against one [`Isolate`]. Goal: at least 1.8x
+//!   the throughput on 2 cores, that is at most 0.56x the time.
+//!
 //! Every child forked here, by the library or by the raw benches, is reaped
 //! before its bench returns. Results are recorded in `BENCHMARKS.md`.
 //!
@@ -32,7 +41,7 @@ use std::{
 };
 
 use divan::{Bencher, counter::BytesCount};
-use isolate_harness::Isolate;
+use isolate_harness::{Isolate, IsolatePool, Remote};
 
 fn main() {
     divan::main();
@@ -247,5 +256,108 @@ mod throughput {
                 return 1;
             }
         }
+    }
+}
+
+mod remote_call {
+    //! One method call of a proxy, on an object that lives in a child
+    //! forked once, outside the timed loop.
+
+    use super::*;
+
+    /// A counter, living in the child.
+    struct Counter {
+        total: u64,
+    }
+
+    #[isolate_harness::remote]
+    impl Counter {
+        fn new() -> Self {
+            Counter { total: 0 }
+        }
+
+        fn add(&mut self, amount: u64) -> u64 {
+            self.total += amount;
+            self.total
+        }
+    }
+
+    /// `CounterProxy::add(u64)`: against `round_trip::raw`.
+    #[divan::bench(sample_count = 1000)]
+    fn proxy(bencher: Bencher) {
+        let isolate = Isolate::fork().expect("fork an isolate");
+        let counter = CounterProxy::new(&isolate).expect("spawn the counter");
+        bencher.bench_local(|| {
+            let total = counter.add(black_box(1)).expect("call");
+            assert!(total > 0);
+        });
+    }
+}
+
+mod fetch {
+    //! A copy of a 100 MiB object that lives in the child, which keeps it.
+
+    use super::*;
+
+    const LEN: usize = 100 * 1024 * 1024;
+
+    /// `Remote::<Vec<u8>>::fetch()` of 100 MiB: against `throughput::raw`.
+    #[divan::bench(sample_count = 10, sample_size = 1)]
+    fn remote(bencher: Bencher) {
+        let isolate = Isolate::fork().expect("fork an isolate");
+        let bytes: Remote<Vec<u8>> = isolate
+            .spawn(|len: usize| vec![1_u8; len], LEN)
+            .expect("spawn the bytes");
+        bencher.counter(BytesCount::new(LEN)).bench_local(|| {
+            let copy = bytes.fetch().expect("fetch");
+            assert_eq!(copy.len(), LEN);
+        });
+    }
+}
+
+mod pool {
+    //! Throughput of calls that each take 1 ms of CPU, made from two
+    //! threads: a pool of two children against one.
+
+    use super::*;
+
+    /// Calls per iteration, split between the two calling threads.
+    const CALLS: usize = 10_000;
+
+    /// 1 ms of work in the child.
+    fn work(millis: u64) -> u64 {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(millis);
+        let mut spins = 0_u64;
+        while std::time::Instant::now() < until {
+            spins = black_box(spins + 1);
+        }
+        spins
+    }
+
+    /// Runs `CALLS` calls of `call`, half from each of two threads.
+    fn from_two_threads(call: &(dyn Fn() -> u64 + Sync)) {
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for _ in 0..CALLS / 2 {
+                        assert!(call() > 0);
+                    }
+                });
+            }
+        });
+    }
+
+    /// One isolate, which serves the two threads in turn.
+    #[divan::bench(sample_count = 1, sample_size = 1)]
+    fn one_isolate(bencher: Bencher) {
+        let isolate = Isolate::fork().expect("fork an isolate");
+        bencher.bench_local(|| from_two_threads(&|| isolate.call(work, 1).expect("call")));
+    }
+
+    /// An `IsolatePool` of two children.
+    #[divan::bench(sample_count = 1, sample_size = 1)]
+    fn pool_of_two(bencher: Bencher) {
+        let pool = IsolatePool::new(2).expect("fork a pool");
+        bencher.bench_local(|| from_two_threads(&|| pool.call(work, 1).expect("call")));
     }
 }

@@ -440,3 +440,25 @@ fn a_started_call_keeps_its_own_timeout_and_reports_crashes() {
     let crashed = isolate_harness::start(|(): ()| buggy::dragons_here(), ()).unwrap();
     assert!(matches!(crashed.join(), Err(Error::Terminated(_))));
 }
+
+#[test]
+fn the_remote_example_tells_both_stories() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args(["run", "--quiet", "--offline", "--example", "remote"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.starts_with("Hello world\n"), "{stdout}");
+    assert!(
+        stdout.contains("took the decoder down: child killed by signal 11 (SIGSEGV"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Isolate::restart"), "{stdout}");
+    assert!(
+        stdout.ends_with("4 bytes decoded after the crash\n"),
+        "{stdout}"
+    );
+}
