@@ -19,14 +19,16 @@ use crate::isolate::{Argument, Error, Isolate, IsolateBuilder};
 /// }
 ///
 /// let pool = IsolatePool::new(2)?;
-/// let squares: Vec<u64> = std::thread::scope(|scope| {
+/// let pool = &pool;
+/// let squares = std::thread::scope(|scope| {
 ///     let calls: Vec<_> = (0..4)
-///         .map(|x| scope.spawn(|| pool.call(square, x)))
+///         .map(|x| scope.spawn(move || pool.call(square, x)))
 ///         .collect();
-///     calls.into_iter().map(|call| call.join().unwrap()).collect()
-/// })
-/// .into_iter()
-/// .collect::<Result<_, _>>()?;
+///     calls
+///         .into_iter()
+///         .map(|call| call.join().unwrap())
+///         .collect::<Result<Vec<u64>, _>>()
+/// })?;
 /// assert_eq!(squares, [0, 1, 4, 9]);
 /// # Ok::<(), isolate_harness::Error>(())
 /// ```
