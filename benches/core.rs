@@ -19,7 +19,9 @@
 //!   argument, against `round_trip::raw`. Goal: at most 1.5x the raw time.
 //! - `fetch`: [`Remote::fetch`] of a 100 MiB `Vec<u8>` living in the child,
 //!   against `throughput::raw`. Goal: at least 50% of the raw throughput,
-//!   that is at most 2x the raw time.
+//!   that is at most 2x the raw time. Beside it, `fetch::raw_fresh`: the
+//!   same bytes from a raw child into a fresh vector each time, as any call
+//!   that returns a new `Vec<u8>` must receive them.
 //! - `pool`: 10 000 calls of 1 ms of work each, from two threads, made by
 //!   an [`IsolatePool`] of 2 against one [`Isolate`]. Goal: at least 1.8x
 //!   the throughput on 2 cores, that is at most 0.56x the time.
@@ -312,6 +314,41 @@ mod fetch {
             let copy = bytes.fetch().expect("fetch");
             assert_eq!(copy.len(), LEN);
         });
+    }
+
+    /// 100 MiB from a raw child, asked with 8 bytes, read into a fresh
+    /// vector each time, as a call that returns a new `Vec<u8>` must: the
+    /// raw cost of what `fetch` does, where `throughput::raw` reuses both
+    /// buffers.
+    #[divan::bench(sample_count = 10, sample_size = 1)]
+    fn raw_fresh(bencher: Bencher) {
+        let mut peer = RawPeer::spawn(source);
+        bencher.counter(BytesCount::new(LEN)).bench_local(|| {
+            peer.channel.write_all(&[0; 8]).expect("write");
+            let mut copy = Vec::with_capacity(LEN);
+            (&mut peer.channel)
+                .take(LEN as u64)
+                .read_to_end(&mut copy)
+                .expect("read");
+            assert_eq!(copy.len(), LEN);
+        });
+    }
+
+    /// In the raw child: answers each 8-byte request with `LEN` bytes from
+    /// one buffer it keeps, until end of file.
+    fn source(mut channel: UnixStream) -> i32 {
+        let bytes = vec![1_u8; LEN];
+        let mut request = [0; 8];
+        loop {
+            match channel.read_exact(&mut request) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return 0,
+                Err(_) => return 1,
+            }
+            if channel.write_all(&bytes).is_err() {
+                return 1;
+            }
+        }
     }
 }
 
