@@ -181,6 +181,12 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | `expect_exit = 3` | a death test: passes only if the child exits with this code |
 ///
 /// A bad option or value is a compile error pointing at it.
+///
+/// Such a test runs only in a target with `harness = false` that calls
+/// `isolate_harness::main!()`. Where libtest is the harness instead (a
+/// unit-test module, a `[[test]]` without `harness = false`), it compiles to
+/// a libtest test of the same name that fails, saying so: a misplaced test
+/// is never silently skipped.
 #[proc_macro_attribute]
 pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
     let function = parse_macro_input!(item as ItemFn);

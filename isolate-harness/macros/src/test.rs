@@ -112,8 +112,29 @@ pub(crate) fn expand(attr: TokenStream, function: ItemFn) -> syn::Result<TokenSt
     let name = &signature.ident;
     let name_text = name.to_string();
     let registration = format_ident!("__ISOLATE_TEST_{}", name_text.to_uppercase());
+    let misplaced = format!(
+        "`{name_text}` is an #[isolate_harness::test], which runs only in a test target with \
+         `harness = false` that calls `isolate_harness::main!()`; this target runs libtest \
+         (a unit-test module, or a [[test]] without `harness = false`), where it would never \
+         run. Move it to such a target, e.g. in Cargo.toml: \
+         [[test]] name = \"...\" harness = false"
+    );
     Ok(quote! {
         #function
+
+        // Compiled only where libtest is the harness (a harness = false
+        // target is built without `cfg(test)`): a libtest test of the same
+        // name, in a module of that name (modules and functions do not
+        // clash), that fails saying why, so that the test is not lost in
+        // silence.
+        #[cfg(test)]
+        #[doc(hidden)]
+        mod #name {
+            #[::core::prelude::v1::test]
+            fn #name() {
+                ::core::panic!("{}", #misplaced);
+            }
+        }
 
         #[::isolate_harness::__private::linkme::distributed_slice(::isolate_harness::__private::TESTS)]
         #[linkme(crate = ::isolate_harness::__private::linkme)]
@@ -142,6 +163,13 @@ mod tests {
             Ok(tokens) => tokens.to_string(),
             Err(error) => format!("error: {error}"),
         }
+    }
+
+    #[test]
+    fn a_test_in_a_libtest_target_fails_saying_why() {
+        let expanded = expansion("");
+        assert!(expanded.contains("# [cfg (test)]"), "{expanded}");
+        assert!(expanded.contains("harness = false"), "{expanded}");
     }
 
     #[test]
