@@ -740,3 +740,50 @@ fn isolated_functions_run_each_call_in_a_fresh_child() {
     ));
     touch_nothing().unwrap();
 }
+
+/// The inodes of the sockets process `pid` holds.
+fn sockets_of(pid: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.starts_with("socket:"))
+        .collect()
+}
+
+#[test]
+fn no_child_holds_another_isolate_s_channel() {
+    let before = sockets_of("self");
+    let first = Isolate::fork().unwrap();
+    // The sockets this process gained: the parent's end of `first`'s
+    // channel (and whatever another test opened meanwhile).
+    let gained: Vec<String> = sockets_of("self")
+        .into_iter()
+        .filter(|socket| !before.contains(socket))
+        .collect();
+    assert!(!gained.is_empty());
+    let second = Isolate::fork().unwrap();
+    // A one-shot child, looked at once it runs its call, past its setup.
+    let ready = std::env::temp_dir().join(format!("isolate-ready-{}", std::process::id()));
+    let one_shot = isolate_harness::start(
+        |ready: std::path::PathBuf| {
+            std::fs::write(ready, b"").unwrap();
+            std::thread::sleep(Duration::from_secs(30));
+        },
+        ready.clone(),
+    )
+    .unwrap();
+    while !ready.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::remove_file(&ready).unwrap();
+    for pid in [second.id().unwrap(), one_shot.id().unwrap()] {
+        let held = sockets_of(&pid.to_string());
+        assert!(
+            gained.iter().all(|socket| !held.contains(socket)),
+            "child {pid} holds {held:?}, among them the parent's end of another isolate's channel ({gained:?})"
+        );
+    }
+    assert_eq!(first.call(add_one, 1).unwrap(), 2);
+    assert_eq!(second.call(add_one, 2).unwrap(), 3);
+}

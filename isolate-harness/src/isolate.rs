@@ -16,7 +16,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -829,9 +829,42 @@ struct Connection {
     child: Child,
     /// Whether the child has been seen to exit (it is not reaped yet).
     exited: bool,
+    /// The parent's end of the channel, as listed for other children to
+    /// close; dropped (unlisted) before the channel is closed.
+    _listed: Option<ParentEnd>,
     transport: Transport,
     reader: FrameReader,
     pipes: Option<Pipes>,
+}
+
+/// The parent's ends of the channels of every isolate of this process.
+/// Each new child closes them all: a serving child ends when it reads end
+/// of file on its channel, which it would never do while a sibling held a
+/// copy of the parent's end (a child forked off the main thread has no
+/// other way to learn that this process died).
+static PARENT_ENDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+
+fn parent_ends() -> std::sync::MutexGuard<'static, Vec<RawFd>> {
+    PARENT_ENDS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A channel end listed in [`PARENT_ENDS`], unlisted when dropped.
+struct ParentEnd(RawFd);
+
+impl ParentEnd {
+    fn register(channels: &mut Vec<RawFd>, fd: RawFd) -> ParentEnd {
+        channels.push(fd);
+        ParentEnd(fd)
+    }
+}
+
+impl Drop for ParentEnd {
+    fn drop(&mut self) {
+        let mut channels = parent_ends();
+        if let Some(at) = channels.iter().position(|fd| *fd == self.0) {
+            channels.swap_remove(at);
+        }
+    }
 }
 
 /// How a child's frames reach the parent.
@@ -929,8 +962,13 @@ impl Connection {
         if let Some(limit) = config.memory_limit {
             setup.address_space_limit = Some(child::address_space_size().saturating_add(limit));
         }
-        match child::fork(&setup, &[]).map_err(Error::Spawn)? {
+        // Held across the fork: no other thread may close (and reuse) a
+        // channel's number between this list and the fork.
+        let mut channels = parent_ends();
+        match child::fork(&setup, &channels).map_err(Error::Spawn)? {
             Forked::Child => {
+                // Its only thread is the one that locked it.
+                drop(channels);
                 // The parent's end of a channel must be closed here, or the
                 // child would not see end of file when the parent goes. A
                 // one-shot child's file is left alone: the child is about
@@ -947,9 +985,17 @@ impl Connection {
             }
             Forked::Parent(child) => {
                 drop(child_end);
+                let listed = match &transport {
+                    Transport::Channel(channel) => {
+                        Some(ParentEnd::register(&mut channels, channel.as_raw_fd()))
+                    }
+                    Transport::File(_) => None,
+                };
+                drop(channels);
                 Ok(Connection {
                     child,
                     exited: false,
+                    _listed: listed,
                     transport,
                     reader: FrameReader::new(config.max_frame),
                     pipes: pipes.map(|(pipes, _)| pipes),
