@@ -707,6 +707,23 @@ fn check_filters() {
         pretty_verdicts(&stdout(&output))["ignored"],
         Verdict::Failed
     );
+
+    // Several name filters, as libtest takes them: any of them.
+    let output = run_fixture(&["returns_ok", "should_panic_returns"]);
+    assert_eq!(
+        pretty_verdicts(&stdout(&output)).keys().collect::<Vec<_>>(),
+        ["returns_ok", "should_panic_returns"]
+    );
+    let output = run_fixture(&["--exact", "passes", "panics", "should_panic"]);
+    assert_eq!(
+        pretty_verdicts(&stdout(&output)).keys().collect::<Vec<_>>(),
+        ["panics", "passes"]
+    );
+    let output = run_fixture(&["--list", "--format", "terse", "--exact", "passes", "panics"]);
+    assert_eq!(
+        stdout(&output).lines().collect::<Vec<_>>(),
+        ["panics: test", "passes: test"]
+    );
 }
 
 /// With `--test-threads 1`, tests run one at a time, even though the
@@ -928,7 +945,10 @@ fn main() {
         ("the structured report stream", check_json_report_stream),
         ("libtest's json format", check_libtest_json_format),
         ("--list --format terse", check_list),
-        ("filters, --exact, --skip, --ignored", check_filters),
+        (
+            "filters (several), --exact, --skip, --ignored",
+            check_filters,
+        ),
         ("--nocapture streams output", check_nocapture),
         (
             "--test-threads 1 runs one test at a time, timed from its start",

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use clap::{CommandFactory, FromArgMatches};
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 use serde::Serialize;
 
@@ -260,13 +261,34 @@ impl Harness {
     }
 
     /// Runs the tests as the command line asks and exits: 0 when all
-    /// passed, 101 otherwise.
+    /// passed, 101 otherwise. The command line is libtest's, with as many
+    /// name filters as libtest takes (a test runs if its name contains any
+    /// of them, or with `--exact` is one of them).
     pub fn run(self) -> ! {
-        self.run_with(&Arguments::from_args()).exit()
+        let (args, filters) = arguments(std::env::args_os());
+        self.run_named(&args, &filters).exit()
     }
 
     /// Runs the tests with `args`, and returns the conclusion.
-    pub fn run_with(mut self, args: &Arguments) -> Conclusion {
+    pub fn run_with(self, args: &Arguments) -> Conclusion {
+        let mut args = args.clone();
+        let filters: Vec<String> = args.filter.take().into_iter().collect();
+        self.run_named(&args, &filters)
+    }
+
+    /// Runs the tests `filters` name (see [`Harness::run`]) with `args`,
+    /// whose own filter is not used.
+    fn run_named(mut self, args: &Arguments, filters: &[String]) -> Conclusion {
+        let named = |name: &str| {
+            filters.is_empty()
+                || filters.iter().any(|filter| {
+                    if args.exact {
+                        name == filter
+                    } else {
+                        name.contains(filter.as_str())
+                    }
+                })
+        };
         let (added, functions): (Vec<_>, Vec<_>) = self
             .added
             .into_iter()
@@ -274,7 +296,7 @@ impl Harness {
             .unzip();
         if args.list {
             report_stream::answer_handshake();
-            let trials = test_list(added, None).iter().map(listed).collect();
+            let trials = test_list(added, None, named).iter().map(listed).collect();
             return libtest_mimic::run(args, trials);
         }
         // What a runner says in the environment is read, and taken out of
@@ -311,7 +333,8 @@ impl Harness {
             None => any_test(&added, |name, options| {
                 let trial =
                     Trial::test(name, || Ok(())).with_ignored_flag(options.ignore.is_some());
-                !args.is_filtered_out(&trial)
+                named(trial.name())
+                    && !args.is_filtered_out(&trial)
                     && !args.is_ignored(&trial)
                     && (!in_process || options.needs_fork())
             }),
@@ -331,7 +354,7 @@ impl Harness {
         let only: Option<HashSet<String>> = runner
             .only
             .map(|names| names.lines().map(str::to_owned).collect());
-        let tests = test_list(added, only.as_ref());
+        let tests = test_list(added, only.as_ref(), named);
         let default_timeout = runner.default_timeout;
         // Which tests run in a child of a fork server, and of those, the
         // ones that run, in the order libtest-mimic asks for their
@@ -541,8 +564,13 @@ fn conclude(
 
 /// The tests of the run: the registry's and those `added` by hand (name
 /// and options, in the order they were added), sorted by name as libtest
-/// sorts them, and only those named in `ISOLATE_ONLY` if it is set.
-fn test_list(added: Vec<(String, TestOptions)>, only: Option<&HashSet<String>>) -> Vec<TestEntry> {
+/// sorts them, only those named in `ISOLATE_ONLY` if it is set, and only
+/// those `named` selects.
+fn test_list(
+    added: Vec<(String, TestOptions)>,
+    only: Option<&HashSet<String>>,
+    named: impl Fn(&str) -> bool,
+) -> Vec<TestEntry> {
     let registered = __private::TESTS.iter().zip(0..).map(|(describe, index)| {
         let case = describe();
         TestEntry {
@@ -561,10 +589,25 @@ fn test_list(added: Vec<(String, TestOptions)>, only: Option<&HashSet<String>>) 
         });
     let mut tests: Vec<TestEntry> = registered.chain(added).collect();
     tests.sort_by(|a, b| a.name.cmp(&b.name));
-    if let Some(only) = only {
-        tests.retain(|test| only.contains(&test.name));
-    }
+    tests.retain(|test| only.is_none_or(|only| only.contains(&test.name)) && named(&test.name));
     tests
+}
+
+/// libtest's command line, parsed by libtest-mimic's own parser but for
+/// the name filters: libtest-mimic takes one, libtest any number, which
+/// are returned apart.
+fn arguments(args: impl IntoIterator<Item = std::ffi::OsString>) -> (Arguments, Vec<String>) {
+    let mut matches = Arguments::command()
+        .mut_arg("filter", |filter| {
+            filter.action(clap::ArgAction::Append).num_args(1..)
+        })
+        .get_matches_from(args);
+    let filters = matches
+        .remove_many::<String>("filter")
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    let args = Arguments::from_arg_matches_mut(&mut matches).unwrap_or_else(|error| error.exit());
+    (args, filters)
 }
 
 /// The name of a registered test: libtest names a test by its path
