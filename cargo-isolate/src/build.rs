@@ -1,15 +1,17 @@
 //! Building the tests: `cargo test --no-run` with the pass-through options,
-//! its JSON message stream parsed with `cargo_metadata`, and the package
-//! names from `cargo metadata`.
+//! its JSON message stream parsed with `cargo_metadata`, and, from what
+//! cargo says as it builds, how each test binary is to be started (see
+//! [`crate::environment`]).
 
-use std::collections::HashMap;
 use std::io::{self, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
-use cargo_metadata::{Message, MetadataCommand, PackageId, TargetKind};
+use cargo_metadata::{Message, TargetKind};
 
 use crate::cli::CargoOptions;
+use crate::environment::{Environment, EnvironmentError, Launch};
 
 /// A test executable cargo built.
 #[derive(Clone, Debug)]
@@ -20,15 +22,21 @@ pub(crate) struct TestBinary {
     pub(crate) id: String,
     /// The package's name.
     pub(crate) package: String,
-    /// The target's name.
-    pub(crate) target: String,
     /// The `cargo test` selection flag for the target (`--lib`,
     /// `--test NAME`, ...), for the commands that rerun one test.
     pub(crate) selector: String,
     /// The executable.
     pub(crate) path: PathBuf,
-    /// The package's directory: tests run there, as under `cargo test`.
-    pub(crate) package_dir: PathBuf,
+    /// How `cargo test` starts it.
+    pub(crate) launch: Arc<Launch>,
+}
+
+impl TestBinary {
+    /// The command that starts the binary as `cargo test` starts it (see
+    /// [`Launch::command`]).
+    pub(crate) fn command(&self) -> Command {
+        self.launch.command(&self.path)
+    }
 }
 
 /// Why the tests could not be built.
@@ -37,39 +45,12 @@ pub(crate) enum BuildError {
     /// cargo could not be started.
     #[error("failed to run cargo")]
     Spawn(#[source] io::Error),
-    /// `cargo metadata` failed.
-    #[error("failed to read the workspace's metadata")]
-    Metadata(#[source] cargo_metadata::Error),
+    /// The tests' environment could not be worked out.
+    #[error(transparent)]
+    Environment(#[from] EnvironmentError),
     /// The build failed; cargo has shown why.
     #[error("the build failed")]
     Failed,
-}
-
-/// The name of every package of the workspace, by id, from `cargo
-/// metadata`.
-fn package_names(options: &CargoOptions) -> Result<HashMap<PackageId, String>, BuildError> {
-    let mut metadata = MetadataCommand::new();
-    metadata.cargo_path(cargo_path());
-    if let Some(manifest) = &options.manifest_path {
-        metadata.manifest_path(manifest);
-    }
-    let mut flags = Vec::new();
-    if options.offline || options.frozen {
-        flags.push("--offline".to_owned());
-    }
-    if options.locked || options.frozen {
-        flags.push("--locked".to_owned());
-    }
-    let metadata = metadata
-        .no_deps()
-        .other_options(flags)
-        .exec()
-        .map_err(BuildError::Metadata)?;
-    Ok(metadata
-        .packages
-        .into_iter()
-        .map(|package| (package.id, package.name.to_string()))
-        .collect())
 }
 
 /// The cargo to run: the one that ran us, as cargo subcommands do.
@@ -101,22 +82,41 @@ pub(crate) fn build(
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(BuildError::Spawn)?;
-    // The package names, read while the build (or its no-op check) runs.
-    let names = package_names(options);
+    // Worked out while the build (or its no-op check) runs.
+    let mut environment = Environment::new(options, &cargo_path());
+    // Why a binary could not be handed over; the first such error.
+    let mut failure = None;
     let stdout = child.stdout.take().expect("stdout is piped");
     for message in Message::parse_stream(BufReader::new(stdout)) {
-        let Ok(Message::CompilerArtifact(artifact)) = message else {
+        let Ok(environment) = &mut environment else {
             continue;
+        };
+        let artifact = match message {
+            Ok(Message::BuildScriptExecuted(script)) => {
+                environment.build_script_ran(script);
+                continue;
+            }
+            Ok(Message::CompilerArtifact(artifact)) => artifact,
+            _ => continue,
         };
         let (Some(executable), true) = (artifact.executable, artifact.profile.test) else {
             continue;
         };
-        let package = names
-            .as_ref()
-            .ok()
-            .and_then(|names| names.get(&artifact.package_id))
-            .cloned()
-            .unwrap_or_else(|| artifact.target.name.clone());
+        let executable = executable.into_std_path_buf();
+        let launch = match environment.launch(
+            &artifact.package_id,
+            artifact.manifest_path.as_std_path(),
+            &executable,
+        ) {
+            Ok(launch) => Arc::new(launch),
+            Err(error) => {
+                failure.get_or_insert(error);
+                continue;
+            }
+        };
+        let package = environment
+            .package_name(&artifact.package_id)
+            .map_or_else(|| artifact.target.name.clone(), str::to_owned);
         let target = artifact.target.name.clone();
         let kind = artifact.target.kind.first().cloned();
         let (id, selector) = match kind {
@@ -145,20 +145,15 @@ pub(crate) fn build(
         built(TestBinary {
             id,
             package,
-            target,
             selector,
-            path: executable.into_std_path_buf(),
-            package_dir: artifact
-                .manifest_path
-                .parent()
-                .map(|dir| dir.as_std_path().to_owned())
-                .unwrap_or_default(),
+            path: executable,
+            launch,
         });
     }
     let status = child.wait().map_err(BuildError::Spawn)?;
     if !status.success() {
         return Err(BuildError::Failed);
     }
-    names?;
-    Ok(())
+    environment?;
+    failure.map_or(Ok(()), |error| Err(error.into()))
 }

@@ -1,7 +1,9 @@
 //! Listing the tests of each binary and choosing which to run.
 //!
 //! Every binary is asked with `--list --format terse`, and again with
-//! `--ignored`, as libtest answers both. A binary that runs
+//! `--ignored`, as libtest answers both, started as for its tests (through
+//! the target runner, with cargo's environment: see
+//! [`crate::environment`]). A binary that runs
 //! `isolate-harness` is told apart by the handshake of its report stream:
 //! listed with a nonce in `ISOLATE_HANDSHAKE`, it names the nonce on its
 //! stderr, which libtest never does (a binary that merely contains the
@@ -10,7 +12,6 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 use std::io;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use isolate_harness::report_stream;
@@ -131,11 +132,11 @@ fn nonce() -> &'static str {
 }
 
 fn list_with(binary: &TestBinary, extra: &[&str]) -> Result<Listing, ListError> {
-    let output = Command::new(&binary.path)
+    let output = binary
+        .command()
         .args(["--list", "--format", "terse"])
         .args(extra)
         .env(report_stream::HANDSHAKE_VAR, nonce())
-        .current_dir(&binary.package_dir)
         .output()
         .map_err(|source| ListError::Spawn {
             binary: binary.id.clone(),

@@ -1,14 +1,18 @@
 //! `cargo isolate`: run every test of a cargo workspace in its own process.
 //!
 //! The stages of a run, one module each: [`cli`] parses, [`build`] runs
-//! `cargo test --no-run`, [`list`] asks each binary for its tests, [`run`]
+//! `cargo test --no-run` and works out, with [`environment`] and
+//! [`cargo_config`], how `cargo test` would start each test binary,
+//! [`list`] asks each binary for its tests, [`run`]
 //! runs them (with a [`guard`] process so nothing outlives the run),
 //! [`report`] tells people and CI; [`exit_code`] says how the process ends.
 
 #![forbid(unsafe_code)]
 
 mod build;
+mod cargo_config;
 mod cli;
+mod environment;
 mod exit_code;
 mod guard;
 mod list;

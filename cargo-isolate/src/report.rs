@@ -625,10 +625,9 @@ mod tests {
         TestBinary {
             id: "pkg::target".to_owned(),
             package: "pkg".to_owned(),
-            target: "target".to_owned(),
             selector: selector.to_owned(),
             path: PathBuf::from("/nonexistent"),
-            package_dir: PathBuf::from("/nonexistent"),
+            launch: Default::default(),
         }
     }
 

@@ -474,10 +474,9 @@ mod tests {
         TestBinary {
             id: "package::suite".to_owned(),
             package: "package".to_owned(),
-            target: "suite".to_owned(),
             selector: "--test suite".to_owned(),
             path: PathBuf::from("suite"),
-            package_dir: PathBuf::from("."),
+            launch: Default::default(),
         }
     }
 

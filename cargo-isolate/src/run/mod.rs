@@ -1,5 +1,7 @@
 //! Running the tests: every test in a process of its own, with a global
-//! limit on how many run at once.
+//! limit on how many run at once. Every process starts as `cargo test`
+//! starts a test binary: through the target runner, in the package's
+//! directory, with cargo's environment (see [`crate::environment`]).
 //!
 //! - A libtest binary runs once per test, as `BIN --exact NAME
 //!   --test-threads 1 --logfile FILE`, in a process group of its own. Its
@@ -463,16 +465,12 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The environment cargo gives a test, so tests that read it work here.
+/// The command of a test process: `binary` started as `cargo test` starts
+/// it (see [`TestBinary::command`]), with no input, in a process group of
+/// its own.
 fn test_command(binary: &TestBinary) -> Command {
-    let mut command = Command::new(&binary.path);
-    command
-        .current_dir(&binary.package_dir)
-        .env("CARGO_MANIFEST_DIR", &binary.package_dir)
-        .env("CARGO_PKG_NAME", &binary.package)
-        .env("CARGO_CRATE_NAME", binary.target.replace('-', "_"))
-        .stdin(Stdio::null())
-        .process_group(0);
+    let mut command = binary.command();
+    command.stdin(Stdio::null()).process_group(0);
     command
 }
 

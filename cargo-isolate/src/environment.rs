@@ -1,0 +1,447 @@
+//! The environment `cargo test` gives a test process, and the one place
+//! where the command that starts a test binary is made, for its listing
+//! and for its runs alike ([`Launch::command`]).
+//!
+//! As under `cargo test` (and `cargo nextest run`), a test binary starts:
+//!
+//! - through the target runner, where one is configured
+//!   (`CARGO_TARGET_<TRIPLE>_RUNNER`, `target.<triple>.runner`,
+//!   `target.'cfg(..)'.runner`): `RUNNER ARGS… BINARY ARGS…`;
+//! - in its package's directory;
+//! - with the `[env]` table of cargo's configuration (see
+//!   [`crate::cargo_config`]);
+//! - with `LD_LIBRARY_PATH` led by the native library directories that
+//!   build scripts named inside the profile's output directory, that
+//!   directory and its `deps`, and the toolchain's library directory for
+//!   the target, where a binary built with `-C prefer-dynamic` finds
+//!   `libstd`;
+//! - with what its package's build script set: `OUT_DIR` and its
+//!   `cargo::rustc-env` variables;
+//! - with `CARGO` and its package's variables: `CARGO_MANIFEST_DIR`,
+//!   `CARGO_MANIFEST_PATH`, `CARGO_PKG_NAME`, `CARGO_PKG_VERSION` and its
+//!   `_MAJOR`, `_MINOR`, `_PATCH` and `_PRE`, `CARGO_PKG_AUTHORS` (joined
+//!   by `:`), `_DESCRIPTION`, `_HOMEPAGE`, `_REPOSITORY`, `_LICENSE`,
+//!   `_LICENSE_FILE`, `_README` and `_RUST_VERSION`, empty when unset.
+//!   These win over `[env]`, `force` or not, as cargo's own do.
+//!
+//! What cargo knows is read from cargo: the packages from `cargo
+//! metadata`, what build scripts set from the build's messages, the
+//! toolchain's library directory and the target's `cfg` from the rustc
+//! cargo runs. Only cargo's configuration is read from its files, as
+//! cargo has no stable way to print it.
+//!
+//! Not matched: a binary listed while cargo still builds others gets the
+//! native library directories of the build scripts that ran before it
+//! (its own dependencies' among them), where cargo names those of the
+//! whole build; `target.'cfg(..)'` keys are matched against rustc's `cfg`
+//! for the target without the build's `RUSTFLAGS`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+
+use cargo_metadata::cargo_platform::Cfg;
+use cargo_metadata::semver::Version;
+use cargo_metadata::{BuildScript, MetadataCommand, PackageId};
+use serde::Deserialize;
+
+use crate::cargo_config::{CargoConfig, ConfigError};
+use crate::cli::CargoOptions;
+
+/// The variable of the dynamic linker's search path.
+const LIBRARY_PATH: &str = "LD_LIBRARY_PATH";
+
+/// How `cargo test` starts a test binary: shared by all its tests.
+#[derive(Debug, Default)]
+pub(crate) struct Launch {
+    /// The target runner and its arguments, before the binary's path.
+    runner: Vec<OsString>,
+    /// The package's directory: tests run there.
+    dir: PathBuf,
+    /// Set in this order, a later one winning.
+    env: Vec<(OsString, OsString)>,
+}
+
+impl Launch {
+    /// The command that starts `binary` as `cargo test` starts it: through
+    /// the target runner, in the package's directory, with cargo's
+    /// environment for it. Arguments, output and the rest are the
+    /// caller's.
+    pub(crate) fn command(&self, binary: &Path) -> Command {
+        let mut command = match self.runner.split_first() {
+            Some((runner, args)) => {
+                let mut command = Command::new(runner);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        command
+            .current_dir(&self.dir)
+            .envs(self.env.iter().map(|(name, value)| (name, value)));
+        command
+    }
+}
+
+/// Why the environment of the tests could not be worked out.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EnvironmentError {
+    #[error("failed to read cargo's configuration")]
+    Config(#[from] ConfigError),
+    #[error("failed to read the workspace's metadata")]
+    Metadata(#[source] cargo_metadata::Error),
+    #[error("failed to ask {} about the target {target}", rustc.to_string_lossy())]
+    Rustc {
+        rustc: OsString,
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to make {LIBRARY_PATH} for {}", binary.display())]
+    LibraryPath {
+        binary: PathBuf,
+        #[source]
+        source: std::env::JoinPathsError,
+    },
+}
+
+/// What the launches of a run's test binaries are made of, gathered from
+/// cargo as it builds.
+pub(crate) struct Environment {
+    config: CargoConfig,
+    /// The `[env]` variables every test gets.
+    config_env: Vec<(String, OsString)>,
+    /// The value of `CARGO`.
+    cargo: OsString,
+    rustc: OsString,
+    packages: HashMap<PackageId, Package>,
+    /// The directory host artifacts are built under, beside those of
+    /// each `--target`.
+    build_dir: PathBuf,
+    /// By package: what its build script set for its tests.
+    build_scripts: HashMap<PackageId, Vec<(OsString, OsString)>>,
+    /// The library directories build scripts named.
+    native_dirs: BTreeSet<PathBuf>,
+    /// By target (`None` for the host).
+    platforms: HashMap<Option<String>, Arc<Platform>>,
+}
+
+/// What a target's tests run with.
+#[derive(Debug)]
+struct Platform {
+    /// The toolchain's libraries for it: `libstd` and the rest.
+    target_libdir: PathBuf,
+    /// Its runner and the runner's arguments; empty for none.
+    runner: Vec<OsString>,
+}
+
+/// The part of `cargo metadata` read here.
+///
+/// Read into types of its own because `cargo_metadata::Package` makes
+/// `rust-version = "1.80"` a three-part version, and cargo sets
+/// `CARGO_PKG_RUST_VERSION` to the text as written.
+#[derive(Deserialize)]
+struct Metadata {
+    packages: Vec<Package>,
+    target_directory: PathBuf,
+    #[serde(default)]
+    build_directory: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct Package {
+    id: PackageId,
+    name: String,
+    version: Version,
+    #[serde(default)]
+    authors: Vec<String>,
+    description: Option<String>,
+    homepage: Option<String>,
+    repository: Option<String>,
+    license: Option<String>,
+    license_file: Option<String>,
+    readme: Option<String>,
+    rust_version: Option<String>,
+}
+
+impl Package {
+    /// Cargo's variables for the package, but for its manifest's paths.
+    fn vars(&self) -> [(&'static str, String); 14] {
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        [
+            ("CARGO_PKG_NAME", self.name.clone()),
+            ("CARGO_PKG_VERSION", self.version.to_string()),
+            ("CARGO_PKG_VERSION_MAJOR", self.version.major.to_string()),
+            ("CARGO_PKG_VERSION_MINOR", self.version.minor.to_string()),
+            ("CARGO_PKG_VERSION_PATCH", self.version.patch.to_string()),
+            ("CARGO_PKG_VERSION_PRE", self.version.pre.to_string()),
+            ("CARGO_PKG_AUTHORS", self.authors.join(":")),
+            ("CARGO_PKG_DESCRIPTION", text(&self.description)),
+            ("CARGO_PKG_HOMEPAGE", text(&self.homepage)),
+            ("CARGO_PKG_REPOSITORY", text(&self.repository)),
+            ("CARGO_PKG_LICENSE", text(&self.license)),
+            ("CARGO_PKG_LICENSE_FILE", text(&self.license_file)),
+            ("CARGO_PKG_README", text(&self.readme)),
+            ("CARGO_PKG_RUST_VERSION", text(&self.rust_version)),
+        ]
+    }
+}
+
+impl Environment {
+    /// Reads cargo's configuration, the workspace's metadata and what the
+    /// host's rustc says, for a build with `options` by `cargo`.
+    ///
+    /// # Errors
+    ///
+    /// When one of them cannot be read.
+    pub(crate) fn new(options: &CargoOptions, cargo: &Path) -> Result<Self, EnvironmentError> {
+        let config = CargoConfig::load()?;
+        let rustc = config.rustc();
+        // Asked while `cargo metadata` runs.
+        let host = ask_rustc(&rustc, None);
+        let metadata = read_metadata(options, cargo);
+        let host = host.and_then(Child::wait_with_output);
+        let metadata = metadata?;
+        let config_env = config.env_vars(|name| std::env::var_os(name).is_some());
+        let mut environment = Environment {
+            config,
+            config_env,
+            cargo: on_path(cargo),
+            rustc,
+            packages: metadata
+                .packages
+                .into_iter()
+                .map(|package| (package.id.clone(), package))
+                .collect(),
+            build_dir: metadata
+                .build_directory
+                .unwrap_or(metadata.target_directory),
+            build_scripts: HashMap::new(),
+            native_dirs: BTreeSet::new(),
+            platforms: HashMap::new(),
+        };
+        let host = environment.platform_from(host, None)?;
+        environment.platforms.insert(None, Arc::new(host));
+        Ok(environment)
+    }
+
+    /// The name of package `id`, if it is one of the workspace's.
+    pub(crate) fn package_name(&self, id: &PackageId) -> Option<&str> {
+        self.packages.get(id).map(|package| package.name.as_str())
+    }
+
+    /// Takes in what a build script set, for the tests built after it.
+    pub(crate) fn build_script_ran(&mut self, script: BuildScript) {
+        for path in &script.linked_paths {
+            let path = path.as_str();
+            let dir = match path.split_once('=') {
+                Some(("native" | "crate" | "dependency" | "framework" | "all", dir)) => dir,
+                _ => path,
+            };
+            self.native_dirs.insert(PathBuf::from(dir));
+        }
+        let vars = std::iter::once(("OUT_DIR".into(), script.out_dir.into_std_path_buf().into()))
+            .chain(
+                script
+                    .env
+                    .into_iter()
+                    .map(|(name, value)| (name.into(), value.into())),
+            )
+            .collect();
+        self.build_scripts.insert(script.package_id, vars);
+    }
+
+    /// How to start `executable`, a test binary of package `id` whose
+    /// manifest is `manifest`.
+    ///
+    /// # Errors
+    ///
+    /// When rustc cannot say where the toolchain's libraries for its
+    /// target are, or its runner names no program.
+    pub(crate) fn launch(
+        &mut self,
+        id: &PackageId,
+        manifest: &Path,
+        executable: &Path,
+    ) -> Result<Launch, EnvironmentError> {
+        // `<build dir>[/<target>]/<profile>/deps/<executable>`
+        let deps = executable.parent().unwrap_or(Path::new("/"));
+        let output = deps.parent().unwrap_or(deps);
+        let target = output
+            .parent()
+            .filter(|dir| *dir != self.build_dir)
+            .and_then(Path::file_name)
+            .map(|target| target.to_string_lossy().into_owned());
+        let platform = self.platform(target)?;
+        let mut search: Vec<PathBuf> = self
+            .native_dirs
+            .iter()
+            .filter(|dir| dir.starts_with(output))
+            .cloned()
+            .collect();
+        search.extend([
+            output.to_owned(),
+            deps.to_owned(),
+            platform.target_libdir.clone(),
+        ]);
+        let inherited: Vec<PathBuf> = std::env::var_os(LIBRARY_PATH)
+            .map(|paths| std::env::split_paths(&paths).collect())
+            .unwrap_or_default();
+        // A runner run by a test run by cargo has the path already.
+        if inherited.starts_with(&search) {
+            search = inherited;
+        } else {
+            search.extend(inherited);
+        }
+        let search =
+            std::env::join_paths(search).map_err(|source| EnvironmentError::LibraryPath {
+                binary: executable.to_owned(),
+                source,
+            })?;
+        let dir = manifest.parent().unwrap_or(Path::new("/"));
+        let mut env: Vec<(OsString, OsString)> = self
+            .config_env
+            .iter()
+            .map(|(name, value)| (name.into(), value.clone()))
+            .collect();
+        env.push((LIBRARY_PATH.into(), search));
+        env.extend(self.build_scripts.get(id).into_iter().flatten().cloned());
+        env.extend([
+            ("CARGO".into(), self.cargo.clone()),
+            ("CARGO_MANIFEST_DIR".into(), dir.into()),
+            ("CARGO_MANIFEST_PATH".into(), manifest.into()),
+        ]);
+        if let Some(package) = self.packages.get(id) {
+            env.extend(
+                package
+                    .vars()
+                    .into_iter()
+                    .map(|(name, value)| (name.into(), value.into())),
+            );
+        }
+        Ok(Launch {
+            runner: platform.runner.clone(),
+            dir: dir.to_owned(),
+            env,
+        })
+    }
+
+    /// The platform of `target` (`None` for the host), asking rustc the
+    /// first time.
+    fn platform(&mut self, target: Option<String>) -> Result<Arc<Platform>, EnvironmentError> {
+        if let Some(platform) = self.platforms.get(&target) {
+            return Ok(Arc::clone(platform));
+        }
+        let answer = ask_rustc(&self.rustc, target.as_deref()).and_then(Child::wait_with_output);
+        let platform = Arc::new(self.platform_from(answer, target.as_deref())?);
+        self.platforms.insert(target, Arc::clone(&platform));
+        Ok(platform)
+    }
+
+    /// The platform of `target` (`None` for the host) from rustc's
+    /// `answer` to [`ask_rustc`].
+    fn platform_from(
+        &self,
+        answer: io::Result<Output>,
+        target: Option<&str>,
+    ) -> Result<Platform, EnvironmentError> {
+        let failed = |source| EnvironmentError::Rustc {
+            rustc: self.rustc.clone(),
+            target: target.unwrap_or("of the host").to_owned(),
+            source,
+        };
+        let output = answer.map_err(failed)?;
+        if !output.status.success() {
+            return Err(failed(io::Error::other(format!(
+                "{}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim_end()
+            ))));
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut lines = text.lines();
+        let triple = match target {
+            Some(target) => Some(target),
+            None => lines.next(),
+        };
+        let (Some(triple), Some(target_libdir)) = (triple, lines.next()) else {
+            return Err(failed(io::Error::other("it printed too few lines")));
+        };
+        let cfg: Vec<Cfg> = lines.filter_map(|line| line.parse().ok()).collect();
+        Ok(Platform {
+            target_libdir: PathBuf::from(target_libdir),
+            runner: self.config.runner(triple, &cfg)?,
+        })
+    }
+}
+
+/// Starts `rustc` printing, for `target` (`None` for the host), the host's
+/// triple (for the host only), the toolchain's library directory and the
+/// target's `cfg`, a line each.
+fn ask_rustc(rustc: &OsStr, target: Option<&str>) -> io::Result<Child> {
+    let mut command = Command::new(rustc);
+    match target {
+        Some(target) => command.args(["--target", target]),
+        None => command.args(["--print", "host-tuple"]),
+    };
+    command
+        .args(["--print", "target-libdir", "--print", "cfg"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+}
+
+/// `cargo metadata` of the workspace's packages.
+fn read_metadata(options: &CargoOptions, cargo: &Path) -> Result<Metadata, EnvironmentError> {
+    let mut metadata = MetadataCommand::new();
+    metadata.cargo_path(cargo);
+    if let Some(manifest) = &options.manifest_path {
+        metadata.manifest_path(manifest);
+    }
+    let mut flags = Vec::new();
+    if options.offline || options.frozen {
+        flags.push("--offline".to_owned());
+    }
+    if options.locked || options.frozen {
+        flags.push("--locked".to_owned());
+    }
+    let output = metadata
+        .no_deps()
+        .other_options(flags)
+        .cargo_command()
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|error| EnvironmentError::Metadata(error.into()))?;
+    if !output.status.success() {
+        return Err(EnvironmentError::Metadata(
+            cargo_metadata::Error::CargoMetadata {
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            },
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = stdout
+        .lines()
+        .find(|line| line.starts_with('{'))
+        .ok_or(EnvironmentError::Metadata(cargo_metadata::Error::NoJson))?;
+    serde_json::from_str(json).map_err(|error| EnvironmentError::Metadata(error.into()))
+}
+
+/// `program` as a path: found on the `PATH` when it is a bare name, as
+/// cargo's own path is one.
+fn on_path(program: &Path) -> OsString {
+    if program.components().count() > 1 {
+        return std::path::absolute(program)
+            .map_or_else(|_| program.into(), PathBuf::into_os_string);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .map_or_else(|| program.into(), PathBuf::into_os_string)
+}
