@@ -234,7 +234,8 @@ impl CargoConfig {
     }
 
     /// The target runner for `triple`, whose `cfg` values rustc printed,
-    /// as program and arguments; empty for none.
+    /// as program and arguments; empty for none. `var` reads the
+    /// environment.
     ///
     /// `CARGO_TARGET_<TRIPLE>_RUNNER` wins over `target.<triple>.runner`,
     /// which wins over a `target.'cfg(..)'.runner` that `cfg` matches (cargo
@@ -243,13 +244,18 @@ impl CargoConfig {
     /// # Errors
     ///
     /// When the runner names no program.
-    pub(crate) fn runner(&self, triple: &str, cfg: &[Cfg]) -> Result<Vec<OsString>, ConfigError> {
+    pub(crate) fn runner(
+        &self,
+        triple: &str,
+        cfg: &[Cfg],
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<OsString>, ConfigError> {
         let variable = format!(
             "CARGO_TARGET_{}_RUNNER",
             triple.to_uppercase().replace(['-', '.'], "_")
         );
         let from_environment;
-        let (key, runner) = if let Ok(words) = std::env::var(&variable) {
+        let (key, runner) = if let Some(words) = var(&variable) {
             from_environment = Program {
                 words: words.split_whitespace().map(str::to_owned).collect(),
                 root: self.cwd.clone(),
@@ -392,21 +398,42 @@ mod tests {
         );
         let config = CargoConfig::load_from(&cwd, Some(&home)).unwrap();
         let unix: Vec<Cfg> = vec!["unix".parse().unwrap()];
+        let unset = |_: &str| None;
         let outer = cwd.parent().unwrap().join("scripts/run").into_os_string();
         assert_eq!(
-            config.runner("x86_64-unknown-linux-gnu", &unix).unwrap(),
+            config
+                .runner("x86_64-unknown-linux-gnu", &unix, unset)
+                .unwrap(),
             [outer, OsString::from("--outer")]
         );
         assert_eq!(
-            config.runner("aarch64-unknown-linux-gnu", &unix).unwrap(),
+            config
+                .runner("aarch64-unknown-linux-gnu", &unix, unset)
+                .unwrap(),
             ["valgrind", "-q"]
         );
         assert!(
             config
-                .runner("aarch64-unknown-linux-gnu", &[])
+                .runner("aarch64-unknown-linux-gnu", &[], unset)
                 .unwrap()
                 .is_empty()
         );
+        // The environment wins, its relative paths from the current
+        // directory.
+        let set = |name: &str| {
+            (name == "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER")
+                .then(|| "./qemu -L .".to_owned())
+        };
+        assert_eq!(
+            config
+                .runner("x86_64-unknown-linux-gnu", &unix, set)
+                .unwrap(),
+            [cwd.join("./qemu").into_os_string(), "-L".into(), ".".into()]
+        );
+        assert!(matches!(
+            config.runner("x86_64-unknown-linux-gnu", &unix, |_| Some(String::new())),
+            Err(ConfigError::EmptyRunner(_))
+        ));
         drop(root);
     }
 

@@ -373,7 +373,9 @@ impl Environment {
         let cfg: Vec<Cfg> = lines.filter_map(|line| line.parse().ok()).collect();
         Ok(Platform {
             target_libdir: PathBuf::from(target_libdir),
-            runner: self.config.runner(triple, &cfg)?,
+            runner: self
+                .config
+                .runner(triple, &cfg, |name| std::env::var(name).ok())?,
         })
     }
 }
