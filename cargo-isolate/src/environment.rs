@@ -290,7 +290,9 @@ impl Environment {
         let inherited: Vec<PathBuf> = std::env::var_os(LIBRARY_PATH)
             .map(|paths| std::env::split_paths(&paths).collect())
             .unwrap_or_default();
-        // A runner run by a test run by cargo has the path already.
+        // Where this process runs under cargo (a test of a test runner,
+        // say), the inherited path may lead with these already: as cargo
+        // does, they are not repeated.
         if inherited.starts_with(&search) {
             search = inherited;
         } else {
