@@ -3,6 +3,7 @@
 //! cargo says as it builds, how each test binary is to be started (see
 //! [`crate::environment`]).
 
+use std::collections::HashMap;
 use std::io::{self, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -22,6 +23,10 @@ pub(crate) struct TestBinary {
     pub(crate) id: String,
     /// The package's name.
     pub(crate) package: String,
+    /// The target's name.
+    pub(crate) target: String,
+    /// The target's kind.
+    pub(crate) kind: BinaryKind,
     /// The `cargo test` selection flag for the target (`--lib`,
     /// `--test NAME`, ...), for the commands that rerun one test.
     pub(crate) selector: String,
@@ -36,6 +41,102 @@ impl TestBinary {
     /// [`Launch::command`]).
     pub(crate) fn command(&self) -> Command {
         self.launch.command(&self.path)
+    }
+}
+
+/// The kind of target a test binary is built from, named as nextest names
+/// it (filtersets' `kind()`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BinaryKind {
+    /// A library's unit tests (whatever its crate type, but a proc-macro).
+    Lib,
+    /// A proc-macro library's unit tests, which run on the host.
+    ProcMacro,
+    Bin,
+    /// An integration test (`tests/`, `[[test]]`).
+    Test,
+    Bench,
+    Example,
+}
+
+impl BinaryKind {
+    /// The kind of a target whose first kind cargo says is `kind`.
+    fn of(kind: Option<&TargetKind>) -> BinaryKind {
+        match kind {
+            Some(
+                TargetKind::Lib
+                | TargetKind::RLib
+                | TargetKind::CDyLib
+                | TargetKind::DyLib
+                | TargetKind::StaticLib,
+            ) => BinaryKind::Lib,
+            Some(TargetKind::ProcMacro) => BinaryKind::ProcMacro,
+            Some(TargetKind::Bin) => BinaryKind::Bin,
+            Some(TargetKind::Example) => BinaryKind::Example,
+            Some(TargetKind::Bench) => BinaryKind::Bench,
+            _ => BinaryKind::Test,
+        }
+    }
+
+    /// The kind's name, which is also cargo's flag for one target of it
+    /// (`--bin NAME`) and the middle of the binary's id
+    /// (`package::bin/NAME`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            BinaryKind::Lib => "lib",
+            BinaryKind::ProcMacro => "proc-macro",
+            BinaryKind::Bin => "bin",
+            BinaryKind::Test => "test",
+            BinaryKind::Bench => "bench",
+            BinaryKind::Example => "example",
+        }
+    }
+}
+
+/// The workspace's packages, by name, and the dependencies between them:
+/// what filtersets' `deps()` and `rdeps()` follow.
+#[derive(Debug, Default)]
+pub(crate) struct PackageGraph {
+    /// Each package, and the workspace's packages it depends on directly
+    /// (as a normal, build or dev-dependency).
+    dependencies: HashMap<String, Vec<String>>,
+}
+
+impl PackageGraph {
+    /// The graph of `packages`, each with its direct dependencies.
+    pub(crate) fn from_dependencies<P: Into<String>, D: Into<String>>(
+        packages: impl IntoIterator<Item = (P, Vec<D>)>,
+    ) -> PackageGraph {
+        PackageGraph {
+            dependencies: packages
+                .into_iter()
+                .map(|(package, dependencies)| {
+                    (
+                        package.into(),
+                        dependencies.into_iter().map(Into::into).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Every package of the workspace.
+    pub(crate) fn packages(&self) -> impl Iterator<Item = &str> {
+        self.dependencies.keys().map(String::as_str)
+    }
+
+    /// The packages `package` depends on directly.
+    pub(crate) fn dependencies(&self, package: &str) -> Vec<String> {
+        self.dependencies.get(package).cloned().unwrap_or_default()
+    }
+
+    /// The packages that depend on `package` directly.
+    pub(crate) fn dependents(&self, package: &str) -> Vec<String> {
+        self.dependencies
+            .iter()
+            .filter(|(_, dependencies)| dependencies.iter().any(|name| name == package))
+            .map(|(dependent, _)| dependent.clone())
+            .collect()
     }
 }
 
@@ -59,7 +160,8 @@ fn cargo_path() -> PathBuf {
 }
 
 /// Builds the tests, handing each executable to `built` as soon as cargo
-/// reports it, while cargo goes on with the others.
+/// reports it, while cargo goes on with the others; returns the
+/// workspace's packages.
 ///
 /// # Errors
 ///
@@ -69,7 +171,7 @@ fn cargo_path() -> PathBuf {
 pub(crate) fn build(
     options: &CargoOptions,
     mut built: impl FnMut(TestBinary),
-) -> Result<(), BuildError> {
+) -> Result<PackageGraph, BuildError> {
     let mut child = Command::new(cargo_path())
         .args([
             "test",
@@ -118,33 +220,20 @@ pub(crate) fn build(
             .package_name(&artifact.package_id)
             .map_or_else(|| artifact.target.name.clone(), str::to_owned);
         let target = artifact.target.name.clone();
-        let kind = artifact.target.kind.first().cloned();
+        let kind = BinaryKind::of(artifact.target.kind.first());
         let (id, selector) = match kind {
-            Some(
-                TargetKind::Lib
-                | TargetKind::RLib
-                | TargetKind::ProcMacro
-                | TargetKind::CDyLib
-                | TargetKind::DyLib
-                | TargetKind::StaticLib,
-            ) => (package.clone(), "--lib".to_owned()),
-            Some(TargetKind::Bin) => (
-                format!("{package}::bin/{target}"),
-                format!("--bin {target}"),
+            BinaryKind::Lib | BinaryKind::ProcMacro => (package.clone(), "--lib".to_owned()),
+            BinaryKind::Test => (format!("{package}::{target}"), format!("--test {target}")),
+            other => (
+                format!("{package}::{}/{target}", other.as_str()),
+                format!("--{} {target}", other.as_str()),
             ),
-            Some(TargetKind::Example) => (
-                format!("{package}::example/{target}"),
-                format!("--example {target}"),
-            ),
-            Some(TargetKind::Bench) => (
-                format!("{package}::bench/{target}"),
-                format!("--bench {target}"),
-            ),
-            _ => (format!("{package}::{target}"), format!("--test {target}")),
         };
         built(TestBinary {
             id,
             package,
+            target,
+            kind,
             selector,
             path: executable,
             launch,
@@ -154,6 +243,6 @@ pub(crate) fn build(
     if !status.success() {
         return Err(BuildError::Failed);
     }
-    environment?;
-    failure.map_or(Ok(()), |error| Err(error.into()))
+    let packages = environment?.package_graph();
+    failure.map_or(Ok(packages), |error| Err(error.into()))
 }

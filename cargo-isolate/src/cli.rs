@@ -10,12 +10,14 @@
 //! accepted is one every later stage can use as it is. A timeout is at
 //! most [`MAX_TIMEOUT`], so a deadline computed from it cannot overflow.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-use crate::list::Partition;
+use crate::filterset::Filterset;
+use crate::list::{Partition, RunIgnored};
 use crate::run::Isolation;
 
 /// Cargo's view of this binary.
@@ -39,9 +41,10 @@ pub(crate) enum Command {
     /// calls exit(0) fails. Doc-tests are not run (use `cargo test --doc`).
     ///
     /// Exit status: 0 when every test passed, 100 when a test failed, 101
-    /// when the build failed, 2 for a usage error, 130 when interrupted
-    /// (Ctrl-C: the first stops the running tests and writes the reports,
-    /// a second kills at once), 1 when the runner itself failed.
+    /// when the build failed, 4 when no test was selected to run (see
+    /// --no-tests), 2 for a usage error, 130 when interrupted (Ctrl-C: the
+    /// first stops the running tests and writes the reports, a second
+    /// kills at once), 1 when the runner itself failed.
     Test(TestArgs),
     /// Build the tests and list them, one `binary test` pair per line.
     List(ListArgs),
@@ -59,12 +62,8 @@ pub(crate) struct TestArgs {
     pub(crate) run: RunOptions,
     #[command(flatten)]
     pub(crate) report: ReportOptions,
-    /// Run only tests whose name contains one of these strings.
-    pub(crate) filters: Vec<String>,
-    /// Arguments after `--`: `--exact`, `--skip NAME`, `--ignored`,
-    /// `--include-ignored`, as libtest takes them.
-    #[arg(last = true)]
-    pub(crate) harness_args: Vec<String>,
+    #[command(flatten)]
+    pub(crate) select: SelectOptions,
 }
 
 /// The arguments of `cargo isolate list`.
@@ -72,14 +71,149 @@ pub(crate) struct TestArgs {
 pub(crate) struct ListArgs {
     #[command(flatten)]
     pub(crate) cargo: CargoOptions,
-    /// List only tests whose name contains one of these strings.
-    pub(crate) filters: Vec<String>,
-    /// Arguments after `--`, as for `cargo isolate test`.
-    #[arg(last = true)]
-    pub(crate) harness_args: Vec<String>,
+    #[command(flatten)]
+    pub(crate) select: SelectOptions,
     /// List one shard of the tests, as `cargo isolate test --partition`.
     #[arg(long, value_name = "count:K/N|hash:K/N", value_parser = Partition::parse)]
     pub(crate) partition: Option<Partition>,
+}
+
+/// Which tests run: names, filtersets, ignored tests, and what libtest
+/// takes after `--`.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Test selection")]
+pub(crate) struct SelectOptions {
+    /// Run only the tests a nextest filterset selects, such as
+    /// `test(/^parse_/) and not package(slow)`: `test()`, `package()`,
+    /// `deps()`, `rdeps()`, `kind()`, `binary()`, `binary_id()`,
+    /// `platform()`, `all()`, `none()`, with `not`, `and`, `or`, `-` and
+    /// matchers `=exact`, `~contains`, `/regex/`, `#glob`. Several are
+    /// or'ed; with name filters too, a test must match both.
+    #[arg(short = 'E', long = "filterset", value_name = "EXPR", value_parser = Filterset::parse)]
+    pub(crate) filtersets: Vec<Filterset>,
+    /// Which tests run: `default` those not marked #[ignore], `only` the
+    /// ignored ones, `all` both [default: default]. libtest's `--ignored`
+    /// and `--include-ignored` after `--` say the same.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub(crate) run_ignored: Option<RunIgnored>,
+    /// Run only tests whose name contains one of these strings.
+    pub(crate) filters: Vec<String>,
+    /// After `--`, libtest's arguments, as `cargo test -- ARGS` takes them:
+    /// name filters, `--exact`, `--skip NAME`, `--ignored`,
+    /// `--include-ignored`, and `--nocapture`, `--test-threads N`,
+    /// `--show-output` (as -v), `-q`, `--color WHEN`, `--format
+    /// pretty|terse` for the options of the same meaning here (where both
+    /// give a count or a color, the one before `--` holds).
+    #[arg(last = true, value_name = "LIBTEST_ARGS")]
+    pub(crate) harness_args: Vec<String>,
+    /// `harness_args`, parsed (see [`Cargo::try_parse_args`]).
+    #[arg(skip)]
+    pub(crate) libtest: LibtestArgs,
+}
+
+impl SelectOptions {
+    /// Parses the arguments after `--` of `cargo isolate SUBCOMMAND`, and
+    /// checks that they agree with the options before.
+    fn parse_libtest_args(&mut self, subcommand: &str) -> Result<(), clap::Error> {
+        let usage_error = |kind, message: String| {
+            let mut cargo = Cargo::command();
+            // Built, so that its usage line names `cargo isolate SUBCOMMAND`.
+            cargo.build();
+            match cargo
+                .find_subcommand_mut("isolate")
+                .and_then(|isolate| isolate.find_subcommand_mut(subcommand))
+            {
+                Some(command) => command.error(kind, message),
+                None => cargo.error(kind, message),
+            }
+        };
+        self.libtest = LibtestArgs::try_parse_from(&self.harness_args).map_err(|error| {
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            let what = first.strip_prefix("error: ").unwrap_or(first);
+            let mut message = format!("after `--`: {what}");
+            if error.kind() == clap::error::ErrorKind::UnknownArgument {
+                message.push_str(
+                    "\n  (cargo isolate takes libtest's name filters, --exact, --skip NAME, \
+                     --ignored, --include-ignored, --nocapture, --show-output, --test-threads N, \
+                     -q, --color WHEN and --format pretty|terse there)",
+                );
+            }
+            usage_error(error.kind(), message)
+        })?;
+        if let (Some(option), Some(libtest)) = (self.run_ignored, self.libtest.run_ignored())
+            && option != libtest
+        {
+            return Err(usage_error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--run-ignored says otherwise than --ignored or --include-ignored after `--`"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Which tests run, ignored or not.
+    pub(crate) fn run_ignored(&self) -> RunIgnored {
+        self.run_ignored
+            .or(self.libtest.run_ignored())
+            .unwrap_or_default()
+    }
+}
+
+/// libtest's arguments, as `cargo test -- ARGS` hands them to a test
+/// binary; what `cargo isolate` makes of them is in
+/// [`SelectOptions::harness_args`]'s help.
+#[derive(Debug, Default, Parser)]
+#[command(no_binary_name = true, disable_help_flag = true)]
+pub(crate) struct LibtestArgs {
+    #[arg(long)]
+    pub(crate) exact: bool,
+    #[arg(long, value_name = "NAME")]
+    pub(crate) skip: Vec<String>,
+    #[arg(long, conflicts_with = "include_ignored")]
+    ignored: bool,
+    #[arg(long)]
+    include_ignored: bool,
+    #[arg(long, visible_alias = "no-capture")]
+    nocapture: bool,
+    #[arg(long)]
+    show_output: bool,
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_TEST_THREADS))
+    )]
+    test_threads: Option<u16>,
+    #[arg(long, value_enum, value_name = "WHEN")]
+    color: Option<ColorChoice>,
+    #[arg(long, value_enum)]
+    format: Option<LibtestFormat>,
+    pub(crate) filters: Vec<String>,
+}
+
+/// The formats of libtest's `--format` that have a meaning here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LibtestFormat {
+    /// A line per test: the human report.
+    Pretty,
+    /// Less: as -q.
+    Terse,
+}
+
+impl LibtestArgs {
+    /// What `--ignored` or `--include-ignored` says, if either is given.
+    fn run_ignored(&self) -> Option<RunIgnored> {
+        if self.ignored {
+            Some(RunIgnored::Only)
+        } else if self.include_ignored {
+            Some(RunIgnored::All)
+        } else {
+            None
+        }
+    }
 }
 
 /// Options passed on to `cargo test --no-run`.
@@ -110,9 +244,19 @@ pub(crate) struct CargoOptions {
     /// Test only the named test target.
     #[arg(long = "test", value_name = "NAME")]
     pub(crate) test: Vec<String>,
+    /// Test only the named example.
+    #[arg(long = "example", value_name = "NAME")]
+    pub(crate) example: Vec<String>,
     /// Test all examples.
     #[arg(long)]
     pub(crate) examples: bool,
+    /// Test only the named bench target (its #[test]s, as `cargo test
+    /// --bench`).
+    #[arg(long = "bench", value_name = "NAME")]
+    pub(crate) bench: Vec<String>,
+    /// Test all bench targets.
+    #[arg(long)]
+    pub(crate) benches: bool,
     /// Test all targets (doc-tests excepted).
     #[arg(long)]
     pub(crate) all_targets: bool,
@@ -128,12 +272,17 @@ pub(crate) struct CargoOptions {
     /// Build in release mode.
     #[arg(short, long)]
     pub(crate) release: bool,
-    /// Build with the given profile.
+    /// Build with the given cargo profile, as `cargo test --profile` (not
+    /// a profile of test-run settings, as nextest's --profile is).
     #[arg(long, value_name = "NAME")]
     pub(crate) profile: Option<String>,
     /// Build for the target triple.
     #[arg(long, value_name = "TRIPLE")]
     pub(crate) target: Option<String>,
+    /// Directory for all generated artifacts, as for cargo; the tests are
+    /// run from there.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) target_dir: Option<PathBuf>,
     /// Path to Cargo.toml.
     #[arg(long, value_name = "PATH")]
     pub(crate) manifest_path: Option<PathBuf>,
@@ -146,10 +295,15 @@ pub(crate) struct CargoOptions {
     /// Equivalent to both --locked and --offline.
     #[arg(long)]
     pub(crate) frozen: bool,
-    /// Number of parallel build jobs; a negative N is the number of
-    /// cores minus |N|, as for cargo.
+    /// Number of parallel build jobs, as `cargo test -j` (tests run at
+    /// once are --test-threads); a negative N is the number of cores minus
+    /// |N|.
     #[arg(short, long, value_name = "N", allow_negative_numbers = true, value_parser = parse_jobs)]
     pub(crate) jobs: Option<i32>,
+    /// No output from cargo as it builds, and from the run only failures
+    /// and the summary.
+    #[arg(short, long, help_heading = "Reporting")]
+    pub(crate) quiet: bool,
 }
 
 impl CargoOptions {
@@ -166,6 +320,7 @@ impl CargoOptions {
         flag(self.bins, "--bins");
         flag(self.tests, "--tests");
         flag(self.examples, "--examples");
+        flag(self.benches, "--benches");
         flag(self.all_targets, "--all-targets");
         flag(self.all_features, "--all-features");
         flag(self.no_default_features, "--no-default-features");
@@ -173,11 +328,14 @@ impl CargoOptions {
         flag(self.locked, "--locked");
         flag(self.offline, "--offline");
         flag(self.frozen, "--frozen");
+        flag(self.quiet, "--quiet");
         let lists = [
             ("--package", &self.packages),
             ("--exclude", &self.exclude),
             ("--bin", &self.bin),
             ("--test", &self.test),
+            ("--example", &self.example),
+            ("--bench", &self.bench),
             ("--features", &self.features),
         ];
         for (name, values) in lists {
@@ -188,6 +346,12 @@ impl CargoOptions {
         let options = [
             ("--profile", self.profile.clone()),
             ("--target", self.target.clone()),
+            (
+                "--target-dir",
+                self.target_dir
+                    .as_ref()
+                    .map(|path| path.display().to_string()),
+            ),
             (
                 "--manifest-path",
                 self.manifest_path
@@ -222,9 +386,29 @@ pub(crate) struct RunOptions {
     /// longer than zero and at most a year.
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub(crate) timeout: Option<Duration>,
-    /// Stop starting tests after the first failure [default: run them all].
-    #[arg(long)]
+    /// Start no more tests after the first failure, as --max-fail 1
+    /// [default: run them all].
+    #[arg(long, overrides_with = "no_fail_fast")]
     pub(crate) fail_fast: bool,
+    /// Run every test whatever fails, the default: unlike `cargo test`
+    /// (which stops after a failing binary) and nextest (after a failing
+    /// test), since a crash here ends one test, not the run.
+    #[arg(long, overrides_with = "fail_fast")]
+    pub(crate) no_fail_fast: bool,
+    /// Start no more tests once N have failed (`all`: no limit); the rest
+    /// are reported not run. The tests of an isolate-harness binary that
+    /// has started all run.
+    #[arg(
+        long,
+        value_name = "N|all",
+        value_parser = MaxFail::parse,
+        conflicts_with_all = ["fail_fast", "no_fail_fast"]
+    )]
+    pub(crate) max_fail: Option<MaxFail>,
+    /// What a run that selects no test to run does: `pass`, `warn`, or
+    /// `fail` with exit code 4, as nextest.
+    #[arg(long, value_enum, value_name = "pass|warn|fail", default_value_t = NoTests::Fail)]
+    pub(crate) no_tests: NoTests,
     /// Run a failing test up to N more times (at most 100); one that then
     /// passes is reported flaky.
     #[arg(
@@ -240,9 +424,9 @@ pub(crate) struct RunOptions {
     #[arg(long, value_name = "count:K/N|hash:K/N", value_parser = Partition::parse)]
     pub(crate) partition: Option<Partition>,
     /// Let tests write to the terminal as they run instead of capturing
-    /// their output; runs one test at a time.
-    #[arg(long)]
-    pub(crate) nocapture: bool,
+    /// their output; runs one test at a time, as nextest.
+    #[arg(long = "no-capture", visible_alias = "nocapture")]
+    pub(crate) no_capture: bool,
     /// How many libtest tests share a process. `process`: one each.
     /// `batch`: a process runs many in sequence, and when it dies the test
     /// that was running gets the crash while the rest go on in a fresh
@@ -251,6 +435,48 @@ pub(crate) struct RunOptions {
     /// binaries always isolate every test.
     #[arg(long, value_enum, default_value_t = Isolation::Process)]
     pub(crate) isolation: Isolation,
+}
+
+impl RunOptions {
+    /// How many failures stop the run from starting tests; `None` for no
+    /// limit.
+    pub(crate) fn max_fail(&self) -> Option<NonZeroU32> {
+        match (self.fail_fast, self.max_fail) {
+            (true, _) => Some(NonZeroU32::MIN),
+            (false, Some(MaxFail::Count(count))) => Some(count),
+            (false, Some(MaxFail::All) | None) => None,
+        }
+    }
+}
+
+/// `--max-fail`: how many failures end the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MaxFail {
+    Count(NonZeroU32),
+    All,
+}
+
+impl MaxFail {
+    /// Parses `N` (at least 1) or `all`.
+    fn parse(text: &str) -> Result<MaxFail, String> {
+        if text == "all" {
+            return Ok(MaxFail::All);
+        }
+        text.parse()
+            .map(MaxFail::Count)
+            .map_err(|_| format!("expected a count of at least 1 or `all`, not {text:?}"))
+    }
+}
+
+/// The choices of `--no-tests`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum NoTests {
+    /// Exit 0, as `cargo test` does.
+    Pass,
+    /// Say so, and exit 0.
+    Warn,
+    /// Say so, and exit 4.
+    Fail,
 }
 
 /// Where and how results are reported.
@@ -382,6 +608,49 @@ pub(crate) struct Rerun {
 }
 
 impl TestArgs {
+    /// Whether tests write to the terminal as they run: `--no-capture`,
+    /// or libtest's after `--`.
+    pub(crate) fn no_capture(&self) -> bool {
+        self.run.no_capture || self.select.libtest.nocapture
+    }
+
+    /// How many tests run at once: one without capture, so that their
+    /// output does not interleave, as nextest; else `--test-threads`, or
+    /// libtest's after `--`, else a test per core.
+    pub(crate) fn test_threads(&self) -> usize {
+        if self.no_capture() {
+            return 1;
+        }
+        self.run
+            .test_threads
+            .or(self.select.libtest.test_threads)
+            .map(usize::from)
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+            .unwrap_or(1)
+    }
+
+    /// Whether the human report has only failures and the summary: `-q`,
+    /// or libtest's `-q` or `--format terse` after `--`.
+    pub(crate) fn quiet(&self) -> bool {
+        let libtest = &self.select.libtest;
+        self.cargo.quiet || libtest.quiet || libtest.format == Some(LibtestFormat::Terse)
+    }
+
+    /// Whether the report shows every test's output: `-v`, or libtest's
+    /// `--show-output` after `--`.
+    pub(crate) fn verbose(&self) -> bool {
+        self.report.verbose || self.select.libtest.show_output
+    }
+
+    /// The coloring of human output: `--color`, else libtest's after
+    /// `--`.
+    pub(crate) fn color(&self) -> ColorChoice {
+        match (self.report.color, self.select.libtest.color) {
+            (ColorChoice::Auto, Some(libtest)) => libtest,
+            (color, _) => color,
+        }
+    }
+
     /// What a command rerunning one test of this run must repeat of it.
     /// The package and target selection is not repeated (the rerun names
     /// its own), nor options that do not change how a test runs (`-j`,
@@ -409,6 +678,9 @@ impl TestArgs {
                 options.extend([name.to_owned(), value.clone()]);
             }
         }
+        if let Some(dir) = &cargo.target_dir {
+            options.extend(["--target-dir".to_owned(), dir.display().to_string()]);
+        }
         if let Some(timeout) = self.run.timeout {
             options.extend(["--timeout".to_owned(), format_duration(timeout)]);
         }
@@ -417,10 +689,7 @@ impl TestArgs {
         {
             options.extend(["--isolation".to_owned(), isolation.get_name().to_owned()]);
         }
-        let ignored = self
-            .harness_args
-            .iter()
-            .any(|arg| arg == "--ignored" || arg == "--include-ignored");
+        let ignored = self.select.run_ignored() != RunIgnored::Default;
         Rerun {
             options,
             harness_args: if ignored {
@@ -436,14 +705,27 @@ impl Cargo {
     /// Parses the command line; on bad input, `--help` or `--version`, clap
     /// prints and exits (2 for a usage error, 0 otherwise).
     pub(crate) fn parse_args() -> Cargo {
-        Cargo::parse()
+        Cargo::try_parse_args(std::env::args_os()).unwrap_or_else(|error| error.exit())
+    }
+
+    /// Parses `args`, the arguments after `--` included.
+    fn try_parse_args(
+        args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+    ) -> Result<Cargo, clap::Error> {
+        let mut cargo = Cargo::try_parse_from(args)?;
+        let Cargo::Isolate(command) = &mut cargo;
+        match command {
+            Command::Test(args) => args.select.parse_libtest_args("test")?,
+            Command::List(args) => args.select.parse_libtest_args("list")?,
+            Command::Guard => {}
+        }
+        Ok(cargo)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn command_line_is_consistent() {
@@ -460,7 +742,7 @@ mod tests {
 
     #[test]
     fn cargo_options_pass_through() {
-        let Cargo::Isolate(Command::Test(args)) = Cargo::try_parse_from([
+        let Cargo::Isolate(Command::Test(args)) = Cargo::try_parse_args([
             "cargo-isolate",
             "isolate",
             "test",
@@ -494,17 +776,177 @@ mod tests {
                 "3"
             ]
         );
-        assert_eq!(args.filters, ["crash"]);
-        assert_eq!(args.harness_args, ["--exact"]);
+        assert_eq!(args.select.filters, ["crash"]);
+        assert_eq!(args.select.harness_args, ["--exact"]);
+        assert!(args.select.libtest.exact);
     }
 
     /// The arguments of `cargo isolate test ARGS`, or clap's error.
     fn parse_test(args: &[&str]) -> Result<TestArgs, clap::Error> {
         let command = ["cargo-isolate", "isolate", "test"].iter().chain(args);
-        match Cargo::try_parse_from(command)? {
+        match Cargo::try_parse_args(command)? {
             Cargo::Isolate(Command::Test(args)) => Ok(args),
             other => panic!("not a test command: {other:?}"),
         }
+    }
+
+    #[test]
+    fn target_selection_and_quiet_pass_to_cargo() {
+        let args = parse_test(&[
+            "--example",
+            "demo",
+            "--bench",
+            "speed",
+            "--benches",
+            "--target-dir",
+            "out dir",
+            "-q",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.cargo.to_cargo_args(),
+            [
+                "--benches",
+                "--quiet",
+                "--example",
+                "demo",
+                "--bench",
+                "speed",
+                "--target-dir",
+                "out dir"
+            ]
+        );
+        assert!(args.quiet());
+        assert_eq!(
+            args.rerun().options,
+            ["--target-dir", "out dir"].map(str::to_owned)
+        );
+    }
+
+    #[test]
+    fn libtest_s_arguments_after_the_separator_mean_what_they_mean_to_libtest() {
+        let args = parse_test(&[
+            "--",
+            "--nocapture",
+            "--test-threads=3",
+            "--show-output",
+            "-q",
+            "--color",
+            "never",
+            "one",
+            "two",
+            "--exact",
+            "--skip",
+            "three",
+            "--include-ignored",
+        ])
+        .unwrap();
+        let libtest = &args.select.libtest;
+        assert_eq!(libtest.filters, ["one", "two"]);
+        assert!(libtest.exact);
+        assert_eq!(libtest.skip, ["three"]);
+        assert!(args.no_capture() && args.quiet() && args.verbose());
+        // Without capture, one test at a time, whatever the count.
+        assert_eq!(args.test_threads(), 1);
+        assert_eq!(args.color(), ColorChoice::Never);
+        assert_eq!(args.select.run_ignored(), RunIgnored::All);
+        assert_eq!(args.rerun().harness_args, ["--include-ignored"]);
+
+        let threads = parse_test(&["--", "--test-threads", "3", "--format", "terse"]).unwrap();
+        assert_eq!(threads.test_threads(), 3);
+        assert!(threads.quiet());
+        // Before `--`, the option holds.
+        let both = parse_test(&[
+            "--test-threads",
+            "2",
+            "--color",
+            "always",
+            "--",
+            "--test-threads=3",
+            "--color=never",
+        ])
+        .unwrap();
+        assert_eq!(
+            (both.test_threads(), both.color()),
+            (2, ColorChoice::Always)
+        );
+        let alias = parse_test(&["--nocapture", "--", "--no-capture"]).unwrap();
+        assert!(alias.no_capture());
+        assert!(!parse_test(&[]).unwrap().no_capture());
+    }
+
+    /// The message of the usage error `cargo isolate test ARGS` is.
+    fn usage_error(args: &[&str]) -> String {
+        let error = parse_test(args).unwrap_err();
+        assert_eq!(error.exit_code(), 2, "{args:?}: {error}");
+        error.to_string()
+    }
+
+    #[test]
+    fn what_libtest_would_refuse_or_cargo_isolate_cannot_do_is_a_usage_error() {
+        let message = usage_error(&["--", "--frobnicate"]);
+        assert!(
+            message.contains(
+                "after `--`: unexpected argument '--frobnicate' found\n  (cargo isolate takes libtest's"
+            ),
+            "{message}"
+        );
+        for bad in [
+            &["--", "--test-threads", "0"][..],
+            &["--", "--format", "json"],
+            &["--", "--ignored", "--include-ignored"],
+            &["--", "--skip"],
+            &["--", "--logfile", "x"],
+        ] {
+            assert!(usage_error(bad).contains("after `--`"), "{bad:?}");
+        }
+        assert!(
+            usage_error(&["--run-ignored", "only", "--", "--include-ignored"])
+                .contains("--run-ignored says otherwise")
+        );
+        let agree = parse_test(&["--run-ignored", "only", "--", "--ignored"]).unwrap();
+        assert_eq!(agree.select.run_ignored(), RunIgnored::Only);
+        assert_eq!(
+            parse_test(&[]).unwrap().select.run_ignored(),
+            RunIgnored::Default
+        );
+    }
+
+    #[test]
+    fn failures_stop_the_run_as_max_fail_fail_fast_and_no_fail_fast_say() {
+        let max_fail = |args: &[&str]| {
+            parse_test(args)
+                .unwrap()
+                .run
+                .max_fail()
+                .map(NonZeroU32::get)
+        };
+        assert_eq!(max_fail(&[]), None);
+        assert_eq!(max_fail(&["--fail-fast"]), Some(1));
+        assert_eq!(max_fail(&["--max-fail", "3"]), Some(3));
+        assert_eq!(max_fail(&["--max-fail=all"]), None);
+        assert_eq!(max_fail(&["--no-fail-fast"]), None);
+        // The last of the two switches holds, as in nextest.
+        assert_eq!(max_fail(&["--no-fail-fast", "--fail-fast"]), Some(1));
+        assert_eq!(max_fail(&["--fail-fast", "--no-fail-fast"]), None);
+        assert!(
+            usage_error(&["--max-fail", "0"]).contains("expected a count of at least 1 or `all`")
+        );
+        assert!(usage_error(&["--max-fail", "2", "--fail-fast"]).contains("cannot be used with"));
+        assert_eq!(parse_test(&[]).unwrap().run.no_tests, NoTests::Fail);
+    }
+
+    #[test]
+    fn an_invalid_filterset_is_a_usage_error_that_points_at_the_fault() {
+        let message = usage_error(&["-E", "test(a) and", "--filterset", "package(x)"]);
+        assert!(
+            message.contains(
+                "expected an expression, found the end\n    test(a) and\n               ^"
+            ),
+            "{message}"
+        );
+        let args = parse_test(&["-E", "test(a)", "--filterset", "kind(lib)"]).unwrap();
+        assert_eq!(args.select.filtersets.len(), 2);
     }
 
     #[test]

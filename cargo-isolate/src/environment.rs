@@ -48,6 +48,7 @@ use cargo_metadata::semver::Version;
 use cargo_metadata::{BuildScript, MetadataCommand, PackageId};
 use serde::Deserialize;
 
+use crate::build::PackageGraph;
 use crate::cargo_config::{CargoConfig, ConfigError};
 use crate::cli::CargoOptions;
 
@@ -165,6 +166,16 @@ struct Package {
     license_file: Option<String>,
     readme: Option<String>,
     rust_version: Option<String>,
+    manifest_path: PathBuf,
+    #[serde(default)]
+    dependencies: Vec<Dependency>,
+}
+
+/// A dependency of a package, as far as the package graph needs it.
+#[derive(Deserialize)]
+struct Dependency {
+    /// The directory of a path dependency.
+    path: Option<PathBuf>,
 }
 
 impl Package {
@@ -226,6 +237,23 @@ impl Environment {
         let host = environment.platform_from(host, None)?;
         environment.platforms.insert(None, Arc::new(host));
         Ok(environment)
+    }
+
+    /// The workspace's packages and the path dependencies between them.
+    pub(crate) fn package_graph(&self) -> PackageGraph {
+        let by_dir: HashMap<&Path, &str> = self
+            .packages
+            .values()
+            .filter_map(|package| Some((package.manifest_path.parent()?, package.name.as_str())))
+            .collect();
+        PackageGraph::from_dependencies(self.packages.values().map(|package| {
+            let dependencies = package
+                .dependencies
+                .iter()
+                .filter_map(|dependency| by_dir.get(dependency.path.as_deref()?).copied())
+                .collect();
+            (package.name.as_str(), dependencies)
+        }))
     }
 
     /// The name of package `id`, if it is one of the workspace's.
@@ -405,6 +433,11 @@ fn read_metadata(options: &CargoOptions, cargo: &Path) -> Result<Metadata, Envir
     metadata.cargo_path(cargo);
     if let Some(manifest) = &options.manifest_path {
         metadata.manifest_path(manifest);
+    }
+    // `cargo metadata` takes no `--target-dir`: where the build puts the
+    // binaries is said as cargo's variable says it.
+    if let Some(dir) = &options.target_dir {
+        metadata.env("CARGO_TARGET_DIR", dir);
     }
     let mut flags = Vec::new();
     if options.offline || options.frozen {

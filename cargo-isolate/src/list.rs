@@ -16,7 +16,9 @@ use std::sync::OnceLock;
 
 use isolate_harness::report_stream;
 
-use crate::build::TestBinary;
+use crate::build::{PackageGraph, TestBinary};
+use crate::cli::SelectOptions;
+use crate::filterset::Filterset;
 
 /// How a binary runs its tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,14 +161,20 @@ fn list_with(binary: &TestBinary, extra: &[&str]) -> Result<Listing, ListError> 
     })
 }
 
-/// Which tests to run: the filters, the libtest options given after `--`,
-/// and the shard.
+/// Which tests to run: the name filters (with the libtest options given
+/// after `--`), the filtersets, the ignored tests and the shard.
+///
+/// A test runs if it matches a name filter (or none is given) and a
+/// filterset (or none is given), as in nextest, and no `--skip`.
 #[derive(Debug, Default)]
 pub(crate) struct Selection {
     filters: Vec<String>,
     skip: Vec<String>,
     exact: bool,
-    ignored: IgnoredTests,
+    filtersets: Vec<Filterset>,
+    /// The workspace, for the filtersets.
+    packages: PackageGraph,
+    ignored: RunIgnored,
     partition: Option<Partition>,
 }
 
@@ -223,56 +231,40 @@ fn fnv1a(binary: &str, name: &str) -> u64 {
         })
 }
 
-/// What to do with ignored tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum IgnoredTests {
-    /// Report them as ignored.
+/// Which tests run, ignored or not (`--run-ignored`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RunIgnored {
+    /// Those not ignored; ignored tests are reported as such.
     #[default]
-    Skip,
-    /// Run only them (`--ignored`).
+    Default,
+    /// Only the ignored ones (libtest's `--ignored`).
     Only,
-    /// Run them with the others (`--include-ignored`).
-    Include,
+    /// Both (libtest's `--include-ignored`).
+    All,
 }
 
-/// A harness argument that `cargo isolate` does not know.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "unsupported argument after `--`: {0} (supported: --exact, --skip NAME, --ignored, --include-ignored)"
-)]
-pub(crate) struct UnknownHarnessArg(String);
-
 impl Selection {
-    /// The selection that `filters` and `harness_args` describe.
-    ///
-    /// # Errors
-    ///
-    /// For a harness argument it does not know.
+    /// The selection that `select` describes, of the shard `partition`,
+    /// in the workspace of `packages`.
     pub(crate) fn new(
-        filters: &[String],
-        harness_args: &[String],
+        select: &SelectOptions,
         partition: Option<Partition>,
-    ) -> Result<Selection, UnknownHarnessArg> {
-        let mut selection = Selection {
-            filters: filters.to_vec(),
+        packages: PackageGraph,
+    ) -> Selection {
+        let libtest = &select.libtest;
+        Selection {
+            filters: [&select.filters, &libtest.filters]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+            skip: libtest.skip.clone(),
+            exact: libtest.exact,
+            filtersets: select.filtersets.clone(),
+            packages,
+            ignored: select.run_ignored(),
             partition,
-            ..Selection::default()
-        };
-        let mut args = harness_args.iter();
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--exact" => selection.exact = true,
-                "--ignored" => selection.ignored = IgnoredTests::Only,
-                "--include-ignored" => selection.ignored = IgnoredTests::Include,
-                "--skip" => match args.next() {
-                    Some(name) => selection.skip.push(name.clone()),
-                    None => return Err(UnknownHarnessArg("--skip without a name".to_owned())),
-                },
-                filter if !filter.starts_with('-') => selection.filters.push(filter.to_owned()),
-                other => return Err(UnknownHarnessArg(other.to_owned())),
-            }
         }
-        Ok(selection)
     }
 
     fn matches(&self, pattern: &str, name: &str) -> bool {
@@ -294,7 +286,7 @@ impl Selection {
                 binary
                     .tests
                     .iter()
-                    .filter(|test| self.selects(test))
+                    .filter(|test| self.selects(&binary.binary, test))
                     .map(move |test| (index, test))
             })
             .enumerate()
@@ -307,26 +299,34 @@ impl Selection {
             .collect()
     }
 
-    /// Whether `test` passes the filters (ignored or not).
-    fn selects(&self, test: &ListedTest) -> bool {
+    /// Whether `test` of `binary` passes the filters (ignored or not).
+    fn selects(&self, binary: &TestBinary, test: &ListedTest) -> bool {
         (self.filters.is_empty()
             || self
                 .filters
                 .iter()
                 .any(|filter| self.matches(filter, &test.name)))
+            && (self.filtersets.is_empty()
+                || self
+                    .filtersets
+                    .iter()
+                    .any(|filterset| filterset.matches(binary, &test.name, &self.packages)))
             && !self.skip.iter().any(|skip| self.matches(skip, &test.name))
-            && (self.ignored != IgnoredTests::Only || test.ignored)
+            && (self.ignored != RunIgnored::Only || test.ignored)
     }
 
     /// Whether a selected `test` runs, rather than being reported ignored.
     pub(crate) fn runs(&self, test: &ListedTest) -> bool {
-        !test.ignored || self.ignored != IgnoredTests::Skip
+        !test.ignored || self.ignored != RunIgnored::Default
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::build::BinaryKind;
 
     fn test(name: &str, ignored: bool) -> ListedTest {
         ListedTest {
@@ -335,32 +335,69 @@ mod tests {
         }
     }
 
+    fn binary() -> TestBinary {
+        TestBinary {
+            id: "package::suite".to_owned(),
+            package: "package".to_owned(),
+            target: "suite".to_owned(),
+            kind: BinaryKind::Test,
+            selector: "--test suite".to_owned(),
+            path: PathBuf::from("suite"),
+            launch: Default::default(),
+        }
+    }
+
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
     #[test]
     fn filters_skip_and_exact() {
-        let selection = Selection::new(
-            &["crash".to_owned()],
-            &["--skip".to_owned(), "abort".to_owned()],
-            None,
-        )
-        .unwrap();
-        assert!(selection.selects(&test("crash::segfault", false)));
-        assert!(!selection.selects(&test("crash::abort", false)));
-        assert!(!selection.selects(&test("passes", false)));
+        let selection = Selection {
+            filters: names(&["crash", "hang"]),
+            skip: names(&["abort"]),
+            ..Selection::default()
+        };
+        let selects = |name| selection.selects(&binary(), &test(name, false));
+        assert!(selects("crash::segfault") && selects("hangs"));
+        assert!(!selects("crash::abort") && !selects("passes"));
 
-        let exact = Selection::new(&["passes".to_owned()], &["--exact".to_owned()], None).unwrap();
-        assert!(exact.selects(&test("passes", false)));
-        assert!(!exact.selects(&test("passes_too", false)));
+        let exact = Selection {
+            filters: names(&["passes"]),
+            exact: true,
+            ..Selection::default()
+        };
+        assert!(exact.selects(&binary(), &test("passes", false)));
+        assert!(!exact.selects(&binary(), &test("passes_too", false)));
+    }
+
+    #[test]
+    fn a_test_must_match_a_name_filter_and_a_filterset() {
+        let filterset = |text| Filterset::parse(text).unwrap();
+        let selection = Selection {
+            filters: names(&["parse"]),
+            filtersets: vec![filterset("test(one)"), filterset("test(two)")],
+            ..Selection::default()
+        };
+        let selects = |name| selection.selects(&binary(), &test(name, false));
+        assert!(selects("parse_one") && selects("parse_two"));
+        assert!(!selects("parse_three") && !selects("print_one"));
     }
 
     #[test]
     fn ignored_tests() {
-        let default = Selection::new(&[], &[], None).unwrap();
-        assert!(default.selects(&test("slow", true)) && !default.runs(&test("slow", true)));
-        let only = Selection::new(&[], &["--ignored".to_owned()], None).unwrap();
-        assert!(!only.selects(&test("fast", false)));
+        let with = |ignored| Selection {
+            ignored,
+            ..Selection::default()
+        };
+        let default = with(RunIgnored::Default);
+        assert!(
+            default.selects(&binary(), &test("slow", true)) && !default.runs(&test("slow", true))
+        );
+        let only = with(RunIgnored::Only);
+        assert!(!only.selects(&binary(), &test("fast", false)));
         assert!(only.runs(&test("slow", true)));
-        let include = Selection::new(&[], &["--include-ignored".to_owned()], None).unwrap();
-        assert!(include.selects(&test("fast", false)) && include.runs(&test("slow", true)));
-        assert!(Selection::new(&[], &["--frobnicate".to_owned()], None).is_err());
+        let all = with(RunIgnored::All);
+        assert!(all.selects(&binary(), &test("fast", false)) && all.runs(&test("slow", true)));
     }
 }

@@ -3,7 +3,8 @@
 //! The stages of a run, one module each: [`cli`] parses, [`build`] runs
 //! `cargo test --no-run` and works out, with [`environment`] and
 //! [`cargo_config`], how `cargo test` would start each test binary,
-//! [`list`] asks each binary for its tests, [`run`]
+//! [`list`] asks each binary for its tests and chooses which run (by name
+//! and by [`filterset`]), [`run`]
 //! runs them (with a [`guard`] process so nothing outlives the run),
 //! [`report`] tells people and CI; [`exit_code`] says how the process ends.
 
@@ -14,6 +15,7 @@ mod cargo_config;
 mod cli;
 mod environment;
 mod exit_code;
+mod filterset;
 mod guard;
 mod list;
 mod procfs;
@@ -48,14 +50,9 @@ fn print_error(error: &dyn Error) {
 /// Builds and lists, reporting failures; the listed binaries on success.
 fn build_and_list(
     cargo: &cli::CargoOptions,
-    filters: &[String],
-    harness_args: &[String],
+    select: &cli::SelectOptions,
     partition: Option<list::Partition>,
 ) -> Result<(Vec<list::BinaryTests>, list::Selection), i32> {
-    let selection = list::Selection::new(filters, harness_args, partition).map_err(|error| {
-        print_error(&error);
-        exit_code::USAGE
-    })?;
     // Each binary is listed as soon as cargo reports it built, while cargo
     // builds the others or, after a no-op build, winds up: a listing is
     // mostly process start-up.
@@ -77,7 +74,7 @@ fn build_and_list(
         );
         (built, listed)
     });
-    built.map_err(|error| {
+    let packages = built.map_err(|error| {
         print_error(&error);
         match error {
             build::BuildError::Failed => exit_code::BUILD_FAILED,
@@ -94,7 +91,7 @@ fn build_and_list(
     // Cargo reports binaries in the order they finish building; shards
     // (`--partition count:K/N`) need the same order on every machine.
     listed.sort_by(|a, b| a.binary.id.cmp(&b.binary.id));
-    Ok((listed, selection))
+    Ok((listed, list::Selection::new(select, partition, packages)))
 }
 
 fn test(args: &cli::TestArgs) -> i32 {
@@ -112,27 +109,13 @@ fn test(args: &cli::TestArgs) -> i32 {
         print_error(&error);
         return exit_code::RUNNER_FAILED;
     }
-    let threads = if args.run.nocapture {
-        // Output of tests running at once would interleave.
-        1
-    } else {
-        args.run
-            .test_threads
-            .map(usize::from)
-            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-            .unwrap_or(1)
-    };
+    let threads = args.test_threads();
     // What confines the run is made while cargo checks the build: a lane
     // per test thread, and one for harness binaries.
     let confinement = std::thread::Builder::new()
         .spawn(move || run::Confinement::prepare(threads + 1))
         .map_err(|_| threads + 1);
-    let listed = build_and_list(
-        &args.cargo,
-        &args.filters,
-        &args.harness_args,
-        args.run.partition,
-    );
+    let listed = build_and_list(&args.cargo, &args.select, args.run.partition);
     let confinement = match confinement {
         Ok(preparing) => preparing.join().expect("preparing the run does not panic"),
         Err(lanes) => run::Confinement::prepare(lanes),
@@ -141,12 +124,27 @@ fn test(args: &cli::TestArgs) -> i32 {
         Ok(listed) => listed,
         Err(code) => return code,
     };
+    let runs_any = selection
+        .select(&binaries)
+        .iter()
+        .any(|(_, test)| selection.runs(test));
+    if !runs_any {
+        let message = "no tests to run (--no-tests says what then: pass, warn or fail)";
+        match args.run.no_tests {
+            cli::NoTests::Pass => {}
+            cli::NoTests::Warn => eprintln!("warning: {message}"),
+            cli::NoTests::Fail => {
+                eprintln!("error: {message}");
+                return exit_code::NO_TESTS;
+            }
+        }
+    }
     let plan = run::RunPlan {
         threads,
         timeout: args.run.timeout,
-        fail_fast: args.run.fail_fast,
+        max_fail: args.run.max_fail(),
         retries: args.run.retries,
-        nocapture: args.run.nocapture,
+        nocapture: args.no_capture(),
         isolation: args.run.isolation,
     };
     // The first Ctrl-C (or SIGTERM) starts no more tests and ends the
@@ -168,8 +166,9 @@ fn test(args: &cli::TestArgs) -> i32 {
     let rerun = args.rerun();
     let settings = report::ReportSettings {
         format: args.report.message_format,
-        color: args.report.color,
-        verbose: args.report.verbose,
+        color: args.color(),
+        verbose: args.verbose(),
+        quiet: args.quiet(),
         junit: args.report.junit.as_deref(),
         rerun: &rerun,
     };
@@ -208,12 +207,7 @@ fn test(args: &cli::TestArgs) -> i32 {
 }
 
 fn list_tests(args: &cli::ListArgs) -> i32 {
-    let listed = build_and_list(
-        &args.cargo,
-        &args.filters,
-        &args.harness_args,
-        args.partition,
-    );
+    let listed = build_and_list(&args.cargo, &args.select, args.partition);
     let (binaries, selection) = match listed {
         Ok(listed) => listed,
         Err(code) => return code,

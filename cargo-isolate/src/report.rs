@@ -115,6 +115,8 @@ pub(crate) struct ReportSettings<'a> {
     pub(crate) format: MessageFormat,
     pub(crate) color: ColorChoice,
     pub(crate) verbose: bool,
+    /// Human output has only the failures and the summary (`-q`).
+    pub(crate) quiet: bool,
     pub(crate) junit: Option<&'a Path>,
     /// What the rerun commands repeat of the run.
     pub(crate) rerun: &'a Rerun,
@@ -161,14 +163,16 @@ pub(crate) fn report(
                     if let Some(progress) = &progress {
                         progress.set_length(tests as u64);
                     }
-                    let _ = writeln!(
-                        out,
-                        "{}",
-                        styled(
-                            BOLD_GREEN,
-                            &format!("    Starting {tests} tests across {binaries} binaries")
-                        )
-                    );
+                    if !settings.quiet {
+                        let _ = writeln!(
+                            out,
+                            "{}",
+                            styled(
+                                BOLD_GREEN,
+                                &format!("    Starting {tests} tests across {binaries} binaries")
+                            )
+                        );
+                    }
                     if settings.verbose {
                         let _ = writeln!(out, " Containment {containment}");
                     }
@@ -206,7 +210,12 @@ pub(crate) fn report(
                 summary.count(&outcome);
                 // Tests that did not run are counted, not listed, unless
                 // asked: an interruption may leave thousands.
-                let listed = settings.verbose || outcome.status != Status::NotRun;
+                // Quiet, only failures are.
+                let listed = if settings.quiet {
+                    outcome.status.is_failure()
+                } else {
+                    settings.verbose || outcome.status != Status::NotRun
+                };
                 match settings.format {
                     MessageFormat::Human if !listed => {
                         if let Some(progress) = &progress {
@@ -625,6 +634,8 @@ mod tests {
         TestBinary {
             id: "pkg::target".to_owned(),
             package: "pkg".to_owned(),
+            target: "target".to_owned(),
+            kind: crate::build::BinaryKind::Test,
             selector: selector.to_owned(),
             path: PathBuf::from("/nonexistent"),
             launch: Default::default(),

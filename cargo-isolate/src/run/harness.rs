@@ -474,6 +474,8 @@ mod tests {
         TestBinary {
             id: "package::suite".to_owned(),
             package: "package".to_owned(),
+            target: "suite".to_owned(),
+            kind: crate::build::BinaryKind::Test,
             selector: "--test suite".to_owned(),
             path: PathBuf::from("suite"),
             launch: Default::default(),

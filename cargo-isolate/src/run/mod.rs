@@ -48,9 +48,10 @@ mod libtest;
 mod watchdog;
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -92,7 +93,7 @@ pub(crate) enum Status {
     Broken,
     /// The run was interrupted (Ctrl-C, SIGTERM) while it ran.
     Interrupted,
-    /// Not run: the run was interrupted, or `--fail-fast` stopped it,
+    /// Not run: the run was interrupted, or `--max-fail` stopped it,
     /// before it started.
     NotRun,
 }
@@ -110,9 +111,15 @@ const INTERRUPTED_WHILE_RUNNING: &str = "interrupted while it ran";
 /// interrupted.
 const NOT_RUN_INTERRUPTED: &str = "not run: the run was interrupted";
 
-/// The message of a test that did not start because a test failed under
-/// `--fail-fast`.
-const NOT_RUN_FAIL_FAST: &str = "not run: a test failed and --fail-fast stopped the run";
+/// The message of a test that did not start because `max` tests failed
+/// (`--max-fail`, `--fail-fast`).
+fn not_run_failed(max: NonZeroU32) -> String {
+    if max == NonZeroU32::MIN {
+        "not run: a test failed and --fail-fast stopped the run".to_owned()
+    } else {
+        format!("not run: {max} tests failed and --max-fail stopped the run")
+    }
+}
 
 /// One test's result.
 #[derive(Clone, Debug)]
@@ -152,7 +159,9 @@ pub(crate) enum Event {
 pub(crate) struct RunPlan {
     pub(crate) threads: usize,
     pub(crate) timeout: Option<Duration>,
-    pub(crate) fail_fast: bool,
+    /// How many failed tests stop the run from starting more (`None`: no
+    /// limit).
+    pub(crate) max_fail: Option<NonZeroU32>,
     pub(crate) retries: u32,
     /// Tests write to the terminal instead of being captured.
     pub(crate) nocapture: bool,
@@ -261,15 +270,19 @@ pub(crate) fn run(
             .collect(),
         Isolation::Batch => batches(plain, plan.threads),
     };
-    // `--fail-fast` starts no more tests after a failure, as an
+    // `--max-fail` starts no more tests after that many failures, as an
     // interruption does, but lets the running ones finish.
-    let failed_fast = AtomicBool::new(false);
+    let failures = AtomicU32::new(0);
     let stop = |outcome: &TestOutcome| {
-        if plan.fail_fast && outcome.status.is_failure() {
-            failed_fast.store(true, Ordering::SeqCst);
+        if outcome.status.is_failure() {
+            failures.fetch_add(1, Ordering::SeqCst);
         }
     };
-    let stopped = || interrupt.is_interrupted() || failed_fast.load(Ordering::SeqCst);
+    let failed_enough = || {
+        plan.max_fail
+            .is_some_and(|max| failures.load(Ordering::SeqCst) >= max.get())
+    };
+    let stopped = || interrupt.is_interrupted() || failed_enough();
     let mut not_started: Vec<(usize, String)> = Vec::new();
     // A harness binary runs with every thread, one after another, before
     // the per-test work.
@@ -374,18 +387,12 @@ pub(crate) fn run(
             }
         }
     }
-    let why = if interrupt.is_interrupted() {
-        NOT_RUN_INTERRUPTED
-    } else {
-        NOT_RUN_FAIL_FAST
+    let why = match plan.max_fail {
+        Some(max) if !interrupt.is_interrupted() => not_run_failed(max),
+        _ => NOT_RUN_INTERRUPTED.to_owned(),
     };
     for (binary, name) in not_started {
-        let outcome = outcome(
-            &binaries[binary].binary,
-            &name,
-            Status::NotRun,
-            why.to_owned(),
-        );
+        let outcome = outcome(&binaries[binary].binary, &name, Status::NotRun, why.clone());
         let _ = events.send(Event::Finished(Box::new(outcome)));
     }
     let (swept, confinement) = watchdog.stop();
