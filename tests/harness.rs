@@ -425,7 +425,7 @@ const EXPECTED: &[(&str, Verdict, &str)] = &[
     (
         "returns_err",
         Verdict::Failed,
-        "Error: \"the answer was 41\"",
+        "returned Err: \"the answer was 41\"",
     ),
     ("returns_ok", Verdict::Ok, ""),
     ("sees_no_other_test_s_result_region", Verdict::Ok, ""),

@@ -127,7 +127,7 @@ impl TestResult for () {
 
 impl<E: Debug> TestResult for Result<(), E> {
     fn into_test_result(self) -> Result<(), String> {
-        self.map_err(|error| format!("Error: {error:?}"))
+        self.map_err(|error| format!("{error:?}"))
     }
 }
 
@@ -784,7 +784,7 @@ fn expect_return(run: &TestRun, options: &TestOptions) -> Result<(), String> {
     match (&run.ending, options.should_panic) {
         (Ending::Returned(Ok(())), None) => Ok(()),
         (Ending::Returned(Ok(())), Some(_)) => Err("test did not panic as expected".to_owned()),
-        (Ending::Returned(Err(error)), _) => Err(error.clone()),
+        (Ending::Returned(Err(error)), _) => Err(format!("returned Err: {error}")),
         (Ending::Panicked(_), Some(None)) => Ok(()),
         (Ending::Panicked(report), Some(Some(expected))) if report.message.contains(expected) => {
             Ok(())
@@ -802,7 +802,7 @@ fn expect_return(run: &TestRun, options: &TestOptions) -> Result<(), String> {
 fn describe_ending(ending: &Ending) -> String {
     match ending {
         Ending::Returned(Ok(())) => "returned normally".to_owned(),
-        Ending::Returned(Err(error)) => format!("returned an error: {error}"),
+        Ending::Returned(Err(error)) => format!("returned Err: {error}"),
         Ending::Panicked(report) => {
             let mut text = report.to_string();
             if let Some(backtrace) = &report.backtrace {

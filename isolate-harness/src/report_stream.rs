@@ -631,8 +631,8 @@ mod tests {
         let endings = [
             (Ending::Returned(Ok(())), Ok(()), "returned"),
             (
-                Ending::Returned(Err("Error: \"no\"".to_owned())),
-                Err("Error: \"no\"".to_owned()),
+                Ending::Returned(Err("\"no\"".to_owned())),
+                Err("returned Err: \"no\"".to_owned()),
                 "returned",
             ),
             (
