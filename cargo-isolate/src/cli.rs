@@ -386,6 +386,20 @@ pub(crate) struct RunOptions {
     /// longer than zero and at most a year.
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub(crate) timeout: Option<Duration>,
+    /// Print a SLOW line for a test still running after this long, and
+    /// again each time as long again has passed, as nextest does.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout, default_value = "60s")]
+    pub(crate) slow_timeout: Duration,
+    /// Kill a test once it has run N --slow-timeout periods, as nextest's
+    /// `terminate-after` does: `--slow-timeout 30s --terminate-after 4`
+    /// kills a test after 2 minutes, as `--timeout 2m` would (with both,
+    /// the earlier limit holds).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub(crate) terminate_after: Option<u32>,
     /// Start no more tests after the first failure, as --max-fail 1
     /// [default: run them all].
     #[arg(long, overrides_with = "no_fail_fast")]
@@ -431,8 +445,9 @@ pub(crate) struct RunOptions {
     /// `batch`: a process runs many in sequence, and when it dies the test
     /// that was running gets the crash while the rest go on in a fresh
     /// process; faster, but tests of a batch share state (statics, files
-    /// left open, a heap corrupted by an earlier test). isolate-harness
-    /// binaries always isolate every test.
+    /// left open, a heap corrupted by an earlier test), and a test's
+    /// stdout and stderr are one stream. isolate-harness binaries always
+    /// isolate every test.
     #[arg(long, value_enum, default_value_t = Isolation::Process)]
     pub(crate) isolation: Isolation,
 }
@@ -445,6 +460,19 @@ impl RunOptions {
             (true, _) => Some(NonZeroU32::MIN),
             (false, Some(MaxFail::Count(count))) => Some(count),
             (false, Some(MaxFail::All) | None) => None,
+        }
+    }
+
+    /// How long a test may run before it is killed: the earlier of
+    /// `--timeout` and `--terminate-after` periods of `--slow-timeout`, at
+    /// most [`MAX_TIMEOUT`]; `None` without either.
+    pub(crate) fn kill_after(&self) -> Option<Duration> {
+        let periods = self
+            .terminate_after
+            .map(|periods| self.slow_timeout.saturating_mul(periods).min(MAX_TIMEOUT));
+        match (self.timeout, periods) {
+            (Some(timeout), Some(periods)) => Some(timeout.min(periods)),
+            (timeout, periods) => timeout.or(periods),
         }
     }
 }
@@ -600,7 +628,7 @@ fn parse_jobs(text: &str) -> Result<i32, String> {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Rerun {
     /// Options before the test's package and target: where the workspace
-    /// is, how it is built, the timeout and the isolation.
+    /// is, how it is built, the time a test may take and the isolation.
     pub(crate) options: Vec<String>,
     /// Harness arguments after the test's name: `--include-ignored` when
     /// the run ran ignored tests, so that an ignored test that failed runs.
@@ -683,6 +711,14 @@ impl TestArgs {
         }
         if let Some(timeout) = self.run.timeout {
             options.extend(["--timeout".to_owned(), format_duration(timeout)]);
+        }
+        if let Some(periods) = self.run.terminate_after {
+            options.extend([
+                "--slow-timeout".to_owned(),
+                format_duration(self.run.slow_timeout),
+                "--terminate-after".to_owned(),
+                periods.to_string(),
+            ]);
         }
         if self.run.isolation != Isolation::Process
             && let Some(isolation) = self.run.isolation.to_possible_value()
@@ -1017,6 +1053,9 @@ mod tests {
             &["-j", "99999999999"],
             &["--timeout", "0s"],
             &["--timeout", "18446744073709551615s"],
+            &["--slow-timeout", "0s"],
+            &["--terminate-after", "0"],
+            &["--terminate-after", "4294967296"],
         ] {
             let error = parse_test(bad).unwrap_err();
             assert_eq!(
@@ -1047,6 +1086,10 @@ mod tests {
             "x86_64-unknown-linux-gnu",
             "--timeout",
             "90s",
+            "--slow-timeout",
+            "500ms",
+            "--terminate-after",
+            "3",
             "--isolation",
             "batch",
             "--retries",
@@ -1070,6 +1113,10 @@ mod tests {
                     "x86_64-unknown-linux-gnu",
                     "--timeout",
                     "90s",
+                    "--slow-timeout",
+                    "500ms",
+                    "--terminate-after",
+                    "3",
                     "--isolation",
                     "batch",
                 ]
@@ -1079,5 +1126,43 @@ mod tests {
             }
         );
         assert_eq!(parse_test(&[]).unwrap().rerun(), Rerun::default());
+        // The slow timeout alone changes no test's end: it is not repeated.
+        let slow = parse_test(&["--slow-timeout", "2s"]).unwrap();
+        assert_eq!(slow.rerun(), Rerun::default());
+    }
+
+    #[test]
+    fn a_test_is_killed_at_the_earlier_of_its_limits() {
+        let kill_after = |args: &[&str]| parse_test(args).unwrap().run.kill_after();
+        assert_eq!(kill_after(&[]), None);
+        // Slow lines alone kill nothing.
+        assert_eq!(kill_after(&["--slow-timeout", "1s"]), None);
+        assert_eq!(
+            kill_after(&["--terminate-after", "2"]),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            kill_after(&["--slow-timeout", "300ms", "--terminate-after", "2"]),
+            Some(Duration::from_millis(600))
+        );
+        assert_eq!(
+            kill_after(&[
+                "--slow-timeout",
+                "1s",
+                "--terminate-after",
+                "5",
+                "--timeout",
+                "2s"
+            ]),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            kill_after(&["--slow-timeout", "8760h", "--terminate-after", "4000000000"]),
+            Some(MAX_TIMEOUT)
+        );
+        assert_eq!(
+            parse_test(&[]).unwrap().run.slow_timeout,
+            Duration::from_secs(60)
+        );
     }
 }

@@ -141,7 +141,8 @@ fn test(args: &cli::TestArgs) -> i32 {
     }
     let plan = run::RunPlan {
         threads,
-        timeout: args.run.timeout,
+        timeout: args.run.kill_after(),
+        slow_timeout: args.run.slow_timeout,
         max_fail: args.run.max_fail(),
         retries: args.run.retries,
         nocapture: args.no_capture(),
@@ -171,6 +172,7 @@ fn test(args: &cli::TestArgs) -> i32 {
         quiet: args.quiet(),
         junit: args.report.junit.as_deref(),
         rerun: &rerun,
+        retries: args.run.retries,
     };
     let (sender, receiver) = std::sync::mpsc::channel();
     let summary = std::thread::scope(|scope| {

@@ -5,14 +5,23 @@
 //!
 //! One object per line, each with `"version": 1` and an `"event"`:
 //!
-//! - `{"event":"run-started","tests":N,"binaries":N}`
+//! - `{"event":"run-started","tests":N,"binaries":N,"skipped":N}`: `tests`
+//!   is how many run; `skipped` how many tests of the binaries do not
+//!   (filtered out, ignored, in another partition).
+//! - `{"event":"test-slow","binary":"pkg::target","name":"...","elapsed_ms":60000}`:
+//!   a test runs on after another `--slow-timeout` period.
+//! - `{"event":"test-attempt-failed",...}`: an attempt at a test failed and
+//!   the test runs again (`--retries`); the fields of `test-finished`.
 //! - `{"event":"test-finished","binary":"pkg::target","name":"...","status":"crashed",
 //!   "signal":11,"signal_name":"SIGSEGV","core_dumped":false,"message":"killed by signal 11
 //!   (SIGSEGV: invalid memory reference)","duration_ms":1.2,"stdout":"...","stderr":"...",
 //!   "leaked":0}`; `status` is one of `passed`, `failed`, `crashed`,
 //!   `timed-out`, `exited-early` (with `exit_code`), `ignored`, `broken`,
 //!   `interrupted`, `not-run`; `attempts` counts runs under `--retries`,
-//!   and `flaky` says a test failed before it passed.
+//!   and `flaky` says a test failed before it passed. A test that returned
+//!   `Err` failed with the message `returned Err: ` and the error's debug
+//!   text. Under `--isolation batch`, a plain test's stdout and stderr are
+//!   one stream, in `stdout`.
 //! - `{"event":"run-finished","passed":N,"failed":N,...,"duration_ms":…}`
 //!
 //! # An interrupted run
@@ -26,6 +35,14 @@
 //! one as it was: the report is written beside its path and renamed onto
 //! it.
 //!
+//! # For people
+//!
+//! A line per test as it ends (`PASS`, `FAIL`, `CRASH`, ...), a `SLOW`
+//! line each `--slow-timeout` period a test runs on, and under
+//! `--retries` a `TRY N` line per attempt, with the diagnosis of each
+//! failed one; after the summary, a `FLAKY N/M` line per test that passed
+//! on attempt N of M, as nextest prints them.
+//!
 //! # Rerun commands
 //!
 //! Human output ends with a command per failure that runs that test again,
@@ -33,6 +50,7 @@
 //! shell so that it runs as printed whatever the test's name or the
 //! workspace's path holds.
 
+use std::collections::HashMap;
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -120,6 +138,8 @@ pub(crate) struct ReportSettings<'a> {
     pub(crate) junit: Option<&'a Path>,
     /// What the rerun commands repeat of the run.
     pub(crate) rerun: &'a Rerun,
+    /// How many times a failing test runs again (`--retries`).
+    pub(crate) retries: u32,
 }
 
 /// Reads events until the run ends, writing the reports; returns the
@@ -152,59 +172,114 @@ pub(crate) fn report(
         });
     let mut summary = Summary::default();
     let mut outcomes = Vec::new();
+    // The failed attempts of each test that ran again, for JUnit.
+    let mut attempts: HashMap<(String, String), Vec<TestOutcome>> = HashMap::new();
+    let human = settings.format == MessageFormat::Human;
     for event in events {
         match event {
             Event::Started {
                 tests,
                 binaries,
+                skipped,
                 containment,
-            } => match settings.format {
-                MessageFormat::Human => {
-                    if let Some(progress) = &progress {
-                        progress.set_length(tests as u64);
-                    }
-                    if !settings.quiet {
-                        let _ = writeln!(
-                            out,
-                            "{}",
-                            styled(
-                                BOLD_GREEN,
-                                &format!("    Starting {tests} tests across {binaries} binaries")
-                            )
-                        );
-                    }
-                    if settings.verbose {
-                        let _ = writeln!(out, " Containment {containment}");
-                    }
+            } if human => {
+                if let Some(progress) = &progress {
+                    progress.set_length(tests as u64);
                 }
-                MessageFormat::Json => {
+                let mut line = format!(
+                    "    Starting {} across {}",
+                    counted(tests, "test", "tests"),
+                    counted(binaries, "binary", "binaries")
+                );
+                if skipped > 0 {
+                    line.push_str(&format!(" ({skipped} skipped)"));
+                }
+                if !settings.quiet {
+                    let _ = writeln!(out, "{}", styled(BOLD_GREEN, &line));
+                }
+                if settings.verbose {
+                    let _ = writeln!(out, " Containment {containment}");
+                }
+            }
+            Event::Started {
+                tests,
+                binaries,
+                skipped,
+                containment,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    json!({"version": JSON_VERSION, "event": "run-started", "tests": tests, "binaries": binaries, "skipped": skipped, "containment": containment})
+                );
+            }
+            Event::Swept(processes) => {
+                let message = format!(
+                    "{} that tests left outside their process groups {} found after the run, and killed",
+                    counted(processes, "process", "processes"),
+                    if processes == 1 { "was" } else { "were" }
+                );
+                if human {
                     let _ = writeln!(
                         out,
                         "{}",
-                        json!({"version": JSON_VERSION, "event": "run-started", "tests": tests, "binaries": binaries, "containment": containment})
+                        styled(BOLD_YELLOW, &format!("     Leftover {message}"))
+                    );
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        json!({"version": JSON_VERSION, "event": "leftovers-swept", "processes": processes})
                     );
                 }
-            },
-            Event::Swept(processes) => {
-                let message = format!(
-                    "{processes} process(es) that tests left outside their process groups were found after the run, and killed"
-                );
-                match settings.format {
-                    MessageFormat::Human => {
+            }
+            Event::Slow {
+                binary,
+                name,
+                elapsed,
+            } => {
+                if human {
+                    above_progress(progress.as_ref(), || {
                         let _ = writeln!(
                             out,
-                            "{}",
-                            styled(BOLD_YELLOW, &format!("     Leftover {message}"))
+                            "{} [>{:>7.3}s] {binary} {name}",
+                            styled(BOLD_YELLOW, &format!("{:>12}", "SLOW")),
+                            elapsed.as_secs_f64()
                         );
-                    }
-                    MessageFormat::Json => {
-                        let _ = writeln!(
-                            out,
-                            "{}",
-                            json!({"version": JSON_VERSION, "event": "leftovers-swept", "processes": processes})
-                        );
-                    }
+                    });
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "{}",
+                        json!({
+                            "version": JSON_VERSION,
+                            "event": "test-slow",
+                            "binary": binary,
+                            "name": name,
+                            "elapsed_ms": u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                        })
+                    );
                 }
+            }
+            Event::Retried(attempt) => {
+                if !human {
+                    let mut value = outcome_json(&attempt);
+                    value["event"] = json!("test-attempt-failed");
+                    let _ = writeln!(out, "{value}");
+                } else if !settings.quiet {
+                    // Quiet, only the last attempt's failure is shown.
+                    above_progress(progress.as_ref(), || {
+                        print_test_line(&mut out, &attempt, true, settings.verbose);
+                        for line in attempt.message.lines() {
+                            let _ = writeln!(out, "    {line}");
+                        }
+                        print_output(&mut out, &attempt);
+                    });
+                }
+                attempts
+                    .entry((attempt.binary.id.clone(), attempt.name.clone()))
+                    .or_default()
+                    .push(*attempt);
             }
             Event::Finished(outcome) => {
                 summary.count(&outcome);
@@ -216,23 +291,25 @@ pub(crate) fn report(
                 } else {
                     settings.verbose || outcome.status != Status::NotRun
                 };
-                match settings.format {
-                    MessageFormat::Human if !listed => {
-                        if let Some(progress) = &progress {
-                            progress.inc(1);
-                        }
+                if human {
+                    if listed {
+                        above_progress(progress.as_ref(), || {
+                            print_test_line(
+                                &mut out,
+                                &outcome,
+                                outcome.attempts > 1,
+                                settings.verbose,
+                            );
+                        });
                     }
-                    MessageFormat::Human => match &progress {
-                        Some(progress) => {
-                            progress
-                                .suspend(|| print_test_line(&mut out, &outcome, settings.verbose));
-                            progress.inc(1);
-                        }
-                        None => print_test_line(&mut out, &outcome, settings.verbose),
-                    },
-                    MessageFormat::Json => {
-                        let _ = writeln!(out, "{}", outcome_json(&outcome));
+                    // The bar counts the tests that run.
+                    if let Some(progress) = &progress
+                        && outcome.status != Status::Ignored
+                    {
+                        progress.inc(1);
                     }
+                } else {
+                    let _ = writeln!(out, "{}", outcome_json(&outcome));
                 }
                 outcomes.push(*outcome);
             }
@@ -243,9 +320,7 @@ pub(crate) fn report(
     }
     let elapsed = started.elapsed();
     match settings.format {
-        MessageFormat::Human => {
-            print_summary(&mut out, &summary, &outcomes, settings.rerun, elapsed)
-        }
+        MessageFormat::Human => print_summary(&mut out, &summary, &outcomes, settings, elapsed),
         MessageFormat::Json => {
             let _ = writeln!(
                 out,
@@ -270,7 +345,7 @@ pub(crate) fn report(
         }
     }
     if let Some(path) = settings.junit {
-        write_junit(path, &outcomes, elapsed)?;
+        write_junit(path, &outcomes, &attempts, elapsed)?;
     }
     Ok(summary)
 }
@@ -282,6 +357,19 @@ const BOLD_MAGENTA: Style = AnsiColor::Magenta.on_default().bold();
 
 fn styled(style: Style, text: &str) -> String {
     format!("{style}{text}{style:#}")
+}
+
+/// `count` and the noun that goes with it: `1 test`, `2 tests`.
+fn counted(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+/// Runs `print` with the progress bar, if any, out of its way.
+fn above_progress(progress: Option<&ProgressBar>, print: impl FnOnce()) {
+    match progress {
+        Some(progress) => progress.suspend(print),
+        None => print(),
+    }
 }
 
 /// The label and colour of a status in human output.
@@ -299,10 +387,14 @@ fn label(status: &Status) -> (&'static str, Style) {
     }
 }
 
-fn print_test_line(out: &mut impl Write, outcome: &TestOutcome, verbose: bool) {
-    let (label, style) = match (&outcome.status, outcome.flaky) {
-        (Status::Passed, true) => ("FLAKY", BOLD_YELLOW),
-        (status, _) => label(status),
+/// The line of a test that ended, or of an attempt at it: `tried` says
+/// which attempt it was, as `TRY N`.
+fn print_test_line(out: &mut impl Write, outcome: &TestOutcome, tried: bool, verbose: bool) {
+    let (label, style) = label(&outcome.status);
+    let label = if tried {
+        format!("TRY {} {label}", outcome.attempts)
+    } else {
+        label.to_owned()
     };
     let mut line = format!(
         "{} [{:>8.3}s] {} {}",
@@ -317,7 +409,10 @@ fn print_test_line(out: &mut impl Write, outcome: &TestOutcome, verbose: bool) {
     if outcome.leaked > 0 {
         line.push_str(&styled(
             BOLD_YELLOW,
-            &format!(" [leaked {} process(es), killed]", outcome.leaked),
+            &format!(
+                " [leaked {}, killed]",
+                counted(outcome.leaked, "process", "processes")
+            ),
         ));
     }
     let _ = writeln!(out, "{line}");
@@ -344,7 +439,7 @@ fn print_summary(
     out: &mut impl Write,
     summary: &Summary,
     outcomes: &[TestOutcome],
-    rerun: &Rerun,
+    settings: &ReportSettings<'_>,
     elapsed: Duration,
 ) {
     let failures: Vec<&TestOutcome> = outcomes
@@ -362,13 +457,13 @@ fn print_summary(
             styled(style, label),
             outcome.binary.id,
             outcome.name,
-            outcome.message.lines().next().unwrap_or_default()
+            first_line(&outcome.message)
         );
         for line in outcome.message.lines().skip(1) {
             let _ = writeln!(out, "    {line}");
         }
         print_output(out, outcome);
-        if let Some(command) = rerun_command(rerun, &outcome.binary, &outcome.name) {
+        if let Some(command) = rerun_command(settings.rerun, &outcome.binary, &outcome.name) {
             let _ = writeln!(out, "    rerun: {command}");
         }
     }
@@ -396,12 +491,23 @@ fn print_summary(
     };
     let _ = writeln!(
         out,
-        "\n{} [{:>8.3}s] {} tests run: {}",
+        "\n{} [{:>8.3}s] {} run: {}",
         styled(style, "     Summary"),
         elapsed.as_secs_f64(),
-        summary.run(),
+        counted(summary.run(), "test", "tests"),
         parts.join(", ")
     );
+    for outcome in outcomes.iter().filter(|outcome| outcome.flaky) {
+        let label = format!("FLAKY {}/{}", outcome.attempts, settings.retries + 1);
+        let _ = writeln!(
+            out,
+            "{} [{:>8.3}s] {} {}",
+            styled(BOLD_YELLOW, &format!("{label:>12}")),
+            outcome.duration.as_secs_f64(),
+            outcome.binary.id,
+            outcome.name
+        );
+    }
 }
 
 /// The command that runs the test `name` of `binary` again, alone, with
@@ -543,12 +649,19 @@ fn junit_scratch(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
 /// The JUnit report: one test suite per binary. A crash's `<failure>` has
 /// the signal's name as its type, timeouts and early exits have types of
 /// their own, a test that did not run is skipped, and captured output goes
-/// to `system-out` and `system-err`.
+/// to `system-out` and `system-err`. The failed attempts of a test that
+/// ran again (`attempts`, by binary and name) are its `flakyFailure`s when
+/// it passed in the end, its `rerunFailure`s when it did not.
 ///
 /// It is written to a file beside `path`, then renamed onto it: a runner
 /// killed while it writes (a second Ctrl-C) leaves no half a report at
 /// `path` (only, beside it, the file it was writing).
-fn write_junit(path: &Path, outcomes: &[TestOutcome], elapsed: Duration) -> std::io::Result<()> {
+fn write_junit(
+    path: &Path,
+    outcomes: &[TestOutcome],
+    attempts: &HashMap<(String, String), Vec<TestOutcome>>,
+    elapsed: Duration,
+) -> std::io::Result<()> {
     let mut report = Report::new("cargo-isolate");
     report.set_time(elapsed);
     let mut suites: Vec<TestSuite> = Vec::new();
@@ -563,17 +676,8 @@ fn write_junit(path: &Path, outcomes: &[TestOutcome], elapsed: Duration) -> std:
                 suites.len() - 1
             }
         };
-        let status = match &outcome.status {
-            Status::Passed => {
-                let mut success = TestCaseStatus::success();
-                // Each failed attempt before the pass, as a flaky failure.
-                for _ in 1..outcome.attempts {
-                    let mut rerun = TestRerun::new(NonSuccessKind::Failure);
-                    rerun.set_message("failed before passing on a retry");
-                    success.add_rerun(rerun);
-                }
-                success
-            }
+        let mut status = match &outcome.status {
+            Status::Passed => TestCaseStatus::success(),
             Status::Ignored => TestCaseStatus::skipped(),
             Status::NotRun => {
                 let mut skipped = TestCaseStatus::skipped();
@@ -581,33 +685,33 @@ fn write_junit(path: &Path, outcomes: &[TestOutcome], elapsed: Duration) -> std:
                 skipped
             }
             status => {
-                let kind = if matches!(status, Status::Broken | Status::Interrupted) {
-                    NonSuccessKind::Error
-                } else {
-                    NonSuccessKind::Failure
-                };
+                let (kind, failure_type) = junit_failure(status);
                 let mut failure = TestCaseStatus::non_success(kind);
-                let failure_type = match status {
-                    Status::Crashed { signal, .. } => signal.name(),
-                    Status::TimedOut { .. } => "timeout".to_owned(),
-                    Status::ExitedEarly { .. } => "exit".to_owned(),
-                    Status::Broken => "broken".to_owned(),
-                    Status::Interrupted => "interrupted".to_owned(),
-                    _ => "test failure".to_owned(),
-                };
                 failure.set_type(failure_type);
-                failure.set_message(
-                    outcome
-                        .message
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
+                failure.set_message(first_line(&outcome.message));
                 failure.set_description(outcome.message.clone());
                 failure
             }
         };
+        let earlier = attempts
+            .get(&(outcome.binary.id.clone(), outcome.name.clone()))
+            .map_or(&[][..], Vec::as_slice);
+        status.add_reruns(earlier.iter().map(|attempt| {
+            let (kind, failure_type) = junit_failure(&attempt.status);
+            let mut rerun = TestRerun::new(kind);
+            rerun
+                .set_type(failure_type)
+                .set_message(first_line(&attempt.message))
+                .set_description(attempt.message.clone())
+                .set_time(attempt.duration);
+            if !attempt.stdout.is_empty() {
+                rerun.set_system_out(attempt.stdout.clone());
+            }
+            if !attempt.stderr.is_empty() {
+                rerun.set_system_err(attempt.stderr.clone());
+            }
+            rerun
+        }));
         let mut case = TestCase::new(outcome.name.clone(), status);
         case.set_classname(outcome.binary.id.clone());
         case.set_time(outcome.duration);
@@ -624,6 +728,30 @@ fn write_junit(path: &Path, outcomes: &[TestOutcome], elapsed: Duration) -> std:
     report.serialize(&mut file).map_err(io::Error::other)?;
     let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
     file.persist(path).map(drop).map_err(|error| error.error)
+}
+
+/// The kind and type of a JUnit `<failure>` or `<error>` for a test that
+/// ended as `status`: the machinery's failures and interruptions are
+/// errors, the rest the test's failures.
+fn junit_failure(status: &Status) -> (NonSuccessKind, String) {
+    let kind = if matches!(status, Status::Broken | Status::Interrupted) {
+        NonSuccessKind::Error
+    } else {
+        NonSuccessKind::Failure
+    };
+    let failure_type = match status {
+        Status::Crashed { signal, .. } => signal.name(),
+        Status::TimedOut { .. } => "timeout".to_owned(),
+        Status::ExitedEarly { .. } => "exit".to_owned(),
+        Status::Broken => "broken".to_owned(),
+        Status::Interrupted => "interrupted".to_owned(),
+        _ => "test failure".to_owned(),
+    };
+    (kind, failure_type)
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]

@@ -125,7 +125,9 @@ fn every_verdict_in_json_junit_and_human_output() {
     let events = json_events(&output);
     assert!(events.iter().all(|event| event["version"] == 1));
     assert_eq!(events[0]["event"], "run-started");
-    assert_eq!(events[0]["tests"], EXPECTED.len());
+    // The ignored test is skipped.
+    assert_eq!(events[0]["tests"], EXPECTED.len() - 1);
+    assert_eq!(events[0]["skipped"], 1);
     let finished: BTreeMap<(String, String), &serde_json::Value> = events
         .iter()
         .filter(|event| event["event"] == "test-finished")
@@ -227,7 +229,7 @@ fn human_output_names_each_failure_and_how_to_rerun_it() {
     assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
-        text.contains("Starting 2 tests across 1 binaries"),
+        text.contains("Starting 2 tests across 1 binary (16 skipped)"),
         "{text}"
     );
     assert!(
@@ -521,7 +523,7 @@ fn a_rerun_command_runs_as_printed_with_the_run_s_conditions() {
         ),
         "{text}"
     );
-    assert!(text.contains("1 tests run: 0 passed, 1 failed"), "{text}");
+    assert!(text.contains("1 test run: 0 passed, 1 failed"), "{text}");
 }
 
 #[test]
@@ -587,7 +589,7 @@ fn a_test_that_passes_on_a_retry_is_flaky() {
     let events = json_events(&output);
     let flaky = events
         .iter()
-        .find(|event| event["name"] == "fails_once")
+        .find(|event| event["event"] == "test-finished" && event["name"] == "fails_once")
         .unwrap_or_else(|| panic!("{}", describe(&output)));
     assert_eq!(flaky["status"], "passed");
     assert_eq!(flaky["flaky"], true);
@@ -1123,4 +1125,378 @@ fn a_harness_that_dies_or_misses_tests_fails_them_and_a_look_alike_runs_as_libte
         .filter(|event| event["event"] == "test-finished")
         .count();
     assert_eq!(finished, MISBEHAVING.len(), "{}", describe(&output));
+}
+
+/// The lines `output` printed, without their leading spaces.
+fn printed_lines(output: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.trim_start().to_owned())
+        .collect()
+}
+
+/// Whether a line of `lines` starts with `label` and ends with `test`.
+fn has_line(lines: &[String], label: &str, test: &str) -> bool {
+    lines
+        .iter()
+        .any(|line| line.starts_with(label) && line.ends_with(test))
+}
+
+/// The `test-finished` event of test `name` of `binary` in `events`.
+fn finished<'a>(
+    events: &'a [serde_json::Value],
+    binary: &str,
+    name: &str,
+) -> &'a serde_json::Value {
+    events
+        .iter()
+        .find(|event| {
+            event["event"] == "test-finished" && event["binary"] == binary && event["name"] == name
+        })
+        .unwrap_or_else(|| panic!("no result for {binary} {name}: {events:#?}"))
+}
+
+#[test]
+fn a_slow_test_is_reported_each_period_and_terminate_after_ends_it() {
+    let output = cargo_isolate(
+        "everyday",
+        &[
+            "test",
+            "--slow-timeout",
+            "300ms",
+            "--terminate-after",
+            "3",
+            "--message-format",
+            "json",
+            "--",
+            "--ignored",
+            "--exact",
+            "runs_long",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let events = json_events(&output);
+    for binary in ["everyday::plain", "everyday::harnessed"] {
+        // A line each period, none once the limit ends the test.
+        let slow: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|event| event["event"] == "test-slow" && event["binary"] == binary)
+            .map(|event| &event["elapsed_ms"])
+            .collect();
+        assert_eq!(slow, [300, 600], "{binary}: {}", describe(&output));
+        let ended = finished(&events, binary, "runs_long");
+        assert_eq!(ended["status"], "timed-out", "{ended}");
+        assert!(
+            ended["message"]
+                .as_str()
+                .unwrap()
+                .contains("timed out after 900ms"),
+            "{ended}"
+        );
+    }
+}
+
+#[test]
+fn a_timed_out_test_s_rerun_line_carries_its_limits_and_runs_as_printed() {
+    let output = cargo_isolate(
+        "everyday",
+        &[
+            "test",
+            "-p",
+            "everyday",
+            "--test",
+            "plain",
+            "--timeout",
+            "1s",
+            "--slow-timeout",
+            "400ms",
+            "--terminate-after",
+            "5",
+            "--color",
+            "never",
+            "--",
+            "--ignored",
+            "--exact",
+            "runs_long",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let lines = printed_lines(&output);
+    let test = "everyday::plain runs_long";
+    for label in ["SLOW [>  0.400s]", "SLOW [>  0.800s]", "TIMEOUT ["] {
+        assert!(has_line(&lines, label, test), "{label}: {lines:#?}");
+    }
+    let reruns: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("rerun: "))
+        .collect();
+    let [rerun] = reruns[..] else {
+        panic!("not one rerun command: {lines:#?}");
+    };
+    let words = shlex::split(rerun).unwrap();
+    let options = "--timeout 1s --slow-timeout 400ms --terminate-after 5";
+    assert!(words.join(" ").contains(options), "{rerun}");
+    // Pasted into a shell, it ends with the same timeout.
+    let started = std::time::Instant::now();
+    let again = clean_command("sh", "fixture-everyday")
+        .arg("-c")
+        .arg(format!(
+            "cargo() {{ \"$ISOLATE_E2E_BINARY\" \"$@\"; }}\n{rerun}"
+        ))
+        .env("ISOLATE_E2E_BINARY", env!("CARGO_BIN_EXE_cargo-isolate"))
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(100), "{}", describe(&again));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+    let lines = printed_lines(&again);
+    assert!(has_line(&lines, "TIMEOUT [", test), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("rerun: ") && line.contains(options)),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn retries_show_each_attempt_and_the_tests_that_were_flaky() {
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let flaky = scratch.join(format!("everyday-flaky-{}", std::process::id()));
+    let junit = scratch.join(format!("everyday-flaky-{}.xml", std::process::id()));
+    let _ = std::fs::remove_dir_all(&flaky);
+    std::fs::create_dir_all(&flaky).unwrap();
+    let output = command(
+        "everyday",
+        &[
+            "test",
+            "--retries",
+            "2",
+            "--color",
+            "never",
+            "--junit",
+            junit.to_str().unwrap(),
+            "fails_",
+        ],
+    )
+    .env("EVERYDAY_FLAKY_DIR", &flaky)
+    .output()
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&flaky);
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let lines = printed_lines(&output);
+    for test in [
+        "everyday::plain fails_once",
+        "everyday::harnessed fails_once",
+    ] {
+        for label in ["TRY 1 FAIL [", "TRY 2 PASS ["] {
+            assert!(has_line(&lines, label, test), "{label} {test}: {lines:#?}");
+        }
+    }
+    for label in ["TRY 1 FAIL [", "TRY 2 FAIL [", "TRY 3 FAIL ["] {
+        let test = "everyday::plain fails_with_output";
+        assert!(has_line(&lines, label, test), "{label} {test}: {lines:#?}");
+    }
+    // The failed attempt's diagnosis follows its line.
+    let first = lines
+        .iter()
+        .position(|line| line.starts_with("TRY 1 FAIL [") && line.ends_with("plain fails_once"))
+        .unwrap();
+    assert!(
+        lines[first + 1].starts_with("panicked at tests/plain.rs:")
+            && lines[first + 1].ends_with(": first attempt"),
+        "{lines:#?}"
+    );
+    // After the summary, the tests that passed on a retry.
+    let summary = lines
+        .iter()
+        .position(|line| line.starts_with("Summary ["))
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(
+        lines[summary].ends_with("3 tests run: 2 passed, 1 failed, 2 flaky"),
+        "{lines:#?}"
+    );
+    for test in [
+        "everyday::plain fails_once",
+        "everyday::harnessed fails_once",
+    ] {
+        assert!(
+            has_line(&lines[summary..], "FLAKY 2/3 [", test),
+            "{test}: {lines:#?}"
+        );
+    }
+    let junit = std::fs::read_to_string(&junit).unwrap();
+    let flaky_case = junit_case(&junit, "fails_once");
+    assert!(
+        flaky_case.contains("<flakyFailure") && flaky_case.contains(": first attempt"),
+        "{junit}"
+    );
+    let failing_case = junit_case(&junit, "fails_with_output");
+    assert_eq!(failing_case.matches("<rerunFailure").count(), 2, "{junit}");
+}
+
+#[test]
+fn every_report_says_what_a_test_returned_or_libtest_said_and_keeps_no_libtest_warning() {
+    let junit = Path::new(env!("CARGO_TARGET_TMPDIR")).join("everyday-junit.xml");
+    let output = cargo_isolate(
+        "everyday",
+        &[
+            "test",
+            "--message-format",
+            "json",
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let events = json_events(&output);
+    // Two tests that run for ten minutes and one ignored test are skipped.
+    assert_eq!(
+        (&events[0]["tests"], &events[0]["skipped"]),
+        (&10.into(), &3.into())
+    );
+    for binary in ["everyday::plain", "everyday::harnessed"] {
+        assert_eq!(
+            finished(&events, binary, "returns_err")["message"],
+            "returned Err: \"the answer was 41\""
+        );
+    }
+    let plain = |name| finished(&events, "everyday::plain", name);
+    let message = |name| plain(name)["message"].as_str().unwrap().to_owned();
+    assert!(
+        message("does_not_panic").starts_with("test did not panic as expected at tests/plain.rs:"),
+        "{}",
+        plain("does_not_panic")
+    );
+    assert!(
+        message("panics_with_other_words").starts_with("panic did not contain expected string"),
+        "{}",
+        plain("panics_with_other_words")
+    );
+    let with_output = plain("fails_with_output");
+    assert_eq!(with_output["stdout"], "to stdout");
+    assert!(
+        with_output["stderr"]
+            .as_str()
+            .unwrap()
+            .starts_with("to stderr\n"),
+        "{with_output}"
+    );
+    for event in &events {
+        for stream in ["stdout", "stderr"] {
+            assert!(
+                !event[stream]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("--logfile"),
+                "{event}"
+            );
+        }
+    }
+    let junit = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(
+        junit
+            .matches(r#"message="returned Err: &quot;the answer was 41&quot;""#)
+            .count(),
+        2,
+        "{junit}"
+    );
+    assert!(!junit.contains("--logfile"), "{junit}");
+    // And for people, with counts in the singular.
+    let output = cargo_isolate(
+        "everyday",
+        &[
+            "test",
+            "-p",
+            "everyday",
+            "--test",
+            "plain",
+            "--color",
+            "never",
+            "returns_err",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let lines = printed_lines(&output);
+    for expected in [
+        "Starting 1 test across 1 binary (8 skipped)",
+        "FAIL everyday::plain returns_err: returned Err: \"the answer was 41\"",
+    ] {
+        assert!(
+            lines.iter().any(|line| line == expected),
+            "{expected}: {lines:#?}"
+        );
+    }
+    assert!(
+        lines.iter().any(|line| line.starts_with("Summary [")
+            && line.ends_with("1 test run: 0 passed, 1 failed")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn a_batch_times_each_test_and_keeps_each_failure_s_output() {
+    let output = cargo_isolate(
+        "everyday",
+        &[
+            "test",
+            "-p",
+            "everyday",
+            "--test",
+            "plain",
+            "--isolation",
+            "batch",
+            "--test-threads",
+            "1",
+            "--message-format",
+            "json",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let events = json_events(&output);
+    let plain = |name| finished(&events, "everyday::plain", name);
+    let duration = |name| plain(name)["duration_ms"].as_f64().unwrap();
+    assert!(
+        duration("sleeps_300ms") >= 250.0 && duration("passes") < duration("sleeps_300ms") - 150.0,
+        "{} {}",
+        plain("sleeps_300ms"),
+        plain("passes")
+    );
+    // A test's stdout and stderr, in the order written.
+    let with_output = plain("fails_with_output");
+    assert_eq!(
+        with_output["message"],
+        "panicked at tests/plain.rs:17:5: on purpose"
+    );
+    assert!(
+        with_output["stdout"]
+            .as_str()
+            .unwrap()
+            .starts_with("to stdout\nto stderr\n"),
+        "{with_output}"
+    );
+    assert_eq!(
+        plain("returns_err")["message"],
+        "returned Err: \"the answer was 41\""
+    );
+    assert!(
+        plain("does_not_panic")["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("test did not panic as expected"),
+        "{}",
+        plain("does_not_panic")
+    );
+    for event in &events {
+        assert!(
+            !event["stdout"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("--logfile"),
+            "{event}"
+        );
+    }
 }

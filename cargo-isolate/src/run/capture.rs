@@ -134,6 +134,11 @@ pub(super) fn named_scratch_file() -> Result<NamedTempFile, ScratchFileError> {
     NamedTempFile::new_in(scratch_dir()).map_err(ScratchFileError::new)
 }
 
+/// The head and tail of a text, as the runner keeps output.
+pub(super) fn kept(text: &str) -> String {
+    report_stream::head_and_tail(text, KEPT_OUTPUT).into_owned()
+}
+
 /// The first and last `kept` bytes of a captured stream, as text.
 pub(super) fn read_kept(mut file: File, kept: usize) -> String {
     let kept = kept as u64;

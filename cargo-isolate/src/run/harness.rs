@@ -20,7 +20,7 @@ use isolate_harness::report_stream::{self, Finished, Line, LineReader, Outcome, 
 use nix::sys::signal::Signal as NixSignal;
 use nix::unistd::Pid;
 
-use super::capture::{KEPT_OUTPUT, ScratchFileError, named_scratch_file, output_file, read_kept};
+use super::capture::{ScratchFileError, kept, named_scratch_file, output_file, read_kept};
 use super::watchdog::{Fired, Watchdog, reap, wait_unreaped};
 use super::with_causes;
 use super::{
@@ -67,7 +67,10 @@ pub(super) fn run_harness(
             failed.into_iter().for_each(send);
             return;
         }
-        pending = failed.into_iter().map(|outcome| outcome.name).collect();
+        pending = failed.iter().map(|outcome| outcome.name.clone()).collect();
+        for outcome in failed {
+            let _ = events.send(Event::Retried(Box::new(outcome)));
+        }
     }
 }
 
@@ -202,14 +205,18 @@ fn run_harness_process(
     let pid = i32::try_from(child.id())
         .map(Pid::from_raw)
         .map_err(|error| HarnessError::Wait(io::Error::other(error)))?;
-    watchdog.watch(pid, None);
+    watchdog.watch(pid, None, None);
     let asked: HashSet<&str> = tests.iter().map(String::as_str).collect();
     read_stream(
         BufReader::with_capacity(PIPE_CAPACITY, Batched(reader)),
         &binary.binary,
         &asked,
         stream,
-        on_outcome,
+        &mut |name| watchdog.time(pid, &binary.binary, name),
+        &mut |outcome| {
+            watchdog.untime(pid, &outcome.name);
+            on_outcome(outcome);
+        },
     );
     wait_unreaped(pid).map_err(HarnessError::Wait)?;
     let ended = reap(&mut child, pid, watchdog).map_err(HarnessError::Wait)?;
@@ -247,12 +254,15 @@ impl StreamRead {
 /// Reads a report stream to its end, and sends the outcome of each test of
 /// `asked` it reports, the first time it does; a line for another test,
 /// and a later line for the same one, are counted unusable, as are lines
-/// the reader skips. The reader keeps at most a line's limit in memory.
+/// the reader skips. `on_started` hears of each test of `asked` that it
+/// says started before its outcome. The reader keeps at most a line's
+/// limit in memory.
 fn read_stream(
     source: impl BufRead,
     binary: &TestBinary,
     asked: &HashSet<&str>,
     stream: &mut StreamRead,
+    on_started: &mut impl FnMut(&str),
     on_outcome: &mut impl FnMut(TestOutcome),
 ) {
     let mut lines = LineReader::new(source);
@@ -279,8 +289,12 @@ fn read_stream(
             }
             Ok(Some(Received::Line(Line::Started(started)))) => {
                 let name = started.name.as_ref();
-                if asked.contains(name) && !stream.reported.contains(name) {
+                if asked.contains(name)
+                    && !stream.reported.contains(name)
+                    && !stream.started.contains_key(name)
+                {
                     stream.started.insert(name.to_owned(), Instant::now());
+                    on_started(name);
                 }
             }
             // An event of a later version.
@@ -455,11 +469,6 @@ fn harness_outcome(binary: &TestBinary, finished: Finished<'_>) -> TestOutcome {
     }
 }
 
-/// The head and tail of a text of the stream, as the runner keeps output.
-fn kept(text: &str) -> String {
-    report_stream::head_and_tail(text, KEPT_OUTPUT).into_owned()
-}
-
 fn libc_sigabrt() -> i32 {
     NixSignal::SIGABRT as i32
 }
@@ -507,6 +516,7 @@ mod tests {
             &binary(),
             &asked,
             &mut stream,
+            &mut |_| {},
             &mut |outcome: TestOutcome| {
                 outcomes.push((outcome.name, outcome.status));
             },
@@ -793,9 +803,8 @@ mod tests {
                 let asked: HashSet<&str> = tests.iter().map(String::as_str).collect();
                 let mut read = StreamRead::default();
                 let mut outcomes = Vec::new();
-                read_stream(&stream[..], &binary(), &asked, &mut read, &mut |outcome| {
-                    outcomes.push(outcome);
-                });
+                let mut on_outcome = |outcome| outcomes.push(outcome);
+                read_stream(&stream[..], &binary(), &asked, &mut read, &mut |_| {}, &mut on_outcome);
                 prop_assert!(read.error.is_none());
                 let why = if interrupted {
                     Unreported::Interrupted

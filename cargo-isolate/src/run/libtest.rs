@@ -2,8 +2,22 @@
 //! process (`--isolation batch`); their verdicts, from libtest's log and the
 //! process's status, and their output, split between tests and freed of
 //! libtest's framing.
+//!
+//! libtest on stable Rust says how each test ended in two places: its
+//! human output, which a test can write too, and the log file of
+//! `--logfile` (deprecated, but the only record of its verdicts that it
+//! writes apart from the test's output; its JSON output is unstable).
+//! The log is read; the warning libtest prints for `--logfile`, glued to
+//! the start of its stderr, is taken out of the test's output.
+//!
+//! In a batch, a test's stdout and stderr go to one file, in the order they
+//! were written, so that libtest's `test NAME ... ` line before each test
+//! splits both exactly between the tests; a test's output in a batch is
+//! that one stream, reported as its stdout (as libtest's own capture keeps
+//! a test's output). Each test's duration is measured from the moment its
+//! log record is seen (within [`BATCH_POLL`]) to the next's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::unix::process::ExitStatusExt;
@@ -16,7 +30,9 @@ use nix::sys::signal::Signal as NixSignal;
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 
-use super::capture::{KEPT_OUTPUT, ScratchFileError, named_scratch_file, output_file, read_kept};
+use super::capture::{
+    KEPT_OUTPUT, ScratchFileError, kept, named_scratch_file, output_file, read_kept,
+};
 use super::watchdog::{Ended, Fired, GRACE_PERIOD, Watchdog, reap, wait_unreaped};
 use super::with_causes;
 use super::{INTERRUPTED_WHILE_RUNNING, RunPlan, Status, TestOutcome, outcome, test_command};
@@ -70,6 +86,8 @@ pub(super) fn run_libtest(
 enum ProcessError {
     #[error(transparent)]
     Scratch(#[from] ScratchFileError),
+    #[error("failed to give its stdout and stderr one file")]
+    Output(#[source] io::Error),
     #[error("failed to spawn {}", path.display())]
     Spawn {
         path: PathBuf,
@@ -118,15 +136,17 @@ fn run_libtest_process(
         Some((stdout, stderr))
     };
     let (mut child, pid) = spawn(command, binary, watchdog)?;
-    watchdog.watch(pid, plan.timeout);
+    watchdog.watch(pid, plan.timeout, Some((binary, name)));
     wait_unreaped(pid).map_err(ProcessError::Wait)?;
     let Ended {
         status,
         fired,
         leaked,
     } = reap(&mut child, pid, watchdog).map_err(ProcessError::Wait)?;
-    let log = std::fs::read_to_string(logfile.path()).unwrap_or_default();
-    let (status, mut message) = libtest_verdict(&log, name, status, fired, plan.timeout);
+    let mut log = Log::new([name]);
+    let mut bytes = Vec::new();
+    let _ = logfile.as_file().read_to_end(&mut bytes);
+    let logged = log.read(&bytes).pop().map(|(_, logged)| logged);
     let (stdout, stderr) = captured
         .map(|(stdout, stderr)| {
             (
@@ -135,11 +155,8 @@ fn run_libtest_process(
             )
         })
         .unwrap_or_default();
-    if status == Status::Failed
-        && let Some(panic) = panic_message(&stderr)
-    {
-        message = panic;
-    }
+    let (status, message) =
+        libtest_verdict(logged.as_ref(), &stderr, name, status, fired, plan.timeout);
     Ok(TestOutcome {
         binary: binary.clone(),
         name: name.to_owned(),
@@ -156,6 +173,9 @@ fn run_libtest_process(
 
 /// Bytes of a batch's output read to split it between its tests.
 const BATCH_OUTPUT: u64 = 16 * 1024 * 1024;
+
+/// How often a batch's log is read while it runs.
+const BATCH_POLL: Duration = Duration::from_millis(5);
 
 /// Runs `names` of a libtest binary in one process, in sequence. Returns
 /// the outcomes of the tests that ran and, if the process died mid-way,
@@ -194,67 +214,79 @@ fn run_batch_process(
     plan: &RunPlan,
     watchdog: &Watchdog,
 ) -> Result<(Vec<TestOutcome>, Vec<String>), ProcessError> {
-    let started = Instant::now();
     let logfile = named_scratch_file()?;
-    let (stdout, stdout_writer) = output_file()?;
-    let (stderr, stderr_writer) = output_file()?;
+    let (output, stdout_writer) = output_file()?;
+    let stderr_writer = stdout_writer.try_clone().map_err(ProcessError::Output)?;
     let mut command = libtest_command(binary, names, logfile.path());
     command.stdout(stdout_writer).stderr(stderr_writer);
+    let mut batch = Batch::new(names, Instant::now());
     let (mut child, pid) = spawn(command, binary, watchdog)?;
-    watchdog.watch(pid, plan.timeout);
-    // The timeout is per test: it starts again whenever libtest logs one.
-    let mut logged = 0;
+    watchdog.watch(
+        pid,
+        plan.timeout,
+        batch.running().map(|first| (binary, first)),
+    );
+    // The log is read as it grows: each test's end starts the next one's
+    // clock and timeout.
+    let mut log = Log::new(names.iter().map(String::as_str));
+    let mut bytes = Vec::new();
     loop {
-        match waitid(
+        let exited = match waitid(
             Id::Pid(pid),
             WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG,
         ) {
-            Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
-            Ok(_) => break,
+            Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => false,
+            Ok(_) => true,
             Err(error) => return Err(ProcessError::Wait(error.into())),
+        };
+        bytes.clear();
+        let _ = logfile.as_file().read_to_end(&mut bytes);
+        let running = batch.running();
+        batch.logged(log.read(&bytes), Instant::now());
+        if exited {
+            break;
         }
-        if let Some(timeout) = plan.timeout {
-            let length = std::fs::metadata(logfile.path()).map_or(0, |metadata| metadata.len());
-            if length != logged {
-                logged = length;
+        if batch.running() != running {
+            if let Some(ended) = running {
+                watchdog.untime(pid, ended);
+            }
+            if let Some(next) = batch.running() {
+                watchdog.time(pid, binary, next);
+            }
+            if let Some(timeout) = plan.timeout {
                 watchdog.rearm(pid, timeout);
             }
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(BATCH_POLL);
     }
     let Ended {
         status,
         fired,
         leaked,
     } = reap(&mut child, pid, watchdog).map_err(ProcessError::Wait)?;
-    let elapsed = started.elapsed();
-    let log = std::fs::read_to_string(logfile.path()).unwrap_or_default();
-    let stdout = read_prefix(stdout, BATCH_OUTPUT);
-    let stderr = read_prefix(stderr, BATCH_OUTPUT);
-    let segments = split_by_test(&stdout, names);
+    let ended = Instant::now();
+    let output = read_prefix(output, BATCH_OUTPUT);
+    let segments = split_by_test(&output, names);
+    let text = |name: &str| kept(segments.get(name).map_or("", String::as_str));
     let mut outcomes = Vec::new();
-    let mut done: Vec<&str> = Vec::new();
-    for (name, verdict) in logged_verdicts(&log) {
-        let Some(name) = names.iter().find(|candidate| *candidate == name) else {
-            continue;
-        };
-        let (status, message) = match verdict {
-            "ok" => (Status::Passed, String::new()),
-            "failed" => (
+    for (name, logged) in &batch.order {
+        let output = text(name);
+        let (status, message) = match logged {
+            Logged::Passed => (Status::Passed, String::new()),
+            Logged::Failed(note) => (
                 Status::Failed,
-                thread_panic(&stderr, name).unwrap_or_else(|| "the test failed".to_owned()),
+                failure_message(note.as_deref(), &output, name),
             ),
-            _ => continue,
         };
-        done.push(name);
         let mut outcome = outcome(binary, name, status, message);
-        outcome.stdout = segments.get(name.as_str()).cloned().unwrap_or_default();
+        outcome.stdout = output;
+        outcome.duration = batch.durations.get(name).copied().unwrap_or_default();
         outcomes.push(outcome);
     }
-    let mut rest: Vec<String> = names
+    let mut rest: Vec<String> = batch
+        .waiting
         .iter()
-        .filter(|name| !done.contains(&name.as_str()))
-        .cloned()
+        .map(|name| (*name).to_owned())
         .collect();
     if !rest.is_empty() {
         // The test that was running when the process died: the last one
@@ -263,27 +295,87 @@ fn run_batch_process(
             .order
             .iter()
             .rev()
-            .find(|name| !done.contains(&name.as_str()))
+            .find(|name| batch.waiting.contains(name.as_str()))
             .cloned()
-            .unwrap_or_else(|| rest.iter().min().cloned().unwrap_or_default());
+            .unwrap_or_else(|| rest[0].clone());
         rest.retain(|name| *name != running);
-        let (status, message) = libtest_verdict("", &running, status, fired, plan.timeout);
+        let output = text(&running);
+        let (status, message) =
+            libtest_verdict(None, &output, &running, status, fired, plan.timeout);
         let mut outcome = outcome(binary, &running, status, message);
-        outcome.stdout = segments.get(running.as_str()).cloned().unwrap_or_default();
-        outcome.stderr = stderr;
+        outcome.stdout = output;
+        outcome.duration = ended.saturating_duration_since(batch.last_end);
         outcomes.push(outcome);
     }
     if let Some(last) = outcomes.last_mut() {
         last.leaked = leaked;
     }
-    let each = elapsed / u32::try_from(outcomes.len().max(1)).unwrap_or(u32::MAX);
-    for outcome in &mut outcomes {
-        outcome.duration = each;
-    }
     Ok((outcomes, rest))
 }
 
-/// A batch's stdout cut into the output of each of its tests, and the
+/// What a batch's log said so far: each test's verdict, and how long each
+/// test took, from when the log was read.
+struct Batch<'a> {
+    /// The tests not logged yet, in the order libtest runs them: by name.
+    waiting: BTreeSet<&'a str>,
+    /// The tests logged, in the order of their first record, each with
+    /// its last verdict.
+    order: Vec<(&'a str, Logged)>,
+    durations: HashMap<&'a str, Duration>,
+    /// When the log was last read.
+    last_read: Instant,
+    /// When the last test logged was seen to end.
+    last_end: Instant,
+}
+
+impl<'a> Batch<'a> {
+    /// A batch of `names`, started at `started`.
+    fn new(names: &'a [String], started: Instant) -> Batch<'a> {
+        Batch {
+            waiting: names.iter().map(String::as_str).collect(),
+            order: Vec::new(),
+            durations: HashMap::new(),
+            last_read: started,
+            last_end: started,
+        }
+    }
+
+    /// The test that runs now, as far as the log says.
+    fn running(&self) -> Option<&'a str> {
+        self.waiting.first().copied()
+    }
+
+    /// Takes the `records` read from the log at `now`. A test whose first
+    /// record they are ended since the log was last read: the first such
+    /// test ran from the end of the one before, and what time passed since
+    /// the last read is shared between them all.
+    fn logged(&mut self, records: Vec<(&'a str, Logged)>, now: Instant) {
+        let mut ended = Vec::new();
+        for (name, logged) in records {
+            if self.waiting.remove(name) {
+                ended.push(name);
+                self.order.push((name, logged));
+            } else if let Some((_, last)) = self.order.iter_mut().find(|(done, _)| *done == name) {
+                // A later record for the same test: the last is libtest's.
+                *last = logged;
+            }
+        }
+        if let Ok(count) = u32::try_from(ended.len())
+            && count > 0
+        {
+            let share = now.saturating_duration_since(self.last_read) / count;
+            let before = self.last_read.saturating_duration_since(self.last_end);
+            for (index, name) in ended.into_iter().enumerate() {
+                let duration = if index == 0 { before + share } else { share };
+                self.durations.insert(name, duration);
+            }
+            self.last_end = now;
+        }
+        self.last_read = now;
+    }
+}
+
+/// A batch's output cut into the output of each of its tests, and the
 /// order libtest announced them in (`test NAME ... ` starts each).
 struct Segments {
     order: Vec<String>,
@@ -296,21 +388,26 @@ impl Segments {
     }
 }
 
-fn split_by_test(stdout: &str, names: &[String]) -> Segments {
+/// The name of the test that libtest's `line` announces, and what follows
+/// on the line: `test NAME ... `, or `test NAME - should panic ... `.
+fn announced(line: &str) -> Option<(&str, &str)> {
+    let (name, rest) = line.strip_prefix("test ")?.split_once(" ... ")?;
+    Some((name.strip_suffix(" - should panic").unwrap_or(name), rest))
+}
+
+fn split_by_test(output: &str, names: &[String]) -> Segments {
     let mut segments = Segments {
         order: Vec::new(),
         text: HashMap::new(),
     };
     let mut current: Option<String> = None;
-    for line in stdout.split_inclusive('\n') {
+    for line in output.split_inclusive('\n') {
         // Once the tests are over, libtest prints its summary.
         if line.trim_end() == "failures:" || line.starts_with("test result: ") {
             break;
         }
-        let started = line
-            .strip_prefix("test ")
-            .and_then(|rest| rest.split_once(" ... "))
-            .filter(|(name, _)| names.iter().any(|candidate| candidate == name));
+        let started =
+            announced(line).filter(|(name, _)| names.iter().any(|candidate| candidate == name));
         let text = match started {
             Some((name, rest)) => {
                 segments.order.push(name.to_owned());
@@ -328,21 +425,18 @@ fn split_by_test(stdout: &str, names: &[String]) -> Segments {
         }
     }
     for text in segments.text.values_mut() {
-        let trimmed = text.trim_end();
-        let trimmed = trimmed
-            .strip_suffix("ok")
-            .or_else(|| trimmed.strip_suffix("FAILED"))
-            .unwrap_or(trimmed);
-        *text = trimmed.trim_end().to_owned();
+        *text = without_verdict(text).trim_start_matches('\n').to_owned();
     }
     segments
 }
 
-/// The panic of test `name` in a batch's stderr, by its thread's name.
-fn thread_panic(stderr: &str, name: &str) -> Option<String> {
-    let header = format!("thread '{name}'");
-    let start = stderr.find(&header)?;
-    panic_message(&stderr[start..])
+/// A test's output without the verdict libtest writes after it.
+fn without_verdict(text: &str) -> &str {
+    let trimmed = text.trim_end();
+    trimmed
+        .strip_suffix("ok")
+        .or_else(|| trimmed.strip_suffix("FAILED"))
+        .map_or(trimmed, str::trim_end)
 }
 
 /// The first `limit` bytes of a captured stream, as text.
@@ -355,34 +449,98 @@ fn read_prefix(mut file: File, limit: u64) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// The verdicts in libtest's log, `(name, verdict)`, one per test: the
-/// last line for it, in the order of those lines. The test runs in the
-/// process that writes the log and holds the file open, so a test can
-/// write a line of its own in its name, but only before libtest writes
-/// the real one, once the test has returned: the last line is libtest's.
-fn logged_verdicts(log: &str) -> Vec<(&str, &str)> {
-    let mut lines: Vec<Option<(&str, &str)>> = Vec::new();
-    let mut last: HashMap<&str, usize> = HashMap::new();
-    for (verdict, name) in log.lines().filter_map(|line| line.split_once(' ')) {
-        if let Some(earlier) = last.insert(name, lines.len()) {
-            lines[earlier] = None;
-        }
-        lines.push(Some((name, verdict)));
-    }
-    lines.into_iter().flatten().collect()
+/// libtest's verdict on a test, as its log records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Logged {
+    Passed,
+    /// Failed, with libtest's own message where it gave one: a
+    /// `should_panic` test that did not panic as it should.
+    Failed(Option<String>),
 }
 
-/// How a libtest test ended, from libtest's log and its process's status.
+/// libtest's log, read as it grows. A test that ends gets a record
+/// `VERDICT NAME`: `ok`, `failed`, or `failed: MESSAGE`, whose message may
+/// take several lines. Only whole lines are read (libtest writes the
+/// newline apart), and only records of the tests asked for are kept: a
+/// line that is neither the start of a record (`ok`, `failed`, `ignored`)
+/// nor the continuation of one is skipped.
+///
+/// The test runs in the process that writes the log and holds the file
+/// open, so a test can write a record of its own, but only before libtest
+/// writes the real one, once the test has returned: the last record on a
+/// test is libtest's.
+struct Log<'a> {
+    names: HashSet<&'a str>,
+    /// Bytes after the last whole line.
+    partial: Vec<u8>,
+    /// A record whose name has not come yet: a failure's message goes on.
+    record: Option<String>,
+}
+
+impl<'a> Log<'a> {
+    fn new(names: impl IntoIterator<Item = &'a str>) -> Log<'a> {
+        Log {
+            names: names.into_iter().collect(),
+            partial: Vec::new(),
+            record: None,
+        }
+    }
+
+    /// Reads `bytes`, the next of the log; returns the records they end,
+    /// in order.
+    fn read(&mut self, bytes: &[u8]) -> Vec<(&'a str, Logged)> {
+        self.partial.extend_from_slice(bytes);
+        let Some(end) = self.partial.iter().rposition(|byte| *byte == b'\n') else {
+            return Vec::new();
+        };
+        let whole: Vec<u8> = self.partial.drain(..=end).collect();
+        let mut records = Vec::new();
+        for line in String::from_utf8_lossy(&whole[..end]).split('\n') {
+            let starts = matches!(
+                line.split([' ', ':']).next(),
+                Some("ok" | "failed" | "ignored")
+            );
+            match &mut self.record {
+                _ if starts => self.record = Some(line.to_owned()),
+                Some(record) => {
+                    record.push('\n');
+                    record.push_str(line);
+                }
+                None => continue,
+            }
+            // The record ends with the name of a test asked for.
+            let name = line
+                .match_indices(' ')
+                .find_map(|(space, _)| self.names.get(&line[space + 1..]).copied());
+            if let Some(name) = name
+                && let Some(record) = self.record.take()
+            {
+                let verdict = &record[..record.len() - name.len() - 1];
+                let logged = match verdict {
+                    "ok" => Logged::Passed,
+                    "failed" | "failed (time limit exceeded)" => Logged::Failed(None),
+                    _ => match verdict.strip_prefix("failed: ") {
+                        Some(message) => Logged::Failed(Some(message.to_owned())),
+                        None => continue,
+                    },
+                };
+                records.push((name, logged));
+            }
+        }
+        records
+    }
+}
+
+/// How a libtest test ended, from libtest's verdict in its log, its
+/// `output` (where its failure is told) and its process's status.
 fn libtest_verdict(
-    log: &str,
+    logged: Option<&Logged>,
+    output: &str,
     name: &str,
     status: ExitStatus,
     fired: Fired,
     timeout: Option<Duration>,
 ) -> (Status, String) {
-    let logged = logged_verdicts(log)
-        .into_iter()
-        .find_map(|(test, verdict)| (test == name).then_some(verdict));
     if fired == Fired::Interrupted {
         let mut message = INTERRUPTED_WHILE_RUNNING.to_owned();
         if status.signal() == Some(NixSignal::SIGKILL as i32) {
@@ -417,13 +575,16 @@ fn libtest_verdict(
         );
     }
     match (logged, status.code()) {
-        (Some("ok"), Some(0)) => (Status::Passed, String::new()),
-        (Some("failed"), _) => (Status::Failed, "the test failed".to_owned()),
-        (Some("ok"), Some(code)) => (
+        (Some(Logged::Passed), Some(0)) => (Status::Passed, String::new()),
+        (Some(Logged::Failed(note)), _) => (
+            Status::Failed,
+            failure_message(note.as_deref(), output, name),
+        ),
+        (Some(Logged::Passed), Some(code)) => (
             Status::ExitedEarly { code },
             format!("libtest reported the test passed, but its process exited with code {code}"),
         ),
-        (_, Some(code)) => (
+        (None, Some(code)) => (
             Status::ExitedEarly { code },
             format!("exited with code {code} before libtest reported a result"),
         ),
@@ -431,9 +592,43 @@ fn libtest_verdict(
     }
 }
 
+/// Why libtest failed test `name`, from its `output`: libtest's own
+/// `note` (a `should_panic` test that did not panic as it should), else
+/// the panic of the test's thread, else the error the test returned, else
+/// another thread's panic.
+fn failure_message(note: Option<&str>, output: &str, name: &str) -> String {
+    note.map(str::to_owned)
+        .or_else(|| thread_panic(output, name))
+        .or_else(|| returned_err(output))
+        .or_else(|| panic_message(output))
+        .unwrap_or_else(|| "the test failed".to_owned())
+}
+
+/// The panic of test `name` in its output, by its thread's name.
+fn thread_panic(output: &str, name: &str) -> Option<String> {
+    let header = format!("thread '{name}'");
+    let start = output.find(&header)?;
+    panic_message(&output[start..])
+}
+
+/// The error a test returned, from the last line libtest started with
+/// `Error: ` (it prints the error's debug text so, once the test has
+/// returned) to the end, as `returned Err: …`.
+fn returned_err(output: &str) -> Option<String> {
+    const PREFIX: &str = "Error: ";
+    let start = output
+        .rfind(&format!("\n{PREFIX}"))
+        .map(|newline| newline + 1)
+        .or_else(|| output.starts_with(PREFIX).then_some(0))?;
+    Some(format!(
+        "returned Err: {}",
+        output[start + PREFIX.len()..].trim_end()
+    ))
+}
+
 /// The panic Rust's hook printed, as `panicked at FILE:LINE:COLUMN: MESSAGE`.
-fn panic_message(stderr: &str) -> Option<String> {
-    let mut lines = stderr.lines();
+fn panic_message(output: &str) -> Option<String> {
+    let mut lines = output.lines();
     let header = lines
         .by_ref()
         .find(|line| line.starts_with("thread '") && line.contains(" panicked at "))?;
@@ -444,10 +639,15 @@ fn panic_message(stderr: &str) -> Option<String> {
     Some(format!("panicked at {location}: {}", text.join("\n")))
 }
 
-/// A test's output without the lines libtest adds around it when it runs
-/// one test with `--nocapture`: the test's own output is what is left.
+/// What libtest prints on stderr for `--logfile`, with no newline after
+/// it: the test's own stderr follows on the same line.
+const LOGFILE_WARNING: &str = "warning: `--logfile` is deprecated";
+
+/// A test's output without what libtest adds around it when it runs one
+/// test with `--nocapture`: the `--logfile` warning, and its own lines.
+/// The test's own output is what is left.
 fn without_libtest_lines(text: &str, name: &str) -> String {
-    let start = format!("test {name} ... ");
+    let text = text.strip_prefix(LOGFILE_WARNING).unwrap_or(text);
     let mut kept = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
         let bare = line.trim_end();
@@ -456,7 +656,6 @@ fn without_libtest_lines(text: &str, name: &str) -> String {
             break;
         }
         let framing = bare == "running 1 test"
-            || bare == "warning: `--logfile` is deprecated"
             || bare.starts_with("test result: ")
             || bare.trim().is_empty() && kept.is_empty();
         if framing {
@@ -464,14 +663,13 @@ fn without_libtest_lines(text: &str, name: &str) -> String {
         }
         // libtest writes `test NAME ... ` before the test's first output
         // and the verdict after its last.
-        kept.push_str(line.strip_prefix(start.as_str()).unwrap_or(line));
+        let own = match announced(line) {
+            Some((announced, rest)) if announced == name => rest,
+            _ => line,
+        };
+        kept.push_str(own);
     }
-    let trimmed = kept.trim_end();
-    let trimmed = trimmed
-        .strip_suffix("ok")
-        .or_else(|| trimmed.strip_suffix("FAILED"))
-        .map_or(trimmed, str::trim_end);
-    trimmed.to_owned()
+    without_verdict(&kept).to_owned()
 }
 
 #[cfg(test)]
@@ -482,25 +680,74 @@ mod tests {
         ExitStatus::from_raw(code << 8)
     }
 
-    #[test]
-    fn a_batch_s_output_is_split_between_its_tests() {
-        let names = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
-        let stdout = "\nrunning 3 tests\ntest a ... one\ntwo\nok\ntest b ... ok\ntest c ... three\nFAILED\n\nfailures:\n    c\n";
-        let segments = split_by_test(stdout, &names);
-        assert_eq!(segments.order, names);
-        assert_eq!(segments.get("a").map(String::as_str), Some("one\ntwo"));
-        assert_eq!(segments.get("b").map(String::as_str), Some(""));
-        assert_eq!(segments.get("c").map(String::as_str), Some("three"));
+    /// The records `log` holds on `names`, read at once.
+    fn records<'a>(log: &str, names: &[&'a str]) -> Vec<(&'a str, Logged)> {
+        Log::new(names.iter().copied()).read(log.as_bytes())
+    }
+
+    /// The verdict on `t` of a process that ended with `status`, after
+    /// libtest logged `log`.
+    fn verdict(log: &str, status: ExitStatus) -> (Status, String) {
+        let logged = records(log, &["t"]).pop().map(|(_, logged)| logged);
+        libtest_verdict(logged.as_ref(), "", "t", status, Fired::No, None)
     }
 
     #[test]
-    fn panics_are_read_from_stderr() {
+    fn a_batch_s_output_is_split_between_its_tests() {
+        let names = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let output = "warning: `--logfile` is deprecated\nrunning 3 tests\ntest a ... one\ntwo\nok\n\
+                      test b - should panic ... ok\ntest c ... three\nthread 'c' panicked\nFAILED\n\n\
+                      failures:\n    c\n";
+        let segments = split_by_test(output, &names);
+        assert_eq!(segments.order, names);
+        assert_eq!(segments.get("a").map(String::as_str), Some("one\ntwo"));
+        assert_eq!(segments.get("b").map(String::as_str), Some(""));
+        assert_eq!(
+            segments.get("c").map(String::as_str),
+            Some("three\nthread 'c' panicked")
+        );
+    }
+
+    #[test]
+    fn failures_are_told_from_the_output() {
         let stderr = "thread 'panics' (1234) panicked at tests/outcomes.rs:20:5:\ndragons\nnote: run with `RUST_BACKTRACE=1`\n";
         assert_eq!(
             panic_message(stderr).as_deref(),
             Some("panicked at tests/outcomes.rs:20:5: dragons")
         );
         assert_eq!(panic_message("nothing here"), None);
+        // The test's own thread's panic, then the error it returned, then
+        // any panic.
+        let spawned = "\nthread '<unnamed>' (7) panicked at src/lib.rs:1:1:\ninner\n";
+        assert_eq!(
+            failure_message(None, &format!("{spawned}Error: \"outer\"\n"), "t"),
+            "returned Err: \"outer\""
+        );
+        assert_eq!(
+            failure_message(
+                None,
+                &format!("{spawned}\nthread 't' (8) panicked at a.rs:2:3:\nmine\n"),
+                "t"
+            ),
+            "panicked at a.rs:2:3: mine"
+        );
+        assert_eq!(
+            failure_message(None, spawned, "t"),
+            "panicked at src/lib.rs:1:1: inner"
+        );
+        assert_eq!(
+            failure_message(None, "Error: Custom {\n    kind: Other,\n}\n", "t"),
+            "returned Err: Custom {\n    kind: Other,\n}"
+        );
+        assert_eq!(
+            failure_message(
+                Some("test did not panic as expected at a.rs:1:1"),
+                spawned,
+                "t"
+            ),
+            "test did not panic as expected at a.rs:1:1"
+        );
+        assert_eq!(failure_message(None, "", "t"), "the test failed");
     }
 
     #[test]
@@ -513,42 +760,113 @@ mod tests {
             ""
         );
         assert_eq!(
-            without_libtest_lines("warning: `--logfile` is deprecated\nreal error\n", "t"),
+            without_libtest_lines(
+                "\nrunning 1 test\ntest t - should panic ... said\nFAILED\n",
+                "t"
+            ),
+            "said"
+        );
+        // libtest writes its warning with no newline: the test's first
+        // line follows it.
+        assert_eq!(
+            without_libtest_lines("warning: `--logfile` is deprecatedreal error\n", "t"),
             "real error"
+        );
+        assert_eq!(
+            without_libtest_lines(
+                "warning: `--logfile` is deprecated\nthread 't' panicked at a.rs:1:1:\nboom\n",
+                "t"
+            ),
+            "thread 't' panicked at a.rs:1:1:\nboom"
+        );
+    }
+
+    #[test]
+    fn the_log_holds_a_record_per_test_that_ended() {
+        assert_eq!(
+            records(
+                "ok a\nfailed: panic did not contain expected string\n      panic message: \"y\"\n \
+                 expected substring: \"x\" b\nfailed: test did not panic as expected at s.rs:3:4 c\n\
+                 failed d\nignored e\nok stranger\n",
+                &["a", "b", "c", "d", "e"]
+            ),
+            [
+                ("a", Logged::Passed),
+                (
+                    "b",
+                    Logged::Failed(Some(
+                        "panic did not contain expected string\n      panic message: \"y\"\n \
+                         expected substring: \"x\""
+                            .to_owned()
+                    ))
+                ),
+                (
+                    "c",
+                    Logged::Failed(Some(
+                        "test did not panic as expected at s.rs:3:4".to_owned()
+                    ))
+                ),
+                ("d", Logged::Failed(None)),
+            ]
+        );
+        // Lines come whole, however the bytes are cut.
+        let mut log = Log::new(["a", "ab"]);
+        assert_eq!(log.read(b"ok a"), []);
+        assert_eq!(log.read(b"b\nfail"), [("ab", Logged::Passed)]);
+        assert_eq!(log.read(b"ed a\n"), [("a", Logged::Failed(None))]);
+        // A line that is no record is skipped, and so is one glued to it.
+        assert_eq!(
+            records("garbage\nok tfailed t\nfailed t\n", &["t"]),
+            [("t", Logged::Failed(None))]
         );
     }
 
     #[test]
     fn a_test_s_own_log_line_gives_way_to_libtest_s() {
+        assert_eq!(verdict("ok t\nfailed t\n", exit(101)).0, Status::Failed);
+        let names = ["a".to_owned(), "b".to_owned()];
+        let mut batch = Batch::new(&names, Instant::now());
+        batch.logged(records("ok b\n", &["a", "b"]), Instant::now());
+        batch.logged(records("failed b\n", &["a", "b"]), Instant::now());
+        assert_eq!(batch.order, [("b", Logged::Failed(None))]);
+        assert_eq!(batch.running(), Some("a"));
+    }
+
+    #[test]
+    fn a_batch_s_tests_take_the_time_between_their_records() {
+        let start = Instant::now();
+        let at = |millis| start + Duration::from_millis(millis);
+        let names = ["a", "b", "c", "d"].map(str::to_owned);
+        let mut batch = Batch::new(&names, start);
+        let log = |text| records(text, &["a", "b", "c", "d"]);
+        batch.logged(Vec::new(), at(5));
+        batch.logged(log("ok a\n"), at(10));
+        assert_eq!(batch.running(), Some("b"));
+        for read in (15..=300).step_by(5) {
+            batch.logged(Vec::new(), at(read));
+        }
+        // b ran 300 ms; c and d ended within the same 5 ms.
+        batch.logged(log("ok b\nok c\nok d\n"), at(305));
+        let duration = |name| batch.durations[name];
+        assert_eq!(duration("a"), Duration::from_millis(10));
         assert_eq!(
-            logged_verdicts("ok a\nok b\nfailed a\nok c\n"),
-            [("b", "ok"), ("a", "failed"), ("c", "ok")]
+            duration("b"),
+            Duration::from_millis(290) + Duration::from_millis(5) / 3
         );
-        assert_eq!(
-            libtest_verdict("ok t\nfailed t\n", "t", exit(101), Fired::No, None).0,
-            Status::Failed
-        );
+        assert_eq!(duration("c"), Duration::from_millis(5) / 3);
+        assert_eq!(batch.running(), None);
     }
 
     #[test]
     fn only_a_logged_pass_with_a_clean_exit_passes() {
+        assert_eq!(verdict("ok t\n", exit(0)).0, Status::Passed);
+        assert_eq!(verdict("", exit(0)).0, Status::ExitedEarly { code: 0 });
+        assert_eq!(verdict("failed t\n", exit(101)).0, Status::Failed);
         assert_eq!(
-            libtest_verdict("ok t\n", "t", exit(0), Fired::No, None).0,
-            Status::Passed
-        );
-        assert_eq!(
-            libtest_verdict("", "t", exit(0), Fired::No, None).0,
-            Status::ExitedEarly { code: 0 }
-        );
-        assert_eq!(
-            libtest_verdict("failed t\n", "t", exit(101), Fired::No, None).0,
-            Status::Failed
-        );
-        assert_eq!(
-            libtest_verdict("ok t\n", "t", exit(3), Fired::No, None).0,
+            verdict("ok t\n", exit(3)).0,
             Status::ExitedEarly { code: 3 }
         );
-        let (status, message) = libtest_verdict("", "t", ExitStatus::from_raw(11), Fired::No, None);
+        let (status, message) = verdict("", ExitStatus::from_raw(11));
         assert_eq!(
             status,
             Status::Crashed {
@@ -562,6 +880,7 @@ mod tests {
         );
         assert!(matches!(
             libtest_verdict(
+                None,
                 "",
                 "t",
                 ExitStatus::from_raw(15),

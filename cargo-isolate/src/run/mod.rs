@@ -10,19 +10,22 @@
 //!   exits (even with code 0) before libtest logged a result fails.
 //!   Output goes to files, not pipes, so nothing blocks on it.
 //! - With `--isolation batch`, a libtest binary runs many tests per
-//!   process, one after another. The log says which finished; if the
-//!   process dies, the test libtest announced last gets the crash, and the
-//!   rest run on in a fresh process. The timeout restarts with each logged
-//!   test. Output is split between the tests by libtest's `test NAME ... `
-//!   lines; processes left behind are charged to the batch's last test.
+//!   process, one after another. The log, read as it grows, says which
+//!   finished and when; if the process dies, the test libtest announced
+//!   last gets the crash, and the rest run on in a fresh process. The
+//!   timeout and the slow clock restart with each logged test. Output
+//!   (stdout and stderr in one file) is split between the tests by
+//!   libtest's `test NAME ... ` lines; processes left behind are charged
+//!   to the batch's last test.
 //! - An isolate-harness binary runs once, with all the run's threads: its
 //!   fork server isolates each test, and its report stream (a pipe on its
 //!   descriptor 3, named by `ISOLATE_REPORT_FD`) says how each ended.
 //!
-//! Timeouts are kept by one watchdog thread. A worker waits for its test's
-//! process without reaping it (`WNOWAIT`), so the watchdog never signals a
-//! process group whose leader may have been reaped; then it kills what the
-//! test left in its group and reaps it.
+//! Timeouts, and the clocks that tell of slow tests, are kept by one
+//! watchdog thread. A worker waits for its test's process without reaping
+//! it (`WNOWAIT`), so the watchdog never signals a process group whose
+//! leader may have been reaped; then it kills what the test left in its
+//! group and reaps it.
 //!
 //! # Interruptions
 //!
@@ -143,12 +146,24 @@ pub(crate) struct TestOutcome {
 /// What the runner tells the reporter.
 pub(crate) enum Event {
     /// The run starts: this many tests, across this many binaries, with
-    /// this containment of what they leave behind.
+    /// this containment of what they leave behind; `skipped` tests of the
+    /// binaries do not run (filtered out, ignored, in another partition).
     Started {
         tests: usize,
         binaries: usize,
+        skipped: usize,
         containment: String,
     },
+    /// A test has run this long, a whole number of slow periods, and runs
+    /// on.
+    Slow {
+        /// Its binary's id.
+        binary: String,
+        name: String,
+        elapsed: Duration,
+    },
+    /// An attempt at a test failed, and the test runs again (`--retries`).
+    Retried(Box<TestOutcome>),
     Finished(Box<TestOutcome>),
     /// The run is over; this many processes that tests left, and that
     /// their own ends did not find, were killed.
@@ -158,7 +173,11 @@ pub(crate) enum Event {
 /// Options of the run.
 pub(crate) struct RunPlan {
     pub(crate) threads: usize,
+    /// How long a test may run before it is killed.
     pub(crate) timeout: Option<Duration>,
+    /// How long a test runs before it is reported slow, and again each
+    /// time as long again has passed.
+    pub(crate) slow_timeout: Duration,
     /// How many failed tests stop the run from starting more (`None`: no
     /// limit).
     pub(crate) max_fail: Option<NonZeroU32>,
@@ -222,19 +241,27 @@ pub(crate) fn run(
     interrupt: &Interrupt,
 ) -> Confinement {
     let selected = selection.select(binaries);
-    let mut with_tests: Vec<usize> = selected.iter().map(|(binary, _)| *binary).collect();
+    // The binary of each test that runs; what does not run is skipped.
+    let mut with_tests: Vec<usize> = selected
+        .iter()
+        .filter(|(_, test)| selection.runs(test))
+        .map(|(binary, _)| *binary)
+        .collect();
+    let runs = with_tests.len();
     with_tests.dedup();
+    let listed: usize = binaries.iter().map(|binary| binary.tests.len()).sum();
     // Processes a test leaves behind become our children when it exits,
     // where they are found, killed and reaped. Each worker thread starts
     // its tests from a lane of its own, and this thread its harness
     // binaries from the last.
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let threads = plan.threads.max(1);
-    let watchdog = Watchdog::start(confinement);
+    let watchdog = Watchdog::start(confinement, plan, events.clone());
     watchdog.confinement.containment.enter(threads);
     let _ = events.send(Event::Started {
-        tests: selected.len(),
+        tests: runs,
         binaries: with_tests.len(),
+        skipped: listed - runs,
         containment: watchdog.confinement.containment.describe(),
     });
     *lock(&interrupt.watchdog) = Some(Arc::clone(&watchdog.shared));
@@ -320,7 +347,11 @@ pub(crate) fn run(
             };
             let finished = match unit {
                 Unit::Test { binary, name } => attempt(binary, &name, 0),
-                Unit::Retry { binary, last } => attempt(binary, &last.name, last.attempts),
+                Unit::Retry { binary, last } => {
+                    let (name, attempts) = (last.name.clone(), last.attempts);
+                    let _ = events.send(Event::Retried(last));
+                    attempt(binary, &name, attempts)
+                }
                 Unit::Batch { binary, names } => {
                     let (outcomes, rest) =
                         run_batch(&binaries[binary].binary, &names, plan, watchdog);

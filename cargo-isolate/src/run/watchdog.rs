@@ -1,15 +1,21 @@
 //! The watchdog, which keeps the running tests' timeouts and signals their
-//! process groups, and the reaping of a test's process with whatever it
-//! left behind (see [`super::contain`]).
+//! process groups, and tells of tests that run long; and the reaping of a
+//! test's process with whatever it left behind (see [`super::contain`]).
 //!
 //! A test that runs out of time and a run that is interrupted end a test
 //! the same way: SIGTERM to its process group, then SIGKILL after the
 //! [`GRACE_PERIOD`] if the group's leader is still there. A second
 //! interruption kills at once.
+//!
+//! Each running test has a clock, started where the runner learns that it
+//! started (its process spawned; the next test of a batch once libtest
+//! logged the one before; a harness's `started` event), and an
+//! [`Event::Slow`] is sent each time it has run another slow period.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::process::ExitStatus;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -18,7 +24,8 @@ use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 
 use super::contain::Containment;
-use super::lock;
+use super::{Event, RunPlan, lock};
+use crate::build::TestBinary;
 use crate::guard::Guard;
 
 /// Time between SIGTERM and SIGKILL for a test that ran out of time, or
@@ -84,6 +91,8 @@ pub(super) struct Watchdog {
     /// The guard, which kills the watched groups if this runner dies, and
     /// how what tests leave behind is found.
     pub(super) confinement: Confinement,
+    /// The period after which, and after each again, a test is slow.
+    slow: Duration,
 }
 
 pub(super) struct WatchdogShared {
@@ -97,10 +106,45 @@ struct WatchdogState {
     /// the lock held: a worker forgets its test's pid before it reaps the
     /// group's leader, so no group id signalled can have been reused.
     watched: HashMap<Pid, Watch>,
+    /// The clocks of the tests running in each watched group.
+    clocks: HashMap<Pid, Vec<Clock>>,
+    /// When the watchdog wakes next, unless woken: a clock due later
+    /// needs no wake-up.
+    wakes_at: Option<Instant>,
     /// The run was interrupted: a group watched from now on is ended at
     /// once.
     interrupted: bool,
     stopping: bool,
+}
+
+/// A running test's clock, for its SLOW events.
+struct Clock {
+    /// Its binary's id.
+    binary: String,
+    name: String,
+    started: Instant,
+    /// How many slow periods it has been reported for.
+    periods: u32,
+}
+
+impl Clock {
+    /// The clock of test `name` of `binary`, started at `started`.
+    fn new(binary: &TestBinary, name: &str, started: Instant) -> Clock {
+        Clock {
+            binary: binary.id.clone(),
+            name: name.to_owned(),
+            started,
+            periods: 0,
+        }
+    }
+
+    /// When it has run one more `period` than it was reported for; `None`
+    /// past the end of time.
+    fn next(&self, period: Duration) -> Option<Instant> {
+        period
+            .checked_mul(self.periods.checked_add(1)?)
+            .and_then(|elapsed| self.started.checked_add(elapsed))
+    }
 }
 
 struct Watch {
@@ -197,8 +241,15 @@ impl Drop for Confinement {
 }
 
 impl Watchdog {
-    /// Starts the watchdog, within `confinement`.
-    pub(super) fn start(confinement: Confinement) -> Watchdog {
+    /// Starts the watchdog, within `confinement`; it sends an
+    /// [`Event::Slow`] to `events` each slow period of `plan` a test runs,
+    /// short of its timeout (which ends it instead).
+    pub(super) fn start(
+        confinement: Confinement,
+        plan: &RunPlan,
+        events: Sender<Event>,
+    ) -> Watchdog {
+        let (slow, limit) = (plan.slow_timeout, plan.timeout);
         let shared = Arc::new(WatchdogShared {
             state: Mutex::new(WatchdogState::default()),
             changed: Condvar::new(),
@@ -219,10 +270,50 @@ impl Watchdog {
                         }
                     }
                 }
-                let next = state.watched.values().filter_map(|watch| watch.at).min();
-                let wait = next.map_or(Duration::from_secs(3600), |at| {
-                    at.saturating_duration_since(Instant::now())
+                let WatchdogState {
+                    watched, clocks, ..
+                } = &mut *state;
+                // A test being ended is slow no more.
+                clocks.retain(|pid, _| {
+                    watched
+                        .get(pid)
+                        .is_none_or(|watch| watch.fired == Fired::No)
                 });
+                for clock in clocks.values_mut().flatten() {
+                    // Once a period, even where this thread woke late.
+                    let periods = now.saturating_duration_since(clock.started).as_nanos()
+                        / slow.as_nanos().max(1);
+                    let periods = u32::try_from(periods).unwrap_or(u32::MAX);
+                    if periods <= clock.periods {
+                        continue;
+                    }
+                    clock.periods = periods;
+                    let elapsed = slow.saturating_mul(periods);
+                    if limit.is_none_or(|limit| elapsed < limit) {
+                        let _ = events.send(Event::Slow {
+                            binary: clock.binary.clone(),
+                            name: clock.name.clone(),
+                            elapsed,
+                        });
+                    }
+                }
+                let next = state
+                    .watched
+                    .values()
+                    .filter_map(|watch| watch.at)
+                    .chain(
+                        state
+                            .clocks
+                            .values()
+                            .flatten()
+                            .filter_map(|clock| clock.next(slow)),
+                    )
+                    .min();
+                let now = Instant::now();
+                let wait = next.map_or(Duration::from_secs(3600), |at| {
+                    at.saturating_duration_since(now)
+                });
+                state.wakes_at = now.checked_add(wait);
                 state = keeper
                     .changed
                     .wait_timeout(state, wait)
@@ -244,6 +335,7 @@ impl Watchdog {
             shared,
             thread,
             confinement,
+            slow,
         }
     }
 
@@ -264,10 +356,16 @@ impl Watchdog {
         known
     }
 
-    /// Starts watching the group of `pid`, with a timeout if given. Once
-    /// the run is interrupted, a test that started as it was is ended at
-    /// once.
-    pub(super) fn watch(&self, pid: Pid, timeout: Option<Duration>) {
+    /// Starts watching the group of `pid`, with a timeout if given, and
+    /// the clock of the test `running` in it (its binary and name), if
+    /// given. Once the run is interrupted, a test that started as it was
+    /// is ended at once.
+    pub(super) fn watch(
+        &self,
+        pid: Pid,
+        timeout: Option<Duration>,
+        running: Option<(&TestBinary, &str)>,
+    ) {
         if let Some(guard) = &self.confinement.guard {
             guard.protect(pid);
         }
@@ -281,8 +379,36 @@ impl Watchdog {
             watch.terminate(pid, Fired::Interrupted, now);
         }
         state.watched.insert(pid, watch);
+        if let Some((binary, name)) = running {
+            state
+                .clocks
+                .insert(pid, vec![Clock::new(binary, name, now)]);
+        }
         drop(state);
         self.shared.changed.notify_one();
+    }
+
+    /// Starts the clock of test `name` of `binary`, which starts now in
+    /// the watched group of `pid`.
+    pub(super) fn time(&self, pid: Pid, binary: &TestBinary, name: &str) {
+        let now = Instant::now();
+        let clock = Clock::new(binary, name, now);
+        let due = clock.next(self.slow);
+        let mut state = lock(&self.shared.state);
+        state.clocks.entry(pid).or_default().push(clock);
+        // Woken only if it would sleep past the clock's first period.
+        let wake = due.is_some_and(|due| state.wakes_at.is_none_or(|at| due < at));
+        drop(state);
+        if wake {
+            self.shared.changed.notify_one();
+        }
+    }
+
+    /// Stops the clock of test `name` in the group of `pid`: it ended.
+    pub(super) fn untime(&self, pid: Pid, name: &str) {
+        if let Some(clocks) = lock(&self.shared.state).clocks.get_mut(&pid) {
+            clocks.retain(|clock| clock.name != name);
+        }
     }
 
     /// Gives `pid` a fresh `timeout`, unless it was signalled already.
@@ -294,13 +420,15 @@ impl Watchdog {
         }
     }
 
-    /// Stops watching `pid`, before it is reaped; says whether and why it
-    /// was signalled.
+    /// Stops watching `pid`, and the clocks of its tests, before it is
+    /// reaped; says whether and why it was signalled.
     pub(super) fn forget(&self, pid: Pid) -> Fired {
         if let Some(guard) = &self.confinement.guard {
             guard.release(pid);
         }
-        lock(&self.shared.state)
+        let mut state = lock(&self.shared.state);
+        state.clocks.remove(&pid);
+        state
             .watched
             .remove(&pid)
             .map_or(Fired::No, |watch| watch.fired)
