@@ -1356,7 +1356,7 @@ fn every_report_says_what_a_test_returned_or_libtest_said_and_keeps_no_libtest_w
     // Two tests that run for ten minutes and one ignored test are skipped.
     assert_eq!(
         (&events[0]["tests"], &events[0]["skipped"]),
-        (&10.into(), &3.into())
+        (&11.into(), &3.into())
     );
     for binary in ["everyday::plain", "everyday::harnessed"] {
         assert_eq!(
@@ -1376,13 +1376,14 @@ fn every_report_says_what_a_test_returned_or_libtest_said_and_keeps_no_libtest_w
         "{}",
         plain("panics_with_other_words")
     );
+    // libtest captures what a test prints, both streams in one, as
+    // `cargo test` shows it.
     let with_output = plain("fails_with_output");
-    assert_eq!(with_output["stdout"], "to stdout");
     assert!(
-        with_output["stderr"]
+        with_output["stdout"]
             .as_str()
             .unwrap()
-            .starts_with("to stderr\n"),
+            .starts_with("to stdout\nto stderr\n"),
         "{with_output}"
     );
     for event in &events {
@@ -1422,7 +1423,7 @@ fn every_report_says_what_a_test_returned_or_libtest_said_and_keeps_no_libtest_w
     assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
     let lines = printed_lines(&output);
     for expected in [
-        "Starting 1 test across 1 binary (8 skipped)",
+        "Starting 1 test across 1 binary (9 skipped)",
         "FAIL everyday::plain returns_err: returned Err: \"the answer was 41\"",
     ] {
         assert!(
@@ -1499,4 +1500,45 @@ fn a_batch_times_each_test_and_keeps_each_failure_s_output() {
             "{event}"
         );
     }
+}
+
+#[test]
+fn backtraces_are_made_for_failures_only() {
+    let output = command(
+        "everyday",
+        &[
+            "test",
+            "--message-format",
+            "json",
+            "--test",
+            "plain",
+            "--",
+            "fails_with_output",
+            "panics_as_it_should",
+        ],
+    )
+    .env("RUST_BACKTRACE", "1")
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let events = json_events(&output);
+    let failed = finished(&events, "everyday::plain", "fails_with_output");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(
+        failed["message"],
+        "panicked at tests/plain.rs:17:5: on purpose"
+    );
+    // The failure's output, from the run made again with backtraces.
+    let stderr = failed["stderr"].as_str().unwrap();
+    assert!(stderr.contains("stack backtrace:"), "{failed}");
+    assert!(
+        failed["stdout"].as_str().unwrap().contains("to stdout"),
+        "{failed}"
+    );
+    // A panic that was expected made no backtrace, and ran once.
+    let expected = finished(&events, "everyday::plain", "panics_as_it_should");
+    assert_eq!(expected["status"], "passed", "{expected}");
+    let printed = expected["stdout"].as_str().unwrap();
+    assert!(printed.contains("before the panic"), "{expected}");
+    assert!(!printed.contains("stack backtrace"), "{expected}");
 }

@@ -39,26 +39,43 @@ use super::{INTERRUPTED_WHILE_RUNNING, RunPlan, Status, TestOutcome, outcome, te
 use crate::build::TestBinary;
 
 /// libtest running `names` one after another, each as it would run alone:
-/// ignored or not, output uncaptured (it goes where the runner says), and
-/// every result logged to `logfile`.
+/// ignored or not, its output taken as `capture` says, and every result
+/// logged to `logfile`.
 fn libtest_command<S: AsRef<std::ffi::OsStr>>(
     binary: &TestBinary,
     names: impl IntoIterator<Item = S>,
     logfile: &Path,
+    capture: Capture,
 ) -> Command {
     let mut command = test_command(binary);
     command
         .arg("--exact")
         .args(names)
-        .args([
-            "--test-threads",
-            "1",
-            "--include-ignored",
-            "--nocapture",
-            "--logfile",
-        ])
+        .args(["--test-threads", "1", "--include-ignored"])
+        .arg(match capture {
+            Capture::Libtest => "--show-output",
+            Capture::Streamed => "--nocapture",
+        })
+        .arg("--logfile")
         .arg(logfile);
     command
+}
+
+/// How a libtest process's output is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Capture {
+    /// libtest captures what the test prints (`print!`, `eprint!`, its
+    /// panic) in memory, and writes it in one block once the test is over
+    /// (`--show-output`, so that a passing test's block is written too): a
+    /// test that prints a hundred megabytes in short lines costs what it
+    /// costs under `cargo test`, where each line written as it comes would
+    /// be a system call. What the test writes to its descriptors itself
+    /// still goes to them as it comes. A process that dies takes the block
+    /// with it.
+    Libtest,
+    /// Everything written as it comes (`--nocapture`): to files, or to the
+    /// terminal with `--no-capture`.
+    Streamed,
 }
 
 /// Runs one test of a libtest binary in a process of its own.
@@ -122,8 +139,155 @@ fn run_libtest_process(
     plan: &RunPlan,
     watchdog: &Watchdog,
 ) -> Result<TestOutcome, ProcessError> {
+    if plan.nocapture {
+        return Ok(attempt(binary, name, plan, watchdog, Capture::Streamed, false)?.outcome);
+    }
+    // A backtrace is made (symbolized, in a fresh process, at some tens of
+    // milliseconds) for every panic, the expected ones of `should_panic`
+    // tests included, and shown only for a failure: the test runs without,
+    // and again, with them, if it fails.
+    let quiet_backtraces = backtraces_asked(&test_command(binary));
+    let first = attempt(
+        binary,
+        name,
+        plan,
+        watchdog,
+        Capture::Libtest,
+        quiet_backtraces,
+    )?;
+    let failed = matches!(
+        first.outcome.status,
+        Status::Failed | Status::Crashed { .. } | Status::ExitedEarly { .. }
+    );
+    // Run again, its output written as it comes, when the first run could
+    // not tell all: a failure whose backtrace was not made, or a death
+    // that took what libtest had captured with it.
+    if !failed || !(quiet_backtraces || first.logged.is_none()) {
+        return Ok(first.outcome);
+    }
+    let second = attempt(binary, name, plan, watchdog, Capture::Streamed, false)?;
+    Ok(after_second_run(
+        first.outcome,
+        second.outcome,
+        quiet_backtraces,
+    ))
+}
+
+/// One run of a libtest test in a process of its own, and libtest's
+/// verdict on it, if it logged one.
+struct Attempt {
+    outcome: TestOutcome,
+    logged: Option<Logged>,
+}
+
+/// The environment variables that ask Rust for backtraces.
+const BACKTRACE_VARIABLES: [&str; 2] = ["RUST_BACKTRACE", "RUST_LIB_BACKTRACE"];
+
+/// Whether the test `command` would run with backtraces asked for: a
+/// backtrace variable set (by the command, else in this process) to
+/// anything but `0`.
+fn backtraces_asked(command: &Command) -> bool {
+    BACKTRACE_VARIABLES.into_iter().any(|variable| {
+        let set = command
+            .get_envs()
+            .find(|(key, _)| *key == variable)
+            .map_or_else(
+                || std::env::var_os(variable),
+                |(_, value)| value.map(Into::into),
+            );
+        set.is_some_and(|value| value != "0")
+    })
+}
+
+/// Runs the test without backtraces on panics: `RUST_BACKTRACE=0`, with
+/// `RUST_LIB_BACKTRACE` set to what `RUST_BACKTRACE` said where it was not
+/// set, so that a backtrace the test captures itself
+/// (`std::backtrace::Backtrace::capture`) is made as it would be.
+fn without_panic_backtraces(command: &mut Command) {
+    let asked = |variable: &str| {
+        command
+            .get_envs()
+            .find(|(key, _)| *key == variable)
+            .map_or_else(
+                || std::env::var_os(variable),
+                |(_, value)| value.map(Into::into),
+            )
+    };
+    if asked("RUST_LIB_BACKTRACE").is_none()
+        && let Some(value) = asked("RUST_BACKTRACE")
+    {
+        command.env("RUST_LIB_BACKTRACE", value);
+    }
+    command.env("RUST_BACKTRACE", "0");
+}
+
+/// A failure told by a second run (see [`run_libtest_process`]):
+/// `quiet_backtraces`, the first ran without backtraces, and the second,
+/// as the test would run under `cargo test`, gives the verdict (a test
+/// that failed and then passed is flaky); else the first died and the
+/// second gives its output only.
+fn after_second_run(
+    first: TestOutcome,
+    second: TestOutcome,
+    quiet_backtraces: bool,
+) -> TestOutcome {
+    let leaked = first.leaked + second.leaked;
+    if quiet_backtraces {
+        let flaky = second.status == Status::Passed;
+        let message = if flaky {
+            format!(
+                "passed when run again with the backtraces asked for, after failing without: {}",
+                first.message
+            )
+        } else {
+            second.message
+        };
+        return TestOutcome {
+            message,
+            leaked,
+            attempts: 2,
+            flaky,
+            ..second
+        };
+    }
+    // A death is told by the first run; what it printed, by the second,
+    // which says so only where it ended otherwise.
+    let message = if second.status == first.status {
+        first.message
+    } else {
+        let again = if second.status == Status::Passed {
+            "passed".to_owned()
+        } else {
+            second.message
+        };
+        format!(
+            "{} (what it printed is from a second run, since libtest's capture died with the \
+             first; that run {again})",
+            first.message
+        )
+    };
+    TestOutcome {
+        message,
+        stdout: second.stdout,
+        stderr: second.stderr,
+        leaked,
+        ..first
+    }
+}
+
+fn attempt(
+    binary: &TestBinary,
+    name: &str,
+    plan: &RunPlan,
+    watchdog: &Watchdog,
+    capture: Capture,
+    quiet_backtraces: bool,
+) -> Result<Attempt, ProcessError> {
     let logfile = named_scratch_file()?;
-    let mut command = libtest_command(binary, [name], logfile.path());
+    let mut command = libtest_command(binary, [name], logfile.path(), capture);
+    if quiet_backtraces {
+        without_panic_backtraces(&mut command);
+    }
     // Output goes to files, read once the test is over; with --nocapture,
     // to the terminal.
     let captured = if plan.nocapture {
@@ -147,28 +311,94 @@ fn run_libtest_process(
     let mut bytes = Vec::new();
     let _ = logfile.as_file().read_to_end(&mut bytes);
     let logged = log.read(&bytes).pop().map(|(_, logged)| logged);
-    let (stdout, stderr) = captured
+    let (stdout, stderr, told) = captured
         .map(|(stdout, stderr)| {
-            (
-                without_libtest_lines(&read_kept(stdout, KEPT_OUTPUT), name),
-                without_libtest_lines(&read_kept(stderr, KEPT_OUTPUT), name),
-            )
+            let stdout = read_kept(stdout, KEPT_OUTPUT);
+            let stderr = without_libtest_lines(&read_kept(stderr, KEPT_OUTPUT), name);
+            match capture {
+                // The failure is told in the captured block.
+                Capture::Libtest => {
+                    let (written, block) = split_captured(&stdout, name);
+                    let told = format!("{block}{stderr}");
+                    (
+                        join_output(&without_libtest_lines(written, name), block),
+                        stderr,
+                        told,
+                    )
+                }
+                Capture::Streamed => {
+                    let told = stderr.clone();
+                    (without_libtest_lines(&stdout, name), stderr, told)
+                }
+            }
         })
         .unwrap_or_default();
     let (status, message) =
-        libtest_verdict(logged.as_ref(), &stderr, name, status, fired, plan.timeout);
-    Ok(TestOutcome {
-        binary: binary.clone(),
-        name: name.to_owned(),
-        status,
-        message,
-        duration: Duration::ZERO,
-        stdout,
-        stderr,
-        leaked,
-        attempts: 1,
-        flaky: false,
+        libtest_verdict(logged.as_ref(), &told, name, status, fired, plan.timeout);
+    Ok(Attempt {
+        outcome: TestOutcome {
+            binary: binary.clone(),
+            name: name.to_owned(),
+            status,
+            message,
+            duration: Duration::ZERO,
+            stdout,
+            stderr,
+            leaked,
+            attempts: 1,
+            flaky: false,
+        },
+        logged,
     })
+}
+
+/// libtest's stdout for test `name` run alone with `--show-output`, split
+/// into what the test wrote to the descriptor itself while it ran (with
+/// libtest's lines around it) and the block libtest captured, which it
+/// writes in its summary under `---- NAME stdout ----` and before the list
+/// of the tests that passed or failed.
+fn split_captured<'t>(stdout: &'t str, name: &str) -> (&'t str, &'t str) {
+    let header = format!("\n---- {name} stdout ----\n");
+    let (written, block) = match stdout.find(&header) {
+        Some(start) => {
+            let block = &stdout[start + header.len()..];
+            let end = ["successes", "failures"]
+                .iter()
+                .filter_map(|list| block.rfind(&format!("\n\n{list}:\n    {name}\n")))
+                .max()
+                .unwrap_or(block.len());
+            (&stdout[..start], &block[..end])
+        }
+        None => (
+            stdout
+                .rfind("\ntest result: ")
+                .map_or(stdout, |end| &stdout[..end]),
+            "",
+        ),
+    };
+    // The summary's headings that come before the block, or before the
+    // result when there is none.
+    let mut written = written;
+    loop {
+        let body = written.trim_end_matches('\n');
+        let line = body.rsplit('\n').next().unwrap_or_default();
+        let heading =
+            matches!(line, "successes:" | "failures:") || line.strip_prefix("    ") == Some(name);
+        if body.is_empty() || !heading {
+            break (written, block);
+        }
+        written = &body[..body.len() - line.len()];
+    }
+}
+
+/// What a test wrote itself, then what libtest captured of it.
+fn join_output(written: &str, captured: &str) -> String {
+    match (written.is_empty(), captured.is_empty()) {
+        (_, true) => written.to_owned(),
+        (true, false) => captured.to_owned(),
+        (false, false) if written.ends_with('\n') => format!("{written}{captured}"),
+        (false, false) => format!("{written}\n{captured}"),
+    }
 }
 
 /// Bytes of a batch's output read to split it between its tests.
@@ -217,7 +447,7 @@ fn run_batch_process(
     let logfile = named_scratch_file()?;
     let (output, stdout_writer) = output_file()?;
     let stderr_writer = stdout_writer.try_clone().map_err(ProcessError::Output)?;
-    let mut command = libtest_command(binary, names, logfile.path());
+    let mut command = libtest_command(binary, names, logfile.path(), Capture::Streamed);
     command.stdout(stdout_writer).stderr(stderr_writer);
     let mut batch = Batch::new(names, Instant::now());
     let (mut child, pid) = spawn(command, binary, watchdog)?;
@@ -675,6 +905,69 @@ fn without_libtest_lines(text: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// libtest's stdout for `t::passes`, which wrote `direct out` to its
+    /// descriptor and printed two lines, run with `--show-output`.
+    const PASSED: &str = "\nrunning 1 test\ntest t::passes ... direct out\nok\n\nsuccesses:\n\n---- t::passes stdout ----\nout line\nerr line\n\n\nsuccesses:\n    t::passes\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.00s\n\n";
+
+    /// The same for `t::fails`, which printed and panicked.
+    const FAILED: &str = "\nrunning 1 test\ntest t::fails ... FAILED\n\nsuccesses:\n\nsuccesses:\n\nfailures:\n\n---- t::fails stdout ----\nout before\n\nthread 't::fails' (12873) panicked at src/lib.rs:7:42:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\n\nfailures:\n    t::fails\n\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.08s\n\n";
+
+    /// The same for `t::silent`, which printed nothing.
+    const SILENT: &str = "\nrunning 1 test\ntest t::silent ... ok\n\nsuccesses:\n\nsuccesses:\n    t::silent\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 5 filtered out; finished in 0.00s\n\n";
+
+    #[test]
+    fn the_captured_block_and_what_the_test_wrote_itself_are_told_apart() {
+        let (written, block) = split_captured(PASSED, "t::passes");
+        assert_eq!(block, "out line\nerr line\n");
+        assert_eq!(without_libtest_lines(written, "t::passes"), "direct out");
+        let (written, block) = split_captured(FAILED, "t::fails");
+        assert!(
+            block.starts_with("out before\n\nthread 't::fails'"),
+            "{block:?}"
+        );
+        assert!(block.ends_with("display a backtrace\n"), "{block:?}");
+        assert_eq!(without_libtest_lines(written, "t::fails"), "");
+        let message = failure_message(None, block, "t::fails");
+        assert_eq!(message, "panicked at src/lib.rs:7:42: boom");
+        let (written, block) = split_captured(SILENT, "t::silent");
+        assert_eq!(
+            (without_libtest_lines(written, "t::silent").as_str(), block),
+            ("", "")
+        );
+    }
+
+    #[test]
+    fn a_block_that_looks_like_libtest_s_summary_is_kept_whole() {
+        let tricky = PASSED.replace(
+            "out line\n",
+            "successes:\n    t::passes\n\nfailures:\nout line\n",
+        );
+        let (_, block) = split_captured(&tricky, "t::passes");
+        assert_eq!(
+            block,
+            "successes:\n    t::passes\n\nfailures:\nout line\nerr line\n"
+        );
+    }
+
+    #[test]
+    fn backtraces_are_asked_for_unless_zero() {
+        let mut command = Command::new("test");
+        command
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LIB_BACKTRACE", "0");
+        assert!(backtraces_asked(&command));
+        command.env("RUST_BACKTRACE", "0");
+        assert!(!backtraces_asked(&command));
+        let mut quiet = Command::new("test");
+        quiet
+            .env("RUST_BACKTRACE", "full")
+            .env_remove("RUST_LIB_BACKTRACE");
+        without_panic_backtraces(&mut quiet);
+        let envs: Vec<_> = quiet.get_envs().collect();
+        assert!(envs.contains(&("RUST_BACKTRACE".as_ref(), Some("0".as_ref()))));
+        assert!(envs.contains(&("RUST_LIB_BACKTRACE".as_ref(), Some("full".as_ref()))));
+    }
 
     fn exit(code: i32) -> ExitStatus {
         ExitStatus::from_raw(code << 8)
