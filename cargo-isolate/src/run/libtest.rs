@@ -18,8 +18,7 @@
 //! log record is seen (within [`BATCH_POLL`]) to the next's.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs::File;
-use std::io::{self, Read, Seek};
+use std::io::{self, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -402,7 +401,7 @@ fn join_output(written: &str, captured: &str) -> String {
 }
 
 /// Bytes of a batch's output read to split it between its tests.
-const BATCH_OUTPUT: u64 = 16 * 1024 * 1024;
+const BATCH_OUTPUT: usize = 16 * 1024 * 1024;
 
 /// How often a batch's log is read while it runs.
 const BATCH_POLL: Duration = Duration::from_millis(5);
@@ -447,7 +446,7 @@ fn run_batch_process(
     let logfile = named_scratch_file()?;
     let (output, stdout_writer) = output_file()?;
     let stderr_writer = stdout_writer.try_clone().map_err(ProcessError::Output)?;
-    let mut command = libtest_command(binary, names, logfile.path(), Capture::Streamed);
+    let mut command = libtest_command(binary, names, logfile.path(), Capture::Libtest);
     command.stdout(stdout_writer).stderr(stderr_writer);
     let mut batch = Batch::new(names, Instant::now());
     let (mut child, pid) = spawn(command, binary, watchdog)?;
@@ -495,18 +494,34 @@ fn run_batch_process(
         leaked,
     } = reap(&mut child, pid, watchdog).map_err(ProcessError::Wait)?;
     let ended = Instant::now();
-    let output = read_prefix(output, BATCH_OUTPUT);
+    let output = read_kept(output, BATCH_OUTPUT);
     let segments = split_by_test(&output, names);
-    let text = |name: &str| kept(segments.get(name).map_or("", String::as_str));
+    let blocks = captured_blocks(&output[segments.summary..], names);
+    let text = |name: &str| {
+        let written = segments.get(name).map_or("", String::as_str);
+        kept(&join_output(
+            written,
+            blocks.get(name).copied().unwrap_or_default(),
+        ))
+    };
+    // A process that died took what libtest had captured of the tests
+    // before with it.
+    let died = !batch.waiting.is_empty();
     let mut outcomes = Vec::new();
     for (name, logged) in &batch.order {
         let output = text(name);
         let (status, message) = match logged {
             Logged::Passed => (Status::Passed, String::new()),
-            Logged::Failed(note) => (
-                Status::Failed,
-                failure_message(note.as_deref(), &output, name),
-            ),
+            Logged::Failed(note) => {
+                let mut message = failure_message(note.as_deref(), &output, name);
+                if died && !blocks.contains_key(name) {
+                    message.push_str(
+                        " (what it printed went with the batch's process, which died in a later \
+                         test)",
+                    );
+                }
+                (Status::Failed, message)
+            }
         };
         let mut outcome = outcome(binary, name, status, message);
         outcome.stdout = output;
@@ -535,6 +550,14 @@ fn run_batch_process(
         let mut outcome = outcome(binary, &running, status, message);
         outcome.stdout = output;
         outcome.duration = ended.saturating_duration_since(batch.last_end);
+        // What it printed went with it: run alone again, as it comes.
+        if matches!(
+            outcome.status,
+            Status::Crashed { .. } | Status::ExitedEarly { .. }
+        ) {
+            let second = attempt(binary, &running, plan, watchdog, Capture::Streamed, false)?;
+            outcome = after_second_run(outcome, second.outcome, false);
+        }
         outcomes.push(outcome);
     }
     if let Some(last) = outcomes.last_mut() {
@@ -610,6 +633,8 @@ impl<'a> Batch<'a> {
 struct Segments {
     order: Vec<String>,
     text: HashMap<String, String>,
+    /// Where libtest's summary starts.
+    summary: usize,
 }
 
 impl Segments {
@@ -629,13 +654,19 @@ fn split_by_test(output: &str, names: &[String]) -> Segments {
     let mut segments = Segments {
         order: Vec::new(),
         text: HashMap::new(),
+        summary: output.len(),
     };
     let mut current: Option<String> = None;
+    let mut at = 0;
     for line in output.split_inclusive('\n') {
         // Once the tests are over, libtest prints its summary.
-        if line.trim_end() == "failures:" || line.starts_with("test result: ") {
+        if matches!(line.trim_end(), "successes:" | "failures:")
+            || line.starts_with("test result: ")
+        {
+            segments.summary = at;
             break;
         }
+        at += line.len();
         let started =
             announced(line).filter(|(name, _)| names.iter().any(|candidate| candidate == name));
         let text = match started {
@@ -660,6 +691,42 @@ fn split_by_test(output: &str, names: &[String]) -> Segments {
     segments
 }
 
+/// The blocks libtest captured of tests `names`, from its `summary`: each
+/// under `---- NAME stdout ----`, up to the next or to the lists of the
+/// tests that passed and failed, with the newline libtest adds after each.
+fn captured_blocks<'t, 'n>(summary: &'t str, names: &'n [String]) -> HashMap<&'n str, &'t str> {
+    let headers: Vec<(usize, usize, &str)> = summary
+        .match_indices("---- ")
+        .filter(|(at, _)| *at == 0 || summary.as_bytes()[at - 1] == b'\n')
+        .filter_map(|(at, _)| {
+            let line = summary[at..].split('\n').next()?;
+            let name = line.strip_prefix("---- ")?.strip_suffix(" stdout ----")?;
+            let name = names.iter().find(|candidate| *candidate == name)?;
+            Some((at, at + line.len() + 1, name.as_str()))
+        })
+        .collect();
+    let mut blocks = HashMap::new();
+    for (index, (_, start, name)) in headers.iter().enumerate() {
+        let rest = &summary[(*start).min(summary.len())..];
+        // The next block, or the list that ends this section.
+        let end = headers
+            .get(index + 1)
+            .map(|(next, _, _)| next - start)
+            .into_iter()
+            .chain(
+                ["successes", "failures"]
+                    .iter()
+                    .filter_map(|list| rest.find(&format!("\n\n{list}:\n    ")))
+                    .map(|list| list + 1),
+            )
+            .min()
+            .unwrap_or(rest.len());
+        let block = &rest[..end.min(rest.len())];
+        blocks.insert(*name, block.strip_suffix('\n').unwrap_or(block));
+    }
+    blocks
+}
+
 /// A test's output without the verdict libtest writes after it.
 fn without_verdict(text: &str) -> &str {
     let trimmed = text.trim_end();
@@ -667,16 +734,6 @@ fn without_verdict(text: &str) -> &str {
         .strip_suffix("ok")
         .or_else(|| trimmed.strip_suffix("FAILED"))
         .map_or(trimmed, str::trim_end)
-}
-
-/// The first `limit` bytes of a captured stream, as text.
-fn read_prefix(mut file: File, limit: u64) -> String {
-    let mut bytes = Vec::new();
-    // The test shared this file's offset, and left it at the end.
-    if file.rewind().is_ok() {
-        let _ = file.take(limit).read_to_end(&mut bytes);
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// libtest's verdict on a test, as its log records it.
@@ -935,6 +992,33 @@ mod tests {
             (without_libtest_lines(written, "t::silent").as_str(), block),
             ("", "")
         );
+    }
+
+    /// libtest's stdout for a batch of five tests run with
+    /// `--show-output`: two failures, a silent test, a test that wrote to
+    /// its descriptors itself, an expected panic.
+    const BATCH: &str = "\nrunning 5 tests\ntest m::err ... FAILED\ntest m::silent ... ok\ntest t::fails ... FAILED\ntest t::passes ... direct err\ndirect out\nok\ntest t::sp - should panic ... ok\n\nsuccesses:\n\n---- t::passes stdout ----\nout line\nerr line\n\n---- t::sp stdout ----\n\nthread 't::sp' (30534) panicked at src/lib.rs:10:15:\nx\n\n\nsuccesses:\n    m::silent\n    t::passes\n    t::sp\n\nfailures:\n\n---- m::err stdout ----\nError: \"bad\"\n\n---- t::fails stdout ----\nout before\n\nthread 't::fails' (30532) panicked at src/lib.rs:7:42:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\n\nfailures:\n    m::err\n    t::fails\n\ntest result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 1 filtered out; finished in 0.00s\n\n";
+
+    #[test]
+    fn a_batch_s_captured_output_is_split_between_its_tests() {
+        let names: Vec<String> = ["m::err", "m::silent", "t::fails", "t::passes", "t::sp"]
+            .map(str::to_owned)
+            .to_vec();
+        let segments = split_by_test(BATCH, &names);
+        assert_eq!(segments.get("t::passes").unwrap(), "direct err\ndirect out");
+        let blocks = captured_blocks(&BATCH[segments.summary..], &names);
+        assert_eq!(blocks["t::passes"], "out line\nerr line\n");
+        assert_eq!(
+            blocks["t::sp"],
+            "\nthread 't::sp' (30534) panicked at src/lib.rs:10:15:\nx\n"
+        );
+        assert_eq!(blocks["m::err"], "Error: \"bad\"\n");
+        assert_eq!(
+            failure_message(None, blocks["t::fails"], "t::fails"),
+            "panicked at src/lib.rs:7:42: boom"
+        );
+        assert!(!blocks.contains_key("m::silent"));
+        assert_eq!(blocks.len(), 4);
     }
 
     #[test]
