@@ -670,6 +670,15 @@ impl TestArgs {
         self.report.verbose || self.select.libtest.show_output
     }
 
+    /// Whether a report shows or keeps what passing tests printed: `-v`
+    /// shows it, JSON lines and JUnit carry it. (Else libtest is not even
+    /// asked to write it.)
+    pub(crate) fn passing_output(&self) -> bool {
+        self.verbose()
+            || self.report.message_format == MessageFormat::Json
+            || self.report.junit.is_some()
+    }
+
     /// The coloring of human output: `--color`, else libtest's after
     /// `--`.
     pub(crate) fn color(&self) -> ColorChoice {

@@ -146,6 +146,7 @@ fn test(args: &cli::TestArgs) -> i32 {
         max_fail: args.run.max_fail(),
         retries: args.run.retries,
         nocapture: args.no_capture(),
+        passing_output: args.passing_output(),
         isolation: args.run.isolation,
     };
     // The first Ctrl-C (or SIGTERM) starts no more tests and ends the

@@ -51,9 +51,10 @@ fn libtest_command<S: AsRef<std::ffi::OsStr>>(
         .arg("--exact")
         .args(names)
         .args(["--test-threads", "1", "--include-ignored"])
-        .arg(match capture {
-            Capture::Libtest => "--show-output",
-            Capture::Streamed => "--nocapture",
+        .args(match capture {
+            Capture::Libtest { passing: true } => Some("--show-output"),
+            Capture::Libtest { passing: false } => None,
+            Capture::Streamed => Some("--nocapture"),
         })
         .arg("--logfile")
         .arg(logfile);
@@ -64,14 +65,17 @@ fn libtest_command<S: AsRef<std::ffi::OsStr>>(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Capture {
     /// libtest captures what the test prints (`print!`, `eprint!`, its
-    /// panic) in memory, and writes it in one block once the test is over
-    /// (`--show-output`, so that a passing test's block is written too): a
-    /// test that prints a hundred megabytes in short lines costs what it
-    /// costs under `cargo test`, where each line written as it comes would
-    /// be a system call. What the test writes to its descriptors itself
-    /// still goes to them as it comes. A process that dies takes the block
-    /// with it.
-    Libtest,
+    /// panic) in memory, and writes it in one block once the test is over,
+    /// for a failure, and for a pass too where `passing` asks for it
+    /// (`--show-output`): a test that prints a hundred megabytes in short
+    /// lines costs what it costs under `cargo test`, where each line
+    /// written as it comes would be a system call. What the test writes to
+    /// its descriptors itself still goes to them as it comes. A process
+    /// that dies takes the block with it.
+    Libtest {
+        /// Whether a passing test's block is written too.
+        passing: bool,
+    },
     /// Everything written as it comes (`--nocapture`): to files, or to the
     /// terminal with `--no-capture`.
     Streamed,
@@ -151,7 +155,9 @@ fn run_libtest_process(
         name,
         plan,
         watchdog,
-        Capture::Libtest,
+        Capture::Libtest {
+            passing: plan.passing_output,
+        },
         quiet_backtraces,
     )?;
     let failed = matches!(
@@ -316,7 +322,7 @@ fn attempt(
             let stderr = without_libtest_lines(&read_kept(stderr, KEPT_OUTPUT), name);
             match capture {
                 // The failure is told in the captured block.
-                Capture::Libtest => {
+                Capture::Libtest { .. } => {
                     let (written, block) = split_captured(&stdout, name);
                     let told = format!("{block}{stderr}");
                     (
@@ -446,7 +452,10 @@ fn run_batch_process(
     let logfile = named_scratch_file()?;
     let (output, stdout_writer) = output_file()?;
     let stderr_writer = stdout_writer.try_clone().map_err(ProcessError::Output)?;
-    let mut command = libtest_command(binary, names, logfile.path(), Capture::Libtest);
+    let capture = Capture::Libtest {
+        passing: plan.passing_output,
+    };
+    let mut command = libtest_command(binary, names, logfile.path(), capture);
     command.stdout(stdout_writer).stderr(stderr_writer);
     let mut batch = Batch::new(names, Instant::now());
     let (mut child, pid) = spawn(command, binary, watchdog)?;

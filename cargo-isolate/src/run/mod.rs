@@ -184,6 +184,8 @@ pub(crate) struct RunPlan {
     pub(crate) retries: u32,
     /// Tests write to the terminal instead of being captured.
     pub(crate) nocapture: bool,
+    /// What passing tests print is kept, for a report that shows it.
+    pub(crate) passing_output: bool,
     pub(crate) isolation: Isolation,
 }
 
