@@ -275,6 +275,21 @@ impl CargoConfig {
         runner.command().ok_or(ConfigError::EmptyRunner(key))
     }
 
+    /// Whether a target runner may be configured for some target: a file
+    /// sets `target.<triple>.runner` or `target.'cfg(..)'.runner`, or one
+    /// of the environment's variables `names` is a
+    /// `CARGO_TARGET_<TRIPLE>_RUNNER`. Where none is, [`CargoConfig::runner`]
+    /// finds none whatever the target, and its triple and `cfg` are not
+    /// needed.
+    pub(crate) fn may_have_runner(&self, mut names: impl Iterator<Item = OsString>) -> bool {
+        !self.runners.is_empty()
+            || names.any(|name| {
+                name.to_str().is_some_and(|name| {
+                    name.starts_with("CARGO_TARGET_") && name.ends_with("_RUNNER")
+                })
+            })
+    }
+
     /// The rustc cargo runs: `RUSTC`, or `build.rustc`, or `rustc`.
     pub(crate) fn rustc(&self) -> OsString {
         std::env::var_os("RUSTC")
@@ -435,6 +450,22 @@ mod tests {
             Err(ConfigError::EmptyRunner(_))
         ));
         drop(root);
+    }
+
+    #[test]
+    fn a_runner_may_come_from_a_file_or_a_variable() {
+        let (root, cwd, home) = configs("[env]\nPLAIN = \"outer\"\n", "", "");
+        let config = CargoConfig::load_from(&cwd, Some(&home)).unwrap();
+        let names = |names: &[&str]| names.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(!config.may_have_runner(names(&["CARGO_TARGET_DIR", "PATH"]).into_iter()));
+        assert!(
+            config
+                .may_have_runner(names(&["CARGO_TARGET_AARCH64_APPLE_DARWIN_RUNNER"]).into_iter())
+        );
+        let (root_cfg, cwd, home) = configs("", "[target.'cfg(unix)']\nrunner = \"run\"\n", "");
+        let config = CargoConfig::load_from(&cwd, Some(&home)).unwrap();
+        assert!(config.may_have_runner(std::iter::empty()));
+        drop((root, root_cfg));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //!   build scripts named inside the profile's output directory, that
 //!   directory and its `deps`, and the toolchain's library directory for
 //!   the target, where a binary built with `-C prefer-dynamic` finds
-//!   `libstd`;
+//!   `libstd` (see below for when);
 //! - with what its package's build script set: `OUT_DIR` and its
 //!   `cargo::rustc-env` variables;
 //! - with `CARGO` and its package's variables: `CARGO_MANIFEST_DIR`,
@@ -30,14 +30,30 @@
 //! cargo runs. Only cargo's configuration is read from its files, as
 //! cargo has no stable way to print it.
 //!
-//! Not matched: a binary listed while cargo still builds others gets the
-//! native library directories of the build scripts that ran before it
-//! (its own dependencies' among them), where cargo names those of the
-//! whole build; `target.'cfg(..)'` keys are matched against rustc's `cfg`
+//! Rustc is asked only where its answer is needed, as asking costs tens
+//! of milliseconds of every run:
+//!
+//! - where a runner may be configured (a `target.*.runner` key or a
+//!   `CARGO_TARGET_*_RUNNER` variable), for every binary, the host's
+//!   question asked while `cargo metadata` runs;
+//! - otherwise, only for a binary that needs a `libstd-*.so` (a
+//!   `DT_NEEDED` entry of its ELF dynamic section names one) or whose ELF
+//!   headers cannot be read.
+//!
+//! Each target is asked about once.
+//!
+//! Not matched: where no runner is configured, a binary that needs no
+//! `libstd-*.so` itself is started without the toolchain's library
+//! directory on its `LD_LIBRARY_PATH`, so a library it loads that does
+//! finds `libstd` only on the inherited path; a binary listed while cargo
+//! still builds others gets the native library directories of the build
+//! scripts that ran before it (its own dependencies' among them), where
+//! cargo names those of the whole build; `target.'cfg(..)'` keys are matched against rustc's `cfg`
 //! for the target without the build's `RUSTFLAGS`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -46,6 +62,9 @@ use std::sync::Arc;
 use cargo_metadata::cargo_platform::Cfg;
 use cargo_metadata::semver::Version;
 use cargo_metadata::{BuildScript, MetadataCommand, PackageId};
+use object::elf::{DT_NEEDED, FileHeader32, FileHeader64};
+use object::read::elf::FileHeader;
+use object::{Endianness, FileKind, ReadCache, ReadRef};
 use serde::Deserialize;
 
 use crate::build::PackageGraph;
@@ -126,7 +145,10 @@ pub(crate) struct Environment {
     build_scripts: HashMap<PackageId, Vec<(OsString, OsString)>>,
     /// The library directories build scripts named.
     native_dirs: BTreeSet<PathBuf>,
-    /// By target (`None` for the host).
+    /// Whether a target runner may be configured: where none is, rustc is
+    /// asked only for a binary that needs the toolchain's `libstd`.
+    may_have_runner: bool,
+    /// By target (`None` for the host), once rustc was asked.
     platforms: HashMap<Option<String>, Arc<Platform>>,
 }
 
@@ -202,8 +224,9 @@ impl Package {
 }
 
 impl Environment {
-    /// Reads cargo's configuration, the workspace's metadata and what the
-    /// host's rustc says, for a build with `options` by `cargo`.
+    /// Reads cargo's configuration, the workspace's metadata and, where a
+    /// target runner may be configured, what the host's rustc says, for a
+    /// build with `options` by `cargo`.
     ///
     /// # Errors
     ///
@@ -211,10 +234,11 @@ impl Environment {
     pub(crate) fn new(options: &CargoOptions, cargo: &Path) -> Result<Self, EnvironmentError> {
         let config = CargoConfig::load()?;
         let rustc = config.rustc();
-        // Asked while `cargo metadata` runs.
-        let host = ask_rustc(&rustc, None);
+        let may_have_runner = config.may_have_runner(std::env::vars_os().map(|(name, _)| name));
+        // Asked while `cargo metadata` runs, where every binary needs it.
+        let host = may_have_runner.then(|| ask_rustc(&rustc, None));
         let metadata = read_metadata(options, cargo);
-        let host = host.and_then(Child::wait_with_output);
+        let host = host.map(|host| host.and_then(Child::wait_with_output));
         let metadata = metadata?;
         let config_env = config.env_vars(|name| std::env::var_os(name).is_some());
         let mut environment = Environment {
@@ -232,10 +256,13 @@ impl Environment {
                 .unwrap_or(metadata.target_directory),
             build_scripts: HashMap::new(),
             native_dirs: BTreeSet::new(),
+            may_have_runner,
             platforms: HashMap::new(),
         };
-        let host = environment.platform_from(host, None)?;
-        environment.platforms.insert(None, Arc::new(host));
+        if let Some(host) = host {
+            let host = environment.platform_from(host, None)?;
+            environment.platforms.insert(None, Arc::new(host));
+        }
         Ok(environment)
     }
 
@@ -287,8 +314,8 @@ impl Environment {
     ///
     /// # Errors
     ///
-    /// When rustc cannot say where the toolchain's libraries for its
-    /// target are, or its runner names no program.
+    /// When rustc, asked, cannot say where the toolchain's libraries for
+    /// its target are, or its runner names no program.
     pub(crate) fn launch(
         &mut self,
         id: &PackageId,
@@ -303,18 +330,23 @@ impl Environment {
             .filter(|dir| *dir != self.build_dir)
             .and_then(Path::file_name)
             .map(|target| target.to_string_lossy().into_owned());
-        let platform = self.platform(target)?;
+        let platform = if self.may_have_runner || needs_shared_std(executable) {
+            Some(self.platform(target)?)
+        } else {
+            None
+        };
         let mut search: Vec<PathBuf> = self
             .native_dirs
             .iter()
             .filter(|dir| dir.starts_with(output))
             .cloned()
             .collect();
-        search.extend([
-            output.to_owned(),
-            deps.to_owned(),
-            platform.target_libdir.clone(),
-        ]);
+        search.extend([output.to_owned(), deps.to_owned()]);
+        search.extend(
+            platform
+                .as_ref()
+                .map(|platform| platform.target_libdir.clone()),
+        );
         let inherited: Vec<PathBuf> = std::env::var_os(LIBRARY_PATH)
             .map(|paths| std::env::split_paths(&paths).collect())
             .unwrap_or_default();
@@ -353,7 +385,9 @@ impl Environment {
             );
         }
         Ok(Launch {
-            runner: platform.runner.clone(),
+            runner: platform
+                .map(|platform| platform.runner.clone())
+                .unwrap_or_default(),
             dir: dir.to_owned(),
             env,
         })
@@ -427,6 +461,49 @@ fn ask_rustc(rustc: &OsStr, target: Option<&str>) -> io::Result<Child> {
         .spawn()
 }
 
+/// Whether `executable` needs a `libstd-*.so`, as a binary built with `-C
+/// prefer-dynamic` does: a `DT_NEEDED` entry of its dynamic section names
+/// one. Also where it cannot be read as an ELF file, so that the toolchain's
+/// library directory is not left out for want of knowing.
+///
+/// Only the headers and the dynamic section are read, not the whole file.
+fn needs_shared_std(executable: &Path) -> bool {
+    let Ok(file) = File::open(executable) else {
+        return true;
+    };
+    let data = &ReadCache::new(file);
+    let needed = match FileKind::parse(data) {
+        Ok(FileKind::Elf32) => needed_libraries::<FileHeader32<Endianness>, _>(data),
+        Ok(FileKind::Elf64) => needed_libraries::<FileHeader64<Endianness>, _>(data),
+        _ => None,
+    };
+    needed.is_none_or(|names| {
+        names
+            .iter()
+            .any(|name| name.starts_with(b"libstd-") && name.ends_with(b".so"))
+    })
+}
+
+/// The libraries the ELF file `data` needs (its `DT_NEEDED` entries);
+/// `None` where its headers cannot be read, or it has no section headers
+/// to find its dynamic section by.
+fn needed_libraries<'data, Elf: FileHeader, R: ReadRef<'data>>(
+    data: R,
+) -> Option<Vec<&'data [u8]>> {
+    let header = Elf::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    let sections = header.sections(endian, data).ok()?;
+    if sections.is_empty() {
+        return None;
+    }
+    let dynamic = sections.dynamic_table(endian, data).ok()?;
+    dynamic
+        .iter()
+        .filter(|entry| entry.tag == DT_NEEDED)
+        .map(|entry| dynamic.string(entry).ok())
+        .collect()
+}
+
 /// `cargo metadata` of the workspace's packages.
 fn read_metadata(options: &CargoOptions, cargo: &Path) -> Result<Metadata, EnvironmentError> {
     let mut metadata = MetadataCommand::new();
@@ -481,4 +558,82 @@ fn on_path(program: &Path) -> OsString {
         .map(|dir| dir.join(program))
         .find(|path| path.is_file())
         .map_or_else(|| program.into(), PathBuf::into_os_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An environment without packages whose rustc is `rustc`.
+    fn environment(rustc: &Path, may_have_runner: bool) -> Environment {
+        Environment {
+            config: CargoConfig::default(),
+            config_env: Vec::new(),
+            cargo: OsString::from("cargo"),
+            rustc: rustc.into(),
+            packages: HashMap::new(),
+            build_dir: PathBuf::from("/"),
+            build_scripts: HashMap::new(),
+            native_dirs: BTreeSet::new(),
+            may_have_runner,
+            platforms: HashMap::new(),
+        }
+    }
+
+    fn launch(
+        environment: &mut Environment,
+        executable: &Path,
+    ) -> Result<Launch, EnvironmentError> {
+        let id = PackageId {
+            repr: "package".to_owned(),
+        };
+        environment.launch(&id, Path::new("/package/Cargo.toml"), executable)
+    }
+
+    #[test]
+    fn a_binary_linked_statically_with_std_needs_no_shared_libstd() {
+        assert!(!needs_shared_std(&std::env::current_exe().unwrap()));
+    }
+
+    #[test]
+    fn a_prefer_dynamic_binary_needs_the_shared_libstd() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("main.rs");
+        std::fs::write(&source, "fn main() {}\n").unwrap();
+        let binary = dir.path().join("main");
+        let status = Command::new("rustc")
+            .args(["-C", "prefer-dynamic", "-o"])
+            .arg(&binary)
+            .arg(&source)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(needs_shared_std(&binary));
+    }
+
+    #[test]
+    fn a_binary_that_cannot_be_read_as_elf_may_need_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("script");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        assert!(needs_shared_std(&script));
+        assert!(needs_shared_std(&dir.path().join("missing")));
+    }
+
+    #[test]
+    fn rustc_is_asked_only_where_a_runner_or_libstd_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let rustc = dir.path().join("no-rustc");
+        let executable = std::env::current_exe().unwrap();
+        let started = launch(&mut environment(&rustc, false), &executable).unwrap();
+        assert!(started.runner.is_empty());
+        let asked = |result: Result<Launch, EnvironmentError>| {
+            matches!(result, Err(EnvironmentError::Rustc { .. }))
+        };
+        assert!(asked(launch(&mut environment(&rustc, true), &executable)));
+        assert!(asked(launch(
+            &mut environment(&rustc, false),
+            &dir.path().join("missing")
+        )));
+    }
 }

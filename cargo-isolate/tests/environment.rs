@@ -5,7 +5,9 @@
 //! `[env]` with `relative` and `force`, the target runner), passes under
 //! `cargo test`, `cargo nextest run` and `cargo isolate test` alike; and
 //! the target runner, from cargo's configuration or from
-//! `CARGO_TARGET_<TRIPLE>_RUNNER`, starts every listing and every test.
+//! `CARGO_TARGET_<TRIPLE>_RUNNER`, starts every listing and every test;
+//! and with no runner configured, the `-C prefer-dynamic` binaries still
+//! find `libstd` through the library path cargo isolate gives them.
 
 #[expect(
     dead_code,
@@ -66,11 +68,14 @@ fn cargo_isolate_passes(args: &[&str], log: &Path, env: &[(&str, &str)]) {
         &["isolate", "test", "--message-format", "json"],
         log,
     );
-    let output = command
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    command.args(args).envs(env.iter().copied());
+    passes_every_test(&mut command);
+}
+
+/// Runs `command`, a `cargo isolate test` of the fixture in JSON, and
+/// checks that it passed every test of the fixture.
+fn passes_every_test(command: &mut Command) {
+    let output = command.output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let passed: BTreeSet<(String, String)> = json_events(&output)
         .iter()
@@ -170,4 +175,40 @@ fn a_runner_from_the_environment_wins_over_the_configured_one() {
         ],
     );
     assert_eq!(wrapped(&log), every_binary_listed_and_run_by("environment"));
+}
+
+#[test]
+fn without_a_runner_a_prefer_dynamic_binary_finds_libstd() {
+    // Run from a directory of its own, cargo reads its configuration
+    // there: the fixture's, without the runner and with the relative
+    // value made absolute.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let config = std::fs::read_to_string(fixture_dir().join(".cargo/config.toml")).unwrap();
+    let (config, _runner) = config
+        .split_once("\n[target.")
+        .expect("the fixture's configuration ends with its runner");
+    let data = fixture_dir().canonicalize().unwrap().join("data");
+    let config = config.replace(
+        "value = \"data\"",
+        &format!("value = {:?}", data.to_str().unwrap()),
+    );
+    std::fs::create_dir(dir.path().join(".cargo")).unwrap();
+    std::fs::write(dir.path().join(".cargo/config.toml"), config).unwrap();
+    let log = runner_log();
+    let mut command = in_fixture(
+        env!("CARGO_BIN_EXE_cargo-isolate"),
+        &["isolate", "test", "--message-format", "json"],
+        &log,
+    );
+    command
+        .arg("--manifest-path")
+        .arg(fixture_dir().join("Cargo.toml"))
+        .current_dir(dir.path())
+        // Only cargo isolate may lead the tests to the toolchain's
+        // libraries.
+        .env_remove("LD_LIBRARY_PATH")
+        .env("ENVIRONMENT_RUNNER", "none")
+        .env("ENVIRONMENT_EXPECTED_RUNNER", "none");
+    passes_every_test(&mut command);
+    assert!(wrapped(&log).is_empty());
 }
