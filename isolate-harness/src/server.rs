@@ -200,7 +200,7 @@ pub(crate) fn reply_frame<R: Serialize + 'static>(
     })
 }
 
-pub(crate) fn call_failed_frame(reason: &str, call: u64) -> Outgoing {
+fn call_failed_frame(reason: &str, call: u64) -> Outgoing {
     Outgoing::frames(
         FrameBuilder::new(Kind::CallFailed)
             .push(&call.to_le_bytes())
@@ -222,17 +222,26 @@ pub(crate) fn trampoline<A: DeserializeOwned + 'static, R: Serialize + 'static>(
     request: CallRequest<'_>,
     bytes: Option<Vec<u8>>,
 ) -> Outgoing {
-    let argument: A = match request.argument(bytes) {
-        Ok(argument) => argument,
-        Err(failed) => return failed,
-    };
-    // SAFETY: `function` is the address of an `fn(A) -> R` that the parent
-    // sent together with this very trampoline, monomorphized for the same
-    // `A` and `R`; the child is a fork of the parent's image, so the address
-    // names the same code here.
-    let function: fn(A) -> R =
-        unsafe { std::mem::transmute::<usize, fn(A) -> R>(request.function) };
-    reply_frame(catch(|| function(argument)), Vec::new(), request.call)
+    answer(|| {
+        let argument: A = request.argument(bytes)?;
+        // SAFETY: `function` is the address of an `fn(A) -> R` that the
+        // parent sent together with this very trampoline, monomorphized for
+        // the same `A` and `R`; the child is a fork of the parent's image,
+        // so the address names the same code here.
+        let function: fn(A) -> R =
+            unsafe { std::mem::transmute::<usize, fn(A) -> R>(request.function) };
+        Ok(reply_frame(
+            catch(|| function(argument)),
+            Vec::new(),
+            request.call,
+        ))
+    })
+}
+
+/// The reply of a trampoline, which may stop early with the reply that
+/// says why the call could not be made.
+pub(crate) fn answer(reply: impl FnOnce() -> Result<Outgoing, Outgoing>) -> Outgoing {
+    reply().unwrap_or_else(|failed| failed)
 }
 
 /// The frames of a call (built in `buffer`, whose contents are dropped):
@@ -274,12 +283,13 @@ impl CallRequest<'_> {
         &self,
         bytes: Option<Vec<u8>>,
     ) -> Result<A, Outgoing> {
-        ipc::decode_value(self.argument, bytes).map_err(|error| {
-            call_failed_frame(
-                &format!("could not decode the argument: {error}"),
-                self.call,
-            )
-        })
+        ipc::decode_value(self.argument, bytes)
+            .map_err(|error| self.failed(&format!("could not decode the argument: {error}")))
+    }
+
+    /// The reply that says the call could not be made, and why.
+    pub(crate) fn failed(&self, reason: &str) -> Outgoing {
+        call_failed_frame(reason, self.call)
     }
 }
 

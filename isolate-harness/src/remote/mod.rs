@@ -22,7 +22,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::ipc::{FrameBuilder, Kind, Outgoing};
 use crate::isolate::{Argument, Error, Isolate};
-use crate::server::{self, CallRequest, call_failed_frame, catch, reply_frame};
+use crate::server::{self, CallRequest, answer, catch, reply_frame};
 
 pub(crate) use objects::Objects;
 pub use pool::IsolatePool;
@@ -234,15 +234,14 @@ fn spawn_trampoline<A: DeserializeOwned + 'static, T: 'static>(
     request: CallRequest<'_>,
     bytes: Option<Vec<u8>>,
 ) -> Outgoing {
-    let argument: A = match request.argument(bytes) {
-        Ok(argument) => argument,
-        Err(failed) => return failed,
-    };
-    // SAFETY: the parent sent `init` with this trampoline, for this `A`
-    // and `T` (`Isolate::spawn`).
-    let init: fn(A) -> T = unsafe { function(request.function) };
-    let outcome = catch(|| init(argument)).map(|object| objects.insert(Box::new(object)));
-    reply_frame(outcome, Vec::new(), request.call)
+    answer(|| {
+        let argument: A = request.argument(bytes)?;
+        // SAFETY: the parent sent `init` with this trampoline, for this `A`
+        // and `T` (`Isolate::spawn`).
+        let init: fn(A) -> T = unsafe { function(request.function) };
+        let outcome = catch(|| init(argument)).map(|object| objects.insert(Box::new(object)));
+        Ok(reply_frame(outcome, Vec::new(), request.call))
+    })
 }
 
 fn call_trampoline<T: 'static, A: DeserializeOwned + 'static, R: Serialize + 'static>(
@@ -250,18 +249,18 @@ fn call_trampoline<T: 'static, A: DeserializeOwned + 'static, R: Serialize + 'st
     request: CallRequest<'_>,
     bytes: Option<Vec<u8>>,
 ) -> Outgoing {
-    let argument: A = match request.argument(bytes) {
-        Ok(argument) => argument,
-        Err(failed) => return failed,
-    };
-    let object = match objects.get_mut::<T>(request.object) {
-        Ok(object) => object,
-        Err(reason) => return call_failed_frame(&reason, request.call),
-    };
-    // SAFETY: the parent sent `f` with this trampoline, for these types
-    // (`Remote::call`).
-    let f: fn(&mut T, A) -> R = unsafe { function(request.function) };
-    reply_frame(catch(|| f(object, argument)), Vec::new(), request.call)
+    answer(|| {
+        let argument: A = request.argument(bytes)?;
+        let object = object::<T>(objects, &request)?;
+        // SAFETY: the parent sent `f` with this trampoline, for these types
+        // (`Remote::call`).
+        let f: fn(&mut T, A) -> R = unsafe { function(request.function) };
+        Ok(reply_frame(
+            catch(|| f(object, argument)),
+            Vec::new(),
+            request.call,
+        ))
+    })
 }
 
 fn call_remote_trampoline<T: 'static, A: DeserializeOwned + 'static, U: 'static>(
@@ -269,19 +268,15 @@ fn call_remote_trampoline<T: 'static, A: DeserializeOwned + 'static, U: 'static>
     request: CallRequest<'_>,
     bytes: Option<Vec<u8>>,
 ) -> Outgoing {
-    let argument: A = match request.argument(bytes) {
-        Ok(argument) => argument,
-        Err(failed) => return failed,
-    };
-    let object = match objects.get_mut::<T>(request.object) {
-        Ok(object) => object,
-        Err(reason) => return call_failed_frame(&reason, request.call),
-    };
-    // SAFETY: the parent sent `f` with this trampoline, for these types
-    // (`Remote::call_remote`).
-    let f: fn(&mut T, A) -> U = unsafe { function(request.function) };
-    let outcome = catch(|| f(object, argument)).map(|result| objects.insert(Box::new(result)));
-    reply_frame(outcome, Vec::new(), request.call)
+    answer(|| {
+        let argument: A = request.argument(bytes)?;
+        let object = object::<T>(objects, &request)?;
+        // SAFETY: the parent sent `f` with this trampoline, for these types
+        // (`Remote::call_remote`).
+        let f: fn(&mut T, A) -> U = unsafe { function(request.function) };
+        let outcome = catch(|| f(object, argument)).map(|result| objects.insert(Box::new(result)));
+        Ok(reply_frame(outcome, Vec::new(), request.call))
+    })
 }
 
 fn call_once_trampoline<T: 'static, A: DeserializeOwned + 'static, R: Serialize + 'static>(
@@ -289,18 +284,20 @@ fn call_once_trampoline<T: 'static, A: DeserializeOwned + 'static, R: Serialize 
     request: CallRequest<'_>,
     bytes: Option<Vec<u8>>,
 ) -> Outgoing {
-    let argument: A = match request.argument(bytes) {
-        Ok(argument) => argument,
-        Err(failed) => return failed,
-    };
-    let object = match objects.take::<T>(request.object) {
-        Ok(object) => object,
-        Err(reason) => return call_failed_frame(&reason, request.call),
-    };
-    // SAFETY: the parent sent `f` with this trampoline, for these types
-    // (`Remote::call_once`).
-    let f: fn(T, A) -> R = unsafe { function(request.function) };
-    reply_frame(catch(|| f(*object, argument)), Vec::new(), request.call)
+    answer(|| {
+        let argument: A = request.argument(bytes)?;
+        let object = objects
+            .take::<T>(request.object)
+            .map_err(|reason| request.failed(&reason))?;
+        // SAFETY: the parent sent `f` with this trampoline, for these types
+        // (`Remote::call_once`).
+        let f: fn(T, A) -> R = unsafe { function(request.function) };
+        Ok(reply_frame(
+            catch(|| f(*object, argument)),
+            Vec::new(),
+            request.call,
+        ))
+    })
 }
 
 fn fetch_trampoline<T: Serialize + 'static>(
@@ -308,38 +305,31 @@ fn fetch_trampoline<T: Serialize + 'static>(
     request: CallRequest<'_>,
     _: Option<Vec<u8>>,
 ) -> Outgoing {
-    if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
-        // A frame's length is a `u32`: a larger vector is refused before
-        // it is lent, so that it stays whole.
-        if objects
-            .get_mut::<Vec<u8>>(request.object)
-            .is_ok_and(|bytes| u32::try_from(bytes.len() + 1).is_err())
-        {
-            return call_failed_frame("the object is too large for a frame", request.call);
+    answer(|| {
+        if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
+            // A frame's length is a `u32`: a larger vector is refused
+            // before it is lent, so that it stays whole.
+            if u32::try_from(object::<Vec<u8>>(objects, &request)?.len() + 1).is_err() {
+                return Err(request.failed("the object is too large for a frame"));
+            }
+            let bytes = objects
+                .lend_bytes(request.object)
+                .map_err(|reason| request.failed(&reason))?;
+            return Ok(reply_frame(Ok(bytes), Vec::new(), request.call).lend());
         }
-        return match objects.lend_bytes(request.object) {
-            Ok(bytes) => reply_frame(Ok(bytes), Vec::new(), request.call).lend(),
-            Err(reason) => call_failed_frame(&reason, request.call),
-        };
-    }
-    let object = match objects.get_mut::<T>(request.object) {
-        Ok(object) => object,
-        Err(reason) => return call_failed_frame(&reason, request.call),
-    };
-    let encoded = catch(|| {
-        FrameBuilder::new(Kind::Returned)
-            .push(&request.call.to_le_bytes())
-            .encode(&*object)
-            .map(FrameBuilder::finish)
-    });
-    match encoded {
-        Ok(Ok(frame)) => Outgoing::frames(frame),
-        Ok(Err(error)) => call_failed_frame(
-            &format!("could not encode the object: {error}"),
-            request.call,
-        ),
-        Err(panic) => reply_frame::<()>(Err(panic), Vec::new(), request.call),
-    }
+        let object = object::<T>(objects, &request)?;
+        let encoded = catch(|| {
+            FrameBuilder::new(Kind::Returned)
+                .push(&request.call.to_le_bytes())
+                .encode(&*object)
+                .map(FrameBuilder::finish)
+        });
+        Ok(match encoded {
+            Ok(Ok(frame)) => Outgoing::frames(frame),
+            Ok(Err(error)) => request.failed(&format!("could not encode the object: {error}")),
+            Err(panic) => reply_frame::<()>(Err(panic), Vec::new(), request.call),
+        })
+    })
 }
 
 fn drop_trampoline<T: 'static>(
@@ -347,8 +337,25 @@ fn drop_trampoline<T: 'static>(
     request: CallRequest<'_>,
     _: Option<Vec<u8>>,
 ) -> Outgoing {
-    match objects.take::<T>(request.object) {
-        Ok(object) => reply_frame(catch(|| drop(object)), Vec::new(), request.call),
-        Err(reason) => call_failed_frame(&reason, request.call),
-    }
+    answer(|| {
+        let object = objects
+            .take::<T>(request.object)
+            .map_err(|reason| request.failed(&reason))?;
+        Ok(reply_frame(
+            catch(|| drop(object)),
+            Vec::new(),
+            request.call,
+        ))
+    })
+}
+
+/// The object a call is made on, as a `T`; else the reply that says why
+/// there is none.
+fn object<'o, T: 'static>(
+    objects: &'o mut Objects,
+    request: &CallRequest<'_>,
+) -> Result<&'o mut T, Outgoing> {
+    objects
+        .get_mut::<T>(request.object)
+        .map_err(|reason| request.failed(&reason))
 }
