@@ -505,16 +505,7 @@ fn a_rerun_command_runs_as_printed_with_the_run_s_conditions() {
         ],
         "{rerun}"
     );
-    // The line, as printed, through a shell; `cargo isolate` dispatches
-    // to this binary as cargo would.
-    let output = clean_command("sh", "rerun")
-        .arg("-c")
-        .arg(format!(
-            "cargo() {{ \"$ISOLATE_E2E_BINARY\" \"$@\"; }}\n{rerun}"
-        ))
-        .env("ISOLATE_E2E_BINARY", env!("CARGO_BIN_EXE_cargo-isolate"))
-        .output()
-        .unwrap();
+    let output = run_as_printed(rerun, "rerun");
     assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -1238,14 +1229,7 @@ fn a_timed_out_test_s_rerun_line_carries_its_limits_and_runs_as_printed() {
     assert!(words.join(" ").contains(options), "{rerun}");
     // Pasted into a shell, it ends with the same timeout.
     let started = std::time::Instant::now();
-    let again = clean_command("sh", "fixture-everyday")
-        .arg("-c")
-        .arg(format!(
-            "cargo() {{ \"$ISOLATE_E2E_BINARY\" \"$@\"; }}\n{rerun}"
-        ))
-        .env("ISOLATE_E2E_BINARY", env!("CARGO_BIN_EXE_cargo-isolate"))
-        .output()
-        .unwrap();
+    let again = run_as_printed(rerun, "fixture-everyday");
     assert_eq!(again.status.code(), Some(100), "{}", describe(&again));
     assert!(
         started.elapsed() < std::time::Duration::from_secs(120),
@@ -1541,4 +1525,18 @@ fn backtraces_are_made_for_failures_only() {
     let printed = expected["stdout"].as_str().unwrap();
     assert!(printed.contains("before the panic"), "{expected}");
     assert!(!printed.contains("stack backtrace"), "{expected}");
+}
+
+/// Runs a rerun line as printed, through a shell, with the target
+/// directory named `target_name`; `cargo isolate` dispatches to this
+/// binary as cargo would.
+fn run_as_printed(rerun: &str, target_name: &str) -> std::process::Output {
+    clean_command("sh", target_name)
+        .arg("-c")
+        .arg(format!(
+            "cargo() {{ \"$ISOLATE_E2E_BINARY\" \"$@\"; }}\n{rerun}"
+        ))
+        .env("ISOLATE_E2E_BINARY", env!("CARGO_BIN_EXE_cargo-isolate"))
+        .output()
+        .unwrap()
 }
