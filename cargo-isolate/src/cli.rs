@@ -76,6 +76,11 @@ pub(crate) struct ListArgs {
     /// List one shard of the tests, as `cargo isolate test --partition`.
     #[arg(long, value_name = "count:K/N|hash:K/N", value_parser = Partition::parse)]
     pub(crate) partition: Option<Partition>,
+    /// `human`: a line per test; `json`: one JSON object, the binaries
+    /// with their packages, kinds, paths and harnesses, and the tests
+    /// selected, ignored or not (see the README).
+    #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
+    pub(crate) message_format: MessageFormat,
 }
 
 /// Which tests run: names, filtersets, ignored tests, and what libtest

@@ -215,9 +215,15 @@ fn list_tests(args: &cli::ListArgs) -> i32 {
         Ok(listed) => listed,
         Err(code) => return code,
     };
-    for (binary, test) in selection.select(&binaries) {
-        let ignored = if test.ignored { " (ignored)" } else { "" };
-        println!("{} {}{ignored}", binaries[binary].binary.id, test.name);
+    let selected = selection.select(&binaries);
+    match args.message_format {
+        cli::MessageFormat::Human => {
+            for (binary, test) in selected {
+                let ignored = if test.ignored { " (ignored)" } else { "" };
+                println!("{} {}{ignored}", binaries[binary].binary.id, test.name);
+            }
+        }
+        cli::MessageFormat::Json => println!("{}", report::listing_json(&binaries, &selected)),
     }
     exit_code::SUCCESS
 }

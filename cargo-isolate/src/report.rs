@@ -63,6 +63,7 @@ use serde_json::json;
 
 use crate::build::TestBinary;
 use crate::cli::{ColorChoice, MessageFormat, Rerun};
+use crate::list::{BinaryTests, ListedTest, Runner};
 use crate::run::{Event, Status, TestOutcome};
 
 /// The version of the JSON lines.
@@ -592,6 +593,42 @@ pub(crate) enum JunitPathError {
         #[source]
         source: io::Error,
     },
+}
+
+/// `cargo isolate list --message-format json`: one object, with the
+/// binaries and, in each, the `selected` tests (as the selection gives
+/// them: by binary, in order).
+pub(crate) fn listing_json(binaries: &[BinaryTests], selected: &[(usize, &ListedTest)]) -> String {
+    let listed: Vec<serde_json::Value> = binaries
+        .iter()
+        .enumerate()
+        .map(|(index, listed)| {
+            let binary = &listed.binary;
+            let tests: Vec<serde_json::Value> = selected
+                .iter()
+                .filter(|(of, _)| *of == index)
+                .map(|(_, test)| json!({"name": test.name, "ignored": test.ignored}))
+                .collect();
+            json!({
+                "id": binary.id,
+                "package": binary.package,
+                "target": binary.target,
+                "kind": binary.kind.as_str(),
+                "path": binary.path,
+                "harness": match listed.runner {
+                    Runner::Libtest => "libtest",
+                    Runner::IsolateHarness => "isolate-harness",
+                },
+                "tests": tests,
+            })
+        })
+        .collect();
+    json!({
+        "version": JSON_VERSION,
+        "tests": selected.len(),
+        "binaries": listed,
+    })
+    .to_string()
 }
 
 /// Makes sure that the JUnit report can be written to `path`, before the

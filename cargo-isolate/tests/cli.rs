@@ -325,6 +325,54 @@ fn list_names_every_test() {
 }
 
 #[test]
+fn list_in_json_names_binaries_packages_kinds_harnesses_and_tests() {
+    let output = cargo_isolate(
+        "crashy",
+        &["list", "--workspace", "--message-format", "json"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let listing: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(listing["version"], 1);
+    let binaries = listing["binaries"].as_array().unwrap();
+    let binary = |id: &str| {
+        binaries
+            .iter()
+            .find(|binary| binary["id"] == id)
+            .unwrap_or_else(|| panic!("no binary {id}: {listing}"))
+    };
+    let deaths = binary("harnessed::deaths");
+    assert_eq!(
+        (&deaths["package"], &deaths["kind"], &deaths["harness"]),
+        (
+            &"harnessed".into(),
+            &"test".into(),
+            &"isolate-harness".into()
+        )
+    );
+    assert!(Path::new(deaths["path"].as_str().unwrap()).is_file());
+    assert_eq!(binary("crashy")["kind"], "lib");
+    let mut tests = 0;
+    for (binary_id, name, status, _) in EXPECTED {
+        let listed = binary(binary_id)["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|test| test["name"] == *name)
+            .unwrap_or_else(|| panic!("no {binary_id} {name}: {listing}"));
+        assert_eq!(listed["ignored"], *status == "ignored", "{listed}");
+        tests += 1;
+    }
+    let listed: usize = binaries
+        .iter()
+        .map(|binary| binary["tests"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(
+        (listed, listing["tests"].as_u64().unwrap() as usize),
+        (tests, tests)
+    );
+}
+
+#[test]
 fn a_build_failure_exits_101_with_cargo_s_diagnostics() {
     let output = cargo_isolate("broken", &["test"]);
     assert_eq!(output.status.code(), Some(101), "{}", describe(&output));
