@@ -96,7 +96,7 @@ pub(crate) struct SelectOptions {
     /// or'ed; with name filters too, a test must match both.
     #[arg(short = 'E', long = "filterset", value_name = "EXPR", value_parser = Filterset::parse)]
     pub(crate) filtersets: Vec<Filterset>,
-    /// Which tests run: `default` those not marked #[ignore], `only` the
+    /// Which tests run: `default` those not marked `#[ignore]`, `only` the
     /// ignored ones, `all` both [default: default]. libtest's `--ignored`
     /// and `--include-ignored` after `--` say the same.
     #[arg(long, value_enum, value_name = "WHICH")]

@@ -4,25 +4,11 @@
 //! # JSON lines (`--message-format json`)
 //!
 //! One object per line, each with `"version": 1` and an `"event"`:
-//!
-//! - `{"event":"run-started","tests":N,"binaries":N,"skipped":N}`: `tests`
-//!   is how many run; `skipped` how many tests of the binaries do not
-//!   (filtered out, ignored, in another partition).
-//! - `{"event":"test-slow","binary":"pkg::target","name":"...","elapsed_ms":60000}`:
-//!   a test runs on after another `--slow-timeout` period.
-//! - `{"event":"test-attempt-failed",...}`: an attempt at a test failed and
-//!   the test runs again (`--retries`); the fields of `test-finished`.
-//! - `{"event":"test-finished","binary":"pkg::target","name":"...","status":"crashed",
-//!   "signal":11,"signal_name":"SIGSEGV","core_dumped":false,"message":"killed by signal 11
-//!   (SIGSEGV: invalid memory reference)","duration_ms":1.2,"stdout":"...","stderr":"...",
-//!   "leaked":0}`; `status` is one of `passed`, `failed`, `crashed`,
-//!   `timed-out`, `exited-early` (with `exit_code`), `ignored`, `broken`,
-//!   `interrupted`, `not-run`; `attempts` counts runs under `--retries`,
-//!   and `flaky` says a test failed before it passed. A test that returned
-//!   `Err` failed with the message `returned Err: ` and the error's debug
-//!   text. Under `--isolation batch`, a plain test's stdout and stderr are
-//!   one stream, in `stdout`.
-//! - `{"event":"run-finished","passed":N,"failed":N,...,"duration_ms":…}`
+//! `run-started`, `test-slow`, `test-attempt-failed`, `test-finished`,
+//! `leftovers-swept`, `run-finished`. Their fields, and those of `cargo
+//! isolate list --message-format json` ([`listing_json`]), are documented
+//! in `JSON.md` at the root of the repository, with the rules of the
+//! version: a change to a field there is a change to that file.
 //!
 //! # An interrupted run
 //!
