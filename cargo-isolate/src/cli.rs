@@ -78,9 +78,9 @@ pub(crate) struct ListArgs {
     pub(crate) partition: Option<Partition>,
     /// `human`: a line per test; `json`: one JSON object, the binaries
     /// with their packages, kinds, paths and harnesses, and the tests
-    /// selected, ignored or not (see the README).
-    #[arg(long, value_enum, default_value_t = MessageFormat::Human)]
-    pub(crate) message_format: MessageFormat,
+    /// selected, ignored or not (see JSON.md).
+    #[arg(long, value_enum, default_value_t = ListFormat::Human)]
+    pub(crate) message_format: ListFormat,
 }
 
 /// Which tests run: names, filtersets, ignored tests, and what libtest
@@ -537,7 +537,19 @@ pub(crate) struct ReportOptions {
 pub(crate) enum MessageFormat {
     /// Lines for people, a summary at the end.
     Human,
-    /// One JSON object per line per event (see the README).
+    /// One JSON object per line per event (see JSON.md).
+    Json,
+    /// libtest's own JSON events, as IDEs and test collectors read them:
+    /// one stream for the whole run, each test named `BINARY$NAME`.
+    LibtestJson,
+}
+
+/// The formats of `cargo isolate list --message-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ListFormat {
+    /// A line per test.
+    Human,
+    /// One JSON object (see JSON.md).
     Json,
 }
 

@@ -217,13 +217,13 @@ fn list_tests(args: &cli::ListArgs) -> i32 {
     };
     let selected = selection.select(&binaries);
     match args.message_format {
-        cli::MessageFormat::Human => {
+        cli::ListFormat::Human => {
             for (binary, test) in selected {
                 let ignored = if test.ignored { " (ignored)" } else { "" };
                 println!("{} {}{ignored}", binaries[binary].binary.id, test.name);
             }
         }
-        cli::MessageFormat::Json => println!("{}", report::listing_json(&binaries, &selected)),
+        cli::ListFormat::Json => println!("{}", report::listing_json(&binaries, &selected)),
     }
     exit_code::SUCCESS
 }

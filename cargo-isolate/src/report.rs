@@ -162,7 +162,25 @@ pub(crate) fn report(
     // The failed attempts of each test that ran again, for JUnit.
     let mut attempts: HashMap<(String, String), Vec<TestOutcome>> = HashMap::new();
     let human = settings.format == MessageFormat::Human;
+    // The tests of the binaries that do not run, for libtest's summary.
+    let mut filtered_out = 0;
     for event in events {
+        if settings.format == MessageFormat::LibtestJson {
+            write_libtest_event(&mut out, &event);
+            match event {
+                Event::Started { skipped, .. } => filtered_out = skipped,
+                Event::Finished(outcome) => {
+                    summary.count(&outcome);
+                    outcomes.push(*outcome);
+                }
+                Event::Retried(attempt) => attempts
+                    .entry((attempt.binary.id.clone(), attempt.name.clone()))
+                    .or_default()
+                    .push(*attempt),
+                Event::Swept(_) | Event::Slow { .. } => {}
+            }
+            continue;
+        }
         match event {
             Event::Started {
                 tests,
@@ -327,6 +345,28 @@ pub(crate) fn report(
                     "ignored": summary.ignored,
                     "leaked": summary.leaked,
                     "duration_ms": elapsed.as_secs_f64() * 1000.0,
+                })
+            );
+        }
+        MessageFormat::LibtestJson => {
+            let failed = summary.failed
+                + summary.crashed
+                + summary.timed_out
+                + summary.exited_early
+                + summary.broken
+                + summary.interrupted;
+            let _ = writeln!(
+                out,
+                "{}",
+                json!({
+                    "type": "suite",
+                    "event": if failed == 0 { "ok" } else { "failed" },
+                    "passed": summary.passed,
+                    "failed": failed,
+                    "ignored": summary.ignored,
+                    "measured": 0,
+                    "filtered_out": filtered_out,
+                    "exec_time": elapsed.as_secs_f64(),
                 })
             );
         }
@@ -525,6 +565,56 @@ fn status_name(status: &Status) -> &'static str {
         Status::Broken => "broken",
         Status::Interrupted => "interrupted",
         Status::NotRun => "not-run",
+    }
+}
+
+/// Writes `event` as libtest's JSON events say it (`--format json` of a
+/// libtest binary): the suite's start, and each test's start and end as it
+/// ends. libtest has no words for slow tests, retries or what tests left
+/// behind; a test that did not run is not told. A test is named
+/// `BINARY$NAME`, as nextest names it in this format, so that the names
+/// of a run over many binaries stay apart.
+fn write_libtest_event(out: &mut impl Write, event: &Event) {
+    match event {
+        Event::Started { tests, .. } => {
+            let _ = writeln!(
+                out,
+                "{}",
+                json!({"type": "suite", "event": "started", "test_count": tests})
+            );
+        }
+        Event::Finished(outcome) if outcome.status != Status::NotRun => {
+            let name = format!("{}${}", outcome.binary.id, outcome.name);
+            let _ = writeln!(
+                out,
+                "{}",
+                json!({"type": "test", "event": "started", "name": name})
+            );
+            let mut value = json!({
+                "type": "test",
+                "name": name,
+                "event": match outcome.status {
+                    Status::Passed => "ok",
+                    Status::Ignored => "ignored",
+                    _ => "failed",
+                },
+            });
+            if outcome.status != Status::Ignored {
+                value["exec_time"] = json!(outcome.duration.as_secs_f64());
+            }
+            if outcome.status.is_failure() {
+                // libtest gives a failure's captured output, in `stdout`.
+                let told: Vec<&str> = [&outcome.stdout, &outcome.stderr, &outcome.message]
+                    .into_iter()
+                    .map(|text| text.trim_end_matches('\n'))
+                    .filter(|text| !text.is_empty())
+                    .collect();
+                value["stdout"] = json!(told.join("\n"));
+                value["message"] = json!(outcome.message);
+            }
+            let _ = writeln!(out, "{value}");
+        }
+        Event::Finished(_) | Event::Retried(_) | Event::Swept(_) | Event::Slow { .. } => {}
     }
 }
 

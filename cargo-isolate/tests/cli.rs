@@ -1588,3 +1588,87 @@ fn run_as_printed(rerun: &str, target_name: &str) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+#[test]
+fn libtest_json_is_one_stream_of_libtest_s_events() {
+    let output = cargo_isolate(
+        "crashy",
+        &[
+            "test",
+            "--workspace",
+            "--timeout",
+            "5s",
+            "--message-format",
+            "libtest-json",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    // Read back as libtest's format is read: a suite that starts, tests
+    // that each start and then end, a suite that ends with the counts.
+    let (first, last) = (&events[0], &events[events.len() - 1]);
+    assert_eq!(
+        (&first["type"], &first["event"]),
+        (&"suite".into(), &"started".into())
+    );
+    let mut started = std::collections::HashSet::new();
+    let mut ended: BTreeMap<String, String> = BTreeMap::new();
+    for event in &events[1..events.len() - 1] {
+        assert_eq!(event["type"], "test", "{event}");
+        let name = event["name"].as_str().unwrap().to_owned();
+        match event["event"].as_str().unwrap() {
+            "started" => assert!(started.insert(name.clone()), "{name} started twice"),
+            verdict @ ("ok" | "failed" | "ignored") => {
+                assert!(started.contains(&name), "{name} ended before it started");
+                assert!(ended.insert(name, verdict.to_owned()).is_none());
+            }
+            other => panic!("not a libtest event: {other}"),
+        }
+    }
+    assert_eq!(started.len(), ended.len());
+    let count = |verdict: &str| ended.values().filter(|ended| *ended == verdict).count();
+    // The count is of the tests that run.
+    assert_eq!(
+        first["test_count"].as_u64().unwrap() as usize,
+        ended.len() - count("ignored")
+    );
+    assert_eq!(last["type"], "suite");
+    assert_eq!(last["event"], "failed");
+    for (field, verdict) in [
+        ("passed", "ok"),
+        ("failed", "failed"),
+        ("ignored", "ignored"),
+    ] {
+        assert_eq!(
+            last[field].as_u64().unwrap() as usize,
+            count(verdict),
+            "{field}: {last}"
+        );
+    }
+    for (binary, name, status, _) in EXPECTED {
+        let verdict = match *status {
+            "passed" => "ok",
+            "ignored" => "ignored",
+            _ => "failed",
+        };
+        assert_eq!(
+            ended[&format!("{binary}${name}")],
+            verdict,
+            "{binary} {name}"
+        );
+    }
+    let segfault = events
+        .iter()
+        .find(|event| event["name"] == "crashy::outcomes$segfault" && event["event"] == "failed")
+        .unwrap();
+    assert!(
+        segfault["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("about to crash"),
+        "{segfault}"
+    );
+}
