@@ -562,16 +562,9 @@ fn command(workspace: &Workspace, runner: Runner, suite: Suite) -> Command {
                 Runner::CargoIsolateBatch => ("plain", "batch"),
                 _ => ("plain", "process"),
             };
-            let mut command = Command::new(&workspace.cargo_isolate);
+            let mut command =
+                support::cargo_isolate_test(&workspace.cargo_isolate, &workspace.root);
             command
-                .args([
-                    "isolate",
-                    "test",
-                    "--release",
-                    "--offline",
-                    "--manifest-path",
-                ])
-                .arg(workspace.root.join("Cargo.toml"))
                 .args([
                     "-p",
                     package,

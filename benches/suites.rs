@@ -384,17 +384,9 @@ fn generate(root: &Path, size: Size) {
 fn command(workspace: &Workspace, runner: Runner) -> Command {
     let mut command = match runner {
         Runner::CargoIsolate | Runner::CargoIsolateBatch => {
-            let mut command = Command::new(&workspace.cargo_isolate);
-            command
-                .args([
-                    "isolate",
-                    "test",
-                    "--release",
-                    "--offline",
-                    "--manifest-path",
-                ])
-                .arg(workspace.root.join("Cargo.toml"))
-                .args(["--test-threads", THREADS]);
+            let mut command =
+                support::cargo_isolate_test(&workspace.cargo_isolate, &workspace.root);
+            command.args(["--test-threads", THREADS]);
             if runner == Runner::CargoIsolateBatch {
                 command.args(["--isolation", "batch"]);
             }

@@ -18,6 +18,10 @@ use std::time::Duration;
 use isolate::buggy;
 use support::stops_running;
 
+#[expect(
+    dead_code,
+    reason = "the helpers of every end-to-end test; these tests use some"
+)]
 mod support;
 
 // ---- the fixture ----

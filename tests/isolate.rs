@@ -6,28 +6,9 @@ use std::time::Duration;
 
 use isolate::buggy;
 use isolate_harness::{Error, Isolate, ProtocolError, Termination};
-use support::{is_running, stops_running};
+use support::{backtrace_functions, is_running, stops_running, terminated};
 
 mod support;
-
-/// The termination of a call that should have ended its child.
-fn terminated<R: std::fmt::Debug>(result: Result<R, Error>) -> Termination {
-    match result {
-        Err(Error::Terminated(termination)) => termination,
-        other => panic!("expected the child to be terminated, got {other:?}"),
-    }
-}
-
-/// The names of the functions in a crash's backtrace.
-fn backtrace_functions(termination: &Termination) -> Vec<String> {
-    let crash = termination.crash().expect("the crash handler reported");
-    crash
-        .backtrace
-        .frames
-        .iter()
-        .filter_map(|frame| frame.function.clone())
-        .collect()
-}
 
 fn add_one(n: u64) -> u64 {
     n + 1

@@ -6,7 +6,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use isolate::buggy;
-use isolate_harness::{Error, Isolate, Remote, Termination};
+use isolate_harness::{Error, Isolate, Remote};
+use support::{backtrace_functions, terminated};
+
+#[expect(
+    dead_code,
+    reason = "the helpers of every end-to-end test; these tests use some"
+)]
+mod support;
 
 /// A tally of named byte strings. Its `Rc` makes it neither serde data nor
 /// `Send`: it lives in the child, and only arguments and results cross.
@@ -200,23 +207,4 @@ fn the_crash_site_of_an_isolated_function_names_it() {
     );
     let crash_site = termination.crash().unwrap().backtrace.to_string();
     assert!(crash_site.contains("parse_header"), "{crash_site}");
-}
-
-/// The termination of a call that should have ended its child.
-fn terminated<R: std::fmt::Debug>(result: Result<R, Error>) -> Termination {
-    match result {
-        Err(Error::Terminated(termination)) => termination,
-        other => panic!("expected the child to be terminated, got {other:?}"),
-    }
-}
-
-/// The names of the functions in a crash's backtrace.
-fn backtrace_functions(termination: &Termination) -> Vec<String> {
-    let crash = termination.crash().expect("the crash handler reported");
-    crash
-        .backtrace
-        .frames
-        .iter()
-        .filter_map(|frame| frame.function.clone())
-        .collect()
 }

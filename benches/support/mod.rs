@@ -284,6 +284,23 @@ pub(crate) fn write_if_changed(path: &Path, contents: &str) {
     fs::write(path, contents).unwrap_or_else(|error| panic!("write {}: {error}", path.display()));
 }
 
+/// `cargo-isolate isolate test --release --offline --manifest-path
+/// ROOT/Cargo.toml`, with `cargo_isolate` the executable: the start of
+/// every `cargo isolate` command the benches time.
+pub(crate) fn cargo_isolate_test(cargo_isolate: &Path, root: &Path) -> Command {
+    let mut command = Command::new(cargo_isolate);
+    command
+        .args([
+            "isolate",
+            "test",
+            "--release",
+            "--offline",
+            "--manifest-path",
+        ])
+        .arg(root.join("Cargo.toml"));
+    command
+}
+
 /// `cargo`, the one running this bench when there is one.
 pub(crate) fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))

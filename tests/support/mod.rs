@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use isolate_harness::{Error, Termination};
+
 /// Whether process `pid` runs: a zombie does not, and a reaped process has
 /// no `/proc` entry.
 pub(crate) fn is_running(pid: u32) -> bool {
@@ -22,4 +24,23 @@ pub(crate) fn stops_running(pid: u32) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     true
+}
+
+/// The termination of a call that should have ended its child.
+pub(crate) fn terminated<R: std::fmt::Debug>(result: Result<R, Error>) -> Termination {
+    match result {
+        Err(Error::Terminated(termination)) => termination,
+        other => panic!("expected the child to be terminated, got {other:?}"),
+    }
+}
+
+/// The names of the functions in a crash's backtrace.
+pub(crate) fn backtrace_functions(termination: &Termination) -> Vec<String> {
+    let crash = termination.crash().expect("the crash handler reported");
+    crash
+        .backtrace
+        .frames
+        .iter()
+        .filter_map(|frame| frame.function.clone())
+        .collect()
 }

@@ -143,13 +143,8 @@ fn run_libtest_process(
     watchdog: &Watchdog,
 ) -> Result<TestOutcome, ProcessError> {
     if plan.nocapture {
-        return Ok(attempt(binary, name, plan, watchdog, Capture::Streamed, false)?.outcome);
+        return Ok(attempt(binary, name, plan, watchdog, Capture::Streamed)?.outcome);
     }
-    // A backtrace is made (symbolized, in a fresh process, at some tens of
-    // milliseconds) for every panic, the expected ones of `should_panic`
-    // tests included, and shown only for a failure: the test runs without,
-    // and again, with them, if it fails.
-    let quiet_backtraces = backtraces_asked(&test_command(binary));
     let first = attempt(
         binary,
         name,
@@ -158,7 +153,6 @@ fn run_libtest_process(
         Capture::Libtest {
             passing: plan.passing_output,
         },
-        quiet_backtraces,
     )?;
     let failed = matches!(
         first.outcome.status,
@@ -167,14 +161,14 @@ fn run_libtest_process(
     // Run again, its output written as it comes, when the first run could
     // not tell all: a failure whose backtrace was not made, or a death
     // that took what libtest had captured with it.
-    if !failed || !(quiet_backtraces || first.logged.is_none()) {
+    if !failed || !(first.quieted || first.logged.is_none()) {
         return Ok(first.outcome);
     }
-    let second = attempt(binary, name, plan, watchdog, Capture::Streamed, false)?;
+    let second = attempt(binary, name, plan, watchdog, Capture::Streamed)?;
     Ok(after_second_run(
         first.outcome,
         second.outcome,
-        quiet_backtraces,
+        first.quieted,
     ))
 }
 
@@ -183,25 +177,31 @@ fn run_libtest_process(
 struct Attempt {
     outcome: TestOutcome,
     logged: Option<Logged>,
+    /// Whether it ran without the backtraces its environment asked for.
+    quieted: bool,
 }
 
 /// The environment variables that ask Rust for backtraces.
 const BACKTRACE_VARIABLES: [&str; 2] = ["RUST_BACKTRACE", "RUST_LIB_BACKTRACE"];
 
+/// The value of `variable` in the environment of `command`: set by the
+/// command, else inherited from this process.
+fn variable(command: &Command, variable: &str) -> Option<std::ffi::OsString> {
+    command
+        .get_envs()
+        .find(|(key, _)| *key == variable)
+        .map_or_else(
+            || std::env::var_os(variable),
+            |(_, value)| value.map(Into::into),
+        )
+}
+
 /// Whether the test `command` would run with backtraces asked for: a
-/// backtrace variable set (by the command, else in this process) to
-/// anything but `0`.
+/// backtrace variable set to anything but `0`.
 fn backtraces_asked(command: &Command) -> bool {
-    BACKTRACE_VARIABLES.into_iter().any(|variable| {
-        let set = command
-            .get_envs()
-            .find(|(key, _)| *key == variable)
-            .map_or_else(
-                || std::env::var_os(variable),
-                |(_, value)| value.map(Into::into),
-            );
-        set.is_some_and(|value| value != "0")
-    })
+    BACKTRACE_VARIABLES
+        .into_iter()
+        .any(|name| variable(command, name).is_some_and(|value| value != "0"))
 }
 
 /// Runs the test without backtraces on panics: `RUST_BACKTRACE=0`, with
@@ -209,17 +209,8 @@ fn backtraces_asked(command: &Command) -> bool {
 /// set, so that a backtrace the test captures itself
 /// (`std::backtrace::Backtrace::capture`) is made as it would be.
 fn without_panic_backtraces(command: &mut Command) {
-    let asked = |variable: &str| {
-        command
-            .get_envs()
-            .find(|(key, _)| *key == variable)
-            .map_or_else(
-                || std::env::var_os(variable),
-                |(_, value)| value.map(Into::into),
-            )
-    };
-    if asked("RUST_LIB_BACKTRACE").is_none()
-        && let Some(value) = asked("RUST_BACKTRACE")
+    if variable(command, "RUST_LIB_BACKTRACE").is_none()
+        && let Some(value) = variable(command, "RUST_BACKTRACE")
     {
         command.env("RUST_LIB_BACKTRACE", value);
     }
@@ -286,11 +277,16 @@ fn attempt(
     plan: &RunPlan,
     watchdog: &Watchdog,
     capture: Capture,
-    quiet_backtraces: bool,
 ) -> Result<Attempt, ProcessError> {
     let logfile = named_scratch_file()?;
     let mut command = libtest_command(binary, [name], logfile.path(), capture);
-    if quiet_backtraces {
+    // A backtrace is made (symbolized, in a fresh process, at some tens of
+    // milliseconds) for every panic, the expected ones of `should_panic`
+    // tests included, and shown only for a failure: under libtest's
+    // capture, the test runs without, and again with them if it fails (see
+    // `run_libtest_process`).
+    let quieted = matches!(capture, Capture::Libtest { .. }) && backtraces_asked(&command);
+    if quieted {
         without_panic_backtraces(&mut command);
     }
     // Output goes to files, read once the test is over; with --nocapture,
@@ -354,6 +350,7 @@ fn attempt(
             flaky: false,
         },
         logged,
+        quieted,
     })
 }
 
@@ -564,7 +561,7 @@ fn run_batch_process(
             outcome.status,
             Status::Crashed { .. } | Status::ExitedEarly { .. }
         ) {
-            let second = attempt(binary, &running, plan, watchdog, Capture::Streamed, false)?;
+            let second = attempt(binary, &running, plan, watchdog, Capture::Streamed)?;
             outcome = after_second_run(outcome, second.outcome, false);
         }
         outcomes.push(outcome);

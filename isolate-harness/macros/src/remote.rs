@@ -28,11 +28,7 @@ pub(crate) fn expand(attr: TokenStream, block: &ItemImpl) -> syn::Result<TokenSt
         ));
     }
     let generics = &block.generics;
-    if generics
-        .params
-        .iter()
-        .any(|param| matches!(param, GenericParam::Lifetime(_)))
-    {
+    if has_lifetimes(generics) {
         return Err(syn::Error::new_spanned(
             generics,
             "#[remote] cannot proxy a type with lifetime parameters: the object stays in the \
@@ -189,11 +185,7 @@ impl Object<'_> {
             ));
         }
         let generics = &signature.generics;
-        if generics
-            .params
-            .iter()
-            .any(|param| matches!(param, GenericParam::Lifetime(_)))
-        {
+        if has_lifetimes(generics) {
             return Err(syn::Error::new_spanned(
                 generics,
                 "#[remote] cannot proxy a method with lifetime parameters: each argument \
@@ -437,6 +429,14 @@ fn is_borrow(token: &TokenTree) -> bool {
 
 fn is_impl(token: &TokenTree) -> bool {
     matches!(token, TokenTree::Ident(ident) if ident == "impl")
+}
+
+/// Whether `generics` declares lifetime parameters.
+fn has_lifetimes(generics: &syn::Generics) -> bool {
+    generics
+        .params
+        .iter()
+        .any(|param| matches!(param, GenericParam::Lifetime(_)))
 }
 
 #[cfg(test)]
