@@ -42,6 +42,26 @@ impl TestBinary {
     pub(crate) fn command(&self) -> Command {
         self.launch.command(&self.path)
     }
+
+    /// A binary of target `target` of `package`, of `kind`, with the id
+    /// cargo isolate gives it, for tests of what reads binaries.
+    #[cfg(test)]
+    pub(crate) fn for_tests(package: &str, target: &str, kind: BinaryKind) -> TestBinary {
+        let id = match kind {
+            BinaryKind::Lib | BinaryKind::ProcMacro => package.to_owned(),
+            BinaryKind::Test => format!("{package}::{target}"),
+            other => format!("{package}::{}/{target}", other.as_str()),
+        };
+        TestBinary {
+            id,
+            package: package.to_owned(),
+            target: target.to_owned(),
+            kind,
+            selector: String::new(),
+            path: PathBuf::new(),
+            launch: Arc::default(),
+        }
+    }
 }
 
 /// The kind of target a test binary is built from, named as nextest names
@@ -155,7 +175,7 @@ pub(crate) enum BuildError {
 }
 
 /// The cargo to run: the one that ran us, as cargo subcommands do.
-fn cargo_path() -> PathBuf {
+pub(crate) fn cargo_path() -> PathBuf {
     std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
 }
 

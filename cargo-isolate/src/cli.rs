@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::config::{ConfigArgs, Leak, MemoryLimit, Profile, RetryPolicy, TestThreads};
 use crate::filterset::Filterset;
 use crate::list::{Partition, RunIgnored};
 use crate::run::Isolation;
@@ -48,6 +49,10 @@ pub(crate) enum Command {
     Test(TestArgs),
     /// Build the tests and list them, one `binary test` pair per line.
     List(ListArgs),
+    /// Print the settings of the configuration profile in force, each with
+    /// where it came from: the file (`.config/isolate.toml`, else
+    /// `.config/nextest.toml`), or the built-in default.
+    ShowConfig(ShowConfigArgs),
     /// The guard process a run starts (see the `guard` module).
     #[command(hide = true)]
     Guard,
@@ -59,11 +64,23 @@ pub(crate) struct TestArgs {
     #[command(flatten)]
     pub(crate) cargo: CargoOptions,
     #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    #[command(flatten)]
     pub(crate) run: RunOptions,
     #[command(flatten)]
     pub(crate) report: ReportOptions,
     #[command(flatten)]
     pub(crate) select: SelectOptions,
+}
+
+/// The arguments of `cargo isolate show-config`.
+#[derive(Debug, Args)]
+pub(crate) struct ShowConfigArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// Path to Cargo.toml.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) manifest_path: Option<PathBuf>,
 }
 
 /// The arguments of `cargo isolate list`.
@@ -389,12 +406,13 @@ pub(crate) struct RunOptions {
     /// Kill a test that runs longer than this (SIGTERM to its process
     /// group, SIGKILL a second later), such as `30s`, `500ms` or `2m`;
     /// longer than zero and at most a year.
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) timeout: Option<Duration>,
     /// Print a SLOW line for a test still running after this long, and
-    /// again each time as long again has passed, as nextest does.
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout, default_value = "60s")]
-    pub(crate) slow_timeout: Duration,
+    /// again each time as long again has passed, as nextest does
+    /// [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) slow_timeout: Option<Duration>,
     /// Kill a test once it has run N --slow-timeout periods, as nextest's
     /// `terminate-after` does: `--slow-timeout 30s --terminate-after 4`
     /// kills a test after 2 minutes, as `--timeout 2m` would (with both,
@@ -433,10 +451,9 @@ pub(crate) struct RunOptions {
     #[arg(
         long,
         value_name = "N",
-        default_value_t = 0,
         value_parser = clap::value_parser!(u32).range(..=i64::from(MAX_RETRIES))
     )]
-    pub(crate) retries: u32,
+    pub(crate) retries: Option<u32>,
     /// Run one shard of the tests, to spread a suite over machines:
     /// `count:K/N` takes every Nth selected test from the Kth on, `hash:K/N`
     /// the tests whose name hashes to shard K (stable as tests come and go).
@@ -452,32 +469,32 @@ pub(crate) struct RunOptions {
     /// process; faster, but tests of a batch share state (statics, files
     /// left open, a heap corrupted by an earlier test), and a test's
     /// stdout and stderr are one stream. isolate-harness binaries always
-    /// isolate every test.
-    #[arg(long, value_enum, default_value_t = Isolation::Process)]
-    pub(crate) isolation: Isolation,
+    /// isolate every test [default: process].
+    #[arg(long, value_enum)]
+    pub(crate) isolation: Option<Isolation>,
+    /// Limit the address space of each plain libtest test's process (its
+    /// RLIMIT_AS, the binary and its libraries included), such as `256MiB`
+    /// or `2GiB`; a test that allocates past it fails, reported out of
+    /// memory. isolate-harness tests get it as their default
+    /// `memory_limit`.
+    #[arg(long, value_name = "SIZE", value_parser = MemoryLimit::parse)]
+    pub(crate) memory_limit: Option<MemoryLimit>,
+    /// What a test that leaves processes behind gets: `pass`, its verdict
+    /// (they are killed and reported), or `fail` [default: pass].
+    #[arg(long, value_enum, value_name = "pass|fail")]
+    pub(crate) leak: Option<Leak>,
 }
 
 impl RunOptions {
-    /// How many failures stop the run from starting tests; `None` for no
-    /// limit.
-    pub(crate) fn max_fail(&self) -> Option<NonZeroU32> {
-        match (self.fail_fast, self.max_fail) {
-            (true, _) => Some(NonZeroU32::MIN),
-            (false, Some(MaxFail::Count(count))) => Some(count),
-            (false, Some(MaxFail::All) | None) => None,
-        }
-    }
-
-    /// How long a test may run before it is killed: the earlier of
-    /// `--timeout` and `--terminate-after` periods of `--slow-timeout`, at
-    /// most [`MAX_TIMEOUT`]; `None` without either.
-    pub(crate) fn kill_after(&self) -> Option<Duration> {
-        let periods = self
-            .terminate_after
-            .map(|periods| self.slow_timeout.saturating_mul(periods).min(MAX_TIMEOUT));
-        match (self.timeout, periods) {
-            (Some(timeout), Some(periods)) => Some(timeout.min(periods)),
-            (timeout, periods) => timeout.or(periods),
+    /// How many failures stop the run from starting tests, where a flag
+    /// says (`Some(None)`: no limit); `None` where none does, and the
+    /// profile's `fail-fast` holds.
+    pub(crate) fn max_fail(&self) -> Option<Option<NonZeroU32>> {
+        match (self.fail_fast, self.no_fail_fast, self.max_fail) {
+            (true, _, _) => Some(Some(NonZeroU32::MIN)),
+            (false, true, _) | (false, false, Some(MaxFail::All)) => Some(None),
+            (false, false, Some(MaxFail::Count(count))) => Some(Some(count)),
+            (false, false, None) => None,
         }
     }
 }
@@ -577,44 +594,60 @@ const MAX_TEST_THREADS: u16 = 1024;
 
 /// The most `--retries`: a test that fails a hundred times in a row is not
 /// flaky, and the cap keeps attempt counts far from overflow.
-const MAX_RETRIES: u32 = 100;
+pub(crate) const MAX_RETRIES: u32 = 100;
 
 /// The units of a duration on the command line, largest first, in
 /// milliseconds.
 const DURATION_UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)];
 
-/// Parses a `--timeout`: `500ms`, `30s`, `2m` or `1h`, longer than zero
-/// and at most [`MAX_TIMEOUT`].
-fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} has no unit: write 30s, 500ms or 2m"))?;
-    let (number, unit) = text.split_at(split);
-    if number.is_empty() {
-        return Err(format!("{text:?} does not start with a number"));
-    }
-    let (_, unit_millis) = DURATION_UNITS
-        .into_iter()
-        .find(|(name, _)| *name == unit)
-        .ok_or_else(|| format!("unknown unit {unit:?}: use ms, s, m or h"))?;
+/// Parses a duration: `500ms`, `30s`, `2m`, `1h`, or parts of those in a
+/// row (`1m30s`, `1m 30s`), longer than zero and at most [`MAX_TIMEOUT`].
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let too_long = || {
         format!(
-            "a timeout must be at most a year ({})",
+            "a duration must be at most a year ({})",
             format_duration(MAX_TIMEOUT)
         )
     };
-    // A number of digits that does not fit in a u64 is too long too.
-    let millis = number
-        .parse::<u64>()
-        .ok()
-        .and_then(|number| number.checked_mul(unit_millis))
-        .ok_or_else(too_long)?;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("a duration may not be empty: write 30s, 500ms or 2m".to_owned());
+    }
+    let mut millis: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(digits);
+        if number.is_empty() {
+            return Err(format!("{text:?} does not start with a number"));
+        }
+        let unit_end = after
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        if unit.is_empty() {
+            return Err(format!("{text:?} has no unit: write 30s, 500ms or 2m"));
+        }
+        let (_, unit_millis) = DURATION_UNITS
+            .into_iter()
+            .find(|(name, _)| *name == unit)
+            .ok_or_else(|| format!("unknown unit {unit:?}: use ms, s, m or h"))?;
+        // A number of digits that does not fit in a u64 is too long too.
+        millis = number
+            .parse::<u64>()
+            .ok()
+            .and_then(|number| number.checked_mul(unit_millis))
+            .and_then(|part| millis.checked_add(part))
+            .ok_or_else(too_long)?;
+        rest = after.trim_start();
+    }
     let duration = Duration::from_millis(millis);
     if duration > MAX_TIMEOUT {
         return Err(too_long());
     }
     if duration.is_zero() {
-        return Err("a timeout must be longer than zero".to_owned());
+        return Err("a duration must be longer than zero".to_owned());
     }
     Ok(duration)
 }
@@ -659,19 +692,63 @@ impl TestArgs {
         self.run.no_capture || self.select.libtest.nocapture
     }
 
+    /// Gives `profile` the settings the flags give, which beat the file's.
+    pub(crate) fn apply_to(&self, profile: &mut Profile) {
+        let run = &self.run;
+        let threads = run.test_threads.or(self.select.libtest.test_threads);
+        profile.test_threads.flag(
+            "--test-threads",
+            threads.map(|threads| Some(TestThreads::Count(threads.into()))),
+        );
+        profile
+            .retries
+            .flag("--retries", run.retries.map(RetryPolicy::immediate));
+        let flag = match (run.slow_timeout, run.terminate_after) {
+            (None, None) => None,
+            (Some(_), None) => Some("--slow-timeout"),
+            (None, Some(_)) => Some("--terminate-after"),
+            (Some(_), Some(_)) => Some("--slow-timeout --terminate-after"),
+        };
+        if let Some(flag) = flag {
+            let mut slow = profile.slow_timeout.value;
+            slow.period = run.slow_timeout.unwrap_or(slow.period);
+            slow.terminate_after = run
+                .terminate_after
+                .and_then(NonZeroU32::new)
+                .or(slow.terminate_after);
+            profile.slow_timeout.flag(flag, Some(slow));
+        }
+        let fail_flag = if run.fail_fast {
+            "--fail-fast"
+        } else if run.no_fail_fast {
+            "--no-fail-fast"
+        } else {
+            "--max-fail"
+        };
+        profile.max_fail.flag(fail_flag, run.max_fail());
+        profile.isolation.flag("--isolation", run.isolation);
+        profile
+            .memory_limit
+            .flag("--memory-limit", run.memory_limit.clone().map(Some));
+        profile.leak.flag("--leak", run.leak);
+        profile
+            .default_timeout
+            .flag("--timeout", run.timeout.map(Some));
+    }
+
     /// How many tests run at once: one without capture, so that their
-    /// output does not interleave, as nextest; else `--test-threads`, or
-    /// libtest's after `--`, else a test per core.
-    pub(crate) fn test_threads(&self) -> usize {
+    /// output does not interleave, as nextest; else the profile's
+    /// `test-threads` (which `--test-threads`, or libtest's after `--`,
+    /// beat), else a test per core.
+    pub(crate) fn test_threads(&self, profile: &Profile, cores: usize) -> usize {
         if self.no_capture() {
             return 1;
         }
-        self.run
+        profile
             .test_threads
-            .or(self.select.libtest.test_threads)
-            .map(usize::from)
-            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-            .unwrap_or(1)
+            .value
+            .map_or(cores, |threads| threads.resolve(cores))
+            .clamp(1, usize::from(MAX_TEST_THREADS))
     }
 
     /// Whether the human report has only failures and the summary: `-q`,
@@ -688,12 +765,14 @@ impl TestArgs {
     }
 
     /// Whether a report shows or keeps what passing tests printed: `-v`
-    /// shows it, JSON lines and JUnit carry it. (Else libtest is not even
-    /// asked to write it.)
-    pub(crate) fn passing_output(&self) -> bool {
+    /// shows it, JSON lines carry it, and JUnit where `--junit` asks for a
+    /// report or the profile's `junit.store-success-output` is on. (Else
+    /// libtest is not even asked to write it.)
+    pub(crate) fn passing_output(&self, profile: &Profile) -> bool {
         self.verbose()
             || self.report.message_format == MessageFormat::Json
             || self.report.junit.is_some()
+            || (profile.junit_path.value.is_some() && profile.junit_store_success_output.value)
     }
 
     /// The coloring of human output: `--color`, else libtest's after
@@ -708,8 +787,9 @@ impl TestArgs {
     /// What a command rerunning one test of this run must repeat of it.
     /// The package and target selection is not repeated (the rerun names
     /// its own), nor options that do not change how a test runs (`-j`,
-    /// `--locked`, the reports).
-    pub(crate) fn rerun(&self) -> Rerun {
+    /// `--locked`, the reports). The configuration is read again, so its
+    /// profile is named where it is not `default`.
+    pub(crate) fn rerun(&self, profile: &Profile) -> Rerun {
         let cargo = &self.cargo;
         let mut options = Vec::new();
         if let Some(path) = &cargo.manifest_path {
@@ -735,21 +815,42 @@ impl TestArgs {
         if let Some(dir) = &cargo.target_dir {
             options.extend(["--target-dir".to_owned(), dir.display().to_string()]);
         }
-        if let Some(timeout) = self.run.timeout {
+        if let Some(path) = &self.config.config_file {
+            options.extend(["--config-file".to_owned(), path.display().to_string()]);
+        }
+        if profile.name != crate::config::DEFAULT_PROFILE {
+            options.extend(["--config-profile".to_owned(), profile.name.clone()]);
+        }
+        let run = &self.run;
+        if let Some(timeout) = run.timeout {
             options.extend(["--timeout".to_owned(), format_duration(timeout)]);
         }
-        if let Some(periods) = self.run.terminate_after {
-            options.extend([
-                "--slow-timeout".to_owned(),
-                format_duration(self.run.slow_timeout),
-                "--terminate-after".to_owned(),
-                periods.to_string(),
-            ]);
-        }
-        if self.run.isolation != Isolation::Process
-            && let Some(isolation) = self.run.isolation.to_possible_value()
+        // The slow period ends a test only after terminate-after periods.
+        if let Some(period) = run.slow_timeout
+            && profile.slow_timeout.value.terminate_after.is_some()
         {
-            options.extend(["--isolation".to_owned(), isolation.get_name().to_owned()]);
+            options.extend(["--slow-timeout".to_owned(), format_duration(period)]);
+        }
+        if let Some(periods) = run.terminate_after {
+            options.extend(["--terminate-after".to_owned(), periods.to_string()]);
+        }
+        let values = [
+            (
+                "--isolation",
+                run.isolation.and_then(|value| value.to_possible_value()),
+            ),
+            (
+                "--leak",
+                run.leak.and_then(|value| value.to_possible_value()),
+            ),
+        ];
+        for (flag, value) in values {
+            if let Some(value) = value {
+                options.extend([flag.to_owned(), value.get_name().to_owned()]);
+            }
+        }
+        if let Some(limit) = &run.memory_limit {
+            options.extend(["--memory-limit".to_owned(), limit.text.clone()]);
         }
         let ignored = self.select.run_ignored() != RunIgnored::Default;
         Rerun {
@@ -779,7 +880,7 @@ impl Cargo {
         match command {
             Command::Test(args) => args.select.parse_libtest_args("test")?,
             Command::List(args) => args.select.parse_libtest_args("list")?,
-            Command::Guard => {}
+            Command::ShowConfig(_) | Command::Guard => {}
         }
         Ok(cargo)
     }
@@ -880,7 +981,7 @@ mod tests {
         );
         assert!(args.quiet());
         assert_eq!(
-            args.rerun().options,
+            args.rerun(&default_profile()).options,
             ["--target-dir", "out dir"].map(str::to_owned)
         );
     }
@@ -909,13 +1010,16 @@ mod tests {
         assert_eq!(libtest.skip, ["three"]);
         assert!(args.no_capture() && args.quiet() && args.verbose());
         // Without capture, one test at a time, whatever the count.
-        assert_eq!(args.test_threads(), 1);
+        assert_eq!(threads_of(&args), 1);
         assert_eq!(args.color(), ColorChoice::Never);
         assert_eq!(args.select.run_ignored(), RunIgnored::All);
-        assert_eq!(args.rerun().harness_args, ["--include-ignored"]);
+        assert_eq!(
+            args.rerun(&default_profile()).harness_args,
+            ["--include-ignored"]
+        );
 
         let threads = parse_test(&["--", "--test-threads", "3", "--format", "terse"]).unwrap();
-        assert_eq!(threads.test_threads(), 3);
+        assert_eq!(threads_of(&threads), 3);
         assert!(threads.quiet());
         // Before `--`, the option holds.
         let both = parse_test(&[
@@ -928,10 +1032,7 @@ mod tests {
             "--color=never",
         ])
         .unwrap();
-        assert_eq!(
-            (both.test_threads(), both.color()),
-            (2, ColorChoice::Always)
-        );
+        assert_eq!((threads_of(&both), both.color()), (2, ColorChoice::Always));
         let alias = parse_test(&["--nocapture", "--", "--no-capture"]).unwrap();
         assert!(alias.no_capture());
         assert!(!parse_test(&[]).unwrap().no_capture());
@@ -981,16 +1082,17 @@ mod tests {
                 .unwrap()
                 .run
                 .max_fail()
-                .map(NonZeroU32::get)
+                .map(|max| max.map(NonZeroU32::get))
         };
+        // No flag: the profile's fail-fast holds.
         assert_eq!(max_fail(&[]), None);
-        assert_eq!(max_fail(&["--fail-fast"]), Some(1));
-        assert_eq!(max_fail(&["--max-fail", "3"]), Some(3));
-        assert_eq!(max_fail(&["--max-fail=all"]), None);
-        assert_eq!(max_fail(&["--no-fail-fast"]), None);
+        assert_eq!(max_fail(&["--fail-fast"]), Some(Some(1)));
+        assert_eq!(max_fail(&["--max-fail", "3"]), Some(Some(3)));
+        assert_eq!(max_fail(&["--max-fail=all"]), Some(None));
+        assert_eq!(max_fail(&["--no-fail-fast"]), Some(None));
         // The last of the two switches holds, as in nextest.
-        assert_eq!(max_fail(&["--no-fail-fast", "--fail-fast"]), Some(1));
-        assert_eq!(max_fail(&["--fail-fast", "--no-fail-fast"]), None);
+        assert_eq!(max_fail(&["--no-fail-fast", "--fail-fast"]), Some(Some(1)));
+        assert_eq!(max_fail(&["--fail-fast", "--no-fail-fast"]), Some(None));
         assert!(
             usage_error(&["--max-fail", "0"]).contains("expected a count of at least 1 or `all`")
         );
@@ -1012,10 +1114,12 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_parse() {
-        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_timeout("8760h"), Ok(MAX_TIMEOUT));
+    fn durations_parse() {
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration(" 1m 30s "), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("8760h"), Ok(MAX_TIMEOUT));
         for bad in [
             "5",
             "s",
@@ -1028,12 +1132,16 @@ mod tests {
             "18446744073709551615s",
             "18446744073709551615h",
             "99999999999999999999999ms",
+            "",
+            "1m 30",
+            "8760h 1ms",
+            "1s2x",
         ] {
-            assert!(parse_timeout(bad).is_err(), "{bad}");
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert_eq!(
-            parse_timeout("18446744073709551615s"),
-            Err("a timeout must be at most a year (8760h)".to_owned())
+            parse_duration("18446744073709551615s"),
+            Err("a duration must be at most a year (8760h)".to_owned())
         );
     }
 
@@ -1041,7 +1149,7 @@ mod tests {
     fn every_timeout_accepted_makes_a_deadline_and_milliseconds() {
         // What the run does with a timeout: a deadline, with a grace
         // period after it, and a count of milliseconds for a harness.
-        let longest = parse_timeout(&format_duration(MAX_TIMEOUT)).unwrap();
+        let longest = parse_duration(&format_duration(MAX_TIMEOUT)).unwrap();
         let deadline = std::time::Instant::now().checked_add(longest);
         assert!(
             deadline
@@ -1062,7 +1170,7 @@ mod tests {
             (MAX_TIMEOUT, "8760h"),
         ] {
             assert_eq!(format_duration(duration), text);
-            assert_eq!(parse_timeout(text), Ok(duration));
+            assert_eq!(parse_duration(text), Ok(duration));
         }
     }
 
@@ -1093,7 +1201,7 @@ mod tests {
         }
         let args = parse_test(&["--test-threads", "1024", "--retries", "100", "-j", "-2"]).unwrap();
         assert_eq!(args.run.test_threads, Some(1024));
-        assert_eq!(args.run.retries, 100);
+        assert_eq!(args.run.retries, Some(100));
         assert_eq!(args.cargo.to_cargo_args(), ["--jobs", "-2"]);
     }
 
@@ -1118,6 +1226,8 @@ mod tests {
             "3",
             "--isolation",
             "batch",
+            "--memory-limit",
+            "1GiB",
             "--retries",
             "2",
             "-j",
@@ -1126,8 +1236,10 @@ mod tests {
             "--include-ignored",
         ])
         .unwrap();
+        let mut profile = default_profile();
+        args.apply_to(&mut profile);
         assert_eq!(
-            args.rerun(),
+            args.rerun(&profile),
             Rerun {
                 options: [
                     "--manifest-path",
@@ -1145,21 +1257,48 @@ mod tests {
                     "3",
                     "--isolation",
                     "batch",
+                    "--memory-limit",
+                    "1GiB",
                 ]
                 .map(str::to_owned)
                 .to_vec(),
                 harness_args: vec!["--include-ignored".to_owned()],
             }
         );
-        assert_eq!(parse_test(&[]).unwrap().rerun(), Rerun::default());
+        assert_eq!(
+            parse_test(&[]).unwrap().rerun(&default_profile()),
+            Rerun::default()
+        );
         // The slow timeout alone changes no test's end: it is not repeated.
         let slow = parse_test(&["--slow-timeout", "2s"]).unwrap();
-        assert_eq!(slow.rerun(), Rerun::default());
+        assert_eq!(slow.rerun(&default_profile()), Rerun::default());
+        // A profile other than the default is named, to be read again.
+        let mut ci = default_profile();
+        ci.name = "ci".to_owned();
+        assert_eq!(
+            parse_test(&[]).unwrap().rerun(&ci).options,
+            ["--config-profile", "ci"]
+        );
+    }
+
+    fn default_profile() -> Profile {
+        Profile::built_in()
+    }
+
+    /// How many tests run at once on a machine of 8 cores, with `args`.
+    fn threads_of(args: &TestArgs) -> usize {
+        let mut profile = default_profile();
+        args.apply_to(&mut profile);
+        args.test_threads(&profile, 8)
     }
 
     #[test]
     fn a_test_is_killed_at_the_earlier_of_its_limits() {
-        let kill_after = |args: &[&str]| parse_test(args).unwrap().run.kill_after();
+        let kill_after = |args: &[&str]| {
+            let mut profile = default_profile();
+            parse_test(args).unwrap().apply_to(&mut profile);
+            profile.plain_settings(1, 1).limits.timeout
+        };
         assert_eq!(kill_after(&[]), None);
         // Slow lines alone kill nothing.
         assert_eq!(kill_after(&["--slow-timeout", "1s"]), None);
@@ -1187,7 +1326,7 @@ mod tests {
             Some(MAX_TIMEOUT)
         );
         assert_eq!(
-            parse_test(&[]).unwrap().run.slow_timeout,
+            default_profile().plain_settings(1, 1).limits.slow,
             Duration::from_secs(60)
         );
     }

@@ -315,6 +315,11 @@ impl Selection {
             && (self.ignored != RunIgnored::Only || test.ignored)
     }
 
+    /// The workspace's packages and their dependencies.
+    pub(crate) fn packages(&self) -> &PackageGraph {
+        &self.packages
+    }
+
     /// Whether a selected `test` runs, rather than being reported ignored.
     pub(crate) fn runs(&self, test: &ListedTest) -> bool {
         !test.ignored || self.ignored != RunIgnored::Default

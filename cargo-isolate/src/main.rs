@@ -1,6 +1,7 @@
 //! `cargo isolate`: run every test of a cargo workspace in its own process.
 //!
-//! The stages of a run, one module each: [`cli`] parses, [`build`] runs
+//! The stages of a run, one module each: [`cli`] parses, [`config`] reads
+//! the configuration file's profile, [`build`] runs
 //! `cargo test --no-run` and works out, with [`environment`] and
 //! [`cargo_config`], how `cargo test` would start each test binary,
 //! [`list`] asks each binary for its tests and chooses which run (by name
@@ -8,11 +9,14 @@
 //! runs them (with a [`guard`] process so nothing outlives the run),
 //! [`report`] tells people and CI; [`exit_code`] says how the process ends.
 
-#![forbid(unsafe_code)]
+// One function sets a test's memory limit between fork and exec; nothing
+// else here is unsafe.
+#![deny(unsafe_code)]
 
 mod build;
 mod cargo_config;
 mod cli;
+mod config;
 mod environment;
 mod exit_code;
 mod filterset;
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
     let code = match command {
         Command::Test(args) => test(&args),
         Command::List(args) => list_tests(&args),
+        Command::ShowConfig(args) => show_config(&args),
         Command::Guard => guard::serve(),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
@@ -94,22 +99,106 @@ fn build_and_list(
     Ok((listed, list::Selection::new(select, partition, packages)))
 }
 
+/// The profile `config` picks, for the workspace of `manifest_path`; a
+/// warning for the keys of its file that were not understood.
+fn load_profile(
+    config: &config::ConfigArgs,
+    manifest_path: Option<&std::path::Path>,
+) -> Result<config::Profile, i32> {
+    let profile = config::workspace_root(manifest_path)
+        .and_then(|root| config::load(&root, config))
+        .map_err(|error| {
+            print_error(&error);
+            exit_code::USAGE
+        })?;
+    if !profile.unknown_keys.is_empty() {
+        eprintln!(
+            "warning: {}: ignoring what cargo isolate does not understand: {}",
+            profile.file.as_deref().unwrap_or("configuration"),
+            profile.unknown_keys.join(", ")
+        );
+    }
+    Ok(profile)
+}
+
+fn show_config(args: &cli::ShowConfigArgs) -> i32 {
+    match load_profile(&args.config, args.manifest_path.as_deref()) {
+        Ok(profile) => {
+            print!("{}", profile.describe());
+            exit_code::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// Where the JUnit report goes: `--junit`, else the profile's `path`,
+/// under `<target-dir>/isolate/<profile>/`.
+fn junit_path(
+    args: &cli::TestArgs,
+    profile: &config::Profile,
+) -> Result<Option<std::path::PathBuf>, Box<dyn Error>> {
+    if let Some(path) = &args.report.junit {
+        return Ok(Some(path.clone()));
+    }
+    let Some(path) = &profile.junit_path.value else {
+        return Ok(None);
+    };
+    let target_dir = match &args.cargo.target_dir {
+        Some(dir) => std::path::absolute(dir)?,
+        None => {
+            let mut metadata = cargo_metadata::MetadataCommand::new();
+            metadata.cargo_path(build::cargo_path()).no_deps();
+            if let Some(manifest) = &args.cargo.manifest_path {
+                metadata.manifest_path(manifest);
+            }
+            metadata.exec()?.target_directory.into_std_path_buf()
+        }
+    };
+    Ok(Some(
+        target_dir.join("isolate").join(&profile.name).join(path),
+    ))
+}
+
 fn test(args: &cli::TestArgs) -> i32 {
+    let mut profile = match load_profile(&args.config, args.cargo.manifest_path.as_deref()) {
+        Ok(profile) => profile,
+        Err(code) => return code,
+    };
+    args.apply_to(&mut profile);
+    let junit = match junit_path(args, &profile) {
+        Ok(path) => path,
+        Err(error) => {
+            eprintln!("error: failed to find where the JUnit report goes: {error}");
+            return exit_code::RUNNER_FAILED;
+        }
+    };
     // A report that could not be written would be found out only after
     // the run: the path is tried before the build.
-    if let Some(junit) = &args.report.junit
+    if let Some(junit) = &junit
         && let Err(error) = report::prepare_junit(junit)
     {
         print_error(&error);
         return exit_code::USAGE;
     }
+    // Overrides for a platform need to know the platforms: rustc is asked
+    // while cargo builds.
+    let platforms = profile.needs_platforms().then(|| {
+        let target = args.cargo.target.clone();
+        std::thread::spawn(move || {
+            let rustc = cargo_config::CargoConfig::load()
+                .map(|config| config.rustc())
+                .unwrap_or_else(|_| "rustc".into());
+            config::Platforms::ask_rustc(&rustc, target.as_deref())
+        })
+    });
     // So is the directory of the run's scratch files: where none can be
     // created, the run fails here rather than every test with it.
     if let Err(error) = run::choose_scratch_dir() {
         print_error(&error);
         return exit_code::RUNNER_FAILED;
     }
-    let threads = args.test_threads();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = args.test_threads(&profile, cores);
     // What confines the run is made while cargo checks the build: a lane
     // per test thread, and one for harness binaries.
     let confinement = std::thread::Builder::new()
@@ -139,15 +228,30 @@ fn test(args: &cli::TestArgs) -> i32 {
             }
         }
     }
+    let platforms = match platforms.map(std::thread::JoinHandle::join) {
+        None => config::Platforms::default(),
+        Some(Ok(Ok(platforms))) => platforms,
+        Some(Ok(Err(error))) => {
+            print_error(&error);
+            return exit_code::RUNNER_FAILED;
+        }
+        Some(Err(_)) => {
+            eprintln!("error: asking rustc about the platforms panicked");
+            return exit_code::RUNNER_FAILED;
+        }
+    };
+    let rerun = args.rerun(&profile);
+    let profile = std::sync::Arc::new(profile);
     let plan = run::RunPlan {
         threads,
-        timeout: args.run.kill_after(),
-        slow_timeout: args.run.slow_timeout,
-        max_fail: args.run.max_fail(),
-        retries: args.run.retries,
+        max_fail: profile.max_fail.value,
         nocapture: args.no_capture(),
-        passing_output: args.passing_output(),
-        isolation: args.run.isolation,
+        passing_output: args.passing_output(&profile),
+        isolation: profile.isolation.value,
+        leak: profile.leak.value,
+        profile: std::sync::Arc::clone(&profile),
+        platforms,
+        cores,
     };
     // The first Ctrl-C (or SIGTERM) starts no more tests and ends the
     // running ones (SIGTERM, then SIGKILL after the grace period), and
@@ -165,15 +269,18 @@ fn test(args: &cli::TestArgs) -> i32 {
         );
         handler.stop();
     });
-    let rerun = args.rerun();
     let settings = report::ReportSettings {
         format: args.report.message_format,
         color: args.color(),
         verbose: args.verbose(),
         quiet: args.quiet(),
-        junit: args.report.junit.as_deref(),
+        junit: junit.as_deref().map(|path| report::Junit {
+            path,
+            report_name: &profile.junit_report_name.value,
+            success_output: profile.junit_store_success_output.value,
+            failure_output: profile.junit_store_failure_output.value,
+        }),
         rerun: &rerun,
-        retries: args.run.retries,
     };
     let (sender, receiver) = std::sync::mpsc::channel();
     let summary = std::thread::scope(|scope| {

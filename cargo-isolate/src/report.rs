@@ -122,11 +122,21 @@ pub(crate) struct ReportSettings<'a> {
     pub(crate) verbose: bool,
     /// Human output has only the failures and the summary (`-q`).
     pub(crate) quiet: bool,
-    pub(crate) junit: Option<&'a Path>,
+    pub(crate) junit: Option<Junit<'a>>,
     /// What the rerun commands repeat of the run.
     pub(crate) rerun: &'a Rerun,
-    /// How many times a failing test runs again (`--retries`).
-    pub(crate) retries: u32,
+}
+
+/// The JUnit report to write: where, its name, and whose output it keeps.
+pub(crate) struct Junit<'a> {
+    pub(crate) path: &'a Path,
+    /// The name of its `testsuites` element.
+    pub(crate) report_name: &'a str,
+    /// Whether passing tests' output is kept (nextest's
+    /// `store-success-output`).
+    pub(crate) success_output: bool,
+    /// Whether failing tests' output is kept (`store-failure-output`).
+    pub(crate) failure_output: bool,
 }
 
 /// Reads events until the run ends, writing the reports; returns the
@@ -371,8 +381,8 @@ pub(crate) fn report(
             );
         }
     }
-    if let Some(path) = settings.junit {
-        write_junit(path, &outcomes, &attempts, elapsed)?;
+    if let Some(junit) = &settings.junit {
+        write_junit(junit, &outcomes, &attempts, elapsed)?;
     }
     Ok(summary)
 }
@@ -525,7 +535,7 @@ fn print_summary(
         parts.join(", ")
     );
     for outcome in outcomes.iter().filter(|outcome| outcome.flaky) {
-        let label = format!("FLAKY {}/{}", outcome.attempts, settings.retries + 1);
+        let label = format!("FLAKY {}/{}", outcome.attempts, outcome.max_attempts);
         let _ = writeln!(
             out,
             "{} [{:>8.3}s] {} {}",
@@ -770,12 +780,13 @@ fn junit_scratch(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
 /// killed while it writes (a second Ctrl-C) leaves no half a report at
 /// `path` (only, beside it, the file it was writing).
 fn write_junit(
-    path: &Path,
+    junit: &Junit<'_>,
     outcomes: &[TestOutcome],
     attempts: &HashMap<(String, String), Vec<TestOutcome>>,
     elapsed: Duration,
 ) -> std::io::Result<()> {
-    let mut report = Report::new("cargo-isolate");
+    let path = junit.path;
+    let mut report = Report::new(junit.report_name);
     report.set_time(elapsed);
     let mut suites: Vec<TestSuite> = Vec::new();
     for outcome in outcomes {
@@ -817,22 +828,31 @@ fn write_junit(
                 .set_message(first_line(&attempt.message))
                 .set_description(attempt.message.clone())
                 .set_time(attempt.duration);
-            if !attempt.stdout.is_empty() {
-                rerun.set_system_out(attempt.stdout.clone());
-            }
-            if !attempt.stderr.is_empty() {
-                rerun.set_system_err(attempt.stderr.clone());
+            if junit.failure_output {
+                if !attempt.stdout.is_empty() {
+                    rerun.set_system_out(attempt.stdout.clone());
+                }
+                if !attempt.stderr.is_empty() {
+                    rerun.set_system_err(attempt.stderr.clone());
+                }
             }
             rerun
         }));
         let mut case = TestCase::new(outcome.name.clone(), status);
         case.set_classname(outcome.binary.id.clone());
         case.set_time(outcome.duration);
-        if !outcome.stdout.is_empty() {
-            case.set_system_out(outcome.stdout.clone());
-        }
-        if !outcome.stderr.is_empty() {
-            case.set_system_err(outcome.stderr.clone());
+        let keep = if outcome.status.is_failure() {
+            junit.failure_output
+        } else {
+            junit.success_output
+        };
+        if keep {
+            if !outcome.stdout.is_empty() {
+                case.set_system_out(outcome.stdout.clone());
+            }
+            if !outcome.stderr.is_empty() {
+                case.set_system_err(outcome.stderr.clone());
+            }
         }
         suites[index].add_test_case(case);
     }

@@ -411,19 +411,19 @@ fn values_out_of_range_fail_before_the_build() {
     for (args, message) in [
         (
             &["test", "--timeout", "18446744073709551615s"][..],
-            "a timeout must be at most a year (8760h)",
+            "a duration must be at most a year (8760h)",
         ),
         (
             &["test", "--timeout", "18446744073709551615h"],
-            "a timeout must be at most a year (8760h)",
+            "a duration must be at most a year (8760h)",
         ),
         (
             &["test", "--timeout", "8761h"],
-            "a timeout must be at most a year (8760h)",
+            "a duration must be at most a year (8760h)",
         ),
         (
             &["test", "--timeout", "0ms"],
-            "a timeout must be longer than zero",
+            "a duration must be longer than zero",
         ),
         (&["test", "--test-threads", "0"], "0 is not in 1..=1024"),
         (

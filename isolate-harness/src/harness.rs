@@ -355,7 +355,11 @@ impl Harness {
             .only
             .map(|names| names.lines().map(str::to_owned).collect());
         let tests = test_list(added, only.as_ref(), named);
-        let default_timeout = runner.default_timeout;
+        let (default_timeout, default_memory_limit, grace_period) = (
+            runner.default_timeout,
+            runner.default_memory_limit,
+            runner.grace_period,
+        );
         // Which tests run in a child of a fork server, and of those, the
         // ones that run, in the order libtest-mimic asks for their
         // verdicts: those it does not filter out or ignore.
@@ -372,9 +376,9 @@ impl Harness {
                         name: test.name.clone(),
                         request: RunRequest {
                             test: test.id,
-                            memory_limit: test.options.memory_limit,
+                            memory_limit: test.options.memory_limit.or(default_memory_limit),
                             timeout: test.options.timeout.or(default_timeout),
-                            grace_period: GRACE_PERIOD,
+                            grace_period,
                         },
                         options: test.options,
                     });
@@ -648,13 +652,22 @@ struct RunnerSettings {
     /// `ISOLATE_DEFAULT_TIMEOUT_MS`: the timeout of every test that sets
     /// none (`cargo isolate test --timeout`).
     default_timeout: Option<Duration>,
+    /// `ISOLATE_DEFAULT_MEMORY_LIMIT`: the memory limit, in bytes, of every
+    /// test that sets none (`cargo isolate test --memory-limit`).
+    default_memory_limit: Option<u64>,
+    /// `ISOLATE_GRACE_PERIOD_MS`: the time between a timed-out test's
+    /// SIGTERM and its SIGKILL (a profile's `slow-timeout.grace-period`);
+    /// [`GRACE_PERIOD`] without it.
+    grace_period: Duration,
 }
 
 /// The variables of [`RunnerSettings`].
-const RUNNER_VARIABLES: [&str; 3] = [
+const RUNNER_VARIABLES: [&str; 5] = [
     report_stream::REPORT_FD_VAR,
     "ISOLATE_ONLY",
     "ISOLATE_DEFAULT_TIMEOUT_MS",
+    "ISOLATE_DEFAULT_MEMORY_LIMIT",
+    "ISOLATE_GRACE_PERIOD_MS",
 ];
 
 impl RunnerSettings {
@@ -665,7 +678,11 @@ impl RunnerSettings {
         let settings = RunnerSettings {
             report: ReportStream::from_env(),
             only: only_tests(),
-            default_timeout: default_timeout(),
+            default_timeout: positive_number("ISOLATE_DEFAULT_TIMEOUT_MS")
+                .map(Duration::from_millis),
+            default_memory_limit: positive_number("ISOLATE_DEFAULT_MEMORY_LIMIT"),
+            grace_period: positive_number("ISOLATE_GRACE_PERIOD_MS")
+                .map_or(GRACE_PERIOD, Duration::from_millis),
         };
         for name in RUNNER_VARIABLES {
             // SAFETY: the harness runs at the start of `main`, before it
@@ -693,12 +710,13 @@ fn only_tests() -> Option<String> {
     }
 }
 
-fn default_timeout() -> Option<Duration> {
-    let millis = std::env::var("ISOLATE_DEFAULT_TIMEOUT_MS")
+/// The number above zero in the variable `name`, if it holds one.
+fn positive_number(name: &str) -> Option<u64> {
+    std::env::var(name)
         .ok()?
         .parse()
-        .ok()?;
-    Some(Duration::from_millis(millis)).filter(|timeout| !timeout.is_zero())
+        .ok()
+        .filter(|number| *number > 0)
 }
 
 /// The time a timed-out test has between SIGTERM and SIGKILL.

@@ -98,7 +98,10 @@
 //! A runner that has chosen the tests to run itself can name them, one
 //! per line, in a file whose path it puts in `ISOLATE_ONLY`; the harness
 //! then runs those alone (before its own filters). `ISOLATE_DEFAULT_TIMEOUT_MS`
-//! gives every test without a `timeout` of its own one, in milliseconds.
+//! gives every test without a `timeout` of its own one, in milliseconds;
+//! `ISOLATE_DEFAULT_MEMORY_LIMIT` a `memory_limit`, in bytes; and
+//! `ISOLATE_GRACE_PERIOD_MS` the time between a timed-out test's SIGTERM
+//! and its SIGKILL (one second without it).
 //!
 //! ### The report stream
 //!

@@ -194,25 +194,10 @@ fn related(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
 
     fn binary(package: &str, target: &str, kind: BinaryKind) -> TestBinary {
-        let id = match kind {
-            BinaryKind::Lib | BinaryKind::ProcMacro => package.to_owned(),
-            BinaryKind::Test => format!("{package}::{target}"),
-            other => format!("{package}::{}/{target}", other.as_str()),
-        };
-        TestBinary {
-            id,
-            package: package.to_owned(),
-            target: target.to_owned(),
-            kind,
-            selector: String::new(),
-            path: PathBuf::new(),
-            launch: Default::default(),
-        }
+        TestBinary::for_tests(package, target, kind)
     }
 
     /// `app` depends on `core`, which depends on `base`; `tool` stands

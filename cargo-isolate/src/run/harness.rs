@@ -24,19 +24,22 @@ use super::capture::{ScratchFileError, kept, named_scratch_file, output_file, re
 use super::watchdog::{Fired, Watchdog, reap, wait_unreaped};
 use super::with_causes;
 use super::{
-    Event, INTERRUPTED_WHILE_RUNNING, NOT_RUN_INTERRUPTED, RunPlan, Status, TestOutcome, outcome,
-    test_command,
+    Event, INTERRUPTED_WHILE_RUNNING, Limits, NOT_RUN_INTERRUPTED, RunPlan, Status, TestOutcome,
+    TestSettings, outcome, test_command,
 };
 use crate::build::TestBinary;
 use crate::list::BinaryTests;
 
-/// Runs an isolate-harness binary for `tests`, reading its report stream,
-/// and again for the tests that failed, as `--retries` allows and unless
-/// the run is `stopped` by then. Each final outcome is shown to `stop`,
-/// then sent.
+/// Runs an isolate-harness binary for `tests`, which share `settings`,
+/// with `threads` test threads, reading its report stream; and again for
+/// the tests that failed, as their retries allow and unless the run is
+/// `stopped` by then. Each final outcome is shown to `stop`, then sent.
+#[expect(clippy::too_many_arguments, reason = "the run's parts, each its own")]
 pub(super) fn run_harness(
     binary: &BinaryTests,
     tests: &[String],
+    settings: &TestSettings,
+    threads: usize,
     plan: &RunPlan,
     watchdog: &Watchdog,
     events: &Sender<Event>,
@@ -47,13 +50,25 @@ pub(super) fn run_harness(
         stop(&outcome);
         let _ = events.send(Event::Finished(Box::new(outcome)));
     };
+    let retries = settings.retries;
     let mut pending = tests.to_vec();
-    for round in 0..=plan.retries {
+    for round in 0..=retries.count {
+        if round > 0 {
+            std::thread::sleep(retries.delay(round));
+        }
         let mut failed = Vec::new();
-        run_harness_once(binary, &pending, plan, watchdog, |mut outcome| {
+        let run = HarnessRun {
+            settings,
+            threads,
+            plan,
+            watchdog,
+        };
+        run_harness_once(binary, &pending, &run, |outcome| {
+            let mut outcome = plan.judge_leaks(outcome);
             outcome.attempts = round + 1;
+            outcome.max_attempts = retries.count + 1;
             outcome.flaky = round > 0 && !outcome.status.is_failure();
-            if outcome.status.is_failure() && round < plan.retries {
+            if outcome.status.is_failure() && round < retries.count {
                 failed.push(outcome);
                 return;
             }
@@ -79,19 +94,27 @@ pub(super) fn run_harness(
 /// little enough to repeat for thousands of tests.
 const HARNESS_STDERR_KEPT: usize = 4 * 1024;
 
+/// How a harness process runs: its tests' settings, its thread count, the
+/// run's plan and watchdog.
+struct HarnessRun<'a> {
+    settings: &'a TestSettings,
+    threads: usize,
+    plan: &'a RunPlan,
+    watchdog: &'a Watchdog,
+}
+
 /// Runs an isolate-harness binary once for `tests`. Every test gets one
 /// outcome: the first the stream reports for it or, if the stream never
 /// does, one from how the harness ended (see [`Unreported`]).
 fn run_harness_once(
     binary: &BinaryTests,
     tests: &[String],
-    plan: &RunPlan,
-    watchdog: &Watchdog,
+    run: &HarnessRun<'_>,
     mut on_outcome: impl FnMut(TestOutcome),
 ) {
     let started = Instant::now();
     let mut stream = StreamRead::default();
-    let ended = run_harness_process(binary, tests, plan, watchdog, &mut stream, &mut on_outcome);
+    let ended = run_harness_process(binary, tests, run, &mut stream, &mut on_outcome);
     if let Some(first) = &stream.first_unusable {
         eprintln!(
             "warning: {}: {} line(s) of its report stream could not be used, the first: {first}",
@@ -141,19 +164,20 @@ enum HarnessError {
 fn run_harness_process(
     binary: &BinaryTests,
     tests: &[String],
-    plan: &RunPlan,
-    watchdog: &Watchdog,
+    run: &HarnessRun<'_>,
     stream: &mut StreamRead,
     on_outcome: &mut impl FnMut(TestOutcome),
 ) -> Result<HarnessEnd, HarnessError> {
+    let HarnessRun {
+        settings,
+        threads,
+        plan,
+        watchdog,
+    } = *run;
     let (reader, writer) = io::pipe().map_err(HarnessError::Pipe)?;
     let mut command = test_command(&binary.binary);
     command
-        .args([
-            "--test-threads",
-            &plan.threads.to_string(),
-            "--include-ignored",
-        ])
+        .args(["--test-threads", &threads.to_string(), "--include-ignored"])
         .env(report_stream::REPORT_FD_VAR, "3");
     // Its stderr is kept, to show if it fails without reporting its tests
     // (a setup that panics, a harness out of descriptors).
@@ -183,12 +207,20 @@ fn run_harness_process(
             source,
         })?;
     command.env("ISOLATE_ONLY", only.path());
-    if let Some(timeout) = plan.timeout {
+    // Defaults for the tests that set none of their own.
+    if let Some(timeout) = settings.limits.timeout {
         command.env(
             "ISOLATE_DEFAULT_TIMEOUT_MS",
             timeout.as_millis().to_string(),
         );
     }
+    if let Some(limit) = &settings.memory_limit {
+        command.env("ISOLATE_DEFAULT_MEMORY_LIMIT", limit.bytes.to_string());
+    }
+    command.env(
+        "ISOLATE_GRACE_PERIOD_MS",
+        settings.limits.grace.as_millis().to_string(),
+    );
     let spawn_error = |source| HarnessError::Spawn {
         path: binary.binary.path.clone(),
         source,
@@ -205,14 +237,24 @@ fn run_harness_process(
     let pid = i32::try_from(child.id())
         .map(Pid::from_raw)
         .map_err(|error| HarnessError::Wait(io::Error::other(error)))?;
-    watchdog.watch(pid, None, None);
+    // The harness ends its tests at their timeouts; the watchdog keeps
+    // their clocks, and ends the harness only when the run is interrupted.
+    let limits = settings.limits;
+    watchdog.watch(
+        pid,
+        Limits {
+            timeout: None,
+            ..limits
+        },
+        None,
+    );
     let asked: HashSet<&str> = tests.iter().map(String::as_str).collect();
     read_stream(
         BufReader::with_capacity(PIPE_CAPACITY, Batched(reader)),
         &binary.binary,
         &asked,
         stream,
-        &mut |name| watchdog.time(pid, &binary.binary, name),
+        &mut |name| watchdog.time(pid, &binary.binary, name, limits),
         &mut |outcome| {
             watchdog.untime(pid, &outcome.name);
             on_outcome(outcome);
@@ -466,6 +508,7 @@ fn harness_outcome(binary: &TestBinary, finished: Finished<'_>) -> TestOutcome {
         leaked: finished.leftovers.len(),
         attempts: 1,
         flaky: false,
+        max_attempts: 1,
     }
 }
 

@@ -32,21 +32,28 @@ use nix::unistd::Pid;
 use super::capture::{
     KEPT_OUTPUT, ScratchFileError, kept, named_scratch_file, output_file, read_kept,
 };
-use super::watchdog::{Ended, Fired, GRACE_PERIOD, Watchdog, reap, wait_unreaped};
+use super::watchdog::{Ended, Fired, Watchdog, reap, wait_unreaped};
 use super::with_causes;
-use super::{INTERRUPTED_WHILE_RUNNING, RunPlan, Status, TestOutcome, outcome, test_command};
+use super::{
+    INTERRUPTED_WHILE_RUNNING, RunPlan, Status, TestOutcome, TestSettings, outcome, test_command,
+};
 use crate::build::TestBinary;
+use crate::config::MemoryLimit;
 
 /// libtest running `names` one after another, each as it would run alone:
 /// ignored or not, its output taken as `capture` says, and every result
-/// logged to `logfile`.
+/// logged to `logfile`; within the memory limit of `settings`.
 fn libtest_command<S: AsRef<std::ffi::OsStr>>(
     binary: &TestBinary,
     names: impl IntoIterator<Item = S>,
+    settings: &TestSettings,
     logfile: &Path,
     capture: Capture,
 ) -> Command {
     let mut command = test_command(binary);
+    if let Some(limit) = &settings.memory_limit {
+        limit_memory(&mut command, limit);
+    }
     command
         .arg("--exact")
         .args(names)
@@ -59,6 +66,31 @@ fn libtest_command<S: AsRef<std::ffi::OsStr>>(
         .arg("--logfile")
         .arg(logfile);
     command
+}
+
+/// Limits the address space (`RLIMIT_AS`) of the process `command` starts
+/// to `limit`, from before it runs: set in the child between `fork` and
+/// `exec`, so that no allocation of the test comes first (a limit set
+/// from here once the process runs would race it). The process is the
+/// target runner where there is one. Past the limit, an allocation fails:
+/// Rust's allocator then aborts with a message, read as out of memory by
+/// [`libtest_verdict`].
+#[expect(
+    unsafe_code,
+    reason = "a limit reaches a process before it runs only from between fork and exec"
+)]
+fn limit_memory(command: &mut Command, limit: &MemoryLimit) {
+    use nix::sys::resource::{Resource, setrlimit};
+    use std::os::unix::process::CommandExt;
+    let bytes = limit.bytes;
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe functions may be called: it makes one system
+    // call, setrlimit(2), and neither allocates nor takes a lock.
+    unsafe {
+        command.pre_exec(move || {
+            setrlimit(Resource::RLIMIT_AS, bytes, bytes).map_err(io::Error::from)
+        });
+    }
 }
 
 /// How a libtest process's output is taken.
@@ -85,18 +117,20 @@ enum Capture {
 pub(super) fn run_libtest(
     binary: &TestBinary,
     name: &str,
+    settings: &TestSettings,
     plan: &RunPlan,
     watchdog: &Watchdog,
 ) -> TestOutcome {
     let started = Instant::now();
-    let mut outcome = run_libtest_process(binary, name, plan, watchdog).unwrap_or_else(|error| {
-        outcome(
-            binary,
-            name,
-            Status::Broken,
-            format!("could not run the test: {}", with_causes(&error)),
-        )
-    });
+    let mut outcome =
+        run_libtest_process(binary, name, settings, plan, watchdog).unwrap_or_else(|error| {
+            outcome(
+                binary,
+                name,
+                Status::Broken,
+                format!("could not run the test: {}", with_causes(&error)),
+            )
+        });
     outcome.duration = started.elapsed();
     outcome
 }
@@ -139,15 +173,17 @@ fn spawn(
 fn run_libtest_process(
     binary: &TestBinary,
     name: &str,
+    settings: &TestSettings,
     plan: &RunPlan,
     watchdog: &Watchdog,
 ) -> Result<TestOutcome, ProcessError> {
     if plan.nocapture {
-        return Ok(attempt(binary, name, plan, watchdog, Capture::Streamed)?.outcome);
+        return Ok(attempt(binary, name, settings, plan, watchdog, Capture::Streamed)?.outcome);
     }
     let first = attempt(
         binary,
         name,
+        settings,
         plan,
         watchdog,
         Capture::Libtest {
@@ -164,7 +200,7 @@ fn run_libtest_process(
     if !failed || !(first.quieted || first.logged.is_none()) {
         return Ok(first.outcome);
     }
-    let second = attempt(binary, name, plan, watchdog, Capture::Streamed)?;
+    let second = attempt(binary, name, settings, plan, watchdog, Capture::Streamed)?;
     Ok(after_second_run(
         first.outcome,
         second.outcome,
@@ -274,12 +310,13 @@ fn after_second_run(
 fn attempt(
     binary: &TestBinary,
     name: &str,
+    settings: &TestSettings,
     plan: &RunPlan,
     watchdog: &Watchdog,
     capture: Capture,
 ) -> Result<Attempt, ProcessError> {
     let logfile = named_scratch_file()?;
-    let mut command = libtest_command(binary, [name], logfile.path(), capture);
+    let mut command = libtest_command(binary, [name], settings, logfile.path(), capture);
     // A backtrace is made (symbolized, in a fresh process, at some tens of
     // milliseconds) for every panic, the expected ones of `should_panic`
     // tests included, and shown only for a failure: under libtest's
@@ -301,7 +338,7 @@ fn attempt(
         Some((stdout, stderr))
     };
     let (mut child, pid) = spawn(command, binary, watchdog)?;
-    watchdog.watch(pid, plan.timeout, Some((binary, name)));
+    watchdog.watch(pid, settings.limits, Some((binary, name)));
     wait_unreaped(pid).map_err(ProcessError::Wait)?;
     let Ended {
         status,
@@ -334,8 +371,7 @@ fn attempt(
             }
         })
         .unwrap_or_default();
-    let (status, message) =
-        libtest_verdict(logged.as_ref(), &told, name, status, fired, plan.timeout);
+    let (status, message) = libtest_verdict(logged.as_ref(), &told, name, status, fired, settings);
     Ok(Attempt {
         outcome: TestOutcome {
             binary: binary.clone(),
@@ -348,6 +384,7 @@ fn attempt(
             leaked,
             attempts: 1,
             flaky: false,
+            max_attempts: 1,
         },
         logged,
         quieted,
@@ -415,11 +452,12 @@ const BATCH_POLL: Duration = Duration::from_millis(5);
 pub(super) fn run_batch(
     binary: &TestBinary,
     names: &[String],
+    settings: &TestSettings,
     plan: &RunPlan,
     watchdog: &Watchdog,
 ) -> (Vec<TestOutcome>, Vec<String>) {
     let started = Instant::now();
-    match run_batch_process(binary, names, plan, watchdog) {
+    match run_batch_process(binary, names, settings, plan, watchdog) {
         Ok(ran) => ran,
         Err(error) => {
             let outcomes = names
@@ -443,6 +481,7 @@ pub(super) fn run_batch(
 fn run_batch_process(
     binary: &TestBinary,
     names: &[String],
+    settings: &TestSettings,
     plan: &RunPlan,
     watchdog: &Watchdog,
 ) -> Result<(Vec<TestOutcome>, Vec<String>), ProcessError> {
@@ -452,13 +491,13 @@ fn run_batch_process(
     let capture = Capture::Libtest {
         passing: plan.passing_output,
     };
-    let mut command = libtest_command(binary, names, logfile.path(), capture);
+    let mut command = libtest_command(binary, names, settings, logfile.path(), capture);
     command.stdout(stdout_writer).stderr(stderr_writer);
     let mut batch = Batch::new(names, Instant::now());
     let (mut child, pid) = spawn(command, binary, watchdog)?;
     watchdog.watch(
         pid,
-        plan.timeout,
+        settings.limits,
         batch.running().map(|first| (binary, first)),
     );
     // The log is read as it grows: each test's end starts the next one's
@@ -486,9 +525,9 @@ fn run_batch_process(
                 watchdog.untime(pid, ended);
             }
             if let Some(next) = batch.running() {
-                watchdog.time(pid, binary, next);
+                watchdog.time(pid, binary, next, settings.limits);
             }
-            if let Some(timeout) = plan.timeout {
+            if let Some(timeout) = settings.limits.timeout {
                 watchdog.rearm(pid, timeout);
             }
         }
@@ -551,8 +590,7 @@ fn run_batch_process(
             .unwrap_or_else(|| rest[0].clone());
         rest.retain(|name| *name != running);
         let output = text(&running);
-        let (status, message) =
-            libtest_verdict(None, &output, &running, status, fired, plan.timeout);
+        let (status, message) = libtest_verdict(None, &output, &running, status, fired, settings);
         let mut outcome = outcome(binary, &running, status, message);
         outcome.stdout = output;
         outcome.duration = ended.saturating_duration_since(batch.last_end);
@@ -561,7 +599,14 @@ fn run_batch_process(
             outcome.status,
             Status::Crashed { .. } | Status::ExitedEarly { .. }
         ) {
-            let second = attempt(binary, &running, plan, watchdog, Capture::Streamed)?;
+            let second = attempt(
+                binary,
+                &running,
+                settings,
+                plan,
+                watchdog,
+                Capture::Streamed,
+            )?;
             outcome = after_second_run(outcome, second.outcome, false);
         }
         outcomes.push(outcome);
@@ -832,23 +877,24 @@ fn libtest_verdict(
     name: &str,
     status: ExitStatus,
     fired: Fired,
-    timeout: Option<Duration>,
+    settings: &TestSettings,
 ) -> (Status, String) {
+    let grace = settings.limits.grace;
     if fired == Fired::Interrupted {
         let mut message = INTERRUPTED_WHILE_RUNNING.to_owned();
         if status.signal() == Some(NixSignal::SIGKILL as i32) {
             message.push_str(&format!(
-                ": it did not end on SIGTERM and was killed by SIGKILL after {GRACE_PERIOD:?}"
+                ": it did not end on SIGTERM and was killed by SIGKILL after {grace:?}"
             ));
         }
         return (Status::Interrupted, message);
     }
     if fired == Fired::TimedOut {
-        let after = timeout.unwrap_or_default();
+        let after = settings.limits.timeout.unwrap_or_default();
         return (
             Status::TimedOut { after },
             format!(
-                "timed out after {after:?} and was killed (SIGTERM, then SIGKILL after {GRACE_PERIOD:?})"
+                "timed out after {after:?} and was killed (SIGTERM, then SIGKILL after {grace:?})"
             ),
         );
     }
@@ -858,6 +904,18 @@ fn libtest_verdict(
         let mut message = format!("killed by {signal}");
         if core_dumped {
             message.push_str(" (core dumped)");
+        }
+        // Rust's allocation failure: a message, then abort().
+        if let Some(limit) = &settings.memory_limit
+            && signal.0 == NixSignal::SIGABRT as i32
+            && let Some(failed) = output
+                .lines()
+                .find(|line| line.starts_with("memory allocation of "))
+        {
+            message = format!(
+                "out of memory: {failed}, over its memory limit of {} (killed by {signal})",
+                limit.text
+            );
         }
         return (
             Status::Crashed {
@@ -1072,7 +1130,14 @@ mod tests {
     /// libtest logged `log`.
     fn verdict(log: &str, status: ExitStatus) -> (Status, String) {
         let logged = records(log, &["t"]).pop().map(|(_, logged)| logged);
-        libtest_verdict(logged.as_ref(), "", "t", status, Fired::No, None)
+        libtest_verdict(logged.as_ref(), "", "t", status, Fired::No, &settings(None))
+    }
+
+    /// The settings of a test with no override, and `memory_limit`.
+    fn settings(memory_limit: Option<&str>) -> TestSettings {
+        let mut settings = crate::config::Profile::built_in().plain_settings(1, 1);
+        settings.memory_limit = memory_limit.map(|limit| MemoryLimit::parse(limit).unwrap());
+        settings
     }
 
     #[test]
@@ -1261,6 +1326,8 @@ mod tests {
             message,
             "killed by signal 11 (SIGSEGV: invalid memory reference)"
         );
+        let mut timed = settings(None);
+        timed.limits.timeout = Some(Duration::from_secs(1));
         assert!(matches!(
             libtest_verdict(
                 None,
@@ -1268,10 +1335,33 @@ mod tests {
                 "t",
                 ExitStatus::from_raw(15),
                 Fired::TimedOut,
-                Some(Duration::from_secs(1))
+                &timed
             )
             .0,
             Status::TimedOut { .. }
         ));
+    }
+
+    #[test]
+    fn an_allocation_failure_under_a_memory_limit_is_out_of_memory() {
+        let output = "running 1 test\nmemory allocation of 536870912 bytes failed\n";
+        let aborted = ExitStatus::from_raw(6);
+        let (status, message) = libtest_verdict(
+            None,
+            output,
+            "t",
+            aborted,
+            Fired::No,
+            &settings(Some("64MiB")),
+        );
+        assert!(matches!(status, Status::Crashed { .. }));
+        assert_eq!(
+            message,
+            "out of memory: memory allocation of 536870912 bytes failed, over its memory limit \
+             of 64MiB (killed by signal 6 (SIGABRT: abort))"
+        );
+        // Without a limit, an abort is an abort.
+        let (_, message) = libtest_verdict(None, output, "t", aborted, Fired::No, &settings(None));
+        assert!(message.starts_with("killed by signal 6"), "{message}");
     }
 }

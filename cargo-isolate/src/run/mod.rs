@@ -50,22 +50,23 @@ mod harness;
 mod libtest;
 mod watchdog;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use isolate_harness::Signal;
 
-use crate::build::TestBinary;
+use crate::build::{PackageGraph, TestBinary};
+use crate::config::{Leak, MemoryLimit, Platforms, Profile, RetryPolicy};
 use crate::list::{BinaryTests, Runner, Selection};
 use harness::run_harness;
 use libtest::{run_batch, run_libtest};
-pub(crate) use watchdog::Confinement;
+pub(crate) use watchdog::{Confinement, Limits};
 use watchdog::{Watchdog, WatchdogShared};
 
 pub(crate) use capture::choose_scratch_dir;
@@ -141,6 +142,9 @@ pub(crate) struct TestOutcome {
     pub(crate) attempts: u32,
     /// Whether it failed, then passed on a retry.
     pub(crate) flaky: bool,
+    /// How many times it may run: once, and once per retry its settings
+    /// allow.
+    pub(crate) max_attempts: u32,
 }
 
 /// What the runner tells the reporter.
@@ -173,24 +177,98 @@ pub(crate) enum Event {
 /// Options of the run.
 pub(crate) struct RunPlan {
     pub(crate) threads: usize,
-    /// How long a test may run before it is killed.
-    pub(crate) timeout: Option<Duration>,
-    /// How long a test runs before it is reported slow, and again each
-    /// time as long again has passed.
-    pub(crate) slow_timeout: Duration,
     /// How many failed tests stop the run from starting more (`None`: no
     /// limit).
     pub(crate) max_fail: Option<NonZeroU32>,
-    pub(crate) retries: u32,
     /// Tests write to the terminal instead of being captured.
     pub(crate) nocapture: bool,
     /// What passing tests print is kept, for a report that shows it.
     pub(crate) passing_output: bool,
     pub(crate) isolation: Isolation,
+    /// Whether a test that left processes behind fails.
+    pub(crate) leak: Leak,
+    /// Where each test's settings come from.
+    pub(crate) profile: Arc<Profile>,
+    /// The platforms the overrides' `platform` keys are matched against.
+    pub(crate) platforms: Platforms,
+    /// The machine's cores, for `"num-cpus"` in the profile.
+    pub(crate) cores: usize,
+}
+
+impl RunPlan {
+    /// What test `name` of `binary` runs with, in a workspace shaped as
+    /// `graph`. Tests that no override sets apart share one value.
+    fn settings(
+        &self,
+        plain: &Arc<TestSettings>,
+        binary: &TestBinary,
+        name: &str,
+        graph: &PackageGraph,
+    ) -> Arc<TestSettings> {
+        if self.profile.overrides.is_empty() {
+            return Arc::clone(plain);
+        }
+        let settings = self.profile.settings(
+            binary,
+            name,
+            graph,
+            &self.platforms,
+            self.threads,
+            self.cores,
+        );
+        if settings == **plain {
+            Arc::clone(plain)
+        } else {
+            Arc::new(settings)
+        }
+    }
+
+    /// `outcome`, failed if it left processes behind and the profile's
+    /// `leak` says that fails a test.
+    fn judge_leaks(&self, mut outcome: TestOutcome) -> TestOutcome {
+        if self.leak == Leak::Fail && outcome.leaked > 0 && outcome.status == Status::Passed {
+            outcome.status = Status::Failed;
+            outcome.message = format!(
+                "it left {} behind (the profile's leak = \"fail\")",
+                match outcome.leaked {
+                    1 => "a process".to_owned(),
+                    count => format!("{count} processes"),
+                }
+            );
+        }
+        outcome
+    }
+
+    /// The most tests of each group that run at once.
+    fn group_limits(&self) -> HashMap<Arc<str>, usize> {
+        self.profile
+            .test_groups
+            .keys()
+            .map(|group| {
+                let limit = self.profile.group_limit(group, self.threads, self.cores);
+                (Arc::clone(group), limit)
+            })
+            .collect()
+    }
+}
+
+/// What one test runs with, from the profile and its overrides.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TestSettings {
+    pub(crate) retries: RetryPolicy,
+    pub(crate) limits: Limits,
+    /// Its test group, whose `max-threads` bounds how many of its tests
+    /// run at once across all binaries.
+    pub(crate) group: Option<Arc<str>>,
+    /// How many of the run's threads it takes (at least one, at most all).
+    pub(crate) threads_required: usize,
+    /// The address space its process may have.
+    pub(crate) memory_limit: Option<MemoryLimit>,
 }
 
 /// How many libtest tests share a process (`--isolation`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub(crate) enum Isolation {
     /// Every test in a process of its own.
     Process,
@@ -258,7 +336,7 @@ pub(crate) fn run(
     // binaries from the last.
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let threads = plan.threads.max(1);
-    let watchdog = Watchdog::start(confinement, plan, events.clone());
+    let watchdog = Watchdog::start(confinement, events.clone());
     watchdog.confinement.containment.enter(threads);
     let _ = events.send(Event::Started {
         tests: runs,
@@ -267,35 +345,36 @@ pub(crate) fn run(
         containment: watchdog.confinement.containment.describe(),
     });
     *lock(&interrupt.watchdog) = Some(Arc::clone(&watchdog.shared));
-    let mut plain: Vec<(usize, String)> = Vec::new();
-    let mut harnessed: Vec<(usize, Vec<String>)> = Vec::new();
+    let plain_settings = Arc::new(plan.profile.plain_settings(threads, plan.cores));
+    let mut plain: Vec<(usize, String, Arc<TestSettings>)> = Vec::new();
+    // Each harness binary's tests, by the settings they share: a harness
+    // process runs with one timeout, retry policy and thread count.
+    let mut harnessed: Vec<(usize, Arc<TestSettings>, Vec<String>)> = Vec::new();
     for (index, test) in selected {
+        let binary = &binaries[index].binary;
         if !selection.runs(test) {
-            let ignored = outcome(
-                &binaries[index].binary,
-                &test.name,
-                Status::Ignored,
-                String::new(),
-            );
+            let ignored = outcome(binary, &test.name, Status::Ignored, String::new());
             let _ = events.send(Event::Finished(Box::new(ignored)));
             continue;
         }
-        let group = match binaries[index].runner {
-            Runner::Libtest => {
-                plain.push((index, test.name.clone()));
-                continue;
+        let settings = plan.settings(&plain_settings, binary, &test.name, selection.packages());
+        match binaries[index].runner {
+            Runner::Libtest => plain.push((index, test.name.clone(), settings)),
+            Runner::IsolateHarness => {
+                match harnessed
+                    .iter_mut()
+                    .find(|(other, shared, _)| *other == index && *shared == settings)
+                {
+                    Some((_, _, names)) => names.push(test.name.clone()),
+                    None => harnessed.push((index, settings, vec![test.name.clone()])),
+                }
             }
-            Runner::IsolateHarness => &mut harnessed,
-        };
-        match group.last_mut() {
-            Some((last, names)) if *last == index => names.push(test.name.clone()),
-            _ => group.push((index, vec![test.name.clone()])),
         }
     }
-    let queue: VecDeque<Unit> = match plan.isolation {
+    let units: VecDeque<Unit> = match plan.isolation {
         Isolation::Process => plain
             .into_iter()
-            .map(|(binary, name)| Unit::Test { binary, name })
+            .map(|(binary, name, settings)| Unit::new(binary, settings, Work::Test(name)))
             .collect(),
         Isolation::Batch => batches(plain, plan.threads),
     };
@@ -312,17 +391,25 @@ pub(crate) fn run(
             .is_some_and(|max| failures.load(Ordering::SeqCst) >= max.get())
     };
     let stopped = || interrupt.is_interrupted() || failed_enough();
+    let group_limits = plan.group_limits();
     let mut not_started: Vec<(usize, String)> = Vec::new();
-    // A harness binary runs with every thread, one after another, before
-    // the per-test work.
-    for (index, names) in harnessed {
+    // A harness binary runs alone, before the per-test work, with every
+    // thread its tests' settings allow: as many as the threads each
+    // requires fit, and no more than their group's limit.
+    for (index, settings, names) in harnessed {
         if stopped() {
             not_started.extend(names.into_iter().map(|name| (index, name)));
             continue;
         }
+        let mut threads = threads / settings.threads_required;
+        if let Some(group) = &settings.group {
+            threads = threads.min(group_limits.get(group).copied().unwrap_or(threads));
+        }
         run_harness(
             &binaries[index],
             &names,
+            &settings,
+            threads.max(1),
             plan,
             &watchdog,
             events,
@@ -330,58 +417,78 @@ pub(crate) fn run(
             &stopped,
         );
     }
-    let shared_queue = Mutex::new(queue);
-    let (queue, watched, stopped) = (&shared_queue, &watchdog, &stopped);
+    let queue = Queue {
+        state: Mutex::new(QueueState {
+            units,
+            busy: 0,
+            groups: HashMap::new(),
+        }),
+        changed: Condvar::new(),
+        threads,
+        group_limits,
+    };
+    let (queue, watched, stopped) = (&queue, &watchdog, &stopped);
     // A worker: runs the queue's units until it is empty or the run stops.
     let work = move |lane: usize| {
         let watchdog = watched;
         watchdog.confinement.containment.enter(lane);
         // Attempt `attempts + 1` at test `name` of `binary`.
-        let attempt = |binary: usize, name: &str, attempts: u32| {
-            let mut outcome = run_libtest(&binaries[binary].binary, name, plan, watchdog);
+        let attempt = |binary: usize, name: &str, settings: &TestSettings, attempts: u32| {
+            let mut outcome = run_libtest(&binaries[binary].binary, name, settings, plan, watchdog);
             outcome.attempts = attempts + 1;
+            outcome.max_attempts = settings.retries.count + 1;
             outcome.flaky = attempts > 0 && !outcome.status.is_failure();
-            vec![(binary, outcome)]
+            vec![plan.judge_leaks(outcome)]
         };
-        while !stopped() {
-            let Some(unit) = lock(queue).pop_front() else {
-                return;
-            };
-            let finished = match unit {
-                Unit::Test { binary, name } => attempt(binary, &name, 0),
-                Unit::Retry { binary, last } => {
+        while let Some(unit) = queue.take(stopped) {
+            let (binary, settings) = (unit.binary, Arc::clone(&unit.settings));
+            let mut requeued = Vec::new();
+            let finished = match &unit.work {
+                Work::Test(name) => attempt(binary, name, &settings, 0),
+                Work::Retry(last) => {
                     let (name, attempts) = (last.name.clone(), last.attempts);
-                    let _ = events.send(Event::Retried(last));
-                    attempt(binary, &name, attempts)
+                    let _ = events.send(Event::Retried(last.clone()));
+                    attempt(binary, &name, &settings, attempts)
                 }
-                Unit::Batch { binary, names } => {
+                Work::Batch(names) => {
                     let (outcomes, rest) =
-                        run_batch(&binaries[binary].binary, &names, plan, watchdog);
+                        run_batch(&binaries[binary].binary, names, &settings, plan, watchdog);
                     if !rest.is_empty() {
                         // The batch's process died: the rest go on in a fresh one.
-                        lock(queue).push_front(Unit::Batch {
-                            binary,
-                            names: rest,
-                        });
+                        requeued.push((
+                            true,
+                            Unit::new(binary, Arc::clone(&settings), Work::Batch(rest)),
+                        ));
                     }
                     outcomes
                         .into_iter()
-                        .map(|outcome| (binary, outcome))
+                        .map(|mut outcome| {
+                            outcome.max_attempts = settings.retries.count + 1;
+                            plan.judge_leaks(outcome)
+                        })
                         .collect()
                 }
             };
-            for (binary, outcome) in finished {
-                if outcome.status.is_failure() && outcome.attempts <= plan.retries && !stopped() {
-                    // Retried in a process of its own.
-                    lock(queue).push_back(Unit::Retry {
+            for outcome in finished {
+                let retries = settings.retries;
+                if outcome.status.is_failure() && outcome.attempts <= retries.count && !stopped() {
+                    // Retried in a process of its own, after its delay.
+                    let mut retry = Unit::new(
                         binary,
-                        last: Box::new(outcome),
-                    });
+                        Arc::clone(&settings),
+                        Work::Retry(Box::new(outcome)),
+                    );
+                    let delay = retries.delay(retry.attempts());
+                    if !delay.is_zero() {
+                        retry.not_before = Instant::now().checked_add(delay);
+                    }
+                    requeued.push((false, retry));
                     continue;
                 }
                 stop(&outcome);
                 let _ = events.send(Event::Finished(Box::new(outcome)));
             }
+            queue.done(&unit, requeued);
         }
     };
 
@@ -406,17 +513,15 @@ pub(crate) fn run(
     });
     // What is left did not start: the run stopped first. A test waiting
     // for a retry keeps how it ended last.
-    for unit in shared_queue
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-    {
-        match unit {
-            Unit::Test { binary, name } => not_started.push((binary, name)),
-            Unit::Retry { last, .. } => {
+    let left = std::mem::take(&mut lock(&queue.state).units);
+    for unit in left {
+        match unit.work {
+            Work::Test(name) => not_started.push((unit.binary, name)),
+            Work::Retry(last) => {
                 let _ = events.send(Event::Finished(last));
             }
-            Unit::Batch { binary, names } => {
-                not_started.extend(names.into_iter().map(|name| (binary, name)));
+            Work::Batch(names) => {
+                not_started.extend(names.into_iter().map(|name| (unit.binary, name)));
             }
         }
     }
@@ -435,40 +540,162 @@ pub(crate) fn run(
     confinement
 }
 
-/// A piece of work for one worker.
-enum Unit {
-    /// One test in a process of its own.
-    Test { binary: usize, name: String },
-    /// A test that failed, to run again in a process of its own; `last`
-    /// is how it ended the last time.
-    Retry {
-        binary: usize,
-        last: Box<TestOutcome>,
-    },
-    /// Several tests of one binary in one process, one after another.
-    Batch { binary: usize, names: Vec<String> },
+/// A piece of work for one worker, with what it runs with.
+struct Unit {
+    binary: usize,
+    settings: Arc<TestSettings>,
+    /// Not started before then: a retry waits out its backoff.
+    not_before: Option<Instant>,
+    work: Work,
 }
 
-/// The batches of `--isolation batch`: each binary's tests cut into as many
-/// batches as there are threads, so that every thread has one.
-fn batches(tests: Vec<(usize, String)>, threads: usize) -> VecDeque<Unit> {
-    let mut per_binary: Vec<(usize, Vec<String>)> = Vec::new();
-    for (binary, name) in tests {
-        match per_binary.last_mut() {
-            Some((last, names)) if *last == binary => names.push(name),
-            _ => per_binary.push((binary, vec![name])),
+enum Work {
+    /// One test in a process of its own.
+    Test(String),
+    /// A test that failed, to run again in a process of its own, with how
+    /// it ended the last time.
+    Retry(Box<TestOutcome>),
+    /// Several tests of one binary in one process, one after another.
+    Batch(Vec<String>),
+}
+
+impl Unit {
+    fn new(binary: usize, settings: Arc<TestSettings>, work: Work) -> Unit {
+        Unit {
+            binary,
+            settings,
+            not_before: None,
+            work,
         }
     }
-    per_binary
-        .into_iter()
-        .flat_map(|(binary, names)| {
+
+    /// For a retry, which retry it is (1 for the first).
+    fn attempts(&self) -> u32 {
+        match &self.work {
+            Work::Retry(last) => last.attempts,
+            Work::Test(_) | Work::Batch(_) => 0,
+        }
+    }
+}
+
+/// The units left to run, and what the running ones take: threads, and
+/// places in their test groups. Workers take the first unit that fits.
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Signalled when a unit ends or is queued.
+    changed: Condvar,
+    threads: usize,
+    /// The most tests of each group at once.
+    group_limits: HashMap<Arc<str>, usize>,
+}
+
+struct QueueState {
+    units: VecDeque<Unit>,
+    /// The threads the running units take.
+    busy: usize,
+    /// The running units of each group.
+    groups: HashMap<Arc<str>, usize>,
+}
+
+/// How long a worker that waits for a unit to fit sleeps at most, to see
+/// that the run was stopped.
+const QUEUE_PATIENCE: Duration = Duration::from_millis(50);
+
+impl Queue {
+    /// The next unit to run, once one fits, taking what it needs; `None`
+    /// once the queue is empty or the run `stopped`.
+    ///
+    /// The first unit that fits is taken, in order, past those whose
+    /// group is full or whose retry is not due; but not past one that
+    /// waits for threads, so that a test that needs many is not starved by
+    /// the small ones behind it.
+    fn take(&self, stopped: &impl Fn() -> bool) -> Option<Unit> {
+        let mut state = lock(&self.state);
+        loop {
+            if stopped() || state.units.is_empty() {
+                return None;
+            }
+            let now = Instant::now();
+            let mut wake = now + QUEUE_PATIENCE;
+            let mut found = None;
+            for (index, unit) in state.units.iter().enumerate() {
+                if let Some(at) = unit.not_before.filter(|at| *at > now) {
+                    wake = wake.min(at);
+                    continue;
+                }
+                if let Some(group) = &unit.settings.group {
+                    let limit = self
+                        .group_limits
+                        .get(group)
+                        .copied()
+                        .unwrap_or(self.threads);
+                    if state.groups.get(group).copied().unwrap_or(0) >= limit {
+                        continue;
+                    }
+                }
+                if state.busy + unit.settings.threads_required > self.threads {
+                    break;
+                }
+                found = Some(index);
+                break;
+            }
+            if let Some(unit) = found.and_then(|index| state.units.remove(index)) {
+                state.busy += unit.settings.threads_required;
+                if let Some(group) = &unit.settings.group {
+                    *state.groups.entry(Arc::clone(group)).or_default() += 1;
+                }
+                return Some(unit);
+            }
+            state = self
+                .changed
+                .wait_timeout(state, wake.saturating_duration_since(now))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Gives back what `unit`, which has ended, took, and queues what
+    /// follows from it: each `(first, unit)` at the front of the queue, or
+    /// at its back.
+    fn done(&self, unit: &Unit, follow: Vec<(bool, Unit)>) {
+        let mut state = lock(&self.state);
+        state.busy -= unit.settings.threads_required;
+        if let Some(group) = &unit.settings.group
+            && let Some(running) = state.groups.get_mut(group)
+        {
+            *running -= 1;
+        }
+        for (first, unit) in follow {
+            if first {
+                state.units.push_front(unit);
+            } else {
+                state.units.push_back(unit);
+            }
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+}
+
+/// The batches of `--isolation batch`: each binary's tests, cut where
+/// their settings differ, into as many batches as there are threads, so
+/// that every thread has one.
+fn batches(tests: Vec<(usize, String, Arc<TestSettings>)>, threads: usize) -> VecDeque<Unit> {
+    let mut runs: Vec<(usize, Arc<TestSettings>, Vec<String>)> = Vec::new();
+    for (binary, name, settings) in tests {
+        match runs.last_mut() {
+            Some((last, shared, names)) if *last == binary && *shared == settings => {
+                names.push(name);
+            }
+            _ => runs.push((binary, settings, vec![name])),
+        }
+    }
+    runs.into_iter()
+        .flat_map(|(binary, settings, names)| {
             let size = names.len().div_ceil(threads.max(1)).max(1);
             names
                 .chunks(size)
-                .map(|chunk| Unit::Batch {
-                    binary,
-                    names: chunk.to_vec(),
-                })
+                .map(|chunk| Unit::new(binary, Arc::clone(&settings), Work::Batch(chunk.to_vec())))
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -490,6 +717,7 @@ fn outcome(binary: &TestBinary, name: &str, status: Status, message: String) -> 
         leaked: 0,
         attempts: 1,
         flaky: false,
+        max_attempts: 1,
     }
 }
 
@@ -520,15 +748,16 @@ mod tests {
 
     #[test]
     fn batches_give_every_thread_work() {
+        let settings = Arc::new(Profile::built_in().plain_settings(2, 2));
         let tests = (0..5)
-            .map(|n| (0, n.to_string()))
-            .chain([(1, "x".to_owned())])
+            .map(|n| (0, n.to_string(), Arc::clone(&settings)))
+            .chain([(1, "x".to_owned(), Arc::clone(&settings))])
             .collect();
         let sizes: Vec<(usize, usize)> = batches(tests, 2)
             .into_iter()
-            .map(|unit| match unit {
-                Unit::Batch { binary, names } => (binary, names.len()),
-                Unit::Test { .. } | Unit::Retry { .. } => panic!("a batch was expected"),
+            .map(|unit| match unit.work {
+                Work::Batch(names) => (unit.binary, names.len()),
+                Work::Test(_) | Work::Retry(_) => panic!("a batch was expected"),
             })
             .collect();
         assert_eq!(sizes, [(0, 3), (0, 2), (1, 1)]);

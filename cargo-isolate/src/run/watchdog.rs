@@ -3,9 +3,9 @@
 //! test's process with whatever it left behind (see [`super::contain`]).
 //!
 //! A test that runs out of time and a run that is interrupted end a test
-//! the same way: SIGTERM to its process group, then SIGKILL after the
-//! [`GRACE_PERIOD`] if the group's leader is still there. A second
-//! interruption kills at once.
+//! the same way: SIGTERM to its process group, then SIGKILL after its
+//! grace period (see [`Limits`]) if the group's leader is still there. A
+//! second interruption kills at once.
 //!
 //! Each running test has a clock, started where the runner learns that it
 //! started (its process spawned; the next test of a batch once libtest
@@ -24,13 +24,22 @@ use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 
 use super::contain::Containment;
-use super::{Event, RunPlan, lock};
+use super::{Event, lock};
 use crate::build::TestBinary;
 use crate::guard::Guard;
 
-/// Time between SIGTERM and SIGKILL for a test that ran out of time, or
-/// whose run was interrupted.
-pub(super) const GRACE_PERIOD: Duration = Duration::from_secs(1);
+/// The clocks of a test: when it is slow, when it is ended, and how long
+/// it has between its SIGTERM and its SIGKILL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// The period after which, and after each again, it is slow.
+    pub(crate) slow: Duration,
+    /// When it is killed, if ever.
+    pub(crate) timeout: Option<Duration>,
+    /// Between SIGTERM and SIGKILL, when it runs out of time or the run is
+    /// interrupted.
+    pub(crate) grace: Duration,
+}
 
 /// How a test's process ended, reaped with what it left behind.
 pub(super) struct Ended {
@@ -91,8 +100,6 @@ pub(super) struct Watchdog {
     /// The guard, which kills the watched groups if this runner dies, and
     /// how what tests leave behind is found.
     pub(super) confinement: Confinement,
-    /// The period after which, and after each again, a test is slow.
-    slow: Duration,
 }
 
 pub(super) struct WatchdogShared {
@@ -123,25 +130,31 @@ struct Clock {
     binary: String,
     name: String,
     started: Instant,
+    /// Its slow period, and its timeout (at which it is ended, not slow).
+    slow: Duration,
+    timeout: Option<Duration>,
     /// How many slow periods it has been reported for.
     periods: u32,
 }
 
 impl Clock {
-    /// The clock of test `name` of `binary`, started at `started`.
-    fn new(binary: &TestBinary, name: &str, started: Instant) -> Clock {
+    /// The clock of test `name` of `binary`, with `limits`, started at
+    /// `started`.
+    fn new(binary: &TestBinary, name: &str, limits: Limits, started: Instant) -> Clock {
         Clock {
             binary: binary.id.clone(),
             name: name.to_owned(),
             started,
+            slow: limits.slow,
+            timeout: limits.timeout,
             periods: 0,
         }
     }
 
-    /// When it has run one more `period` than it was reported for; `None`
-    /// past the end of time.
-    fn next(&self, period: Duration) -> Option<Instant> {
-        period
+    /// When it has run one more slow period than it was reported for;
+    /// `None` past the end of time.
+    fn next(&self) -> Option<Instant> {
+        self.slow
             .checked_mul(self.periods.checked_add(1)?)
             .and_then(|elapsed| self.started.checked_add(elapsed))
     }
@@ -152,6 +165,8 @@ struct Watch {
     /// got SIGTERM, SIGKILL.
     at: Option<Instant>,
     fired: Fired,
+    /// Between its SIGTERM and its SIGKILL.
+    grace: Duration,
 }
 
 impl Watch {
@@ -160,7 +175,7 @@ impl Watch {
     fn terminate(&mut self, pid: Pid, why: Fired, now: Instant) {
         let _ = killpg(pid, NixSignal::SIGTERM);
         self.fired = why;
-        self.at = Some(now + GRACE_PERIOD);
+        self.at = now.checked_add(self.grace).or(Some(now));
     }
 }
 
@@ -242,14 +257,9 @@ impl Drop for Confinement {
 
 impl Watchdog {
     /// Starts the watchdog, within `confinement`; it sends an
-    /// [`Event::Slow`] to `events` each slow period of `plan` a test runs,
-    /// short of its timeout (which ends it instead).
-    pub(super) fn start(
-        confinement: Confinement,
-        plan: &RunPlan,
-        events: Sender<Event>,
-    ) -> Watchdog {
-        let (slow, limit) = (plan.slow_timeout, plan.timeout);
+    /// [`Event::Slow`] to `events` each slow period a test runs, short of
+    /// its timeout (which ends it instead).
+    pub(super) fn start(confinement: Confinement, events: Sender<Event>) -> Watchdog {
         let shared = Arc::new(WatchdogShared {
             state: Mutex::new(WatchdogState::default()),
             changed: Condvar::new(),
@@ -282,14 +292,14 @@ impl Watchdog {
                 for clock in clocks.values_mut().flatten() {
                     // Once a period, even where this thread woke late.
                     let periods = now.saturating_duration_since(clock.started).as_nanos()
-                        / slow.as_nanos().max(1);
+                        / clock.slow.as_nanos().max(1);
                     let periods = u32::try_from(periods).unwrap_or(u32::MAX);
                     if periods <= clock.periods {
                         continue;
                     }
                     clock.periods = periods;
-                    let elapsed = slow.saturating_mul(periods);
-                    if limit.is_none_or(|limit| elapsed < limit) {
+                    let elapsed = clock.slow.saturating_mul(periods);
+                    if clock.timeout.is_none_or(|limit| elapsed < limit) {
                         let _ = events.send(Event::Slow {
                             binary: clock.binary.clone(),
                             name: clock.name.clone(),
@@ -301,13 +311,7 @@ impl Watchdog {
                     .watched
                     .values()
                     .filter_map(|watch| watch.at)
-                    .chain(
-                        state
-                            .clocks
-                            .values()
-                            .flatten()
-                            .filter_map(|clock| clock.next(slow)),
-                    )
+                    .chain(state.clocks.values().flatten().filter_map(Clock::next))
                     .min();
                 let now = Instant::now();
                 let wait = next.map_or(Duration::from_secs(3600), |at| {
@@ -335,7 +339,6 @@ impl Watchdog {
             shared,
             thread,
             confinement,
-            slow,
         }
     }
 
@@ -356,23 +359,19 @@ impl Watchdog {
         known
     }
 
-    /// Starts watching the group of `pid`, with a timeout if given, and
-    /// the clock of the test `running` in it (its binary and name), if
-    /// given. Once the run is interrupted, a test that started as it was
-    /// is ended at once.
-    pub(super) fn watch(
-        &self,
-        pid: Pid,
-        timeout: Option<Duration>,
-        running: Option<(&TestBinary, &str)>,
-    ) {
+    /// Starts watching the group of `pid`, ended at the timeout of
+    /// `limits` if it has one, and the clock of the test `running` in it
+    /// (its binary and name), if given. Once the run is interrupted, a
+    /// test that started as it was is ended at once.
+    pub(super) fn watch(&self, pid: Pid, limits: Limits, running: Option<(&TestBinary, &str)>) {
         if let Some(guard) = &self.confinement.guard {
             guard.protect(pid);
         }
         let now = Instant::now();
         let mut watch = Watch {
-            at: timeout.map(|timeout| now + timeout),
+            at: limits.timeout.map(|timeout| now + timeout),
             fired: Fired::No,
+            grace: limits.grace,
         };
         let mut state = lock(&self.shared.state);
         if state.interrupted {
@@ -382,18 +381,18 @@ impl Watchdog {
         if let Some((binary, name)) = running {
             state
                 .clocks
-                .insert(pid, vec![Clock::new(binary, name, now)]);
+                .insert(pid, vec![Clock::new(binary, name, limits, now)]);
         }
         drop(state);
         self.shared.changed.notify_one();
     }
 
-    /// Starts the clock of test `name` of `binary`, which starts now in
-    /// the watched group of `pid`.
-    pub(super) fn time(&self, pid: Pid, binary: &TestBinary, name: &str) {
+    /// Starts the clock of test `name` of `binary`, with `limits`, which
+    /// starts now in the watched group of `pid`.
+    pub(super) fn time(&self, pid: Pid, binary: &TestBinary, name: &str, limits: Limits) {
         let now = Instant::now();
-        let clock = Clock::new(binary, name, now);
-        let due = clock.next(self.slow);
+        let clock = Clock::new(binary, name, limits, now);
+        let due = clock.next();
         let mut state = lock(&self.shared.state);
         state.clocks.entry(pid).or_default().push(clock);
         // Woken only if it would sleep past the clock's first period.
