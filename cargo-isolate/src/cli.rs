@@ -765,14 +765,15 @@ impl TestArgs {
     }
 
     /// Whether a report shows or keeps what passing tests printed: `-v`
-    /// shows it, JSON lines carry it, and JUnit where `--junit` asks for a
-    /// report or the profile's `junit.store-success-output` is on. (Else
-    /// libtest is not even asked to write it.)
+    /// shows it, JSON lines carry it, and a JUnit report (`--junit`, or
+    /// the profile's `junit.path`) where the profile's
+    /// `junit.store-success-output` is on. (Else libtest is not even asked
+    /// to write it.)
     pub(crate) fn passing_output(&self, profile: &Profile) -> bool {
+        let junit = self.report.junit.is_some() || profile.junit_path.value.is_some();
         self.verbose()
             || self.report.message_format == MessageFormat::Json
-            || self.report.junit.is_some()
-            || (profile.junit_path.value.is_some() && profile.junit_store_success_output.value)
+            || (junit && profile.junit_store_success_output.value)
     }
 
     /// The coloring of human output: `--color`, else libtest's after

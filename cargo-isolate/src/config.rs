@@ -196,7 +196,7 @@ pub(crate) enum Source {
         profile: String,
         file: Arc<str>,
     },
-    /// A command-line flag.
+    /// A command-line flag, or a variable of the environment.
     Flag(&'static str),
 }
 
@@ -504,9 +504,11 @@ pub(crate) struct Platforms {
 #[derive(Debug)]
 pub(crate) struct Profile {
     pub(crate) name: String,
+    /// What picked it: `-P`, `ISOLATE_PROFILE`, or nothing.
+    pub(crate) picked_by: Source,
     /// The file read, as shown.
     pub(crate) file: Option<Arc<str>>,
-    /// Where the file is, for paths in it.
+    /// `None`: a test per core.
     pub(crate) test_threads: Setting<Option<TestThreads>>,
     pub(crate) retries: Setting<RetryPolicy>,
     pub(crate) slow_timeout: Setting<SlowTimeout>,
@@ -638,16 +640,18 @@ pub(crate) fn load(root: &Path, args: &ConfigArgs) -> Result<Profile, ConfigErro
         }
         None => (ConfigFile::default(), None, Vec::new()),
     };
-    let name = args
-        .config_profile
-        .clone()
-        .or_else(|| {
-            std::env::var(PROFILE_VAR)
-                .ok()
-                .filter(|name| !name.is_empty())
-        })
-        .unwrap_or_else(|| DEFAULT_PROFILE.to_owned());
+    let from_env = || {
+        std::env::var(PROFILE_VAR)
+            .ok()
+            .filter(|name| !name.is_empty())
+    };
+    let (name, picked_by) = match (&args.config_profile, from_env()) {
+        (Some(name), _) => (name.clone(), Source::Flag("--config-profile")),
+        (None, Some(name)) => (name, Source::Flag(PROFILE_VAR)),
+        (None, None) => (DEFAULT_PROFILE.to_owned(), Source::BuiltIn),
+    };
     let mut profile = resolve(&file, &name, shown, path.as_deref())?;
+    profile.picked_by = picked_by;
     profile.unknown_keys.splice(0..0, unknown_keys);
     Ok(profile)
 }
@@ -869,6 +873,7 @@ fn resolve(
     }
     Ok(Profile {
         name: name.to_owned(),
+        picked_by: Source::BuiltIn,
         file: shown,
         test_threads,
         retries,
@@ -1346,8 +1351,8 @@ impl Profile {
     pub(crate) fn describe(&self) -> String {
         let file = self.file.as_deref().unwrap_or("none");
         let mut lines = vec![format!(
-            "profile = {:?}    (configuration: {file})",
-            self.name
+            "profile = {:?}    ({}; configuration: {file})",
+            self.name, self.picked_by
         )];
         let mut line = |key: &str, value: String, source: &Source| {
             lines.push(format!("{key} = {value}    ({source})"));
@@ -1408,7 +1413,7 @@ impl Profile {
         );
         line(
             "isolation",
-            format!("{:?}", self.isolation.value).to_lowercase(),
+            format!("\"{:?}\"", self.isolation.value).to_lowercase(),
             &self.isolation.source,
         );
         line(
@@ -1421,7 +1426,7 @@ impl Profile {
         );
         line(
             "leak",
-            format!("{:?}", self.leak.value).to_lowercase(),
+            format!("\"{:?}\"", self.leak.value).to_lowercase(),
             &self.leak.source,
         );
         line(
