@@ -734,102 +734,125 @@ fn resolve(
     };
     let error = |key: String, message: String| value_error(path, key, message);
     let mut unknown_keys = Vec::new();
-    // The first profile of the chain that sets a key, converted.
-    macro_rules! setting {
-        ($field:ident, $key:literal, $default:expr, $convert:expr) => {{
-            let mut setting = Setting::built_in($default);
-            for (profile, table) in &chain {
-                if let Some(value) = &table.$field {
-                    let key = format!("profile.{profile}.{}", $key);
-                    let convert = $convert;
-                    setting = Setting {
-                        value: convert(value, &key, &mut unknown_keys)
-                            .map_err(|message| error(key, message))?,
-                        source: source(profile),
-                    };
-                    break;
-                }
-            }
-            setting
-        }};
-    }
-    let test_threads = setting!(
-        test_threads,
+    let test_threads = first_set(
+        &chain,
         "test-threads",
         None,
-        |value, _: &String, _: &mut Vec<String>| test_threads(value).map(Some)
-    );
-    let retries = setting!(retries, "retries", RetryPolicy::default(), retry_policy);
-    let slow_timeout = setting!(
-        slow_timeout,
+        |table| table.test_threads.as_ref(),
+        &mut |value, _| test_threads(value).map(Some),
+        &source,
+        &error,
+    )?;
+    let retries = first_set(
+        &chain,
+        "retries",
+        RetryPolicy::default(),
+        |table| table.retries.as_ref(),
+        &mut |value, key| retry_policy(value, key, &mut unknown_keys),
+        &source,
+        &error,
+    )?;
+    let max_fail = first_set(
+        &chain,
+        "fail-fast",
+        None,
+        |table| table.fail_fast.as_ref(),
+        &mut |value, key| fail_fast(value, key, &mut unknown_keys),
+        &source,
+        &error,
+    )?;
+    let slow_timeout = first_set(
+        &chain,
         "slow-timeout",
         SlowTimeout::default(),
-        slow_timeout
-    );
-    let max_fail = setting!(fail_fast, "fail-fast", None, fail_fast);
-    let threads_required = setting!(
-        threads_required,
+        |table| table.slow_timeout.as_ref(),
+        &mut |value, key| slow_timeout(value, key, &mut unknown_keys),
+        &source,
+        &error,
+    )?;
+    let threads_required = first_set(
+        &chain,
         "threads-required",
         ThreadsRequired::Count(1),
-        |value, _: &String, _: &mut Vec<String>| threads_required(value)
-    );
-    let isolation = setting!(
-        isolation,
+        |table| table.threads_required.as_ref(),
+        &mut |value, _| threads_required(value),
+        &source,
+        &error,
+    )?;
+    let isolation = first_set(
+        &chain,
         "isolation",
         Isolation::Process,
-        |value: &Isolation, _: &String, _: &mut Vec<String>| Ok::<_, String>(*value)
-    );
-    let memory_limit = setting!(
-        memory_limit,
-        "memory-limit",
-        None,
-        |value: &String, _: &String, _: &mut Vec<String>| MemoryLimit::parse(value).map(Some)
-    );
-    let leak = setting!(
-        leak,
+        |table| table.isolation.as_ref(),
+        &mut |value, _| Ok(*value),
+        &source,
+        &error,
+    )?;
+    let leak = first_set(
+        &chain,
         "leak",
         Leak::Pass,
-        |value: &Leak, _: &String, _: &mut Vec<String>| Ok::<_, String>(*value)
-    );
-    let default_timeout = setting!(
-        default_timeout,
+        |table| table.leak.as_ref(),
+        &mut |value, _| Ok(*value),
+        &source,
+        &error,
+    )?;
+    let memory_limit = first_set(
+        &chain,
+        "memory-limit",
+        None,
+        |table| table.memory_limit.as_deref(),
+        &mut |value, _| MemoryLimit::parse(value).map(Some),
+        &source,
+        &error,
+    )?;
+    let default_timeout = first_set(
+        &chain,
         "default-timeout",
         None,
-        |value: &String, _: &String, _: &mut Vec<String>| parse_duration(value).map(Some)
-    );
-    // The JUnit table's keys, each from the first profile that sets it.
-    let mut junit_path = Setting::built_in(None);
-    let mut junit_report_name = Setting::built_in("cargo-isolate".to_owned());
-    let mut junit_store_success_output = Setting::built_in(false);
-    let mut junit_store_failure_output = Setting::built_in(true);
-    for (profile, table) in chain.iter().rev() {
-        let Some(junit) = &table.junit else { continue };
-        let set = |value| Setting {
-            value,
-            source: source(profile),
-        };
-        if let Some(value) = &junit.path {
-            junit_path = set(Some(value.clone()));
-        }
-        if let Some(value) = &junit.report_name {
-            junit_report_name = Setting {
-                value: value.clone(),
-                source: source(profile),
-            };
-        }
-        if let Some(value) = junit.store_success_output {
-            junit_store_success_output = Setting {
-                value,
-                source: source(profile),
-            };
-        }
-        if let Some(value) = junit.store_failure_output {
-            junit_store_failure_output = Setting {
-                value,
-                source: source(profile),
-            };
-        }
+        |table| table.default_timeout.as_deref(),
+        &mut |value, _| parse_duration(value).map(Some),
+        &source,
+        &error,
+    )?;
+    fn junit(table: &ProfileTable) -> Option<&JunitTable> {
+        table.junit.as_ref()
     }
+    let junit_path = first_set(
+        &chain,
+        "junit.path",
+        None,
+        |table| junit(table)?.path.as_deref(),
+        &mut |value: &Path, _| Ok(Some(value.to_owned())),
+        &source,
+        &error,
+    )?;
+    let junit_report_name = first_set(
+        &chain,
+        "junit.report-name",
+        "cargo-isolate".to_owned(),
+        |table| junit(table)?.report_name.as_deref(),
+        &mut |value: &str, _| Ok(value.to_owned()),
+        &source,
+        &error,
+    )?;
+    let flag = |key, default, field: fn(&JunitTable) -> Option<bool>| {
+        first_set(
+            &chain,
+            key,
+            default,
+            |table| junit(table).and_then(|junit| field(junit).map(|_| junit)),
+            &mut |junit, _| Ok(field(junit).unwrap_or(default)),
+            &source,
+            &error,
+        )
+    };
+    let junit_store_success_output = flag("junit.store-success-output", false, |junit| {
+        junit.store_success_output
+    })?;
+    let junit_store_failure_output = flag("junit.store-failure-output", true, |junit| {
+        junit.store_failure_output
+    })?;
     let mut overrides = Vec::new();
     for (profile, table) in &chain {
         for (index, table) in table.overrides.iter().enumerate() {
@@ -892,6 +915,33 @@ fn resolve(
         test_groups,
         unknown_keys,
     })
+}
+
+/// The value of `key` from the first profile of `chain` whose `field` is
+/// set, converted by `convert` (given the key's dotted path), else
+/// `default`; a conversion's error names the key.
+fn first_set<V: ?Sized, T>(
+    chain: &[(&str, &ProfileTable)],
+    key: &str,
+    default: T,
+    field: impl Fn(&ProfileTable) -> Option<&V>,
+    convert: &mut dyn FnMut(&V, &str) -> Result<T, String>,
+    source: &impl Fn(&str) -> Source,
+    error: &impl Fn(String, String) -> ConfigError,
+) -> Result<Setting<T>, ConfigError> {
+    for (profile, table) in chain {
+        if let Some(value) = field(table) {
+            let key = format!("profile.{profile}.{key}");
+            return match convert(value, &key) {
+                Ok(value) => Ok(Setting {
+                    value,
+                    source: source(profile),
+                }),
+                Err(message) => Err(error(key, message)),
+            };
+        }
+    }
+    Ok(Setting::built_in(default))
 }
 
 fn resolve_override(
