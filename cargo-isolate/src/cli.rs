@@ -89,6 +89,8 @@ pub(crate) struct ListArgs {
     #[command(flatten)]
     pub(crate) cargo: CargoOptions,
     #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    #[command(flatten)]
     pub(crate) select: SelectOptions,
     /// List one shard of the tests, as `cargo isolate test --partition`.
     #[arg(long, value_name = "count:K/N|hash:K/N", value_parser = Partition::parse)]
@@ -118,6 +120,9 @@ pub(crate) struct SelectOptions {
     /// and `--include-ignored` after `--` say the same.
     #[arg(long, value_enum, value_name = "WHICH")]
     pub(crate) run_ignored: Option<RunIgnored>,
+    /// Run the tests the profile's `default-filter` leaves out too.
+    #[arg(long)]
+    pub(crate) ignore_default_filter: bool,
     /// Run only tests whose name contains one of these strings.
     pub(crate) filters: Vec<String>,
     /// After `--`, libtest's arguments, as `cargo test -- ARGS` takes them:
@@ -852,6 +857,9 @@ impl TestArgs {
         }
         if let Some(limit) = &run.memory_limit {
             options.extend(["--memory-limit".to_owned(), limit.text.clone()]);
+        }
+        if self.select.ignore_default_filter {
+            options.push("--ignore-default-filter".to_owned());
         }
         let ignored = self.select.run_ignored() != RunIgnored::Default;
         Rerun {

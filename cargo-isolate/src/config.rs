@@ -10,6 +10,7 @@
 //! retries = 2                           # or { backoff = "exponential", count = 3, delay = "1s", jitter = true, max-delay = "10s" }
 //! slow-timeout = { period = "30s", terminate-after = 4, grace-period = "5s" }
 //! fail-fast = false                     # or { max-fail = 3 }
+//! default-filter = 'not test(/^slow_/)' # what runs without --ignore-default-filter
 //! junit = { path = "junit.xml", report-name = "suite", store-success-output = false, store-failure-output = true }
 //!
 //! [[profile.default.overrides]]
@@ -151,6 +152,7 @@ struct ProfileTable {
     junit: Option<JunitTable>,
     #[serde(default)]
     overrides: Vec<OverrideTable>,
+    default_filter: Option<String>,
     isolation: Option<Isolation>,
     memory_limit: Option<String>,
     leak: Option<Leak>,
@@ -514,6 +516,9 @@ pub(crate) struct Profile {
     pub(crate) slow_timeout: Setting<SlowTimeout>,
     pub(crate) max_fail: Setting<Option<NonZeroU32>>,
     pub(crate) threads_required: Setting<ThreadsRequired>,
+    /// The tests that run unless `--ignore-default-filter`: those it
+    /// matches (with its text).
+    pub(crate) default_filter: Setting<Option<(String, Filterset)>>,
     pub(crate) junit_path: Setting<Option<PathBuf>>,
     pub(crate) junit_report_name: Setting<String>,
     pub(crate) junit_store_success_output: Setting<bool>,
@@ -815,6 +820,19 @@ fn resolve(
         &source,
         &error,
     )?;
+    let default_filter = first_set(
+        &chain,
+        "default-filter",
+        None,
+        |table| table.default_filter.as_deref(),
+        &mut |text: &str, _| {
+            Filterset::parse(text)
+                .map(|filterset| Some((text.to_owned(), filterset)))
+                .map_err(|error| error.to_string())
+        },
+        &source,
+        &error,
+    )?;
     fn junit(table: &ProfileTable) -> Option<&JunitTable> {
         table.junit.as_ref()
     }
@@ -903,6 +921,7 @@ fn resolve(
         slow_timeout,
         max_fail,
         threads_required,
+        default_filter,
         junit_path,
         junit_report_name,
         junit_store_success_output,
@@ -1437,6 +1456,14 @@ impl Profile {
             "threads-required",
             self.threads_required.value.to_string(),
             &self.threads_required.source,
+        );
+        line(
+            "default-filter",
+            self.default_filter
+                .value
+                .as_ref()
+                .map_or_else(|| "\"all()\"".to_owned(), |(text, _)| format!("{text:?}")),
+            &self.default_filter.source,
         );
         line(
             "junit.path",

@@ -172,6 +172,8 @@ pub(crate) struct Selection {
     skip: Vec<String>,
     exact: bool,
     filtersets: Vec<Filterset>,
+    /// The profile's `default-filter`, unless `--ignore-default-filter`.
+    default_filter: Option<Filterset>,
     /// The workspace, for the filtersets.
     packages: PackageGraph,
     ignored: RunIgnored,
@@ -244,10 +246,12 @@ pub(crate) enum RunIgnored {
 }
 
 impl Selection {
-    /// The selection that `select` describes, of the shard `partition`,
-    /// in the workspace of `packages`.
+    /// The selection that `select` describes, within the profile's
+    /// `default_filter` (unless `select` ignores it), of the shard
+    /// `partition`, in the workspace of `packages`.
     pub(crate) fn new(
         select: &SelectOptions,
+        default_filter: Option<&Filterset>,
         partition: Option<Partition>,
         packages: PackageGraph,
     ) -> Selection {
@@ -261,6 +265,9 @@ impl Selection {
             skip: libtest.skip.clone(),
             exact: libtest.exact,
             filtersets: select.filtersets.clone(),
+            default_filter: default_filter
+                .filter(|_| !select.ignore_default_filter)
+                .cloned(),
             packages,
             ignored: select.run_ignored(),
             partition,
@@ -311,6 +318,10 @@ impl Selection {
                     .filtersets
                     .iter()
                     .any(|filterset| filterset.matches(binary, &test.name, &self.packages)))
+            && self
+                .default_filter
+                .as_ref()
+                .is_none_or(|filterset| filterset.matches(binary, &test.name, &self.packages))
             && !self.skip.iter().any(|skip| self.matches(skip, &test.name))
             && (self.ignored != RunIgnored::Only || test.ignored)
     }
@@ -387,6 +398,31 @@ mod tests {
         let selects = |name| selection.selects(&binary(), &test(name, false));
         assert!(selects("parse_one") && selects("parse_two"));
         assert!(!selects("parse_three") && !selects("print_one"));
+    }
+
+    #[test]
+    fn the_default_filter_bounds_the_selection_unless_ignored() {
+        let default_filter = Filterset::parse("not test(/^slow_/)").unwrap();
+        let select = |args: SelectOptions| {
+            let selection =
+                Selection::new(&args, Some(&default_filter), None, PackageGraph::default());
+            ["slow_one", "fast_one", "fast_two"]
+                .into_iter()
+                .filter(|name| selection.selects(&binary(), &test(name, false)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(select(SelectOptions::default()), ["fast_one", "fast_two"]);
+        // Name filters choose within it.
+        let named = SelectOptions {
+            filters: names(&["one"]),
+            ..SelectOptions::default()
+        };
+        assert_eq!(select(named), ["fast_one"]);
+        let everything = SelectOptions {
+            ignore_default_filter: true,
+            ..SelectOptions::default()
+        };
+        assert_eq!(select(everything), ["slow_one", "fast_one", "fast_two"]);
     }
 
     #[test]

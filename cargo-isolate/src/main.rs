@@ -56,6 +56,7 @@ fn print_error(error: &dyn Error) {
 fn build_and_list(
     cargo: &cli::CargoOptions,
     select: &cli::SelectOptions,
+    profile: &config::Profile,
     partition: Option<list::Partition>,
 ) -> Result<(Vec<list::BinaryTests>, list::Selection), i32> {
     // Each binary is listed as soon as cargo reports it built, while cargo
@@ -96,7 +97,14 @@ fn build_and_list(
     // Cargo reports binaries in the order they finish building; shards
     // (`--partition count:K/N`) need the same order on every machine.
     listed.sort_by(|a, b| a.binary.id.cmp(&b.binary.id));
-    Ok((listed, list::Selection::new(select, partition, packages)))
+    let default_filter = profile.default_filter.value.as_ref();
+    let selection = list::Selection::new(
+        select,
+        default_filter.map(|(_, filterset)| filterset),
+        partition,
+        packages,
+    );
+    Ok((listed, selection))
 }
 
 /// The profile `config` picks, for the workspace of `manifest_path`; a
@@ -204,7 +212,7 @@ fn test(args: &cli::TestArgs) -> i32 {
     let confinement = std::thread::Builder::new()
         .spawn(move || run::Confinement::prepare(threads + 1))
         .map_err(|_| threads + 1);
-    let listed = build_and_list(&args.cargo, &args.select, args.run.partition);
+    let listed = build_and_list(&args.cargo, &args.select, &profile, args.run.partition);
     let confinement = match confinement {
         Ok(preparing) => preparing.join().expect("preparing the run does not panic"),
         Err(lanes) => run::Confinement::prepare(lanes),
@@ -317,7 +325,11 @@ fn test(args: &cli::TestArgs) -> i32 {
 }
 
 fn list_tests(args: &cli::ListArgs) -> i32 {
-    let listed = build_and_list(&args.cargo, &args.select, args.partition);
+    let profile = match load_profile(&args.config, args.cargo.manifest_path.as_deref()) {
+        Ok(profile) => profile,
+        Err(code) => return code,
+    };
+    let listed = build_and_list(&args.cargo, &args.select, &profile, args.partition);
     let (binaries, selection) = match listed {
         Ok(listed) => listed,
         Err(code) => return code,
