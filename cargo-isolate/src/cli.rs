@@ -74,7 +74,7 @@ pub(crate) struct ListArgs {
     #[command(flatten)]
     pub(crate) select: SelectOptions,
     /// List one shard of the tests, as `cargo isolate test --partition`.
-    #[arg(long, value_name = "count:K/N|hash:K/N", value_parser = Partition::parse)]
+    #[arg(long, value_name = "count:K/N|hash:K/N|slice:K/N", value_parser = Partition::parse)]
     pub(crate) partition: Option<Partition>,
     /// `human`: a line per test; `json`: one JSON object, the binaries
     /// with their packages, kinds, paths and harnesses, and the tests
@@ -437,10 +437,12 @@ pub(crate) struct RunOptions {
         value_parser = clap::value_parser!(u32).range(..=i64::from(MAX_RETRIES))
     )]
     pub(crate) retries: u32,
-    /// Run one shard of the tests, to spread a suite over machines:
-    /// `count:K/N` takes every Nth selected test from the Kth on, `hash:K/N`
-    /// the tests whose name hashes to shard K (stable as tests come and go).
-    #[arg(long, value_name = "count:K/N|hash:K/N", value_parser = Partition::parse)]
+    /// Run one shard of the tests, to spread a suite over machines, as
+    /// nextest: `count:K/N` takes every Nth selected test of each binary
+    /// from its Kth on, `slice:K/N` every Nth of the whole run (shards of
+    /// even sizes), `hash:K/N` the tests whose binary and name hash to
+    /// shard K (stable as tests come and go).
+    #[arg(long, value_name = "count:K/N|hash:K/N|slice:K/N", value_parser = Partition::parse)]
     pub(crate) partition: Option<Partition>,
     /// Let tests write to the terminal as they run instead of capturing
     /// their output; runs one test at a time, as nextest.

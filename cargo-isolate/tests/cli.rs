@@ -435,7 +435,7 @@ fn values_out_of_range_fail_before_the_build() {
         (&["list", "-j", "0"], "jobs may not be 0"),
         (
             &["list", "--partition", "count:1/0"],
-            "expected count:K/N or hash:K/N",
+            "expected count:K/N, hash:K/N or slice:K/N",
         ),
     ] {
         assert_usage_error_before_the_build(args, message);
@@ -572,7 +572,7 @@ fn shards_cover_the_suite_exactly_once() {
         .lines()
         .map(str::to_owned)
         .collect();
-    for kind in ["count", "hash"] {
+    for kind in ["count", "hash", "slice"] {
         let mut seen = Vec::new();
         for shard in 1..=3 {
             let partition = format!("{kind}:{shard}/3");
