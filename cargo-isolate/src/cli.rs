@@ -48,6 +48,14 @@ pub(crate) enum Command {
     Test(TestArgs),
     /// Build the tests and list them, one `binary test` pair per line.
     List(ListArgs),
+    /// Build the tests and pack them into an archive, to run them
+    /// elsewhere with `cargo isolate test --archive-file`, without cargo.
+    ///
+    /// The archive, a zstd-compressed tar, holds the test binaries, the
+    /// shared libraries of the build they need, and a manifest of how
+    /// each one is started (runner, directory, environment); the
+    /// workspace's sources are not in it.
+    Archive(ArchiveArgs),
     /// The guard process a run starts (see the `guard` module).
     #[command(hide = true)]
     Guard,
@@ -58,6 +66,8 @@ pub(crate) enum Command {
 pub(crate) struct TestArgs {
     #[command(flatten)]
     pub(crate) cargo: CargoOptions,
+    #[command(flatten)]
+    pub(crate) archive: FromArchive,
     #[command(flatten)]
     pub(crate) run: RunOptions,
     #[command(flatten)]
@@ -72,6 +82,8 @@ pub(crate) struct ListArgs {
     #[command(flatten)]
     pub(crate) cargo: CargoOptions,
     #[command(flatten)]
+    pub(crate) archive: FromArchive,
+    #[command(flatten)]
     pub(crate) select: SelectOptions,
     /// List one shard of the tests, as `cargo isolate test --partition`.
     #[arg(long, value_name = "count:K/N|hash:K/N|slice:K/N", value_parser = Partition::parse)]
@@ -81,6 +93,70 @@ pub(crate) struct ListArgs {
     /// selected, ignored or not (see JSON.md).
     #[arg(long, value_enum, default_value_t = ListFormat::Human)]
     pub(crate) message_format: ListFormat,
+}
+
+/// The arguments of `cargo isolate archive`.
+#[derive(Debug, Args)]
+pub(crate) struct ArchiveArgs {
+    #[command(flatten)]
+    pub(crate) cargo: CargoOptions,
+    /// The archive to write, a zstd-compressed tar (`tests.tar.zst`); an
+    /// existing file is replaced once the new archive is whole.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) archive_file: PathBuf,
+}
+
+/// The options of `cargo isolate test` and `list` that build nothing:
+/// every one of [`CargoOptions`] that only a build gives a meaning to
+/// conflicts with `--archive-file`.
+const BUILD_ONLY: [&str; 25] = [
+    "packages",
+    "workspace",
+    "exclude",
+    "lib",
+    "bins",
+    "bin",
+    "tests",
+    "test",
+    "example",
+    "examples",
+    "bench",
+    "benches",
+    "all_targets",
+    "features",
+    "all_features",
+    "no_default_features",
+    "release",
+    "profile",
+    "target",
+    "target_dir",
+    "manifest_path",
+    "locked",
+    "offline",
+    "frozen",
+    "jobs",
+];
+
+/// Where the tests come from when they are not built: an archive of
+/// `cargo isolate archive`.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Running from an archive")]
+pub(crate) struct FromArchive {
+    /// Run the tests of this archive (made by `cargo isolate archive`)
+    /// instead of building them: cargo is not run. The options of a build
+    /// (package and target selection, features, profile, target...) are
+    /// refused with it: select tests with filters and -E, such as
+    /// `-E 'package(app)'` or `-E 'binary_id(app::flow)'`.
+    #[arg(long, value_name = "PATH", conflicts_with_all = BUILD_ONLY)]
+    pub(crate) archive_file: Option<PathBuf>,
+    /// Where the workspace's sources are now, which tests find through
+    /// `CARGO_MANIFEST_DIR` and run in [default: where they were built].
+    #[arg(long, value_name = "DIR", requires = "archive_file")]
+    pub(crate) workspace_remap: Option<PathBuf>,
+    /// Unpack the archive into this directory, and keep it [default: a
+    /// temporary directory, removed at the end].
+    #[arg(long, value_name = "DIR", requires = "archive_file")]
+    pub(crate) extract_to: Option<PathBuf>,
 }
 
 /// Which tests run: names, filtersets, ignored tests, and what libtest
@@ -652,6 +728,10 @@ pub(crate) struct Rerun {
     /// Harness arguments after the test's name: `--include-ignored` when
     /// the run ran ignored tests, so that an ignored test that failed runs.
     pub(crate) harness_args: Vec<String>,
+    /// Whether the run's tests came from an archive, which takes no
+    /// package and target selection: the test's binary is named by a
+    /// filterset instead.
+    pub(crate) from_archive: bool,
 }
 
 impl TestArgs {
@@ -714,6 +794,15 @@ impl TestArgs {
     pub(crate) fn rerun(&self) -> Rerun {
         let cargo = &self.cargo;
         let mut options = Vec::new();
+        let archive = &self.archive;
+        for (name, path) in [
+            ("--archive-file", &archive.archive_file),
+            ("--workspace-remap", &archive.workspace_remap),
+        ] {
+            if let Some(path) = path {
+                options.extend([name.to_owned(), path.display().to_string()]);
+            }
+        }
         if let Some(path) = &cargo.manifest_path {
             options.extend(["--manifest-path".to_owned(), path.display().to_string()]);
         }
@@ -761,6 +850,7 @@ impl TestArgs {
             } else {
                 Vec::new()
             },
+            from_archive: archive.archive_file.is_some(),
         }
     }
 }
@@ -781,7 +871,7 @@ impl Cargo {
         match command {
             Command::Test(args) => args.select.parse_libtest_args("test")?,
             Command::List(args) => args.select.parse_libtest_args("list")?,
-            Command::Guard => {}
+            Command::Archive(_) | Command::Guard => {}
         }
         Ok(cargo)
     }
@@ -1151,6 +1241,7 @@ mod tests {
                 .map(str::to_owned)
                 .to_vec(),
                 harness_args: vec!["--include-ignored".to_owned()],
+                from_archive: false,
             }
         );
         assert_eq!(parse_test(&[]).unwrap().rerun(), Rerun::default());

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ChildStdout, Stdio};
 
 use support::{
-    cargo_isolate, clean_command, command, command_at, describe, fixture, json_events,
+    as_printed, cargo_isolate, clean_command, command, command_at, describe, fixture, json_events,
     processes_with,
 };
 
@@ -1579,12 +1579,7 @@ fn backtraces_are_made_for_failures_only() {
 /// directory named `target_name`; `cargo isolate` dispatches to this
 /// binary as cargo would.
 fn run_as_printed(rerun: &str, target_name: &str) -> std::process::Output {
-    clean_command("sh", target_name)
-        .arg("-c")
-        .arg(format!(
-            "cargo() {{ \"$ISOLATE_E2E_BINARY\" \"$@\"; }}\n{rerun}"
-        ))
-        .env("ISOLATE_E2E_BINARY", env!("CARGO_BIN_EXE_cargo-isolate"))
+    as_printed(clean_command("sh", target_name), rerun)
         .output()
         .unwrap()
 }
