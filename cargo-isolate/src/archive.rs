@@ -686,7 +686,13 @@ impl ArchivedLaunch {
                 .collect()
         };
         LaunchParts {
-            runner: self.runner.into_iter().map(OsString::from).collect(),
+            // A runner of the workspace's (a script in it) is found in
+            // its checkout.
+            runner: self
+                .runner
+                .into_iter()
+                .map(|word| remap.value(word))
+                .collect(),
             dir: remap.path(&self.cwd),
             config_env: vars(self.config_env),
             library_dirs: self
@@ -1186,6 +1192,37 @@ mod tests {
             unpacked.join("target/debug/build/out").into_os_string()
         );
         assert_eq!(env["NOT_A_PATH"], "1.0");
+    }
+
+    #[test]
+    fn a_missing_toolchain_directory_is_found_under_the_sysroot_here() {
+        let sysroot = tempfile::tempdir().unwrap();
+        let here = sysroot
+            .path()
+            .join("lib/rustlib/x86_64-unknown-linux-gnu/lib");
+        fs::create_dir_all(&here).unwrap();
+        let remap = Remap {
+            target_dir: (PathBuf::from("/built/target"), PathBuf::from("/run/target")),
+            workspace: (PathBuf::from("/built"), PathBuf::from("/run")),
+            sysroot: OnceLock::from(Some(sysroot.path().to_owned())),
+        };
+        let elsewhere = PathBuf::from(
+            "/home/builder/.rustup/toolchains/x/lib/rustlib/x86_64-unknown-linux-gnu/lib",
+        );
+        assert_eq!(remap.toolchain(elsewhere), here);
+        // One that exists here is kept, as is one rustc does not know.
+        assert_eq!(remap.toolchain(sysroot.path().to_owned()), sysroot.path());
+        let unknown = PathBuf::from("/toolchain/lib/rustlib/no-such-target/lib");
+        assert_eq!(remap.toolchain(unknown.clone()), unknown);
+        // Paths under the target directory first, then the workspace's.
+        assert_eq!(
+            remap.path(Path::new("/built/target/debug")),
+            Path::new("/run/target/debug")
+        );
+        assert_eq!(remap.path(Path::new("/built")), Path::new("/run"));
+        assert_eq!(remap.path(Path::new("/builtin/x")), Path::new("/builtin/x"));
+        assert_eq!(remap.value("/built/app".to_owned()), "/run/app");
+        assert_eq!(remap.value("built/app".to_owned()), "built/app");
     }
 
     /// Writes a zstd-compressed tar of `members` (name, contents) to `file`.

@@ -33,7 +33,8 @@ pub(crate) enum Cargo {
 /// The subcommands of `cargo isolate`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Build the tests and run each one in a process of its own.
+    /// Build the tests (or take them from an archive: --archive-file) and
+    /// run each one in a process of its own.
     ///
     /// Plain libtest tests run one process per test; binaries that use
     /// isolate-harness run once, their fork server isolating each test.
@@ -1248,6 +1249,47 @@ mod tests {
         // The slow timeout alone changes no test's end: it is not repeated.
         let slow = parse_test(&["--slow-timeout", "2s"]).unwrap();
         assert_eq!(slow.rerun(), Rerun::default());
+    }
+
+    #[test]
+    fn a_rerun_from_an_archive_repeats_where_the_archive_and_workspace_are() {
+        let args = parse_test(&[
+            "--archive-file",
+            "tests.tar.zst",
+            "--workspace-remap",
+            ".",
+            "--extract-to",
+            "unpacked",
+            "--timeout",
+            "5s",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.rerun(),
+            Rerun {
+                options: [
+                    "--archive-file",
+                    "tests.tar.zst",
+                    "--workspace-remap",
+                    ".",
+                    "--timeout",
+                    "5s"
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+                harness_args: Vec::new(),
+                from_archive: true,
+            }
+        );
+        for build_only in [&["-p", "x"][..], &["--release"], &["-j", "2"], &["--lib"]] {
+            let mut args = vec!["--archive-file", "tests.tar.zst"];
+            args.extend(build_only);
+            assert!(
+                usage_error(&args).contains("cannot be used with"),
+                "{args:?}"
+            );
+        }
+        assert!(usage_error(&["--extract-to", "dir"]).contains("--archive-file"));
     }
 
     #[test]

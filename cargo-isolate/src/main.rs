@@ -187,8 +187,8 @@ fn archive_tests(args: &cli::ArchiveArgs) -> i32 {
     };
     binaries.sort_by(|a, b| a.id.cmp(&b.id));
     let built = started.elapsed();
-    // The configuration's `archive.include` is not read yet: nothing
-    // beyond the binaries and their libraries is archived.
+    // This command reads no configuration file, so no `archive.include`:
+    // the binaries and their libraries are what is archived.
     match archive::pack(&binaries, &workspace, &[], &args.archive_file) {
         Ok(packed) => {
             if !args.cargo.quiet {
