@@ -877,22 +877,17 @@ pub(crate) fn extract(
     let mut members = 1;
     for entry in entries {
         let mut entry = entry.map_err(corrupt)?;
-        let member = || entry_name(&entry);
+        let member = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let kind = entry.header().entry_type();
         // A file with holes, as a linker may leave an executable, is
         // archived as a GNU sparse file.
-        if !(kind.is_file() || kind.is_gnu_sparse() || kind.is_dir()) {
-            return Err(ExtractError::BadMember {
-                path,
-                member: member(),
-            });
-        }
-        let name = member();
-        if !entry
-            .unpack_in(&dir)
-            .map_err(|source| unpack_error(&dir, source))?
+        let expected = kind.is_file() || kind.is_gnu_sparse() || kind.is_dir();
+        if !expected
+            || !entry
+                .unpack_in(&dir)
+                .map_err(|source| unpack_error(&dir, source))?
         {
-            return Err(ExtractError::BadMember { path, member: name });
+            return Err(ExtractError::BadMember { path, member });
         }
         members += 1;
     }
@@ -907,31 +902,7 @@ pub(crate) fn extract(
     let binaries = manifest
         .binaries
         .into_iter()
-        .map(|binary| {
-            let executable = dir.join(&binary.path);
-            if !executable.is_file() {
-                return Err(ExtractError::MissingBinary {
-                    path: path.clone(),
-                    binary: binary.id,
-                    member: binary.path,
-                });
-            }
-            let launch = Launch::new(binary.launch.remapped(&remap)).map_err(|source| {
-                ExtractError::LibraryPath {
-                    binary: binary.id.clone(),
-                    source,
-                }
-            })?;
-            Ok(TestBinary {
-                id: binary.id,
-                package: binary.package,
-                target: binary.target,
-                kind: binary.kind,
-                selector: binary.selector,
-                path: executable,
-                launch: Arc::new(launch),
-            })
-        })
+        .map(|binary| binary.unpacked(&dir, &remap, &path))
         .collect::<Result<_, _>>()?;
     Ok(Extracted {
         binaries,
@@ -942,9 +913,39 @@ pub(crate) fn extract(
     })
 }
 
-/// The name of `entry`, for an error.
-fn entry_name<R: Read>(entry: &tar::Entry<'_, R>) -> String {
-    String::from_utf8_lossy(&entry.path_bytes()).into_owned()
+impl ArchivedBinary {
+    /// The binary, unpacked into `dir` from the archive at `archive`,
+    /// ready to run with its paths rewritten by `remap`.
+    fn unpacked(
+        self,
+        dir: &Path,
+        remap: &Remap,
+        archive: &Path,
+    ) -> Result<TestBinary, ExtractError> {
+        let executable = dir.join(&self.path);
+        if !executable.is_file() {
+            return Err(ExtractError::MissingBinary {
+                path: archive.to_owned(),
+                binary: self.id,
+                member: self.path,
+            });
+        }
+        let launch = Launch::new(self.launch.remapped(remap)).map_err(|source| {
+            ExtractError::LibraryPath {
+                binary: self.id.clone(),
+                source,
+            }
+        })?;
+        Ok(TestBinary {
+            id: self.id,
+            package: self.package,
+            target: self.target,
+            kind: self.kind,
+            selector: self.selector,
+            path: executable,
+            launch: Arc::new(launch),
+        })
+    }
 }
 
 /// The manifest in `text`, of the archive at `path`: of this format
