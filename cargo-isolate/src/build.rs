@@ -3,7 +3,7 @@
 //! cargo says as it builds, how each test binary is to be started (see
 //! [`crate::environment`]).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::{self, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -65,8 +65,9 @@ impl TestBinary {
 }
 
 /// The kind of target a test binary is built from, named as nextest names
-/// it (filtersets' `kind()`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// it (filtersets' `kind()`), and as an archive's manifest records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub(crate) enum BinaryKind {
     /// A library's unit tests (whatever its crate type, but a proc-macro).
     Lib,
@@ -114,12 +115,27 @@ impl BinaryKind {
 }
 
 /// The workspace's packages, by name, and the dependencies between them:
-/// what filtersets' `deps()` and `rdeps()` follow.
-#[derive(Debug, Default)]
+/// what filtersets' `deps()` and `rdeps()` follow. An archive records it
+/// as it is: each package with its dependencies.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub(crate) struct PackageGraph {
     /// Each package, and the workspace's packages it depends on directly
-    /// (as a normal, build or dev-dependency).
-    dependencies: HashMap<String, Vec<String>>,
+    /// (as a normal, build or dev-dependency); ordered, so that an archive
+    /// made twice of one build is the same.
+    dependencies: BTreeMap<String, Vec<String>>,
+}
+
+/// What a build says of the workspace, beside its test binaries.
+#[derive(Debug)]
+pub(crate) struct Workspace {
+    /// Its packages and their dependencies.
+    pub(crate) packages: PackageGraph,
+    /// Its root directory.
+    pub(crate) root: PathBuf,
+    /// The directory the build's artifacts are under (see
+    /// [`Environment::build_dir`]).
+    pub(crate) build_dir: PathBuf,
 }
 
 impl PackageGraph {
@@ -180,8 +196,8 @@ pub(crate) fn cargo_path() -> PathBuf {
 }
 
 /// Builds the tests, handing each executable to `built` as soon as cargo
-/// reports it, while cargo goes on with the others; returns the
-/// workspace's packages.
+/// reports it, while cargo goes on with the others; returns what cargo
+/// said of the workspace.
 ///
 /// # Errors
 ///
@@ -191,7 +207,7 @@ pub(crate) fn cargo_path() -> PathBuf {
 pub(crate) fn build(
     options: &CargoOptions,
     mut built: impl FnMut(TestBinary),
-) -> Result<PackageGraph, BuildError> {
+) -> Result<Workspace, BuildError> {
     let mut child = Command::new(cargo_path())
         .args([
             "test",
@@ -263,6 +279,11 @@ pub(crate) fn build(
     if !status.success() {
         return Err(BuildError::Failed);
     }
-    let packages = environment?.package_graph();
-    failure.map_or(Ok(packages), |error| Err(error.into()))
+    let environment = environment?;
+    let workspace = Workspace {
+        packages: environment.package_graph(),
+        root: environment.workspace_root().to_owned(),
+        build_dir: environment.build_dir().to_owned(),
+    };
+    failure.map_or(Ok(workspace), |error| Err(error.into()))
 }

@@ -34,7 +34,8 @@ pub(crate) enum Cargo {
 /// The subcommands of `cargo isolate`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Build the tests and run each one in a process of its own.
+    /// Build the tests (or take them from an archive: --archive-file) and
+    /// run each one in a process of its own.
     ///
     /// Plain libtest tests run one process per test; binaries that use
     /// isolate-harness run once, their fork server isolating each test.
@@ -53,6 +54,14 @@ pub(crate) enum Command {
     /// where it came from: the file (`.config/isolate.toml`, else
     /// `.config/nextest.toml`), or the built-in default.
     ShowConfig(ShowConfigArgs),
+    /// Build the tests and pack them into an archive, to run them
+    /// elsewhere with `cargo isolate test --archive-file`, without cargo.
+    ///
+    /// The archive, a zstd-compressed tar, holds the test binaries, the
+    /// shared libraries of the build they need, and a manifest of how
+    /// each one is started (runner, directory, environment); the
+    /// workspace's sources are not in it.
+    Archive(ArchiveArgs),
     /// The guard process a run starts (see the `guard` module).
     #[command(hide = true)]
     Guard,
@@ -65,6 +74,8 @@ pub(crate) struct TestArgs {
     pub(crate) cargo: CargoOptions,
     #[command(flatten)]
     pub(crate) config: ConfigArgs,
+    #[command(flatten)]
+    pub(crate) archive: FromArchive,
     #[command(flatten)]
     pub(crate) run: RunOptions,
     #[command(flatten)]
@@ -91,15 +102,84 @@ pub(crate) struct ListArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArgs,
     #[command(flatten)]
+    pub(crate) archive: FromArchive,
+    #[command(flatten)]
     pub(crate) select: SelectOptions,
     /// List one shard of the tests, as `cargo isolate test --partition`.
-    #[arg(long, value_name = "count:K/N|hash:K/N", value_parser = Partition::parse)]
+    #[arg(long, value_name = "count:K/N|hash:K/N|slice:K/N", value_parser = Partition::parse)]
     pub(crate) partition: Option<Partition>,
     /// `human`: a line per test; `json`: one JSON object, the binaries
     /// with their packages, kinds, paths and harnesses, and the tests
     /// selected, ignored or not (see JSON.md).
     #[arg(long, value_enum, default_value_t = ListFormat::Human)]
     pub(crate) message_format: ListFormat,
+}
+
+/// The arguments of `cargo isolate archive`.
+#[derive(Debug, Args)]
+pub(crate) struct ArchiveArgs {
+    #[command(flatten)]
+    pub(crate) cargo: CargoOptions,
+    /// The profile's `archive.include` says what else goes in.
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// The archive to write, a zstd-compressed tar (`tests.tar.zst`); an
+    /// existing file is replaced once the new archive is whole.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) archive_file: PathBuf,
+}
+
+/// The options of `cargo isolate test` and `list` that build nothing:
+/// every one of [`CargoOptions`] that only a build gives a meaning to
+/// conflicts with `--archive-file`.
+const BUILD_ONLY: [&str; 25] = [
+    "packages",
+    "workspace",
+    "exclude",
+    "lib",
+    "bins",
+    "bin",
+    "tests",
+    "test",
+    "example",
+    "examples",
+    "bench",
+    "benches",
+    "all_targets",
+    "features",
+    "all_features",
+    "no_default_features",
+    "release",
+    "profile",
+    "target",
+    "target_dir",
+    "manifest_path",
+    "locked",
+    "offline",
+    "frozen",
+    "jobs",
+];
+
+/// Where the tests come from when they are not built: an archive of
+/// `cargo isolate archive`.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Running from an archive")]
+pub(crate) struct FromArchive {
+    /// Run the tests of this archive (made by `cargo isolate archive`)
+    /// instead of building them: cargo is not run. The options of a build
+    /// (package and target selection, features, profile, target...) are
+    /// refused with it: select tests with filters and -E, such as
+    /// `-E 'package(app)'` or `-E 'binary_id(app::flow)'`.
+    #[arg(long, value_name = "PATH", conflicts_with_all = BUILD_ONLY)]
+    pub(crate) archive_file: Option<PathBuf>,
+    /// Where the workspace's sources are now, which tests find through
+    /// `CARGO_MANIFEST_DIR` and run in [default: where they were built].
+    #[arg(long, value_name = "DIR", requires = "archive_file")]
+    pub(crate) workspace_remap: Option<PathBuf>,
+    /// Unpack the archive into this directory, and keep it [default: a
+    /// temporary directory, removed at the end].
+    #[arg(long, value_name = "DIR", requires = "archive_file")]
+    pub(crate) extract_to: Option<PathBuf>,
 }
 
 /// Which tests run: names, filtersets, ignored tests, and what libtest
@@ -459,10 +539,12 @@ pub(crate) struct RunOptions {
         value_parser = clap::value_parser!(u32).range(..=i64::from(MAX_RETRIES))
     )]
     pub(crate) retries: Option<u32>,
-    /// Run one shard of the tests, to spread a suite over machines:
-    /// `count:K/N` takes every Nth selected test from the Kth on, `hash:K/N`
-    /// the tests whose name hashes to shard K (stable as tests come and go).
-    #[arg(long, value_name = "count:K/N|hash:K/N", value_parser = Partition::parse)]
+    /// Run one shard of the tests, to spread a suite over machines, as
+    /// nextest: `count:K/N` takes every Nth selected test of each binary
+    /// from its Kth on, `slice:K/N` every Nth of the whole run (shards of
+    /// even sizes), `hash:K/N` the tests whose binary and name hash to
+    /// shard K (stable as tests come and go).
+    #[arg(long, value_name = "count:K/N|hash:K/N|slice:K/N", value_parser = Partition::parse)]
     pub(crate) partition: Option<Partition>,
     /// Let tests write to the terminal as they run instead of capturing
     /// their output; runs one test at a time, as nextest.
@@ -688,6 +770,10 @@ pub(crate) struct Rerun {
     /// Harness arguments after the test's name: `--include-ignored` when
     /// the run ran ignored tests, so that an ignored test that failed runs.
     pub(crate) harness_args: Vec<String>,
+    /// Whether the run's tests came from an archive, which takes no
+    /// package and target selection: the test's binary is named by a
+    /// filterset instead.
+    pub(crate) from_archive: bool,
 }
 
 impl TestArgs {
@@ -798,6 +884,15 @@ impl TestArgs {
     pub(crate) fn rerun(&self, profile: &Profile) -> Rerun {
         let cargo = &self.cargo;
         let mut options = Vec::new();
+        let archive = &self.archive;
+        for (name, path) in [
+            ("--archive-file", &archive.archive_file),
+            ("--workspace-remap", &archive.workspace_remap),
+        ] {
+            if let Some(path) = path {
+                options.extend([name.to_owned(), path.display().to_string()]);
+            }
+        }
         if let Some(path) = &cargo.manifest_path {
             options.extend(["--manifest-path".to_owned(), path.display().to_string()]);
         }
@@ -869,6 +964,7 @@ impl TestArgs {
             } else {
                 Vec::new()
             },
+            from_archive: archive.archive_file.is_some(),
         }
     }
 }
@@ -889,7 +985,7 @@ impl Cargo {
         match command {
             Command::Test(args) => args.select.parse_libtest_args("test")?,
             Command::List(args) => args.select.parse_libtest_args("list")?,
-            Command::ShowConfig(_) | Command::Guard => {}
+            Command::ShowConfig(_) | Command::Archive(_) | Command::Guard => {}
         }
         Ok(cargo)
     }
@@ -1272,6 +1368,7 @@ mod tests {
                 .map(str::to_owned)
                 .to_vec(),
                 harness_args: vec!["--include-ignored".to_owned()],
+                from_archive: false,
             }
         );
         assert_eq!(
@@ -1299,6 +1396,47 @@ mod tests {
         let mut profile = default_profile();
         args.apply_to(&mut profile);
         args.test_threads(&profile, 8)
+    }
+
+    #[test]
+    fn a_rerun_from_an_archive_repeats_where_the_archive_and_workspace_are() {
+        let args = parse_test(&[
+            "--archive-file",
+            "tests.tar.zst",
+            "--workspace-remap",
+            ".",
+            "--extract-to",
+            "unpacked",
+            "--timeout",
+            "5s",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.rerun(&default_profile()),
+            Rerun {
+                options: [
+                    "--archive-file",
+                    "tests.tar.zst",
+                    "--workspace-remap",
+                    ".",
+                    "--timeout",
+                    "5s"
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+                harness_args: Vec::new(),
+                from_archive: true,
+            }
+        );
+        for build_only in [&["-p", "x"][..], &["--release"], &["-j", "2"], &["--lib"]] {
+            let mut args = vec!["--archive-file", "tests.tar.zst"];
+            args.extend(build_only);
+            assert!(
+                usage_error(&args).contains("cannot be used with"),
+                "{args:?}"
+            );
+        }
+        assert!(usage_error(&["--extract-to", "dir"]).contains("--archive-file"));
     }
 
     #[test]

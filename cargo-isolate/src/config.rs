@@ -11,6 +11,7 @@
 //! slow-timeout = { period = "30s", terminate-after = 4, grace-period = "5s" }
 //! fail-fast = false                     # or { max-fail = 3 }
 //! default-filter = 'not test(/^slow_/)' # what runs without --ignore-default-filter
+//! archive.include = [{ path = "fixtures", relative-to = "target", depth = 2, on-missing = "warn" }]
 //! junit = { path = "junit.xml", report-name = "suite", store-success-output = false, store-failure-output = true }
 //!
 //! [[profile.default.overrides]]
@@ -59,6 +60,7 @@ use std::time::Duration;
 use cargo_metadata::cargo_platform::{Cfg, Platform};
 use serde::Deserialize;
 
+use crate::archive::ArchiveInclude;
 use crate::build::{BinaryKind, PackageGraph, TestBinary};
 use crate::cli::{MAX_RETRIES, format_duration, parse_duration};
 use crate::filterset::Filterset;
@@ -153,6 +155,7 @@ struct ProfileTable {
     #[serde(default)]
     overrides: Vec<OverrideTable>,
     default_filter: Option<String>,
+    archive: Option<ArchiveTable>,
     isolation: Option<Isolation>,
     memory_limit: Option<String>,
     leak: Option<Leak>,
@@ -166,6 +169,13 @@ struct JunitTable {
     report_name: Option<String>,
     store_success_output: Option<bool>,
     store_failure_output: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct ArchiveTable {
+    #[serde(default)]
+    include: Vec<ArchiveInclude>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -519,6 +529,8 @@ pub(crate) struct Profile {
     /// The tests that run unless `--ignore-default-filter`: those it
     /// matches (with its text).
     pub(crate) default_filter: Setting<Option<(String, Filterset)>>,
+    /// What `cargo isolate archive` packs besides the binaries.
+    pub(crate) archive_include: Setting<Vec<ArchiveInclude>>,
     pub(crate) junit_path: Setting<Option<PathBuf>>,
     pub(crate) junit_report_name: Setting<String>,
     pub(crate) junit_store_success_output: Setting<bool>,
@@ -833,6 +845,15 @@ fn resolve(
         &source,
         &error,
     )?;
+    let archive_include = first_set(
+        &chain,
+        "archive.include",
+        Vec::new(),
+        |table| table.archive.as_ref(),
+        &mut |archive: &ArchiveTable, _| Ok(archive.include.clone()),
+        &source,
+        &error,
+    )?;
     fn junit(table: &ProfileTable) -> Option<&JunitTable> {
         table.junit.as_ref()
     }
@@ -922,6 +943,7 @@ fn resolve(
         max_fail,
         threads_required,
         default_filter,
+        archive_include,
         junit_path,
         junit_report_name,
         junit_store_success_output,
@@ -1514,6 +1536,19 @@ impl Profile {
             ),
             &self.default_timeout.source,
         );
+        line(
+            "archive.include",
+            format!(
+                "[{}]",
+                self.archive_include
+                    .value
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            &self.archive_include.source,
+        );
         for (index, over) in self.overrides.iter().enumerate() {
             let mut when = Vec::new();
             if let Some((text, _)) = &over.filter {
@@ -1663,6 +1698,9 @@ mod tests {
         [profile.ci.junit]
         path = "junit.xml"
 
+        [profile.ci.archive]
+        include = [{ path = "data", relative-to = "target", recursive = true }]
+
         [[profile.ci.overrides]]
         filter = 'test(slow)'
         slow-timeout = "2m"
@@ -1689,6 +1727,7 @@ mod tests {
         assert_eq!(ci.test_threads.value, Some(TestThreads::CoresLess(1)));
         assert_eq!(ci.junit_report_name.value, "everything");
         assert_eq!(ci.junit_path.value, Some(PathBuf::from("junit.xml")));
+        assert_eq!(ci.archive_include.value.len(), 1);
         assert_eq!(
             ci.memory_limit.value.map(|limit| limit.bytes),
             Some(64 << 20)
@@ -1698,6 +1737,7 @@ mod tests {
         assert_eq!(
             ci.unknown_keys,
             [
+                "profile.ci.archive.include.0.recursive",
                 "profile.ci.overrides.0.no-such-key",
                 "profile.default.status-level"
             ]

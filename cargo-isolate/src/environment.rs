@@ -55,6 +55,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -77,21 +78,76 @@ const LIBRARY_PATH: &str = "LD_LIBRARY_PATH";
 /// How `cargo test` starts a test binary: shared by all its tests.
 #[derive(Debug, Default)]
 pub(crate) struct Launch {
+    /// What it is made of, as built or as an archive recorded it.
+    parts: LaunchParts,
+    /// The value of `LD_LIBRARY_PATH`: the parts' directories, then the
+    /// inherited path; worked out once, not for every test.
+    library_path: OsString,
+}
+
+/// What a [`Launch`] is made of, apart so that an archive can record it
+/// and rewrite its paths on another machine (see [`crate::archive`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LaunchParts {
     /// The target runner and its arguments, before the binary's path.
-    runner: Vec<OsString>,
+    pub(crate) runner: Vec<OsString>,
     /// The package's directory: tests run there.
-    dir: PathBuf,
-    /// Set in this order, a later one winning.
-    env: Vec<(OsString, OsString)>,
+    pub(crate) dir: PathBuf,
+    /// The `[env]` variables of cargo's configuration, set first.
+    pub(crate) config_env: Vec<(OsString, OsString)>,
+    /// The build's directories that lead `LD_LIBRARY_PATH`: native
+    /// library directories build scripts named inside the profile's
+    /// output directory, that directory and its `deps`.
+    pub(crate) library_dirs: Vec<PathBuf>,
+    /// The toolchain's library directory for the binary's target, after
+    /// them, where the binary needs the toolchain's `libstd` or a runner
+    /// may be configured.
+    pub(crate) toolchain_libdir: Option<PathBuf>,
+    /// The variables set after `LD_LIBRARY_PATH`, in this order, a later
+    /// one winning: what the package's build script set, then cargo's.
+    pub(crate) env: Vec<(OsString, OsString)>,
 }
 
 impl Launch {
+    /// The launch made of `parts`, with the library search path of this
+    /// process after the parts' directories.
+    ///
+    /// # Errors
+    ///
+    /// When a directory holds the path separator `:`.
+    pub(crate) fn new(parts: LaunchParts) -> Result<Launch, std::env::JoinPathsError> {
+        let mut search = parts.library_dirs.clone();
+        search.extend(parts.toolchain_libdir.clone());
+        let inherited: Vec<PathBuf> = std::env::var_os(LIBRARY_PATH)
+            .map(|paths| std::env::split_paths(&paths).collect())
+            .unwrap_or_default();
+        // Where this process runs under cargo (a test of a test runner,
+        // say), the inherited path may lead with these already: as cargo
+        // does, they are not repeated.
+        if inherited.starts_with(&search) {
+            search = inherited;
+        } else {
+            search.extend(inherited);
+        }
+        let library_path = std::env::join_paths(search)?;
+        Ok(Launch {
+            parts,
+            library_path,
+        })
+    }
+
+    /// What the launch is made of.
+    pub(crate) fn parts(&self) -> &LaunchParts {
+        &self.parts
+    }
+
     /// The command that starts `binary` as `cargo test` starts it: through
     /// the target runner, in the package's directory, with cargo's
     /// environment for it. Arguments, output and the rest are the
     /// caller's.
     pub(crate) fn command(&self, binary: &Path) -> Command {
-        let mut command = match self.runner.split_first() {
+        let parts = &self.parts;
+        let mut command = match parts.runner.split_first() {
             Some((runner, args)) => {
                 let mut command = Command::new(runner);
                 command.args(args).arg(binary);
@@ -100,8 +156,10 @@ impl Launch {
             None => Command::new(binary),
         };
         command
-            .current_dir(&self.dir)
-            .envs(self.env.iter().map(|(name, value)| (name, value)));
+            .current_dir(&parts.dir)
+            .envs(parts.config_env.iter().map(|(name, value)| (name, value)))
+            .env(LIBRARY_PATH, &self.library_path)
+            .envs(parts.env.iter().map(|(name, value)| (name, value)));
         command
     }
 }
@@ -138,6 +196,8 @@ pub(crate) struct Environment {
     cargo: OsString,
     rustc: OsString,
     packages: HashMap<PackageId, Package>,
+    /// The workspace's root directory.
+    workspace_root: PathBuf,
     /// The directory host artifacts are built under, beside those of
     /// each `--target`.
     build_dir: PathBuf,
@@ -169,6 +229,7 @@ struct Platform {
 #[derive(Deserialize)]
 struct Metadata {
     packages: Vec<Package>,
+    workspace_root: PathBuf,
     target_directory: PathBuf,
     #[serde(default)]
     build_directory: Option<PathBuf>,
@@ -251,6 +312,7 @@ impl Environment {
                 .into_iter()
                 .map(|package| (package.id.clone(), package))
                 .collect(),
+            workspace_root: metadata.workspace_root,
             build_dir: metadata
                 .build_directory
                 .unwrap_or(metadata.target_directory),
@@ -281,6 +343,17 @@ impl Environment {
                 .collect();
             (package.name.as_str(), dependencies)
         }))
+    }
+
+    /// The workspace's root directory.
+    pub(crate) fn workspace_root(&self) -> &Path {
+        &self.workspace_root
+    }
+
+    /// The directory the build's artifacts are under: cargo's target
+    /// directory, or its build directory where one is set apart.
+    pub(crate) fn build_dir(&self) -> &Path {
+        &self.build_dir
     }
 
     /// The name of package `id`, if it is one of the workspace's.
@@ -335,42 +408,21 @@ impl Environment {
         } else {
             None
         };
-        let mut search: Vec<PathBuf> = self
+        let mut library_dirs: Vec<PathBuf> = self
             .native_dirs
             .iter()
             .filter(|dir| dir.starts_with(output))
             .cloned()
             .collect();
-        search.extend([output.to_owned(), deps.to_owned()]);
-        search.extend(
-            platform
-                .as_ref()
-                .map(|platform| platform.target_libdir.clone()),
-        );
-        let inherited: Vec<PathBuf> = std::env::var_os(LIBRARY_PATH)
-            .map(|paths| std::env::split_paths(&paths).collect())
-            .unwrap_or_default();
-        // Where this process runs under cargo (a test of a test runner,
-        // say), the inherited path may lead with these already: as cargo
-        // does, they are not repeated.
-        if inherited.starts_with(&search) {
-            search = inherited;
-        } else {
-            search.extend(inherited);
-        }
-        let search =
-            std::env::join_paths(search).map_err(|source| EnvironmentError::LibraryPath {
-                binary: executable.to_owned(),
-                source,
-            })?;
+        library_dirs.extend([output.to_owned(), deps.to_owned()]);
         let dir = manifest.parent().unwrap_or(Path::new("/"));
         let mut env: Vec<(OsString, OsString)> = self
-            .config_env
-            .iter()
-            .map(|(name, value)| (name.into(), value.clone()))
+            .build_scripts
+            .get(id)
+            .into_iter()
+            .flatten()
+            .cloned()
             .collect();
-        env.push((LIBRARY_PATH.into(), search));
-        env.extend(self.build_scripts.get(id).into_iter().flatten().cloned());
         env.extend([
             ("CARGO".into(), self.cargo.clone()),
             ("CARGO_MANIFEST_DIR".into(), dir.into()),
@@ -384,12 +436,24 @@ impl Environment {
                     .map(|(name, value)| (name.into(), value.into())),
             );
         }
-        Ok(Launch {
+        Launch::new(LaunchParts {
             runner: platform
+                .as_ref()
                 .map(|platform| platform.runner.clone())
                 .unwrap_or_default(),
             dir: dir.to_owned(),
+            config_env: self
+                .config_env
+                .iter()
+                .map(|(name, value)| (name.into(), value.clone()))
+                .collect(),
+            library_dirs,
+            toolchain_libdir: platform.map(|platform| platform.target_libdir.clone()),
             env,
+        })
+        .map_err(|source| EnvironmentError::LibraryPath {
+            binary: executable.to_owned(),
+            source,
         })
     }
 
@@ -465,31 +529,41 @@ fn ask_rustc(rustc: &OsStr, target: Option<&str>) -> io::Result<Child> {
 /// prefer-dynamic` does: a `DT_NEEDED` entry of its dynamic section names
 /// one. Also where it cannot be read as an ELF file, so that the toolchain's
 /// library directory is not left out for want of knowing.
-///
-/// Only the headers and the dynamic section are read, not the whole file.
 fn needs_shared_std(executable: &Path) -> bool {
-    let Ok(file) = File::open(executable) else {
-        return true;
-    };
-    let data = &ReadCache::new(file);
-    let needed = match FileKind::parse(data) {
-        Ok(FileKind::Elf32) => needed_libraries::<FileHeader32<Endianness>, _>(data),
-        Ok(FileKind::Elf64) => needed_libraries::<FileHeader64<Endianness>, _>(data),
-        _ => None,
-    };
-    needed.is_none_or(|names| {
-        names
-            .iter()
-            .any(|name| name.starts_with(b"libstd-") && name.ends_with(b".so"))
+    needed_libraries(executable).is_none_or(|names| {
+        names.iter().any(|name| {
+            let name = name.as_bytes();
+            name.starts_with(b"libstd-") && name.ends_with(b".so")
+        })
     })
 }
 
-/// The libraries the ELF file `data` needs (its `DT_NEEDED` entries);
-/// `None` where its headers cannot be read, or it has no section headers
-/// to find its dynamic section by.
-fn needed_libraries<'data, Elf: FileHeader, R: ReadRef<'data>>(
-    data: R,
-) -> Option<Vec<&'data [u8]>> {
+/// The shared libraries the ELF file at `path` needs: its `DT_NEEDED`
+/// entries, such as `libstd-1a2b.so` or `libmy_dylib.so`. `None` where it
+/// cannot be read or its headers cannot be parsed, or it has no section
+/// headers to find its dynamic section by.
+///
+/// Only the headers and the dynamic section are read, not the whole file.
+pub(crate) fn needed_libraries(path: &Path) -> Option<Vec<OsString>> {
+    let file = File::open(path).ok()?;
+    let data = &ReadCache::new(file);
+    let names = match FileKind::parse(data) {
+        Ok(FileKind::Elf32) => needed_entries::<FileHeader32<Endianness>, _>(data),
+        Ok(FileKind::Elf64) => needed_entries::<FileHeader64<Endianness>, _>(data),
+        _ => None,
+    }?;
+    Some(
+        names
+            .into_iter()
+            .map(|name| OsStr::from_bytes(name).to_owned())
+            .collect(),
+    )
+}
+
+/// The `DT_NEEDED` entries of the ELF file `data`; `None` where its
+/// headers cannot be read, or it has no section headers to find its
+/// dynamic section by.
+fn needed_entries<'data, Elf: FileHeader, R: ReadRef<'data>>(data: R) -> Option<Vec<&'data [u8]>> {
     let header = Elf::parse(data).ok()?;
     let endian = header.endian().ok()?;
     let sections = header.sections(endian, data).ok()?;
@@ -572,6 +646,7 @@ mod tests {
             cargo: OsString::from("cargo"),
             rustc: rustc.into(),
             packages: HashMap::new(),
+            workspace_root: PathBuf::from("/"),
             build_dir: PathBuf::from("/"),
             build_scripts: HashMap::new(),
             native_dirs: BTreeSet::new(),
@@ -626,7 +701,7 @@ mod tests {
         let rustc = dir.path().join("no-rustc");
         let executable = std::env::current_exe().unwrap();
         let started = launch(&mut environment(&rustc, false), &executable).unwrap();
-        assert!(started.runner.is_empty());
+        assert!(started.parts().runner.is_empty());
         let asked = |result: Result<Launch, EnvironmentError>| {
             matches!(result, Err(EnvironmentError::Rustc { .. }))
         };

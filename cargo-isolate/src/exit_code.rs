@@ -3,7 +3,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | every test that ran passed (or none was selected, under `--no-tests pass` or `warn`) |
-//! | 1 | the runner itself failed: no scratch file could be created (before the build), a test binary could not be listed, a report could not be written |
+//! | 1 | the runner itself failed: no scratch file could be created (before the build), a test binary could not be listed, a report could not be written, an archive could not be written, or read and unpacked (missing, damaged, of an unknown format version, lacking a binary its manifest lists, an extraction directory that cannot be written, a `--workspace-remap` that names no directory) |
 //! | 2 | usage error: bad options (clap exits with this code itself) |
 //! | 4 | no test was selected to run, under `--no-tests fail` (the default), as nextest |
 //! | 100 | at least one test failed, crashed, timed out or exited early |

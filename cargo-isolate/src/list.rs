@@ -180,23 +180,40 @@ pub(crate) struct Selection {
     partition: Option<Partition>,
 }
 
-/// One shard of a suite (`--partition`).
+/// One shard of a suite (`--partition`), as nextest's: each kind applies
+/// after every other filter, to the tests selected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Partition {
-    /// Every `total`th selected test, from the `shard`th on (1-based).
+    /// In each binary, every `total`th selected test, from the `shard`th
+    /// on (1-based): the binaries count apart, so a binary's tests spread
+    /// over the shards whatever the others hold.
     Count { shard: u64, total: u64 },
-    /// The tests whose binary and name hash to `shard`.
+    /// The tests whose binary and name hash to `shard`: a test stays in its
+    /// shard as others come and go.
     Hash { shard: u64, total: u64 },
+    /// Every `total`th selected test of the whole run, counted across the
+    /// binaries, from the `shard`th on: shards of even sizes.
+    Slice { shard: u64, total: u64 },
+}
+
+/// Where a selected test stands, for [`Partition::includes`].
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    /// Among the selected tests of the run (0-based).
+    in_run: u64,
+    /// Among the selected tests of its binary (0-based).
+    in_binary: u64,
 }
 
 impl Partition {
-    /// Parses `count:K/N` or `hash:K/N`, with 1 <= K <= N.
+    /// Parses `count:K/N`, `hash:K/N` or `slice:K/N`, with 1 <= K <= N.
     ///
     /// # Errors
     ///
     /// For anything else, saying what was expected.
     pub(crate) fn parse(text: &str) -> Result<Partition, String> {
-        let expected = || format!("expected count:K/N or hash:K/N with 1 <= K <= N, not {text:?}");
+        let expected =
+            || format!("expected count:K/N, hash:K/N or slice:K/N with 1 <= K <= N, not {text:?}");
         let (kind, shards) = text.split_once(':').ok_or_else(expected)?;
         let (shard, total) = shards.split_once('/').ok_or_else(expected)?;
         let shard: u64 = shard.parse().map_err(|_| expected())?;
@@ -207,16 +224,18 @@ impl Partition {
         match kind {
             "count" => Ok(Partition::Count { shard, total }),
             "hash" => Ok(Partition::Hash { shard, total }),
+            "slice" => Ok(Partition::Slice { shard, total }),
             _ => Err(expected()),
         }
     }
 
-    /// Whether the `position`th selected test (0-based), `name` of
-    /// `binary`, is in this shard.
-    fn includes(self, position: u64, binary: &str, name: &str) -> bool {
+    /// Whether the selected test at `place`, `name` of `binary`, is in
+    /// this shard.
+    fn includes(self, place: Place, binary: &str, name: &str) -> bool {
         match self {
-            Partition::Count { shard, total } => position % total == shard - 1,
+            Partition::Count { shard, total } => place.in_binary % total == shard - 1,
             Partition::Hash { shard, total } => fnv1a(binary, name) % total == shard - 1,
+            Partition::Slice { shard, total } => place.in_run % total == shard - 1,
         }
     }
 }
@@ -286,24 +305,24 @@ impl Selection {
     /// index, test) pairs in order: those the filters select, then those of
     /// the shard.
     pub(crate) fn select<'a>(&self, binaries: &'a [BinaryTests]) -> Vec<(usize, &'a ListedTest)> {
-        binaries
-            .iter()
-            .enumerate()
-            .flat_map(|(index, binary)| {
-                binary
-                    .tests
-                    .iter()
-                    .filter(|test| self.selects(&binary.binary, test))
-                    .map(move |test| (index, test))
-            })
-            .enumerate()
-            .filter(|(position, (index, test))| {
-                self.partition.is_none_or(|partition| {
-                    partition.includes(*position as u64, &binaries[*index].binary.id, &test.name)
-                })
-            })
-            .map(|(_, selected)| selected)
-            .collect()
+        let mut selected = Vec::new();
+        let mut in_run = 0;
+        for (index, binary) in binaries.iter().enumerate() {
+            let tests = binary
+                .tests
+                .iter()
+                .filter(|test| self.selects(&binary.binary, test));
+            for (in_binary, test) in (0..).zip(tests) {
+                let place = Place { in_run, in_binary };
+                in_run += 1;
+                if self.partition.is_none_or(|partition| {
+                    partition.includes(place, &binary.binary.id, &test.name)
+                }) {
+                    selected.push((index, test));
+                }
+            }
+        }
+        selected
     }
 
     /// Whether `test` of `binary` passes the filters (ignored or not).
@@ -398,6 +417,65 @@ mod tests {
         let selects = |name| selection.selects(&binary(), &test(name, false));
         assert!(selects("parse_one") && selects("parse_two"));
         assert!(!selects("parse_three") && !selects("print_one"));
+    }
+
+    /// Binaries `a` of 4 tests and `b` of 2, as listed.
+    fn two_binaries() -> Vec<BinaryTests> {
+        let binary_of = |id: &str, count: usize| BinaryTests {
+            binary: TestBinary {
+                id: id.to_owned(),
+                ..binary()
+            },
+            runner: Runner::Libtest,
+            tests: (1..=count)
+                .map(|number| test(&format!("t{number}"), false))
+                .collect(),
+        };
+        vec![binary_of("a", 4), binary_of("b", 2)]
+    }
+
+    /// The tests of shard `text` of [`two_binaries`], as `binary test`.
+    fn shard(text: &str) -> Vec<String> {
+        let binaries = two_binaries();
+        let selection = Selection {
+            partition: Some(Partition::parse(text).unwrap()),
+            ..Selection::default()
+        };
+        selection
+            .select(&binaries)
+            .into_iter()
+            .map(|(index, test)| format!("{} {}", binaries[index].binary.id, test.name))
+            .collect()
+    }
+
+    #[test]
+    fn count_counts_in_each_binary_and_slice_across_them_as_nextest() {
+        assert_eq!(shard("count:1/2"), ["a t1", "a t3", "b t1"]);
+        assert_eq!(shard("count:2/2"), ["a t2", "a t4", "b t2"]);
+        assert_eq!(shard("slice:1/4"), ["a t1", "b t1"]);
+        assert_eq!(shard("slice:2/4"), ["a t2", "b t2"]);
+        assert_eq!(shard("slice:3/4"), ["a t3"]);
+        // Every test is in exactly one shard, whatever the kind.
+        for kind in ["count", "hash", "slice"] {
+            let mut all: Vec<String> = (1..=3)
+                .flat_map(|shard| self::shard(&format!("{kind}:{shard}/3")))
+                .collect();
+            all.sort();
+            assert_eq!(
+                all,
+                ["a t1", "a t2", "a t3", "a t4", "b t1", "b t2"],
+                "{kind}"
+            );
+        }
+        for bad in [
+            "slice:0/2",
+            "slice:3/2",
+            "slices:1/2",
+            "slice:1",
+            "hash:a/b",
+        ] {
+            assert!(Partition::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! The stages of a run, one module each: [`cli`] parses, [`config`] reads
 //! the configuration file's profile, [`build`] runs
 //! `cargo test --no-run` and works out, with [`environment`] and
-//! [`cargo_config`], how `cargo test` would start each test binary,
+//! [`cargo_config`], how `cargo test` would start each test binary (or
+//! [`archive`] packs what a build made, and unpacks it to run elsewhere),
 //! [`list`] asks each binary for its tests and chooses which run (by name
 //! and by [`filterset`]), [`run`]
 //! runs them (with a [`guard`] process so nothing outlives the run),
@@ -13,6 +14,7 @@
 // else here is unsafe.
 #![deny(unsafe_code)]
 
+mod archive;
 mod build;
 mod cargo_config;
 mod cli;
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test(&args),
         Command::List(args) => list_tests(&args),
         Command::ShowConfig(args) => show_config(&args),
+        Command::Archive(args) => archive_tests(&args),
         Command::Guard => guard::serve(),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
@@ -52,41 +55,95 @@ fn print_error(error: &dyn Error) {
     }
 }
 
-/// Builds and lists, reporting failures; the listed binaries on success.
-fn build_and_list(
-    cargo: &cli::CargoOptions,
+/// Where the test binaries of a run or a listing come from.
+enum Source<'a> {
+    /// A build, with these options.
+    Build(&'a cli::CargoOptions),
+    /// An unpacked archive.
+    Archive(&'a mut archive::Extracted),
+}
+
+/// The exit code for a build that failed, once said.
+fn build_failed(error: &build::BuildError) -> i32 {
+    print_error(error);
+    match error {
+        build::BuildError::Failed => exit_code::BUILD_FAILED,
+        _ => exit_code::RUNNER_FAILED,
+    }
+}
+
+/// Unpacks the archive that `from` names, if any, saying so unless
+/// `quiet`; the exit code on failure, the error said.
+fn open_archive(from: &cli::FromArchive, quiet: bool) -> Result<Option<archive::Extracted>, i32> {
+    let Some(file) = &from.archive_file else {
+        return Ok(None);
+    };
+    let started = std::time::Instant::now();
+    let options = archive::ExtractOptions {
+        extract_to: from.extract_to.as_deref(),
+        workspace_remap: from.workspace_remap.as_deref(),
+    };
+    match archive::extract(file, &options) {
+        Ok(extracted) => {
+            if !quiet {
+                eprintln!(
+                    "   Extracted {} files from {} to {} in {:.3}s",
+                    extracted.members,
+                    file.display(),
+                    extracted.dir.display(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Ok(Some(extracted))
+        }
+        Err(error) => {
+            print_error(&error);
+            Err(exit_code::RUNNER_FAILED)
+        }
+    }
+}
+
+/// Lists the binaries of `source`, reporting failures; the listed
+/// binaries on success.
+fn list_binaries(
+    source: Source<'_>,
     select: &cli::SelectOptions,
     profile: &config::Profile,
     partition: Option<list::Partition>,
 ) -> Result<(Vec<list::BinaryTests>, list::Selection), i32> {
     // Each binary is listed as soon as cargo reports it built, while cargo
     // builds the others or, after a no-op build, winds up: a listing is
-    // mostly process start-up.
-    let (built, listed) = std::thread::scope(|scope| {
+    // mostly process start-up. Those of an archive are listed at once.
+    let (packages, listed) = std::thread::scope(|scope| {
         let mut listings = Vec::new();
         let mut listed = Vec::new();
-        let built = build::build(cargo, |binary| {
+        let mut hand_over = |binary: build::TestBinary| {
             // Listed here and now where no thread can be made for it.
             let here = binary.clone();
             match std::thread::Builder::new().spawn_scoped(scope, move || list::list(binary)) {
                 Ok(listing) => listings.push(listing),
                 Err(_) => listed.push(list::list(here)),
             }
-        });
+        };
+        let packages = match source {
+            Source::Build(cargo) => build::build(cargo, &mut hand_over)
+                .map(|workspace| workspace.packages)
+                .map_err(|error| build_failed(&error)),
+            Source::Archive(extracted) => {
+                std::mem::take(&mut extracted.binaries)
+                    .into_iter()
+                    .for_each(&mut hand_over);
+                Ok(std::mem::take(&mut extracted.packages))
+            }
+        };
         listed.extend(
             listings
                 .into_iter()
                 .map(|listing| listing.join().expect("listing does not panic")),
         );
-        (built, listed)
+        (packages, listed)
     });
-    let packages = built.map_err(|error| {
-        print_error(&error);
-        match error {
-            build::BuildError::Failed => exit_code::BUILD_FAILED,
-            _ => exit_code::RUNNER_FAILED,
-        }
-    })?;
+    let packages = packages?;
     let mut listed = listed
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
@@ -153,6 +210,12 @@ fn junit_path(
     };
     let target_dir = match &args.cargo.target_dir {
         Some(dir) => std::path::absolute(dir)?,
+        // No cargo to ask where an archive's run is: its workspace's
+        // `target`.
+        None if args.archive.archive_file.is_some() => {
+            config::workspace_root(config_start(&args.cargo, &args.archive).as_deref())?
+                .join("target")
+        }
         None => {
             let mut metadata = cargo_metadata::MetadataCommand::new();
             metadata.cargo_path(build::cargo_path()).no_deps();
@@ -167,8 +230,93 @@ fn junit_path(
     ))
 }
 
+/// Lists the tests of the archive `from` names (saying so unless `quiet`)
+/// or, without one, of a build with `cargo`; with the unpacked archive,
+/// which must outlive every use of its binaries.
+fn list_from(
+    cargo: &cli::CargoOptions,
+    from: &cli::FromArchive,
+    quiet: bool,
+    select: &cli::SelectOptions,
+    profile: &config::Profile,
+    partition: Option<list::Partition>,
+) -> Result<Listed, i32> {
+    let Some(mut extracted) = open_archive(from, quiet)? else {
+        let (binaries, selection) =
+            list_binaries(Source::Build(cargo), select, profile, partition)?;
+        return Ok((binaries, selection, None));
+    };
+    let (binaries, selection) =
+        list_binaries(Source::Archive(&mut extracted), select, profile, partition)?;
+    Ok((binaries, selection, Some(extracted)))
+}
+
+/// What [`list_from`] lists: the binaries, the selection, and the unpacked
+/// archive they come from, if any.
+type Listed = (
+    Vec<list::BinaryTests>,
+    list::Selection,
+    Option<archive::Extracted>,
+);
+
+/// Builds the tests and archives them.
+fn archive_tests(args: &cli::ArchiveArgs) -> i32 {
+    let profile = match load_profile(&args.config, args.cargo.manifest_path.as_deref()) {
+        Ok(profile) => profile,
+        Err(code) => return code,
+    };
+    let started = std::time::Instant::now();
+    let mut binaries = Vec::new();
+    let workspace = match build::build(&args.cargo, |binary| binaries.push(binary)) {
+        Ok(workspace) => workspace,
+        Err(error) => return build_failed(&error),
+    };
+    binaries.sort_by(|a, b| a.id.cmp(&b.id));
+    let built = started.elapsed();
+    match archive::pack(
+        &binaries,
+        &workspace,
+        &profile.archive_include.value,
+        &args.archive_file,
+    ) {
+        Ok(packed) => {
+            if !args.cargo.quiet {
+                eprintln!(
+                    "    Archived {} files ({} bytes) to {} in {:.3}s",
+                    packed.members,
+                    packed.bytes,
+                    args.archive_file.display(),
+                    (started.elapsed() - built).as_secs_f64()
+                );
+            }
+            exit_code::SUCCESS
+        }
+        Err(error) => {
+            print_error(&error);
+            exit_code::RUNNER_FAILED
+        }
+    }
+}
+
+/// Where the workspace whose configuration applies is found: the
+/// manifest of `--manifest-path`, or, running an archive, the workspace of
+/// `--workspace-remap`; else the current directory's.
+fn config_start(
+    cargo: &cli::CargoOptions,
+    archive: &cli::FromArchive,
+) -> Option<std::path::PathBuf> {
+    archive
+        .workspace_remap
+        .as_ref()
+        .map(|dir| dir.join("Cargo.toml"))
+        .or_else(|| cargo.manifest_path.clone())
+}
+
 fn test(args: &cli::TestArgs) -> i32 {
-    let mut profile = match load_profile(&args.config, args.cargo.manifest_path.as_deref()) {
+    let mut profile = match load_profile(
+        &args.config,
+        config_start(&args.cargo, &args.archive).as_deref(),
+    ) {
         Ok(profile) => profile,
         Err(code) => return code,
     };
@@ -212,12 +360,20 @@ fn test(args: &cli::TestArgs) -> i32 {
     let confinement = std::thread::Builder::new()
         .spawn(move || run::Confinement::prepare(threads + 1))
         .map_err(|_| threads + 1);
-    let listed = build_and_list(&args.cargo, &args.select, &profile, args.run.partition);
+    let listed = list_from(
+        &args.cargo,
+        &args.archive,
+        args.quiet(),
+        &args.select,
+        &profile,
+        args.run.partition,
+    );
     let confinement = match confinement {
         Ok(preparing) => preparing.join().expect("preparing the run does not panic"),
         Err(lanes) => run::Confinement::prepare(lanes),
     };
-    let (binaries, selection) = match listed {
+    // The unpacked archive, if any, lives until the run's end.
+    let (binaries, selection, _extracted) = match listed {
         Ok(listed) => listed,
         Err(code) => return code,
     };
@@ -325,12 +481,22 @@ fn test(args: &cli::TestArgs) -> i32 {
 }
 
 fn list_tests(args: &cli::ListArgs) -> i32 {
-    let profile = match load_profile(&args.config, args.cargo.manifest_path.as_deref()) {
+    let profile = match load_profile(
+        &args.config,
+        config_start(&args.cargo, &args.archive).as_deref(),
+    ) {
         Ok(profile) => profile,
         Err(code) => return code,
     };
-    let listed = build_and_list(&args.cargo, &args.select, &profile, args.partition);
-    let (binaries, selection) = match listed {
+    let listed = list_from(
+        &args.cargo,
+        &args.archive,
+        args.cargo.quiet,
+        &args.select,
+        &profile,
+        args.partition,
+    );
+    let (binaries, selection, _extracted) = match listed {
         Ok(listed) => listed,
         Err(code) => return code,
     };

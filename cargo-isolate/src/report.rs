@@ -553,11 +553,16 @@ fn print_summary(
 fn rerun_command(rerun: &Rerun, binary: &TestBinary, name: &str) -> Option<String> {
     let mut words = vec!["cargo", "isolate", "test"];
     words.extend(rerun.options.iter().map(String::as_str));
-    words.extend(["-p", &binary.package]);
-    // The selector is a flag and, but for `--lib`, the target's name.
-    match binary.selector.split_once(' ') {
-        Some((flag, target)) => words.extend([flag, target]),
-        None => words.push(&binary.selector),
+    let by_id = format!("binary_id(={})", binary.id);
+    if rerun.from_archive {
+        words.extend(["-E", &by_id]);
+    } else {
+        words.extend(["-p", &binary.package]);
+        // The selector is a flag and, but for `--lib`, the target's name.
+        match binary.selector.split_once(' ') {
+            Some((flag, target)) => words.extend([flag, target]),
+            None => words.push(&binary.selector),
+        }
     }
     words.extend(["--", "--exact", name]);
     words.extend(rerun.harness_args.iter().map(String::as_str));
@@ -934,6 +939,7 @@ mod tests {
             .map(str::to_owned)
             .to_vec(),
             harness_args: vec!["--include-ignored".to_owned()],
+            from_archive: false,
         };
         for name in [
             "tests::plain",
@@ -970,6 +976,22 @@ mod tests {
         assert_eq!(
             rerun_command(&Rerun::default(), &binary("--lib"), "nul\0name"),
             None
+        );
+    }
+
+    #[test]
+    fn a_rerun_from_an_archive_names_the_binary_by_a_filterset() {
+        let rerun = Rerun {
+            options: ["--archive-file", "tests.tar.zst"]
+                .map(str::to_owned)
+                .to_vec(),
+            from_archive: true,
+            ..Rerun::default()
+        };
+        let line = rerun_command(&rerun, &binary("--test target"), "adds").unwrap();
+        assert_eq!(
+            line,
+            "cargo isolate test --archive-file tests.tar.zst -E 'binary_id(=pkg::target)' -- --exact adds"
         );
     }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ChildStdout, Stdio};
 
 use support::{
-    cargo_isolate, clean_command, command, command_at, describe, fixture, json_events,
+    as_printed, cargo_isolate, clean_command, command, command_at, describe, fixture, json_events,
     processes_with,
 };
 
@@ -435,7 +435,7 @@ fn values_out_of_range_fail_before_the_build() {
         (&["list", "-j", "0"], "jobs may not be 0"),
         (
             &["list", "--partition", "count:1/0"],
-            "expected count:K/N or hash:K/N",
+            "expected count:K/N, hash:K/N or slice:K/N",
         ),
     ] {
         assert_usage_error_before_the_build(args, message);
@@ -572,7 +572,7 @@ fn shards_cover_the_suite_exactly_once() {
         .lines()
         .map(str::to_owned)
         .collect();
-    for kind in ["count", "hash"] {
+    for kind in ["count", "hash", "slice"] {
         let mut seen = Vec::new();
         for shard in 1..=3 {
             let partition = format!("{kind}:{shard}/3");
@@ -1579,12 +1579,7 @@ fn backtraces_are_made_for_failures_only() {
 /// directory named `target_name`; `cargo isolate` dispatches to this
 /// binary as cargo would.
 fn run_as_printed(rerun: &str, target_name: &str) -> std::process::Output {
-    clean_command("sh", target_name)
-        .arg("-c")
-        .arg(format!(
-            "cargo() {{ \"$ISOLATE_E2E_BINARY\" \"$@\"; }}\n{rerun}"
-        ))
-        .env("ISOLATE_E2E_BINARY", env!("CARGO_BIN_EXE_cargo-isolate"))
+    as_printed(clean_command("sh", target_name), rerun)
         .output()
         .unwrap()
 }

@@ -39,6 +39,19 @@ pub(crate) fn clean_command(program: impl AsRef<std::ffi::OsStr>, target_name: &
     command
 }
 
+/// `shell`, a POSIX shell, made to run `line` as printed (a rerun
+/// command), with `cargo isolate` dispatched to this crate's binary as
+/// cargo would.
+pub(crate) fn as_printed(mut shell: Command, line: &str) -> Command {
+    shell
+        .arg("-c")
+        .arg(format!(
+            "cargo() {{ \"$ISOLATE_E2E_BINARY\" \"$@\"; }}\n{line}"
+        ))
+        .env("ISOLATE_E2E_BINARY", env!("CARGO_BIN_EXE_cargo-isolate"));
+    shell
+}
+
 /// `cargo isolate ARGS` on the workspace of `manifest`, in a clean
 /// environment (see [`clean_command`]).
 pub(crate) fn command_at(manifest: &Path, target_name: &str, args: &[&str]) -> Command {
