@@ -185,9 +185,7 @@ impl Runner {
             Runner::CargoIsolatePlain
             | Runner::CargoIsolateConfigured
             | Runner::CargoIsolateBatch
-            | Runner::CargoTestIsolated => {
-                suite == Suite::Trivial
-            }
+            | Runner::CargoTestIsolated => suite == Suite::Trivial,
             Runner::CargoIsolateIsolated | Runner::Isolated | Runner::Plain | Runner::Nextest => {
                 true
             }

@@ -1,6 +1,10 @@
 //! End-to-end tests of `cargo isolate`: the real binary on the fixture
 //! workspaces under `tests/fixtures/`, built into a directory of their own.
 
+#[expect(
+    dead_code,
+    reason = "the helpers of every end-to-end test of cargo isolate; these tests use most"
+)]
 mod support;
 
 use std::collections::BTreeMap;
@@ -128,22 +132,10 @@ fn every_verdict_in_json_junit_and_human_output() {
     // The ignored test is skipped.
     assert_eq!(events[0]["tests"], EXPECTED.len() - 1);
     assert_eq!(events[0]["skipped"], 1);
-    let finished: BTreeMap<(String, String), &serde_json::Value> = events
-        .iter()
-        .filter(|event| event["event"] == "test-finished")
-        .map(|event| {
-            (
-                (
-                    event["binary"].as_str().unwrap().to_owned(),
-                    event["name"].as_str().unwrap().to_owned(),
-                ),
-                event,
-            )
-        })
-        .collect();
+    let finished = support::finished(&output);
     for (binary, name, status, signal) in EXPECTED {
         let event = finished
-            .get(&((*binary).to_owned(), (*name).to_owned()))
+            .get(&format!("{binary} {name}"))
             .unwrap_or_else(|| panic!("no result for {binary} {name}\n{}", describe(&output)));
         assert_eq!(event["status"], *status, "{binary} {name}: {event}");
         if let Some(signal) = signal {
@@ -151,8 +143,8 @@ fn every_verdict_in_json_junit_and_human_output() {
         }
     }
     assert_eq!(finished.len(), EXPECTED.len());
-    let key = |binary: &str, name: &str| (binary.to_owned(), name.to_owned());
-    let segfault = finished[&key("crashy::outcomes", "segfault")];
+    let key = |binary: &str, name: &str| format!("{binary} {name}");
+    let segfault = &finished[&key("crashy::outcomes", "segfault")];
     assert_eq!(
         segfault["message"],
         "killed by signal 11 (SIGSEGV: invalid memory reference)"

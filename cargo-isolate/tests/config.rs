@@ -43,7 +43,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::Value;
-use support::{cargo_isolate, command, command_at, describe, fixture, json_events};
+use support::{
+    cargo_isolate, command, command_at, describe, finished, fixture, json_events, statuses,
+};
 
 /// `cargo isolate ARGS` on the `configured` fixture.
 fn configured(args: &[&str]) -> Output {
@@ -62,31 +64,6 @@ fn run_json(args: &[&str], env: &[(&str, &str)]) -> Output {
     .envs(env.iter().copied())
     .output()
     .unwrap()
-}
-
-/// The `test-finished` event of each test a JSON run finished, by
-/// `binary name`.
-fn finished(output: &Output) -> BTreeMap<String, Value> {
-    json_events(output)
-        .into_iter()
-        .filter(|event| event["event"] == "test-finished")
-        .map(|event| {
-            let test = format!(
-                "{} {}",
-                event["binary"].as_str().unwrap(),
-                event["name"].as_str().unwrap()
-            );
-            (test, event)
-        })
-        .collect()
-}
-
-/// The status of each test a JSON run finished, by `binary name`.
-fn statuses(output: &Output) -> BTreeMap<String, String> {
-    finished(output)
-        .into_iter()
-        .map(|(test, event)| (test, event["status"].as_str().unwrap().to_owned()))
-        .collect()
 }
 
 /// `pairs` as the map [`statuses`] makes.

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
 
-use support::{cargo_isolate, describe, json_events};
+use support::{cargo_isolate, describe, json_events, statuses};
 
 #[expect(
     dead_code,
@@ -44,24 +44,6 @@ fn listed(args: &[&str]) -> Vec<String> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(str::to_owned)
-        .collect()
-}
-
-/// The status of each test a JSON run finished, by `binary test`.
-fn statuses(output: &Output) -> BTreeMap<String, String> {
-    json_events(output)
-        .iter()
-        .filter(|event| event["event"] == "test-finished")
-        .map(|event| {
-            (
-                format!(
-                    "{} {}",
-                    event["binary"].as_str().unwrap(),
-                    event["name"].as_str().unwrap()
-                ),
-                event["status"].as_str().unwrap().to_owned(),
-            )
-        })
         .collect()
 }
 

@@ -2,6 +2,7 @@
 //! real binary on a fixture workspace in a clean environment, reading what
 //! it printed, and finding what a run left running.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -117,5 +118,30 @@ pub(crate) fn processes_with(marker: &str) -> Vec<String> {
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             String::from_utf8_lossy(&cmdline).replace('\0', " ")
         })
+        .collect()
+}
+
+/// The `test-finished` event of each test a JSON run finished, by
+/// `binary name`.
+pub(crate) fn finished(output: &Output) -> BTreeMap<String, serde_json::Value> {
+    json_events(output)
+        .into_iter()
+        .filter(|event| event["event"] == "test-finished")
+        .map(|event| {
+            let test = format!(
+                "{} {}",
+                event["binary"].as_str().unwrap(),
+                event["name"].as_str().unwrap()
+            );
+            (test, event)
+        })
+        .collect()
+}
+
+/// The status of each test a JSON run finished, by `binary name`.
+pub(crate) fn statuses(output: &Output) -> BTreeMap<String, String> {
+    finished(output)
+        .into_iter()
+        .map(|(test, event)| (test, event["status"].as_str().unwrap().to_owned()))
         .collect()
 }
