@@ -1,6 +1,8 @@
 //! Behaviour that depends on the whole process (its threads, its
 //! environment), checked by running this test binary again as a subprocess
-//! per scenario: `process SCENARIO` runs one.
+//! per scenario, named by `ISOLATE_PROCESS_SCENARIO`. The checks are
+//! libtest-mimic trials, so that any runner lists and filters them as it
+//! does libtest's tests.
 
 use std::process::{Command, Output};
 
@@ -41,9 +43,13 @@ fn scenario(name: &str) {
     }
 }
 
+/// The variable that makes this binary run one scenario instead of its
+/// checks.
+const SCENARIO: &str = "ISOLATE_PROCESS_SCENARIO";
+
 fn run_scenario(name: &str, env: &[(&str, &str)]) -> Output {
     let output = Command::new(std::env::current_exe().unwrap())
-        .arg(name)
+        .env(SCENARIO, name)
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
         .envs(env.iter().copied())
@@ -65,27 +71,32 @@ fn warnings(output: &Output) -> usize {
 }
 
 fn main() {
-    if let Some(name) = std::env::args().nth(1).filter(|arg| !arg.starts_with('-')) {
-        scenario(&name);
+    if let Some(name) = std::env::var_os(SCENARIO) {
+        scenario(&name.to_string_lossy());
         return;
     }
     let checks: [(&str, fn()); 3] = [
-        ("no warning when forking a single-threaded process", || {
+        ("no_warning_when_forking_a_single_threaded_process", || {
             assert_eq!(warnings(&run_scenario("single-threaded", &[])), 0);
         }),
-        ("one warning when forking a threaded process", || {
+        ("one_warning_when_forking_a_threaded_process", || {
             assert_eq!(warnings(&run_scenario("threaded", &[])), 1);
         }),
         (
-            "a panic carries its backtrace when RUST_BACKTRACE asks",
+            "a_panic_carries_its_backtrace_when_rust_backtrace_asks",
             || {
                 run_scenario("panic-backtrace", &[("RUST_BACKTRACE", "1")]);
             },
         ),
     ];
-    for (name, check) in checks {
-        check();
-        println!("test {name} ... ok");
-    }
-    println!("\n{n} passed, 0 failed", n = checks.len());
+    let trials = checks
+        .into_iter()
+        .map(|(name, check)| {
+            libtest_mimic::Trial::test(name, move || {
+                check();
+                Ok(())
+            })
+        })
+        .collect();
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit();
 }
