@@ -871,19 +871,9 @@ fn check_as_nextest_runs_it() {
     assert_eq!(verdicts, expected_verdicts());
 }
 
-/// Runs `cargo nextest run` itself on the fixture, when nextest is
-/// installed and this driver was started by cargo (which tells where the
-/// workspace is).
-fn check_under_real_nextest() -> bool {
-    let Ok(workspace) = std::env::var("CARGO_MANIFEST_DIR") else {
-        return false;
-    };
-    let nextest = Command::new("cargo")
-        .args(["nextest", "--version"])
-        .output();
-    if !nextest.is_ok_and(|output| output.status.success()) {
-        return false;
-    }
+/// Runs `cargo nextest run` itself on the fixture, in the workspace that
+/// `workspace` names.
+fn check_under_real_nextest(workspace: &str) {
     let target = std::env::temp_dir().join(format!("isolate-nextest-{}", std::process::id()));
     let output = Command::new("cargo")
         .args([
@@ -897,7 +887,7 @@ fn check_under_real_nextest() -> bool {
             "--run-ignored",
             "all",
         ])
-        .current_dir(&workspace)
+        .current_dir(workspace)
         .env("ISOLATE_FIXTURE", "1")
         .env("NEXTEST_EXPERIMENTAL_LIBTEST_JSON", "1")
         .env("CARGO_TARGET_DIR", &target)
@@ -934,7 +924,6 @@ fn check_under_real_nextest() -> bool {
         "{text}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    true
 }
 
 fn main() {
@@ -943,46 +932,57 @@ fn main() {
     }
     let checks: [(&str, fn()); 10] = [
         (
-            "every test's verdict and diagnosis, pretty format",
+            "every_test_s_verdict_and_diagnosis_in_the_pretty_format",
             check_pretty_run,
         ),
-        ("the structured report stream", check_json_report_stream),
-        ("libtest's json format", check_libtest_json_format),
-        ("--list --format terse", check_list),
+        ("the_structured_report_stream", check_json_report_stream),
+        ("libtest_s_json_format", check_libtest_json_format),
+        ("list_in_the_terse_format", check_list),
+        ("several_filters_exact_skip_and_ignored", check_filters),
+        ("nocapture_streams_output", check_nocapture),
         (
-            "filters (several), --exact, --skip, --ignored",
-            check_filters,
-        ),
-        ("--nocapture streams output", check_nocapture),
-        (
-            "--test-threads 1 runs one test at a time, timed from its start",
+            "one_test_thread_runs_one_test_at_a_time_timed_from_its_start",
             check_one_test_at_a_time,
         ),
         (
-            "tests after a slow one run meanwhile, verdicts print in order",
+            "tests_after_a_slow_one_run_meanwhile_and_verdicts_print_in_order",
             check_runs_past_a_slow_test,
         ),
         (
-            "verdicts as nextest runs each test",
+            "verdicts_as_nextest_runs_each_test",
             check_as_nextest_runs_it,
         ),
         (
-            "nothing outlives a killed runner",
+            "nothing_outlives_a_killed_runner",
             check_nothing_outlives_a_killed_runner,
         ),
     ];
-    for (name, check) in checks {
-        check();
-        println!("test {name} ... ok");
-    }
-    let mut passed = checks.len();
-    if check_under_real_nextest() {
-        println!("test verdicts under cargo nextest run ... ok");
-        passed += 1;
-    } else {
-        println!(
-            "test verdicts under cargo nextest run ... skipped (needs cargo and cargo-nextest)"
-        );
-    }
-    println!("\n{passed} passed, 0 failed");
+    let mut trials: Vec<_> = checks
+        .into_iter()
+        .map(|(name, check)| {
+            libtest_mimic::Trial::test(name, move || {
+                check();
+                Ok(())
+            })
+        })
+        .collect();
+    // Where cargo started this driver (which says where the workspace is)
+    // and cargo-nextest is installed, it runs the fixture too.
+    let workspace = std::env::var("CARGO_MANIFEST_DIR").ok();
+    let has_nextest = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    let runnable = has_nextest && workspace.is_some();
+    trials.push(
+        libtest_mimic::Trial::test("verdicts_under_cargo_nextest_run", move || {
+            check_under_real_nextest(&workspace.unwrap_or_default());
+            Ok(())
+        })
+        .with_ignored_flag(!runnable),
+    );
+    let mut args = libtest_mimic::Arguments::from_args();
+    // The checks time what they run: one at a time unless asked otherwise.
+    args.test_threads.get_or_insert(1);
+    libtest_mimic::run(&args, trials).exit();
 }

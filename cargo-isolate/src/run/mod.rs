@@ -229,7 +229,7 @@ impl RunPlan {
         if self.leak == Leak::Fail && outcome.leaked > 0 && outcome.status == Status::Passed {
             outcome.status = Status::Failed;
             outcome.message = format!(
-                "it left {} behind (the profile's leak = \"fail\")",
+                "it left {} behind, and leak = \"fail\" fails a test for it",
                 match outcome.leaked {
                     1 => "a process".to_owned(),
                     count => format!("{count} processes"),
