@@ -1380,7 +1380,7 @@ fn every_report_says_what_a_test_returned_or_libtest_said_and_keeps_no_libtest_w
     // Two tests that run for ten minutes and one ignored test are skipped.
     assert_eq!(
         (&events[0]["tests"], &events[0]["skipped"]),
-        (&11.into(), &3.into())
+        (&13.into(), &3.into())
     );
     for binary in ["everyday::plain", "everyday::harnessed"] {
         assert_eq!(
@@ -1523,6 +1523,48 @@ fn a_batch_times_each_test_and_keeps_each_failure_s_output() {
                 .contains("--logfile"),
             "{event}"
         );
+    }
+}
+
+/// A harness of its own on libtest-mimic writes its whole report, verdicts
+/// and failures, to the file `--logfile` names, in the pretty format: each
+/// test still gets its verdict, and a failure its message.
+///
+/// It takes one name filter: under `--isolation batch`, where a batch
+/// would name several, each test runs alone, with the same verdicts.
+#[test]
+fn a_libtest_mimic_harness_gets_its_verdicts_and_failure_messages() {
+    for isolation in ["process", "batch"] {
+        let output = command(
+            "everyday",
+            &[
+                "test",
+                "-p",
+                "everyday",
+                "--test",
+                "mimic",
+                "--message-format",
+                "json",
+                "--test-threads",
+                "1",
+                "--isolation",
+                isolation,
+            ],
+        )
+        .env("EVERYDAY_MIMIC_FAIL", "1")
+        .output()
+        .unwrap();
+        assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+        let finished = support::finished(&output);
+        let event = |name: &str| &finished[&format!("everyday::mimic {name}")];
+        assert_eq!(
+            event("mimic_passes")["status"],
+            "passed",
+            "{isolation}: {}",
+            describe(&output)
+        );
+        assert_eq!(event("mimic_can_fail")["status"], "failed", "{isolation}");
+        assert_eq!(event("mimic_can_fail")["message"], "asked to fail");
     }
 }
 

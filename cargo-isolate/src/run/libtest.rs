@@ -348,7 +348,10 @@ fn attempt(
     let mut log = Log::new([name]);
     let mut bytes = Vec::new();
     let _ = logfile.as_file().read_to_end(&mut bytes);
-    let logged = log.read(&bytes).pop().map(|(_, logged)| logged);
+    let logged = log.read(&bytes).pop().map(|(_, logged)| match logged {
+        Logged::Failed(None) => Logged::Failed(reported_failure(&bytes, name)),
+        logged => logged,
+    });
     let (stdout, stderr, told) = captured
         .map(|(stdout, stderr)| {
             let stdout = read_kept(stdout, KEPT_OUTPUT);
@@ -540,6 +543,19 @@ fn run_batch_process(
     } = reap(&mut child, pid, watchdog).map_err(ProcessError::Wait)?;
     let ended = Instant::now();
     let output = read_kept(output, BATCH_OUTPUT);
+    // A harness that takes one name filter (libtest-mimic's) refuses a
+    // batch outright, before any test: each test runs alone instead.
+    if names.len() > 1
+        && batch.order.is_empty()
+        && status.code() == Some(2)
+        && output.contains("unexpected argument")
+    {
+        let alone = names
+            .iter()
+            .map(|name| run_libtest(binary, name, settings, plan, watchdog))
+            .collect();
+        return Ok((alone, Vec::new()));
+    }
     let segments = split_by_test(&output, names);
     let blocks = captured_blocks(&output[segments.summary..], names);
     let text = |name: &str| {
@@ -803,6 +819,11 @@ enum Logged {
 /// line that is neither the start of a record (`ok`, `failed`, `ignored`)
 /// nor the continuation of one is skipped.
 ///
+/// A harness built on libtest-mimic takes `--logfile` as where its whole
+/// report goes instead of stdout: there a test's verdict is its pretty
+/// line, `test NAME ... ok` or `test NAME ... FAILED`, read as the same
+/// record.
+///
 /// The test runs in the process that writes the log and holds the file
 /// open, so a test can write a record of its own, but only before libtest
 /// writes the real one, once the test has returned: the last record on a
@@ -834,6 +855,11 @@ impl<'a> Log<'a> {
         let whole: Vec<u8> = self.partial.drain(..=end).collect();
         let mut records = Vec::new();
         for line in String::from_utf8_lossy(&whole[..end]).split('\n') {
+            if let Some((name, logged)) = self.pretty_verdict(line) {
+                self.record = None;
+                records.push((name, logged));
+                continue;
+            }
             let starts = matches!(
                 line.split([' ', ':']).next(),
                 Some("ok" | "failed" | "ignored")
@@ -866,6 +892,18 @@ impl<'a> Log<'a> {
             }
         }
         records
+    }
+
+    /// The verdict a pretty report's `line` gives a test asked for:
+    /// `test NAME ... ok` or `test NAME ... FAILED`.
+    fn pretty_verdict(&self, line: &str) -> Option<(&'a str, Logged)> {
+        let (name, verdict) = line.strip_prefix("test ")?.rsplit_once(" ... ")?;
+        let name = self.names.get(name).copied()?;
+        match verdict {
+            "ok" => Some((name, Logged::Passed)),
+            "FAILED" => Some((name, Logged::Failed(None))),
+            _ => None,
+        }
     }
 }
 
@@ -953,6 +991,23 @@ fn failure_message(note: Option<&str>, output: &str, name: &str) -> String {
         .or_else(|| returned_err(output))
         .or_else(|| panic_message(output))
         .unwrap_or_else(|| "the test failed".to_owned())
+}
+
+/// Why a pretty report in the log (a libtest-mimic harness's, see [`Log`])
+/// says test `name` failed: the block under `---- NAME ----` in its
+/// failures, up to the next block, the list of failed tests or the result.
+fn reported_failure(log: &[u8], name: &str) -> Option<String> {
+    let log = String::from_utf8_lossy(log);
+    let header = format!("\n---- {name} ----\n");
+    let start = log.find(&header)? + header.len();
+    let block = &log[start..];
+    let end = ["\nfailures:\n", "\n---- ", "\ntest result: "]
+        .into_iter()
+        .filter_map(|next| block.find(next))
+        .min()
+        .unwrap_or(block.len());
+    let message = block[..end].trim();
+    (!message.is_empty()).then(|| message.to_owned())
 }
 
 /// The panic of test `name` in its output, by its thread's name.
@@ -1122,6 +1177,23 @@ mod tests {
     }
 
     /// The records `log` holds on `names`, read at once.
+    #[test]
+    fn a_libtest_mimic_report_in_the_log_gives_the_verdicts() {
+        let report = "\nrunning 3 tests\ntest a ... ok\ntest b::c ... FAILED\ntest d ... ignored\n\n\
+                      failures:\n\n---- b::c ----\nboom\n\ntest result: FAILED. 1 passed; 1 failed\n";
+        assert_eq!(
+            records(report, &["a", "b::c", "d"]),
+            [("a", Logged::Passed), ("b::c", Logged::Failed(None))]
+        );
+        // Only the tests asked for.
+        assert_eq!(records(report, &["x"]), []);
+        assert_eq!(
+            reported_failure(report.as_bytes(), "b::c").as_deref(),
+            Some("boom")
+        );
+        assert_eq!(reported_failure(report.as_bytes(), "a"), None);
+    }
+
     fn records<'a>(log: &str, names: &[&'a str]) -> Vec<(&'a str, Logged)> {
         Log::new(names.iter().copied()).read(log.as_bytes())
     }
