@@ -210,7 +210,10 @@ unsafe fn prepare_child(setup: &ChildSetup, close: &[RawFd]) {
                 signal as libc::c_long,
             );
         }
-        KILL_DESCENDANTS_AT_END.store(setup.kill_descendants_at_end, Ordering::SeqCst);
+        // Written only where it changes (see `crash::install`).
+        if KILL_DESCENDANTS_AT_END.load(Ordering::SeqCst) != setup.kill_descendants_at_end {
+            KILL_DESCENDANTS_AT_END.store(setup.kill_descendants_at_end, Ordering::SeqCst);
+        }
         if setup.subreaper {
             libc::syscall(
                 libc::SYS_prctl,

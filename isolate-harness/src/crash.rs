@@ -127,10 +127,16 @@ fn find_stack_low() -> usize {
 /// replaces the process's handlers for [`FATAL_SIGNALS`] and its alternate
 /// stack.
 pub(crate) unsafe fn install(stack_low: usize) {
-    STACK_LOW.store(stack_low, Ordering::SeqCst);
-    if INSTALLED.swap(true, Ordering::SeqCst) {
+    // Read before written, here and in `report_to`: a child forked from a
+    // process that has them set already writes nothing, since a write to
+    // a static costs a forked child a copy of its page, a fault per test.
+    if STACK_LOW.load(Ordering::SeqCst) != stack_low {
+        STACK_LOW.store(stack_low, Ordering::SeqCst);
+    }
+    if INSTALLED.load(Ordering::SeqCst) {
         return;
     }
+    INSTALLED.store(true, Ordering::SeqCst);
     let stack = libc::stack_t {
         ss_sp: ALT_STACK.0.get().cast(),
         ss_flags: 0,
@@ -155,7 +161,9 @@ pub(crate) unsafe fn install(stack_low: usize) {
 /// must stay open for the life of the process, or nowhere for -1. A process
 /// with a [`reply_region`] reports there instead.
 pub(crate) fn report_to(report_fd: RawFd) {
-    REPORT_FD.store(report_fd, Ordering::SeqCst);
+    if REPORT_FD.load(Ordering::SeqCst) != report_fd {
+        REPORT_FD.store(report_fd, Ordering::SeqCst);
+    }
 }
 
 /// Sends `bytes` where this process reports. Async-signal-safe.

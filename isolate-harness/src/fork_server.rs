@@ -734,6 +734,13 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
     // below them.
     let mut child_setup = ChildSetup::new(-1);
     child_setup.subreaper = true;
+    // What the test children set up of the crash handlers is set here
+    // first, so that they inherit it and write nothing (see
+    // `crash::install`): a child that writes a static copies its page.
+    // SAFETY: the server is a child of this library, setting up before it
+    // serves; the handlers it has are the library's own.
+    unsafe { crate::crash::install(child_setup.stack_low) };
+    crate::crash::report_to(child_setup.report_fd);
     // The signals, and a channel per slot.
     let descriptors = 1 + channels.len();
     let mut server = Server {
