@@ -968,6 +968,8 @@ impl Server<'_> {
                     .extend(slot.reply.as_ref().map(Region::address));
             }
         }
+        // Sorted, the child closes them in a few `close_range` calls.
+        held.fds.sort_unstable();
         let slot = &self.slots[index];
         let started = match &slot.reply {
             Some(reply) => start_test(

@@ -169,13 +169,13 @@ pub(crate) fn is_set() -> bool {
 /// Async-signal-safe.
 pub(crate) fn append(parts: &[&[u8]]) -> bool {
     let start = WRITE_TO.load(Ordering::SeqCst);
-    if start.is_null() || !child::is_owner() {
+    let pid = child::own_pid();
+    if start.is_null() || !child::is_owner_pid(pid) {
         return false;
     }
     // SAFETY: a region set with `write_here` is a live mapping of
     // `REGION_SIZE` bytes, its header at the start, page-aligned.
     let header = unsafe { &*start.cast::<Header>() };
-    let pid = child::own_pid();
     if header.writer.load(Ordering::Acquire) != pid {
         header.len.store(0, Ordering::Release);
         header.writer.store(pid, Ordering::Release);
