@@ -63,6 +63,7 @@ use serde::Deserialize;
 use crate::archive::ArchiveInclude;
 use crate::build::{BinaryKind, PackageGraph, TestBinary};
 use crate::cli::{MAX_RETRIES, format_duration, parse_duration};
+use crate::environment::RustcAnswer;
 use crate::filterset::Filterset;
 use crate::run::{Isolation, Limits, TestSettings};
 
@@ -1604,32 +1605,16 @@ fn flag_first<T: Clone>(setting: &Setting<T>, from_override: Option<T>) -> T {
 
 impl Platforms {
     /// Asks rustc (`rustc`, for `target`, `None` for the host) for the
-    /// triples and `cfg` of the host and the target.
+    /// triples and `cfg` of the host and the target, as the cargo test
+    /// environment asks it (see [`RustcAnswer`]).
     pub(crate) fn ask_rustc(
         rustc: &std::ffi::OsStr,
         target: Option<&str>,
     ) -> Result<Platforms, ConfigError> {
-        let ask = |target: Option<&str>| -> Result<(String, Vec<Cfg>), ConfigError> {
-            let mut command = Command::new(rustc);
-            command.args(["--print", "cfg", "-vV"]);
-            if let Some(target) = target {
-                command.args(["--target", target]);
-            }
-            let output = command
-                .output()
-                .map_err(|error| ConfigError::Rustc(error.to_string()))?;
-            if !output.status.success() {
-                return Err(ConfigError::Rustc(
-                    String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-                ));
-            }
-            let text = String::from_utf8_lossy(&output.stdout);
-            let host = text
-                .lines()
-                .find_map(|line| line.strip_prefix("host: "))
-                .ok_or_else(|| ConfigError::Rustc("rustc -vV named no host".to_owned()))?;
-            let cfg = text.lines().filter_map(|line| line.parse().ok()).collect();
-            Ok((target.unwrap_or(host).to_owned(), cfg))
+        let ask = |target| {
+            RustcAnswer::ask(rustc, target)
+                .map(|answer| (answer.triple, answer.cfg))
+                .map_err(|error| ConfigError::Rustc(error.to_string()))
         };
         let host = ask(None)?;
         let target = match target {
@@ -1811,6 +1796,42 @@ mod tests {
         let slow = ci.settings(&binary, "slow_one", &graph, &platforms, 4, 4);
         assert_eq!(slow.retries.count, 7);
         assert!(ci.describe().contains("retries = 7    (--retries)"));
+    }
+
+    #[test]
+    fn a_platform_override_applies_where_rustc_says_the_tests_run() {
+        let profile = profile(
+            r#"
+            [[profile.default.overrides]]
+            platform = 'cfg(unix)'
+            retries = 1
+            [[profile.default.overrides]]
+            platform = 'cfg(windows)'
+            retries = 2
+            [[profile.default.overrides]]
+            platform = { host = 'cfg(windows)' }
+            slow-timeout = "5s"
+            "#,
+            "default",
+        )
+        .unwrap();
+        assert!(profile.needs_platforms());
+        let platforms = Platforms::ask_rustc(std::ffi::OsStr::new("rustc"), None).unwrap();
+        let binary = TestBinary::for_tests("app", "suite", BinaryKind::Test);
+        let settings = profile.settings(&binary, "t", &PackageGraph::default(), &platforms, 1, 1);
+        // The tests of this project run on Linux.
+        assert_eq!(settings.retries.count, 1);
+        assert_eq!(settings.limits.slow, SLOW_PERIOD);
+        // Without the platforms known, no platform matches.
+        let unknown = profile.settings(
+            &binary,
+            "t",
+            &PackageGraph::default(),
+            &Platforms::default(),
+            1,
+            1,
+        );
+        assert_eq!(unknown.retries.count, 0);
     }
 
     #[test]

@@ -481,13 +481,40 @@ impl Environment {
             target: target.unwrap_or("of the host").to_owned(),
             source,
         };
-        let output = answer.map_err(failed)?;
+        let told = answer
+            .and_then(|output| RustcAnswer::read(&output, target))
+            .map_err(failed)?;
+        Ok(Platform {
+            runner: self
+                .config
+                .runner(&told.triple, &told.cfg, |name| std::env::var(name).ok())?,
+            target_libdir: told.target_libdir,
+        })
+    }
+}
+
+/// What rustc says of a target, answering [`ask_rustc`].
+pub(crate) struct RustcAnswer {
+    pub(crate) triple: String,
+    pub(crate) target_libdir: PathBuf,
+    pub(crate) cfg: Vec<Cfg>,
+}
+
+impl RustcAnswer {
+    /// Asks `rustc` about `target` (`None` for the host), and waits.
+    pub(crate) fn ask(rustc: &OsStr, target: Option<&str>) -> io::Result<RustcAnswer> {
+        let output = ask_rustc(rustc, target)?.wait_with_output()?;
+        RustcAnswer::read(&output, target)
+    }
+
+    /// Reads rustc's `output` for `target` (`None` for the host).
+    fn read(output: &Output, target: Option<&str>) -> io::Result<RustcAnswer> {
         if !output.status.success() {
-            return Err(failed(io::Error::other(format!(
+            return Err(io::Error::other(format!(
                 "{}: {}",
                 output.status,
                 String::from_utf8_lossy(&output.stderr).trim_end()
-            ))));
+            )));
         }
         let text = String::from_utf8_lossy(&output.stdout);
         let mut lines = text.lines();
@@ -496,14 +523,12 @@ impl Environment {
             None => lines.next(),
         };
         let (Some(triple), Some(target_libdir)) = (triple, lines.next()) else {
-            return Err(failed(io::Error::other("it printed too few lines")));
+            return Err(io::Error::other("it printed too few lines"));
         };
-        let cfg: Vec<Cfg> = lines.filter_map(|line| line.parse().ok()).collect();
-        Ok(Platform {
+        Ok(RustcAnswer {
+            triple: triple.to_owned(),
             target_libdir: PathBuf::from(target_libdir),
-            runner: self
-                .config
-                .runner(triple, &cfg, |name| std::env::var(name).ok())?,
+            cfg: lines.filter_map(|line| line.parse().ok()).collect(),
         })
     }
 }
