@@ -543,7 +543,7 @@ pub(crate) struct Profile {
     /// The selected profile's overrides, then those it inherits.
     pub(crate) overrides: Vec<Override>,
     /// `[test-groups]`: each group's most tests at once.
-    pub(crate) test_groups: BTreeMap<Arc<str>, Setting<TestThreads>>,
+    pub(crate) test_groups: BTreeMap<Arc<str>, TestThreads>,
     /// Keys of the file that were not understood, by their dotted path.
     pub(crate) unknown_keys: Vec<String>,
 }
@@ -913,16 +913,7 @@ fn resolve(
             ));
         }
         let max = self::test_threads(&table.max_threads).map_err(|message| error(key, message))?;
-        test_groups.insert(
-            Arc::from(group.as_str()),
-            Setting {
-                value: max,
-                source: Source::File {
-                    profile: "-".to_owned(),
-                    file: shown.clone().unwrap_or_else(|| Arc::from("")),
-                },
-            },
-        );
+        test_groups.insert(Arc::from(group.as_str()), max);
     }
     for (index, over) in overrides.iter().enumerate() {
         if let Some(group) = &over.test_group
@@ -1349,7 +1340,7 @@ impl Profile {
     pub(crate) fn group_limit(&self, group: &str, threads: usize, cores: usize) -> usize {
         self.test_groups
             .get(group)
-            .map_or(threads, |max| max.value.resolve(cores).max(1))
+            .map_or(threads, |max| max.resolve(cores).max(1))
     }
 
     /// What test `name` of `binary` runs with: the first matching
@@ -1584,8 +1575,7 @@ impl Profile {
         }
         for (group, max) in &self.test_groups {
             lines.push(format!(
-                "test-groups.{group}.max-threads = {}    (in {file})",
-                max.value
+                "test-groups.{group}.max-threads = {max}    (in {file})"
             ));
         }
         let mut text = lines.join("\n");

@@ -337,16 +337,17 @@ fn test(args: &cli::TestArgs) -> i32 {
         return exit_code::USAGE;
     }
     // Overrides for a platform need to know the platforms: rustc is asked
-    // while cargo builds.
-    let platforms = profile.needs_platforms().then(|| {
-        let target = args.cargo.target.clone();
-        std::thread::spawn(move || {
-            let rustc = cargo_config::CargoConfig::load()
-                .map(|config| config.rustc())
-                .unwrap_or_else(|_| "rustc".into());
-            config::Platforms::ask_rustc(&rustc, target.as_deref())
-        })
-    });
+    // while cargo builds (here, after it, where no thread can be made).
+    let target = args.cargo.target.clone();
+    let ask_platforms = move || {
+        let rustc = cargo_config::CargoConfig::load()
+            .map(|config| config.rustc())
+            .unwrap_or_else(|_| "rustc".into());
+        config::Platforms::ask_rustc(&rustc, target.as_deref())
+    };
+    let asking = profile
+        .needs_platforms()
+        .then(|| std::thread::Builder::new().spawn(ask_platforms.clone()));
     // So is the directory of the run's scratch files: where none can be
     // created, the run fails here rather than every test with it.
     if let Err(error) = run::choose_scratch_dir() {
@@ -392,15 +393,17 @@ fn test(args: &cli::TestArgs) -> i32 {
             }
         }
     }
-    let platforms = match platforms.map(std::thread::JoinHandle::join) {
-        None => config::Platforms::default(),
-        Some(Ok(Ok(platforms))) => platforms,
-        Some(Ok(Err(error))) => {
+    let platforms = match asking {
+        None => Ok(config::Platforms::default()),
+        Some(Ok(thread)) => thread
+            .join()
+            .expect("asking rustc about the platforms does not panic"),
+        Some(Err(_)) => ask_platforms(),
+    };
+    let platforms = match platforms {
+        Ok(platforms) => platforms,
+        Err(error) => {
             print_error(&error);
-            return exit_code::RUNNER_FAILED;
-        }
-        Some(Err(_)) => {
-            eprintln!("error: asking rustc about the platforms panicked");
             return exit_code::RUNNER_FAILED;
         }
     };
@@ -408,11 +411,8 @@ fn test(args: &cli::TestArgs) -> i32 {
     let profile = std::sync::Arc::new(profile);
     let plan = run::RunPlan {
         threads,
-        max_fail: profile.max_fail.value,
         nocapture: args.no_capture(),
         passing_output: args.passing_output(&profile),
-        isolation: profile.isolation.value,
-        leak: profile.leak.value,
         profile: std::sync::Arc::clone(&profile),
         platforms,
         cores,

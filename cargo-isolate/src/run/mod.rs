@@ -177,17 +177,12 @@ pub(crate) enum Event {
 /// Options of the run.
 pub(crate) struct RunPlan {
     pub(crate) threads: usize,
-    /// How many failed tests stop the run from starting more (`None`: no
-    /// limit).
-    pub(crate) max_fail: Option<NonZeroU32>,
     /// Tests write to the terminal instead of being captured.
     pub(crate) nocapture: bool,
     /// What passing tests print is kept, for a report that shows it.
     pub(crate) passing_output: bool,
-    pub(crate) isolation: Isolation,
-    /// Whether a test that left processes behind fails.
-    pub(crate) leak: Leak,
-    /// Where each test's settings come from.
+    /// Each test's settings, and the run's: `isolation`, `fail-fast`,
+    /// `leak`, with the command line's flags applied.
     pub(crate) profile: Arc<Profile>,
     /// The platforms the overrides' `platform` keys are matched against.
     pub(crate) platforms: Platforms,
@@ -226,7 +221,10 @@ impl RunPlan {
     /// `outcome`, failed if it left processes behind and the profile's
     /// `leak` says that fails a test.
     fn judge_leaks(&self, mut outcome: TestOutcome) -> TestOutcome {
-        if self.leak == Leak::Fail && outcome.leaked > 0 && outcome.status == Status::Passed {
+        if self.profile.leak.value == Leak::Fail
+            && outcome.leaked > 0
+            && outcome.status == Status::Passed
+        {
             outcome.status = Status::Failed;
             outcome.message = format!(
                 "it left {} behind, and leak = \"fail\" fails a test for it",
@@ -371,7 +369,7 @@ pub(crate) fn run(
             }
         }
     }
-    let units: VecDeque<Unit> = match plan.isolation {
+    let units: VecDeque<Unit> = match plan.profile.isolation.value {
         Isolation::Process => plain
             .into_iter()
             .map(|(binary, name, settings)| Unit::new(binary, settings, Work::Test(name)))
@@ -387,7 +385,9 @@ pub(crate) fn run(
         }
     };
     let failed_enough = || {
-        plan.max_fail
+        plan.profile
+            .max_fail
+            .value
             .is_some_and(|max| failures.load(Ordering::SeqCst) >= max.get())
     };
     let stopped = || interrupt.is_interrupted() || failed_enough();
@@ -525,7 +525,7 @@ pub(crate) fn run(
             }
         }
     }
-    let why = match plan.max_fail {
+    let why = match plan.profile.max_fail.value {
         Some(max) if !interrupt.is_interrupted() => not_run_failed(max),
         _ => NOT_RUN_INTERRUPTED.to_owned(),
     };
