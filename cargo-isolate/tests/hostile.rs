@@ -424,15 +424,27 @@ fn marker(run: &str) -> String {
 /// `cargo isolate test` on the fixture, every test of it but those the
 /// harness arguments skip, with `containment` and `marker`.
 fn hostile_run(containment: &str, marker: &str, harness_args: &[&str]) -> Command {
-    let mut args = vec![
-        "test",
+    hostile_run_of(&[], containment, marker, harness_args)
+}
+
+/// `cargo isolate test` on the fixture's `targets` (cargo's selection,
+/// such as `--test NAME`; all when empty), as [`hostile_run`].
+fn hostile_run_of(
+    targets: &[&str],
+    containment: &str,
+    marker: &str,
+    harness_args: &[&str],
+) -> Command {
+    let mut args = vec!["test"];
+    args.extend(targets);
+    args.extend([
         "--timeout",
         "5s",
         "--test-threads",
         "2",
         "--message-format",
         "json",
-    ];
+    ]);
     if !harness_args.is_empty() {
         args.push("--");
         args.extend(harness_args);
@@ -640,6 +652,30 @@ fn hostile_tests_end_as_the_table_says_with_the_strongest_containment() {
     assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
     let events = json_events(&output);
     let mut problems = check_events(&events, &expected());
+    problems.extend(check_stderr(&output));
+    assert_no_problems(&problems, &output);
+    eprintln!("{}: the run took {took:?}", events[0]["containment"]);
+    assert!(took < RUN_TIME, "the run took {took:?}");
+    assert_nothing_left(&marker);
+}
+
+/// A harness binary alone is the run's last process: the runner leaves
+/// its cgroups while the harness runs (see the runner's containment), and
+/// what the harness's tests leave, in their lane, is still found.
+#[test]
+fn a_harness_binary_run_alone_has_its_leftovers_found_after_the_runner_left_its_cgroups() {
+    let _turn = hygiene::one_run_at_a_time();
+    executables();
+    let marker = marker("harness-alone");
+    let runner = hostile_run_of(&["--test", "harnessed"], "auto", &marker, &[]);
+    let (output, took) = hygiene::run_to_end(runner, KILLED_AFTER);
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let events = json_events(&output);
+    let expected: Vec<Expected> = expected()
+        .into_iter()
+        .filter(|test| test.binary == HARNESSED)
+        .collect();
+    let mut problems = check_events(&events, &expected);
     problems.extend(check_stderr(&output));
     assert_no_problems(&problems, &output);
     eprintln!("{}: the run took {took:?}", events[0]["containment"]);

@@ -27,7 +27,9 @@
 //!   at the start of `cargo isolate test`, on a thread of its own while
 //!   cargo checks the build, before any worker exists. (A cgroup per test
 //!   would cost such a move per test.) For the same reason the runner
-//!   moves back and removes its cgroups on a thread of its own at the end,
+//!   moves back on a thread of its own: as soon as it has started the last
+//!   process of the run, where it can tell (see [`Containment::spawn_last`]),
+//!   so that the wait passes while that process runs; else at the end,
 //!   while the reports are written.
 //! - **fallback** (no cgroup v2, or not ours to write, or
 //!   `ISOLATE_CONTAINMENT=process-groups` in the environment, for a machine
@@ -45,6 +47,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal as NixSignal, kill};
@@ -78,6 +81,9 @@ pub(super) struct RunCgroups {
     /// The spawner of each lane: it takes a command and hands back the
     /// process it started, born in the lane.
     spawners: Vec<Mutex<Sender<SpawnRequest>>>,
+    /// The thread moving the runner back where it came from, once the run
+    /// has started its last process.
+    leaving: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A command for a spawner, and where to hand back what it started.
@@ -137,12 +143,33 @@ impl Containment {
         let (Containment::Cgroups(cgroups), Some(lane)) = (self, LANE.get()) else {
             return command.spawn();
         };
+        debug_assert!(
+            super::lock(&cgroups.leaving).is_none(),
+            "a process started after the run's last"
+        );
         let (reply, started) = sync_channel(1);
         let gone = || io::Error::other("the spawner of the run's cgroup is gone");
         super::lock(&cgroups.spawners[lane])
             .send((command, reply))
             .map_err(|_| gone())?;
         started.recv().map_err(|_| gone())?
+    }
+
+    /// Starts `command` as [`Containment::spawn`] does, as the last process
+    /// of the run: nothing is started after it. The runner then moves back
+    /// where it came from, on a thread of its own, while that process runs
+    /// (the move waits for the kernel); what the process and its
+    /// descendants start is still born in its lane.
+    ///
+    /// # Errors
+    ///
+    /// As [`Containment::spawn`].
+    pub(super) fn spawn_last(&self, command: Command) -> io::Result<Child> {
+        let child = self.spawn(command);
+        if let Containment::Cgroups(cgroups) = self {
+            cgroups.leave_early();
+        }
+        child
     }
 
     /// Kills and reaps what the test whose process (exited, not reaped,
@@ -183,6 +210,7 @@ impl RunCgroups {
             run,
             lanes: Vec::new(),
             spawners: Vec::new(),
+            leaving: Mutex::new(None),
         };
         let made = (|| {
             for lane in 0..lanes {
@@ -205,7 +233,7 @@ impl RunCgroups {
             Ok(()) => Ok(cgroups),
             Err(error) => {
                 // The runner goes back where it came from, if it moved.
-                let _ = fs::write(home.join("cgroup.procs"), std::process::id().to_string());
+                go_back(&home);
                 cgroups.remove();
                 Err(error)
             }
@@ -248,14 +276,32 @@ impl RunCgroups {
         found.len()
     }
 
-    /// Moves the runner back where it came from and removes the cgroups.
-    /// The spawners end first: each holds its end of a channel the run
-    /// drops here.
+    /// Starts moving the runner back where it came from, on a thread of
+    /// its own. Its every thread goes, the spawners' too: no process may be
+    /// started in a lane after this. (Where no thread can be started, the
+    /// move waits for [`RunCgroups::leave`].)
+    fn leave_early(&self) {
+        let mut leaving = super::lock(&self.leaving);
+        if leaving.is_none() {
+            let home = self.home.clone();
+            *leaving = std::thread::Builder::new()
+                .name("isolate-leave".to_owned())
+                .spawn(move || go_back(&home))
+                .ok();
+        }
+    }
+
+    /// Moves the runner back where it came from, unless it is on its way
+    /// already, and removes the cgroups. The spawners end first: each holds
+    /// its end of a channel the run drops here.
     pub(super) fn leave(self) {
-        let _ = fs::write(
-            self.home.join("cgroup.procs"),
-            std::process::id().to_string(),
-        );
+        let leaving = super::lock(&self.leaving).take();
+        match leaving {
+            Some(thread) => {
+                let _ = thread.join();
+            }
+            None => go_back(&self.home),
+        }
         self.remove();
     }
 
@@ -266,6 +312,11 @@ impl RunCgroups {
         }
         let _ = fs::remove_dir(&self.run);
     }
+}
+
+/// Moves this whole process, every thread of it, into the cgroup `home`.
+fn go_back(home: &Path) {
+    let _ = fs::write(home.join("cgroup.procs"), std::process::id().to_string());
 }
 
 /// Starts the spawner of lane `lane`: a thread that moves itself into the

@@ -34,12 +34,15 @@ use crate::list::BinaryTests;
 /// with `threads` test threads, reading its report stream; and again for
 /// the tests that failed, as their retries allow and unless the run is
 /// `stopped` by then. Each final outcome is shown to `stop`, then sent.
+/// When the run starts nothing after this binary (`last`), its last
+/// possible process is started as the run's last.
 #[expect(clippy::too_many_arguments, reason = "the run's parts, each its own")]
 pub(super) fn run_harness(
     binary: &BinaryTests,
     tests: &[String],
     settings: &TestSettings,
     threads: usize,
+    last: bool,
     plan: &RunPlan,
     watchdog: &Watchdog,
     events: &Sender<Event>,
@@ -60,6 +63,7 @@ pub(super) fn run_harness(
         let run = HarnessRun {
             settings,
             threads,
+            last: last && round == retries.count,
             plan,
             watchdog,
         };
@@ -99,6 +103,8 @@ const HARNESS_STDERR_KEPT: usize = 4 * 1024;
 struct HarnessRun<'a> {
     settings: &'a TestSettings,
     threads: usize,
+    /// Whether the run starts no process after this one.
+    last: bool,
     plan: &'a RunPlan,
     watchdog: &'a Watchdog,
 }
@@ -171,6 +177,7 @@ fn run_harness_process(
     let HarnessRun {
         settings,
         threads,
+        last,
         plan,
         watchdog,
     } = *run;
@@ -233,7 +240,12 @@ fn run_harness_process(
         .map_err(|collision| spawn_error(io::Error::other(collision)))?;
     // Our copy of the pipe's write end goes with the command, dropped once
     // it is spawned, so the stream ends when the harness does.
-    let mut child = watchdog.spawn(command).map_err(spawn_error)?;
+    let spawned = if last {
+        watchdog.spawn_last(command)
+    } else {
+        watchdog.spawn(command)
+    };
+    let mut child = spawned.map_err(spawn_error)?;
     let pid = i32::try_from(child.id())
         .map(Pid::from_raw)
         .map_err(|error| HarnessError::Wait(io::Error::other(error)))?;

@@ -396,7 +396,10 @@ pub(crate) fn run(
     // A harness binary runs alone, before the per-test work, with every
     // thread its tests' settings allow: as many as the threads each
     // requires fit, and no more than their group's limit.
-    for (index, settings, names) in harnessed {
+    // The run's last process may be a harness binary's, when no test
+    // runs in a process of its own after them.
+    let harness_sets = harnessed.len();
+    for (set, (index, settings, names)) in harnessed.into_iter().enumerate() {
         if stopped() {
             not_started.extend(names.into_iter().map(|name| (index, name)));
             continue;
@@ -410,6 +413,7 @@ pub(crate) fn run(
             &names,
             &settings,
             threads.max(1),
+            units.is_empty() && set + 1 == harness_sets,
             plan,
             &watchdog,
             events,

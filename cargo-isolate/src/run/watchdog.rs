@@ -351,6 +351,19 @@ impl Watchdog {
         self.confinement.containment.spawn(command)
     }
 
+    /// Starts `command` as [`Watchdog::spawn`] does, as the last process of
+    /// the run (see [`super::contain::Containment::spawn_last`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`std::process::Command::spawn`].
+    pub(super) fn spawn_last(
+        &self,
+        command: std::process::Command,
+    ) -> io::Result<std::process::Child> {
+        self.confinement.containment.spawn_last(command)
+    }
+
     /// The processes of ours that are no test's leftovers: the running
     /// tests' and the guard.
     pub(super) fn known(&self) -> HashSet<Pid> {
