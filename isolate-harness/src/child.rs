@@ -46,7 +46,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -293,9 +293,29 @@ unsafe fn close_all(close: &[RawFd]) {
     }
 }
 
-/// The pid of the process a child was set up as; 0 in a process that is
-/// no child of this library.
-static OWNER: AtomicU32 = AtomicU32::new(0);
+/// What a child records about itself as it starts. One static rather than
+/// two, so that its writes cost the child one copied page: two statics may
+/// lie on two pages, and a test child is forked from a process that has
+/// them, a copy-on-write fault per page written.
+struct Identity {
+    /// The pid of the process a child was set up as; 0 in a process that
+    /// is no child of this library.
+    owner: AtomicU32,
+    /// The start of the region the child appends its result to, if any
+    /// (see [`crate::reply_region`]).
+    reply_region: AtomicPtr<u8>,
+}
+
+static IDENTITY: Identity = Identity {
+    owner: AtomicU32::new(0),
+    reply_region: AtomicPtr::new(std::ptr::null_mut()),
+};
+
+/// Where this process's reply region starts, null if it has none: kept
+/// with its owner's pid, which every child writes too.
+pub(crate) fn reply_region() -> &'static AtomicPtr<u8> {
+    &IDENTITY.reply_region
+}
 
 /// The pid of the calling process, from the kernel (never cached).
 /// Async-signal-safe.
@@ -308,7 +328,7 @@ pub(crate) fn own_pid() -> u32 {
 /// Makes the calling process the owner of what its parent set up for the
 /// child it forked. Async-signal-safe.
 pub(crate) fn become_owner() {
-    OWNER.store(own_pid(), Ordering::SeqCst);
+    IDENTITY.owner.store(own_pid(), Ordering::SeqCst);
 }
 
 /// Whether the calling process is the child its parent forked and set up,
@@ -321,7 +341,7 @@ pub(crate) fn is_owner() -> bool {
 /// parent forked and set up: [`is_owner`] for a caller that has its pid.
 /// Async-signal-safe.
 pub(crate) fn is_owner_pid(pid: u32) -> bool {
-    OWNER.load(Ordering::SeqCst) == pid
+    IDENTITY.owner.load(Ordering::SeqCst) == pid
 }
 
 /// Ends the calling child at once, without running the parent's exit

@@ -34,7 +34,7 @@
 //! wrote.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::child;
 
@@ -98,7 +98,7 @@ impl Region {
     /// Makes this region the one the calling child appends to: called in a
     /// just-forked test child. Async-signal-safe.
     pub(crate) fn write_here(&self) {
-        WRITE_TO.store(self.start.as_ptr(), Ordering::SeqCst);
+        child::reply_region().store(self.start.as_ptr(), Ordering::SeqCst);
     }
 
     /// Where the region starts, for [`unmap`] in a test child that must
@@ -153,12 +153,9 @@ pub(crate) fn unmap(address: usize) {
     }
 }
 
-/// The region this process appends to, if it is a test child.
-static WRITE_TO: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
-
 /// Whether this process writes its frames to a region.
 pub(crate) fn is_set() -> bool {
-    !WRITE_TO.load(Ordering::SeqCst).is_null()
+    !child::reply_region().load(Ordering::SeqCst).is_null()
 }
 
 /// Appends `parts`, one after another, to this process's region, stamped
@@ -168,7 +165,7 @@ pub(crate) fn is_set() -> bool {
 /// then has no result: the test fails as one that exited without one).
 /// Async-signal-safe.
 pub(crate) fn append(parts: &[&[u8]]) -> bool {
-    let start = WRITE_TO.load(Ordering::SeqCst);
+    let start = child::reply_region().load(Ordering::SeqCst);
     let pid = child::own_pid();
     if start.is_null() || !child::is_owner_pid(pid) {
         return false;
@@ -220,7 +217,7 @@ mod tests {
         taken.clear();
         region.take(child::own_pid(), &mut taken);
         assert!(taken.is_empty(), "a region is emptied when taken");
-        WRITE_TO.store(std::ptr::null_mut(), Ordering::SeqCst);
+        child::reply_region().store(std::ptr::null_mut(), Ordering::SeqCst);
         assert!(!append(&[b"x"]), "no region, nothing appended");
     }
 
