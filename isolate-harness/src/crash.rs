@@ -126,6 +126,11 @@ fn find_stack_low() -> usize {
 /// forked, or the fork server) before any user code runs in it: it
 /// replaces the process's handlers for [`FATAL_SIGNALS`] and its alternate
 /// stack.
+///
+/// Inlined where it is called: a child that inherited them runs only the
+/// two comparisons, and a call to code on a page of its own would cost
+/// each test child a fault, a fork leaving code unmapped until used.
+#[inline]
 pub(crate) unsafe fn install(stack_low: usize) {
     // Read before written, here and in `report_to`: a child forked from a
     // process that has them set already writes nothing, since a write to
@@ -133,9 +138,18 @@ pub(crate) unsafe fn install(stack_low: usize) {
     if STACK_LOW.load(Ordering::SeqCst) != stack_low {
         STACK_LOW.store(stack_low, Ordering::SeqCst);
     }
-    if INSTALLED.load(Ordering::SeqCst) {
-        return;
+    if !INSTALLED.load(Ordering::SeqCst) {
+        // SAFETY: as this function's.
+        unsafe { install_handlers() };
     }
+}
+
+/// The work of [`install`] in a process that has no handlers yet.
+///
+/// # Safety
+///
+/// As [`install`].
+unsafe fn install_handlers() {
     INSTALLED.store(true, Ordering::SeqCst);
     let stack = libc::stack_t {
         ss_sp: ALT_STACK.0.get().cast(),

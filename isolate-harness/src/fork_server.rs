@@ -649,6 +649,8 @@ fn write_all_nonblocking(mut channel: &UnixStream, mut bytes: &[u8]) -> io::Resu
 /// A test the server is running.
 struct Running {
     child: Child,
+    /// The index of the region its child writes its result to.
+    region: usize,
     started: Instant,
     /// When its timeout next acts: at the limit SIGTERM to its group, then,
     /// after the grace period, SIGKILL.
@@ -748,6 +750,8 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
         slots: channels.into_iter().map(Slot::new).collect(),
         message: Vec::new(),
         reply_buffer: Vec::with_capacity(server::REPLY_BUFFER),
+        regions: Vec::new(),
+        free_regions: Vec::new(),
         capture,
         child_setup,
         waiting: VecDeque::new(),
@@ -831,6 +835,14 @@ struct Server<'a> {
     /// The buffer a test child writes its reply into: each child takes its
     /// own copy of it, made once here.
     reply_buffer: Vec<u8>,
+    /// The regions test children write their results to: one per test
+    /// running at once, made as needed, so never more than `limit`. A
+    /// region goes with a running test, not with a channel: a server that
+    /// runs one test at a time has one region, and its children no other
+    /// to give up (see [`Held`]).
+    regions: Vec<Region>,
+    /// The regions no running test holds.
+    free_regions: Vec<usize>,
     capture: bool,
     /// What every test child sets up, but for its descriptors and limit.
     child_setup: ChildSetup,
@@ -851,11 +863,6 @@ struct Slot {
     /// read. `None` once the harness closed it, or broke it.
     channel: Option<BufReader<UnixStream>>,
     reader: FrameReader,
-    /// Made at the channel's first test: its test child writes its result
-    /// (or its crash handler a crash report) there, and the server sends it
-    /// on with `Exited`, so that the harness wakes once per test rather
-    /// than once for the result and once for the exit.
-    reply: Option<Region>,
     /// Made at the channel's first test, when output is captured.
     output: Option<OutputFiles>,
     /// The channel's running test.
@@ -870,7 +877,6 @@ impl Slot {
                 .is_ok()
                 .then(|| BufReader::with_capacity(SLOT_BUFFER, channel)),
             reader: FrameReader::new(64),
-            reply: None,
             output: None,
             test: None,
         }
@@ -939,21 +945,29 @@ impl Server<'_> {
                 }
             }
         }
-        if slot.reply.is_none() {
-            match Region::create() {
-                Ok(reply) => slot.reply = Some(reply),
+        // Its test child writes its result (or its crash handler a crash
+        // report) to a region, and the server sends it on with `Exited`, so
+        // that the harness wakes once per test rather than once for the
+        // result and once for the exit.
+        let region = match self.free_regions.pop() {
+            Some(region) => region,
+            None => match Region::create() {
+                Ok(region) => {
+                    self.regions.push(region);
+                    self.regions.len() - 1
+                }
                 Err(error) => {
                     self.not_started(index, format!("failed to map its result's region: {error}"));
                     return;
                 }
-            }
-        }
+            },
+        };
         let held = &mut self.held;
         held.fds.clear();
         held.regions.clear();
         held.fds.push(self.signals);
         held.fds.extend(self.children.fd());
-        for (other, slot) in self.slots.iter().enumerate() {
+        for slot in &self.slots {
             held.fds.extend(
                 slot.channel
                     .as_ref()
@@ -963,39 +977,41 @@ impl Server<'_> {
                 held.fds
                     .extend([output.stdout.as_raw_fd(), output.stderr.as_raw_fd()]);
             }
-            if other != index {
-                held.regions
-                    .extend(slot.reply.as_ref().map(Region::address));
-            }
         }
+        held.regions.extend(
+            (self.regions.iter().enumerate())
+                .filter(|(other, _)| *other != region)
+                .map(|(_, other)| other.address()),
+        );
         // Sorted, the child closes them in a few `close_range` calls.
         held.fds.sort_unstable();
         let slot = &self.slots[index];
-        let started = match &slot.reply {
-            Some(reply) => start_test(
-                function,
-                self.child_setup,
-                request.memory_limit,
-                reply,
-                slot.output.as_ref(),
-                &mut self.reply_buffer,
-                &self.held,
-            ),
-            None => Err(io::Error::other("no region for its result")),
-        };
+        let started = start_test(
+            function,
+            self.child_setup,
+            request.memory_limit,
+            &self.regions[region],
+            slot.output.as_ref(),
+            &mut self.reply_buffer,
+            &self.held,
+        );
         let slot = &mut self.slots[index];
         match started {
             Ok(child) => {
                 let started = Instant::now();
                 slot.test = Some(Running {
                     child,
+                    region,
                     started,
                     deadline: request.timeout.map(|timeout| started + timeout),
                     grace_period: request.grace_period,
                     timed_out: false,
                 });
             }
-            Err(error) => self.not_started(index, error.to_string()),
+            Err(error) => {
+                self.free_regions.push(region);
+                self.not_started(index, error.to_string());
+            }
         }
     }
 
@@ -1034,8 +1050,9 @@ impl Server<'_> {
         }
     }
 
-    /// The test of channel `index` has exited: starts the next waiting
-    /// request first, then reaps the test and sends its `Exited`.
+    /// The test of channel `index` has exited: takes its result, starts
+    /// the next waiting request, then reaps the test and sends its
+    /// `Exited`.
     fn finish(&mut self, index: usize) {
         let was_full = self.running() >= self.limit;
         let Some(test) = self.slots[index].test.take() else {
@@ -1050,25 +1067,29 @@ impl Server<'_> {
         let orphans = self
             .children
             .orphans(|child| child == pid || self.runs(child));
+        // Its result too, and its region freed for the next test: its
+        // process has exited, so it writes there no more.
+        let mut message = std::mem::take(&mut self.message);
+        message.clear();
+        let region = &self.regions[test.region];
+        let mut message = FrameBuilder::appending(Kind::Reply, message)
+            .extend(|bytes| region.take(pid.unsigned_abs(), bytes))
+            .finish();
+        self.free_regions.push(test.region);
         while self.running() < self.limit
             && let Some((next, request)) = self.waiting.pop_front()
         {
             self.start(next, request);
         }
         let exit = self.reap(test, index, orphans);
-        let pid = pid.unsigned_abs();
-        self.message.clear();
-        let slot = &mut self.slots[index];
-        if let Some(reply) = &slot.reply {
-            let frame = FrameBuilder::appending(Kind::Reply, std::mem::take(&mut self.message));
-            self.message = frame.extend(|bytes| reply.take(pid, bytes)).finish();
+        if let Some(channel) = &self.slots[index].channel {
+            send_exit(channel.get_ref(), &exit, &mut message);
         }
-        if let Some(channel) = &slot.channel {
-            send_exit(channel.get_ref(), &exit, &mut self.message);
-        }
-        if self.message.capacity() > MESSAGE_BUFFER_KEPT {
-            self.message = Vec::new();
-        }
+        self.message = if message.capacity() > MESSAGE_BUFFER_KEPT {
+            Vec::new()
+        } else {
+            message
+        };
     }
 
     /// Reaps the test of channel `index`: kills and reaps what it left
@@ -1184,7 +1205,8 @@ struct Held {
     /// Descriptors: the server's channels and signalfd, other tests'
     /// output files.
     fds: Vec<RawFd>,
-    /// The addresses of the other slots' reply regions.
+    /// The addresses of the regions of the other tests running, and of
+    /// those no test holds now.
     regions: Vec<usize>,
 }
 

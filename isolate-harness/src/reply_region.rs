@@ -186,15 +186,40 @@ pub(crate) fn append(parts: &[&[u8]]) -> bool {
     for part in parts {
         // SAFETY: `at + part.len()` stays within the mapping, checked
         // above; the source is a valid slice that does not overlap it.
-        unsafe {
-            std::ptr::copy_nonoverlapping(part.as_ptr(), start.add(at), part.len());
-        }
+        unsafe { copy_to(part, start.add(at)) };
         at += part.len();
     }
     // Published after the bytes: a reader never sees a length whose bytes
     // are not there.
     header.len.store((len + total) as u32, Ordering::Release);
     true
+}
+
+/// Parts up to this size are copied a byte at a time.
+const SHORT_PART: usize = 256;
+
+/// Copies `part` to `to`. A short part, such as the reply of a test that
+/// passed, is copied a byte at a time rather than by libc's `memcpy`: a
+/// test child has the code it runs faulted in page by page (a fork leaves
+/// code unmapped), and this is often its only call to `memcpy`. The
+/// volatile writes keep the compiler from making the loop that call.
+/// Async-signal-safe.
+///
+/// # Safety
+///
+/// `to` must be valid for writes of `part.len()` bytes that do not overlap
+/// `part`.
+unsafe fn copy_to(part: &[u8], to: *mut u8) {
+    if part.len() <= SHORT_PART {
+        for (offset, byte) in part.iter().enumerate() {
+            // SAFETY: `offset` is within `part.len()`, as the caller
+            // allows.
+            unsafe { to.add(offset).write_volatile(*byte) };
+        }
+    } else {
+        // SAFETY: as the caller allows.
+        unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), to, part.len()) };
+    }
 }
 
 #[cfg(test)]
