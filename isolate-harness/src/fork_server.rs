@@ -1230,13 +1230,21 @@ fn start_test(
         Forked::Child => {
             held.regions.iter().copied().for_each(reply_region::unmap);
             reply.write_here();
-            let buffer = std::mem::take(reply_buffer);
             let outcome =
                 server::catch(|| function.call()).map(|result| result.map_err(server::kept_text));
-            let frames = server::reply_frame(outcome, buffer, 0);
             server::exit_unless_owner();
             server::flush_stdio();
-            reply_region::append(&frames.unsent().each_ref().map(|part| &**part));
+            // Encoded in the region itself; through a buffer of the
+            // child's, should it not fit there.
+            let id = 0_u64.to_le_bytes();
+            let written = match &outcome {
+                Ok(value) => reply_region::append_frame(Kind::Returned, &id, value),
+                Err(report) => reply_region::append_frame(Kind::Panicked, &id, report),
+            };
+            if !written {
+                let frames = server::reply_frame(outcome, std::mem::take(reply_buffer), 0);
+                reply_region::append(&frames.unsent().each_ref().map(|part| &**part));
+            }
             child::exit_child(0)
         }
         Forked::Parent(child) => Ok(child),

@@ -10,22 +10,23 @@
 //! what is in it only when the stamp names the pid of the test child it
 //! forked, the one process whose end it then reads from `waitid`.
 //!
-//! Each slot of a server has one region, reused test after test. Before
-//! forking a test the server empties it; the test child (and its crash
-//! handler) appends frames to it; once the child is reaped the server
-//! takes them. A region is a `MAP_SHARED | MAP_ANONYMOUS` mapping: a fork
-//! does not copy its page tables, and its pages are made only where
-//! written, so a region costs a test child one page fault for a small
-//! result.
+//! A server has one region per test it runs at once, each reused test
+//! after test. The test child appends frames to its region (its reply,
+//! encoded in place, or its crash handler's report); once the child has
+//! exited, the server takes them, which empties the region for the next
+//! test. A region is a `MAP_SHARED | MAP_ANONYMOUS` mapping: a fork does
+//! not copy its page tables, and its pages are made only where written, so
+//! a region costs a test child one page fault for a small result.
 //!
-//! Writing is async-signal-safe (atomics and copies into memory already
-//! mapped), since the crash handler writes here too. Only the process
+//! Appending bytes is async-signal-safe (atomics and copies into memory
+//! already mapped), since the crash handler appends too. Only the process
 //! [`crate::child`] set up as the test (its *owner*) writes: a forked copy
 //! of it writes nothing, so a copy that returns from the test where the
 //! test itself then crashes cannot make the crash a pass.
 //!
-//! A test child unmaps the regions of the server's other slots before the
-//! test runs, so that it cannot write a result in another test's name.
+//! A test child unmaps the server's other regions before the test runs,
+//! so that it cannot write a result in another test's name; a server that
+//! runs one test at a time has no other.
 //!
 //! What this does not do: stop a test from writing into its own region
 //! through a pointer of its own. The verdict is safe against that where it
@@ -36,7 +37,10 @@
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use serde::Serialize;
+
 use crate::child;
+use crate::ipc::{HEADER_LEN, Kind};
 
 /// Bytes of a region, header included: room for a result whose panic
 /// message and error text are kept as head and tail, and for a crash
@@ -158,6 +162,27 @@ pub(crate) fn is_set() -> bool {
     !child::reply_region().load(Ordering::SeqCst).is_null()
 }
 
+/// This process's region and its header, once stamped with its pid,
+/// emptied if another process wrote it before: `None` when this process
+/// is not the owner of its region (a copy forked by the test), or has no
+/// region. Async-signal-safe.
+fn claim() -> Option<(*mut u8, &'static Header)> {
+    let start = child::reply_region().load(Ordering::SeqCst);
+    let pid = child::own_pid();
+    if start.is_null() || !child::is_owner_pid(pid) {
+        return None;
+    }
+    // SAFETY: a region set with `write_here` is a live mapping of
+    // `REGION_SIZE` bytes, its header at the start, page-aligned; it is
+    // never unmapped in the process that writes it.
+    let header = unsafe { &*start.cast::<Header>() };
+    if header.writer.load(Ordering::Acquire) != pid {
+        header.len.store(0, Ordering::Release);
+        header.writer.store(pid, Ordering::Release);
+    }
+    Some((start, header))
+}
+
 /// Appends `parts`, one after another, to this process's region, stamped
 /// with its pid, and says whether they are in. Nothing is appended when
 /// this process is not the owner of its region (a copy forked by the
@@ -165,18 +190,9 @@ pub(crate) fn is_set() -> bool {
 /// then has no result: the test fails as one that exited without one).
 /// Async-signal-safe.
 pub(crate) fn append(parts: &[&[u8]]) -> bool {
-    let start = child::reply_region().load(Ordering::SeqCst);
-    let pid = child::own_pid();
-    if start.is_null() || !child::is_owner_pid(pid) {
+    let Some((start, header)) = claim() else {
         return false;
-    }
-    // SAFETY: a region set with `write_here` is a live mapping of
-    // `REGION_SIZE` bytes, its header at the start, page-aligned.
-    let header = unsafe { &*start.cast::<Header>() };
-    if header.writer.load(Ordering::Acquire) != pid {
-        header.len.store(0, Ordering::Release);
-        header.writer.store(pid, Ordering::Release);
-    }
+    };
     let len = header.len.load(Ordering::Acquire) as usize;
     let total: usize = parts.iter().map(|part| part.len()).sum();
     if total > CAPACITY - len {
@@ -192,6 +208,45 @@ pub(crate) fn append(parts: &[&[u8]]) -> bool {
     // Published after the bytes: a reader never sees a length whose bytes
     // are not there.
     header.len.store((len + total) as u32, Ordering::Release);
+    true
+}
+
+/// Appends one frame of `kind` whose payload is `prefix` and then `value`
+/// encoded, as [`append`] appends, and says whether it is in. The frame is
+/// encoded in the region itself: a test child writes its reply with no
+/// buffer of its own, whose page would cost it a fault. Nothing is
+/// appended where `append` appends nothing, or when `value` cannot be
+/// encoded in the room left. Not async-signal-safe: `value` may be
+/// encoded by code of its own.
+pub(crate) fn append_frame<T: Serialize + ?Sized>(kind: Kind, prefix: &[u8], value: &T) -> bool {
+    let Some((start, header)) = claim() else {
+        return false;
+    };
+    let len = header.len.load(Ordering::Acquire) as usize;
+    // SAFETY: the bytes after the region's `len` are inside the mapping,
+    // and nothing else in this process refers to them.
+    let room =
+        unsafe { std::slice::from_raw_parts_mut(start.add(HEADER_SIZE + len), CAPACITY - len) };
+    let payload_at = HEADER_LEN + 1 + prefix.len();
+    if room.len() < payload_at {
+        return false;
+    }
+    let Ok(encoded) = postcard::to_slice(value, &mut room[payload_at..]) else {
+        return false;
+    };
+    let body = 1 + prefix.len() + encoded.len();
+    let Ok(body_len) = u32::try_from(body) else {
+        return false;
+    };
+    // SAFETY: the header, kind and prefix go before the payload, in `room`.
+    unsafe {
+        copy_to(&body_len.to_le_bytes(), room.as_mut_ptr());
+        copy_to(&[kind as u8], room.as_mut_ptr().add(HEADER_LEN));
+        copy_to(prefix, room.as_mut_ptr().add(HEADER_LEN + 1));
+    }
+    header
+        .len
+        .store((len + HEADER_LEN + body) as u32, Ordering::Release);
     true
 }
 
@@ -242,8 +297,23 @@ mod tests {
         taken.clear();
         region.take(child::own_pid(), &mut taken);
         assert!(taken.is_empty(), "a region is emptied when taken");
+        // A frame encoded in the region is the frame a builder makes.
+        let value: Result<(), String> = Err("boom".to_owned());
+        assert!(append_frame(Kind::Returned, &[9; 8], &value));
+        assert!(
+            !append_frame(Kind::Returned, &[9; 8], &"x".repeat(CAPACITY)),
+            "too big to fit"
+        );
+        region.take(child::own_pid(), &mut taken);
+        let built = crate::ipc::FrameBuilder::appending(Kind::Returned, Vec::new())
+            .push(&[9; 8])
+            .encode(&value)
+            .unwrap()
+            .finish();
+        assert_eq!(taken, built);
         child::reply_region().store(std::ptr::null_mut(), Ordering::SeqCst);
         assert!(!append(&[b"x"]), "no region, nothing appended");
+        assert!(!append_frame(Kind::Returned, &[], &()), "nor a frame");
     }
 
     #[test]

@@ -152,7 +152,10 @@ fn kept_message(payload: &(dyn Any + Send)) -> String {
     report_stream::head_and_tail(text, KEPT_TEXT).into_owned()
 }
 
-/// Runs `call`, turning a panic into its report.
+/// Runs `call`, turning a panic into its report. Inlined, as the test
+/// child's other steps are, so that its code is on a page the child has
+/// faulted in already.
+#[inline]
 pub(crate) fn catch<R>(call: impl FnOnce() -> R) -> Result<R, PanicMessage> {
     CAUGHT.with(|caught| *caught.borrow_mut() = Some(None));
     let result = panic::catch_unwind(AssertUnwindSafe(call));
