@@ -13,20 +13,23 @@
 //!   *lane*, per worker thread (and one for the thread that runs harness
 //!   binaries), and a thread of its own in each lane, its *spawner*. A
 //!   process is born in the cgroup of the thread that starts it, so a
-//!   worker has its lane's spawner start its tests: every test, and
-//!   everything that test starts, however it detaches, lands in the lane,
-//!   at the cost of a hand-off between two threads per test. When the test
+//!   worker starts its tests in its lane: every test, and everything that
+//!   test starts, however it detaches, lands in the lane. When the test
 //!   ends, what is left in the lane besides the runner is exactly what the
 //!   test left: it is killed and reaped, round after round until the lane
 //!   holds only the runner.
 //!
-//!   Why spawners and not the workers themselves in the lanes: the first
-//!   move of a process or thread into a cgroup after a while waits for
-//!   the kernel to sync with RCU, 10 to 20 ms here, where the moves that
-//!   follow it closely cost microseconds. So every move is made at once,
-//!   at the start of `cargo isolate test`, on a thread of its own while
-//!   cargo checks the build, before any worker exists. (A cgroup per test
-//!   would cost such a move per test.) For the same reason the runner
+//!   The first move of a process or thread into a cgroup after a while
+//!   waits for the kernel to sync with RCU, 10 to 20 ms here, where the
+//!   moves that follow it closely cost microseconds. So the runner's own
+//!   moves are made at once, at the start of `cargo isolate test`, on a
+//!   thread of its own while cargo checks the build, before any worker
+//!   exists. (A cgroup per test would cost such a move per test.) A worker
+//!   that enters its lane is moved into it by the run's *mover* thread,
+//!   without waiting; until it is there, the lane's spawner starts its
+//!   tests for it, a hand-off between two threads per test, which on a
+//!   loaded machine costs a test the wait for the spawner to be scheduled
+//!   (5% of a run of 2000 trivial tests). For the same reason the runner
 //!   moves back on a thread of its own: as soon as it has started the last
 //!   process of the run, where it can tell (see [`Containment::spawn_last`]),
 //!   so that the wait passes while that process runs; else at the end,
@@ -45,8 +48,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -84,7 +88,13 @@ pub(super) struct RunCgroups {
     /// The thread moving the runner back where it came from, once the run
     /// has started its last process.
     leaving: Mutex<Option<JoinHandle<()>>>,
+    /// The mover: it moves each thread that enters a lane into it.
+    mover: Mutex<Sender<MoveRequest>>,
 }
+
+/// A thread for the mover to move, into which lane's `cgroup.threads`, and
+/// what to set once it is there.
+type MoveRequest = (Pid, PathBuf, Arc<AtomicBool>);
 
 /// A command for a spawner, and where to hand back what it started.
 type SpawnRequest = (Command, SyncSender<io::Result<Child>>);
@@ -92,6 +102,10 @@ type SpawnRequest = (Command, SyncSender<io::Result<Child>>);
 thread_local! {
     /// The lane the calling thread entered.
     static LANE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// Whether the calling thread is in the lane it entered: set by the
+    /// mover, once it has moved it there.
+    static IN_LANE: std::cell::RefCell<Option<Arc<AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 impl Containment {
@@ -124,17 +138,24 @@ impl Containment {
     }
 
     /// Makes lane `lane` the calling thread's: every process it starts
-    /// with [`Containment::spawn`] from now on is born there.
+    /// with [`Containment::spawn`] from now on is born there. The thread is
+    /// moved into the lane in the background (see the module's docs).
     pub(super) fn enter(&self, lane: usize) {
         if let Containment::Cgroups(cgroups) = self
             && lane < cgroups.lanes.len()
         {
             LANE.set(Some(lane));
+            let moved = Arc::new(AtomicBool::new(false));
+            IN_LANE.set(Some(Arc::clone(&moved)));
+            let threads = cgroups.lanes[lane].join("cgroup.threads");
+            // Without the mover, the spawner goes on starting its tests.
+            let _ = super::lock(&cgroups.mover).send((nix::unistd::gettid(), threads, moved));
         }
     }
 
-    /// Starts `command`: in the calling thread's lane, by its spawner,
-    /// where there are lanes.
+    /// Starts `command`: in the calling thread's lane, where there are
+    /// lanes: by the thread itself once it is there, else by the lane's
+    /// spawner.
     ///
     /// # Errors
     ///
@@ -147,6 +168,14 @@ impl Containment {
             super::lock(&cgroups.leaving).is_none(),
             "a process started after the run's last"
         );
+        let in_lane = IN_LANE.with_borrow(|moved| {
+            moved
+                .as_ref()
+                .is_some_and(|moved| moved.load(Ordering::Acquire))
+        });
+        if in_lane {
+            return command.spawn();
+        }
         let (reply, started) = sync_channel(1);
         let gone = || io::Error::other("the spawner of the run's cgroup is gone");
         super::lock(&cgroups.spawners[lane])
@@ -211,6 +240,7 @@ impl RunCgroups {
             lanes: Vec::new(),
             spawners: Vec::new(),
             leaving: Mutex::new(None),
+            mover: Mutex::new(start_mover()?),
         };
         let made = (|| {
             for lane in 0..lanes {
@@ -312,6 +342,24 @@ impl RunCgroups {
         }
         let _ = fs::remove_dir(&self.run);
     }
+}
+
+/// Starts the mover: a thread that moves each thread it is sent into its
+/// lane, and says so, until the run drops its end of the channel. A move
+/// that fails (the runner left its cgroups meanwhile) says nothing: that
+/// thread's tests go on being started by its lane's spawner.
+fn start_mover() -> io::Result<Sender<MoveRequest>> {
+    let (requests, incoming): (Sender<MoveRequest>, Receiver<MoveRequest>) = channel();
+    std::thread::Builder::new()
+        .name("isolate-mover".to_owned())
+        .spawn(move || {
+            for (tid, threads, moved) in incoming {
+                if fs::write(&threads, tid.to_string()).is_ok() {
+                    moved.store(true, Ordering::Release);
+                }
+            }
+        })?;
+    Ok(requests)
 }
 
 /// Moves this whole process, every thread of it, into the cgroup `home`.
