@@ -136,6 +136,62 @@ fn max_fail_stops_starting_tests_after_that_many_failures() {
     assert!(statuses(&output).values().any(|status| status == "not-run"));
 }
 
+/// In a harness binary too, no test starts after `--max-fail` failures:
+/// the harness is told how many more the run takes. (Tests already sent
+/// to its fork server when the failure ends may still run: it keeps the
+/// next test waiting there.)
+#[test]
+fn max_fail_stops_a_harness_binary_starting_tests() {
+    let output = cargo_isolate(
+        "crashy",
+        &[
+            "test",
+            "-p",
+            "harnessed",
+            "--test-threads",
+            "1",
+            "--max-fail",
+            "1",
+            "--message-format",
+            "json",
+            "--",
+            "--skip",
+            "hangs",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let ended = statuses(&output);
+    let status = |test: &str| ended[&format!("harnessed::deaths {test}")].as_str();
+    assert_eq!(ended.len(), 4, "{}", describe(&output));
+    assert_eq!(
+        status("dies_as_expected"),
+        "passed",
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(
+        status("exits_zero"),
+        "exited-early",
+        "{}",
+        describe(&output)
+    );
+    // `passes` may have been waiting in the fork server already.
+    assert!(
+        ["passed", "not-run"].contains(&status("passes")),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(status("segfault"), "not-run", "{}", describe(&output));
+    assert!(
+        json_events(&output)
+            .iter()
+            .any(|event| event["name"] == "segfault"
+                && event["message"] == "not run: a test failed and --fail-fast stopped the run"),
+        "{}",
+        describe(&output)
+    );
+}
+
 #[test]
 fn run_ignored_chooses_between_ignored_and_other_tests() {
     let run = |args: &[&str]| {

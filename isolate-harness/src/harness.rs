@@ -386,8 +386,15 @@ impl Harness {
                 })
             })
             .collect();
-        let scheduler =
-            server.map(|server| Arc::new(Mutex::new(Scheduler::new(server, jobs, report.clone()))));
+        let max_fail = runner.max_fail;
+        let scheduler = server.map(|server| {
+            Arc::new(Mutex::new(Scheduler::new(
+                server,
+                jobs,
+                report.clone(),
+                max_fail,
+            )))
+        });
         let trials = tests
             .into_iter()
             .zip(positions)
@@ -444,6 +451,10 @@ impl Harness {
     }
 }
 
+/// Why a test did not run after `ISOLATE_MAX_FAIL` failures. It is not
+/// reported: the runner says so itself.
+const NOT_RUN_FAILED_ENOUGH: &str = "not run: enough tests failed (ISOLATE_MAX_FAIL)";
+
 /// A test the fork servers run, as the scheduler keeps it.
 struct Job {
     name: String,
@@ -474,10 +485,19 @@ struct Scheduler {
     /// The verdicts of the jobs that ended and were not asked for yet.
     verdicts: Vec<Option<Result<(), Failed>>>,
     report: Option<Arc<ReportStream>>,
+    /// After this many failures, no job is sent any more.
+    max_fail: Option<u64>,
+    /// How many jobs failed.
+    failures: u64,
 }
 
 impl Scheduler {
-    fn new(server: ForkServer, jobs: Vec<Job>, report: Option<Arc<ReportStream>>) -> Scheduler {
+    fn new(
+        server: ForkServer,
+        jobs: Vec<Job>,
+        report: Option<Arc<ReportStream>>,
+        max_fail: Option<u64>,
+    ) -> Scheduler {
         Scheduler {
             lanes: vec![None; server.lanes()],
             verdicts: std::iter::repeat_with(|| None).take(jobs.len()).collect(),
@@ -485,7 +505,14 @@ impl Scheduler {
             jobs,
             next: 0,
             report,
+            max_fail,
+            failures: 0,
         }
+    }
+
+    /// Whether enough jobs failed that no more are sent.
+    fn failed_enough(&self) -> bool {
+        self.max_fail.is_some_and(|max| self.failures >= max)
     }
 
     /// The verdict of job `position`, once it has run.
@@ -496,6 +523,9 @@ impl Scheduler {
             }
             self.send();
             if !self.server.busy() {
+                if self.failed_enough() {
+                    return Err(Failed::from(NOT_RUN_FAILED_ENOUGH));
+                }
                 if self.server.broken() {
                     return Err(Failed::from(
                         "could not be run: no channel to the fork server is left",
@@ -517,6 +547,7 @@ impl Scheduler {
     /// Sends the next jobs on every idle lane.
     fn send(&mut self) {
         while self.next < self.jobs.len()
+            && !self.failed_enough()
             && let Some(lane) = self.server.idle_lane()
         {
             let position = self.next;
@@ -535,12 +566,9 @@ impl Scheduler {
     /// Weighs job `position`, which ended with `run`.
     fn ended(&mut self, position: usize, run: &TestRun) {
         let job = &self.jobs[position];
-        self.verdicts[position] = Some(conclude(
-            &job.name,
-            &job.options,
-            run,
-            self.report.as_deref(),
-        ));
+        let verdict = conclude(&job.name, &job.options, run, self.report.as_deref());
+        self.failures += u64::from(verdict.is_err());
+        self.verdicts[position] = Some(verdict);
     }
 }
 
@@ -659,15 +687,20 @@ struct RunnerSettings {
     /// SIGTERM and its SIGKILL (a profile's `slow-timeout.grace-period`);
     /// [`GRACE_PERIOD`] without it.
     grace_period: Duration,
+    /// `ISOLATE_MAX_FAIL`: after this many tests failed, start no more
+    /// (`cargo isolate test --max-fail`, what of it the run has left); the
+    /// tests that run finish, and the rest are not reported.
+    max_fail: Option<u64>,
 }
 
 /// The variables of [`RunnerSettings`].
-const RUNNER_VARIABLES: [&str; 5] = [
+const RUNNER_VARIABLES: [&str; 6] = [
     report_stream::REPORT_FD_VAR,
     "ISOLATE_ONLY",
     "ISOLATE_DEFAULT_TIMEOUT_MS",
     "ISOLATE_DEFAULT_MEMORY_LIMIT",
     "ISOLATE_GRACE_PERIOD_MS",
+    "ISOLATE_MAX_FAIL",
 ];
 
 impl RunnerSettings {
@@ -683,6 +716,7 @@ impl RunnerSettings {
             default_memory_limit: positive_number("ISOLATE_DEFAULT_MEMORY_LIMIT"),
             grace_period: positive_number("ISOLATE_GRACE_PERIOD_MS")
                 .map_or(GRACE_PERIOD, Duration::from_millis),
+            max_fail: positive_number("ISOLATE_MAX_FAIL"),
         };
         for name in RUNNER_VARIABLES {
             // SAFETY: the harness runs at the start of `main`, before it

@@ -99,9 +99,11 @@
 //! per line, in a file whose path it puts in `ISOLATE_ONLY`; the harness
 //! then runs those alone (before its own filters). `ISOLATE_DEFAULT_TIMEOUT_MS`
 //! gives every test without a `timeout` of its own one, in milliseconds;
-//! `ISOLATE_DEFAULT_MEMORY_LIMIT` a `memory_limit`, in bytes; and
+//! `ISOLATE_DEFAULT_MEMORY_LIMIT` a `memory_limit`, in bytes;
 //! `ISOLATE_GRACE_PERIOD_MS` the time between a timed-out test's SIGTERM
-//! and its SIGKILL (one second without it).
+//! and its SIGKILL (one second without it); and `ISOLATE_MAX_FAIL` how many
+//! tests may fail before the harness starts no more (those it had queued in
+//! a fork server still run; the others are not reported).
 //!
 //! ### The report stream
 //!

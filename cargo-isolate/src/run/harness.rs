@@ -34,15 +34,14 @@ use crate::list::BinaryTests;
 /// with `threads` test threads, reading its report stream; and again for
 /// the tests that failed, as their retries allow and unless the run is
 /// `stopped` by then. Each final outcome is shown to `stop`, then sent.
-/// When the run starts nothing after this binary (`last`), its last
-/// possible process is started as the run's last.
+/// Where the binary stands in the run is its `place`.
 #[expect(clippy::too_many_arguments, reason = "the run's parts, each its own")]
 pub(super) fn run_harness(
     binary: &BinaryTests,
     tests: &[String],
     settings: &TestSettings,
     threads: usize,
-    last: bool,
+    place: &HarnessPlace,
     plan: &RunPlan,
     watchdog: &Watchdog,
     events: &Sender<Event>,
@@ -60,10 +59,18 @@ pub(super) fn run_harness(
             std::thread::sleep(retries.delay(round));
         }
         let mut failed = Vec::new();
+        // Only a last round's failures are final, and count against
+        // `--max-fail`.
+        let final_round = round == retries.count;
         let run = HarnessRun {
             settings,
             threads,
-            last: last && round == retries.count,
+            last: place.last && final_round,
+            max_fail: place
+                .max_fail
+                .as_ref()
+                .filter(|_| final_round)
+                .map(|(left, why)| (*left, why.as_str())),
             plan,
             watchdog,
         };
@@ -98,6 +105,15 @@ pub(super) fn run_harness(
 /// little enough to repeat for thousands of tests.
 const HARNESS_STDERR_KEPT: usize = 4 * 1024;
 
+/// Where a harness binary stands in the run.
+pub(super) struct HarnessPlace {
+    /// Whether the run starts no process after this binary's.
+    pub(super) last: bool,
+    /// How many more failures `--max-fail` lets the run take, and what
+    /// the tests it then keeps from starting are told.
+    pub(super) max_fail: Option<(u32, String)>,
+}
+
 /// How a harness process runs: its tests' settings, its thread count, the
 /// run's plan and watchdog.
 struct HarnessRun<'a> {
@@ -105,6 +121,9 @@ struct HarnessRun<'a> {
     threads: usize,
     /// Whether the run starts no process after this one.
     last: bool,
+    /// After how many failures the harness starts no more tests, and what
+    /// the tests it did not start are told.
+    max_fail: Option<(u32, &'a str)>,
     plan: &'a RunPlan,
     watchdog: &'a Watchdog,
 }
@@ -120,7 +139,12 @@ fn run_harness_once(
 ) {
     let started = Instant::now();
     let mut stream = StreamRead::default();
-    let ended = run_harness_process(binary, tests, run, &mut stream, &mut on_outcome);
+    let mut failed = 0_u32;
+    let mut counted = |outcome: TestOutcome| {
+        failed += u32::from(outcome.status.is_failure());
+        on_outcome(outcome);
+    };
+    let ended = run_harness_process(binary, tests, run, &mut stream, &mut counted);
     if let Some(first) = &stream.first_unusable {
         eprintln!(
             "warning: {}: {} line(s) of its report stream could not be used, the first: {first}",
@@ -130,7 +154,12 @@ fn run_harness_once(
     if stream.reported.len() == tests.len() {
         return;
     }
-    let why = unreported_reason(ended, &stream);
+    let mut why = unreported_reason(ended, &stream);
+    if let Some((max, stopped)) = run.max_fail
+        && failed >= max
+    {
+        why = Unreported::FailedEnough(Box::new(why), stopped.to_owned());
+    }
     for outcome in unreported(&binary.binary, tests, &stream, &why, started) {
         on_outcome(outcome);
     }
@@ -178,6 +207,7 @@ fn run_harness_process(
         settings,
         threads,
         last,
+        max_fail,
         plan,
         watchdog,
     } = *run;
@@ -228,6 +258,9 @@ fn run_harness_process(
         "ISOLATE_GRACE_PERIOD_MS",
         settings.limits.grace.as_millis().to_string(),
     );
+    if let Some((max, _)) = max_fail {
+        command.env("ISOLATE_MAX_FAIL", max.to_string());
+    }
     let spawn_error = |source| HarnessError::Spawn {
         path: binary.binary.path.clone(),
         source,
@@ -366,6 +399,10 @@ enum Unreported {
     /// The run was interrupted: a test the stream said started was
     /// interrupted while it ran, the others did not run.
     Interrupted,
+    /// The harness started no more tests after enough failed: a test the
+    /// stream said started ends as the first says, the others did not run,
+    /// and are told why.
+    FailedEnough(Box<Unreported>, String),
 }
 
 /// What becomes of the tests a harness did not report, from how it ended.
@@ -433,24 +470,44 @@ fn unreported<'a>(
     tests
         .iter()
         .filter(|name| !stream.reported.contains(*name))
-        .map(move |name| match why {
-            Unreported::Failed(status, reason) => TestOutcome {
-                duration: now.saturating_duration_since(started),
-                ..outcome(binary, name, status.clone(), reason.clone())
+        .map(move |name| unreported_outcome(binary, name, stream, why, started, now))
+}
+
+/// The outcome of test `name`, which the harness did not report, for
+/// `why`; the harness started at `started` and ended by `now`.
+fn unreported_outcome(
+    binary: &TestBinary,
+    name: &str,
+    stream: &StreamRead,
+    why: &Unreported,
+    started: Instant,
+    now: Instant,
+) -> TestOutcome {
+    match why {
+        Unreported::Failed(status, reason) => TestOutcome {
+            duration: now.saturating_duration_since(started),
+            ..outcome(binary, name, status.clone(), reason.clone())
+        },
+        Unreported::Interrupted => match stream.started.get(name) {
+            Some(started) => TestOutcome {
+                duration: now.saturating_duration_since(*started),
+                ..outcome(
+                    binary,
+                    name,
+                    Status::Interrupted,
+                    INTERRUPTED_WHILE_RUNNING.to_owned(),
+                )
             },
-            Unreported::Interrupted => match stream.started.get(name) {
-                Some(started) => TestOutcome {
-                    duration: now.saturating_duration_since(*started),
-                    ..outcome(
-                        binary,
-                        name,
-                        Status::Interrupted,
-                        INTERRUPTED_WHILE_RUNNING.to_owned(),
-                    )
-                },
-                None => outcome(binary, name, Status::NotRun, NOT_RUN_INTERRUPTED.to_owned()),
-            },
-        })
+            None => outcome(binary, name, Status::NotRun, NOT_RUN_INTERRUPTED.to_owned()),
+        },
+        Unreported::FailedEnough(ended, stopped) => {
+            if stream.started.contains_key(name) {
+                unreported_outcome(binary, name, stream, ended, started, now)
+            } else {
+                outcome(binary, name, Status::NotRun, stopped.clone())
+            }
+        }
+    }
 }
 
 /// The capacity of a pipe on Linux, unless someone changed it: what the
@@ -630,7 +687,7 @@ mod tests {
         };
         match unreported_reason(Ok(end), &StreamRead::default()) {
             Unreported::Failed(status, message) => (status, message),
-            Unreported::Interrupted => panic!("the harness was not interrupted"),
+            other => panic!("the harness ended by itself, not {other:?}"),
         }
     }
 

@@ -64,7 +64,7 @@ use isolate_harness::Signal;
 use crate::build::{PackageGraph, TestBinary};
 use crate::config::{Leak, MemoryLimit, Platforms, Profile, RetryPolicy};
 use crate::list::{BinaryTests, Runner, Selection};
-use harness::run_harness;
+use harness::{HarnessPlace, run_harness};
 use libtest::{run_batch, run_libtest};
 pub(crate) use watchdog::{Confinement, Limits};
 use watchdog::{Watchdog, WatchdogShared};
@@ -408,12 +408,19 @@ pub(crate) fn run(
         if let Some(group) = &settings.group {
             threads = threads.min(group_limits.get(group).copied().unwrap_or(threads));
         }
+        let place = HarnessPlace {
+            last: units.is_empty() && set + 1 == harness_sets,
+            max_fail: plan.profile.max_fail.value.map(|max| {
+                let failed = failures.load(Ordering::SeqCst);
+                (max.get().saturating_sub(failed), not_run_failed(max))
+            }),
+        };
         run_harness(
             &binaries[index],
             &names,
             &settings,
             threads.max(1),
-            units.is_empty() && set + 1 == harness_sets,
+            &place,
             plan,
             &watchdog,
             events,
