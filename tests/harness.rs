@@ -957,15 +957,7 @@ fn main() {
             check_nothing_outlives_a_killed_runner,
         ),
     ];
-    let mut trials: Vec<_> = checks
-        .into_iter()
-        .map(|(name, check)| {
-            libtest_mimic::Trial::test(name, move || {
-                check();
-                Ok(())
-            })
-        })
-        .collect();
+    let mut trials = support::trials(checks);
     // Where cargo started this driver (which says where the workspace is)
     // and cargo-nextest is installed, it runs the fixture too.
     let workspace = std::env::var("CARGO_MANIFEST_DIR").ok();

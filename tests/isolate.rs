@@ -8,6 +8,10 @@ use isolate::buggy;
 use isolate_harness::{Error, Isolate, ProtocolError, Termination};
 use support::{backtrace_functions, is_running, stops_running, terminated};
 
+#[expect(
+    dead_code,
+    reason = "the helpers of every end-to-end test; these tests use some"
+)]
 mod support;
 
 fn add_one(n: u64) -> u64 {

@@ -8,6 +8,12 @@ use std::process::{Command, Output};
 
 use isolate_harness::{Error, Isolate};
 
+#[expect(
+    dead_code,
+    reason = "the helpers of every end-to-end test; these tests use some"
+)]
+mod support;
+
 fn add_one(n: u64) -> u64 {
     n + 1
 }
@@ -89,14 +95,6 @@ fn main() {
             },
         ),
     ];
-    let trials = checks
-        .into_iter()
-        .map(|(name, check)| {
-            libtest_mimic::Trial::test(name, move || {
-                check();
-                Ok(())
-            })
-        })
-        .collect();
+    let trials = support::trials(checks);
     libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit();
 }

@@ -749,7 +749,6 @@ fn serve(tests: &TestTable, channels: Vec<UnixStream>, limit: usize, capture: bo
         tests,
         slots: channels.into_iter().map(Slot::new).collect(),
         message: Vec::new(),
-        reply_buffer: Vec::with_capacity(server::REPLY_BUFFER),
         regions: Vec::new(),
         free_regions: Vec::new(),
         capture,
@@ -832,9 +831,6 @@ struct Server<'a> {
     /// The bytes of the last `Exited` message and the reply before it,
     /// kept to build the next.
     message: Vec<u8>,
-    /// The buffer a test child writes its reply into: each child takes its
-    /// own copy of it, made once here.
-    reply_buffer: Vec<u8>,
     /// The regions test children write their results to: one per test
     /// running at once, made as needed, so never more than `limit`. A
     /// region goes with a running test, not with a channel: a server that
@@ -992,7 +988,6 @@ impl Server<'_> {
             request.memory_limit,
             &self.regions[region],
             slot.output.as_ref(),
-            &mut self.reply_buffer,
             &self.held,
         );
         let slot = &mut self.slots[index];
@@ -1211,15 +1206,13 @@ struct Held {
 }
 
 /// Forks the child for one test, its result going to `reply` and its
-/// output to `outputs` if given, without what the server `held`. The child
-/// builds its reply in its copy of `reply_buffer`.
+/// output to `outputs` if given, without what the server `held`.
 fn start_test(
     function: Function<'_>,
     mut setup: ChildSetup,
     memory_limit: Option<u64>,
     reply: &Region,
     outputs: Option<&OutputFiles>,
-    reply_buffer: &mut Vec<u8>,
     held: &Held,
 ) -> io::Result<Child> {
     setup.output = outputs.map(|files| (files.stdout.as_raw_fd(), files.stderr.as_raw_fd()));
@@ -1234,17 +1227,13 @@ fn start_test(
                 server::catch(|| function.call()).map(|result| result.map_err(server::kept_text));
             server::exit_unless_owner();
             server::flush_stdio();
-            // Encoded in the region itself; through a buffer of the
-            // child's, should it not fit there.
-            let id = 0_u64.to_le_bytes();
-            let written = match &outcome {
-                Ok(value) => reply_region::append_frame(Kind::Returned, &id, value),
-                Err(report) => reply_region::append_frame(Kind::Panicked, &id, report),
+            // A reply too large for the region is not written: the test
+            // fails as one that exited without a result. (Its panic message
+            // is kept as head and tail, well within it.)
+            match &outcome {
+                Ok(value) => reply_region::append_frame(Kind::Returned, 0, value),
+                Err(report) => reply_region::append_frame(Kind::Panicked, 0, report),
             };
-            if !written {
-                let frames = server::reply_frame(outcome, std::mem::take(reply_buffer), 0);
-                reply_region::append(&frames.unsent().each_ref().map(|part| &**part));
-            }
             child::exit_child(0)
         }
         Forked::Parent(child) => Ok(child),

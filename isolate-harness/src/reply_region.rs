@@ -202,7 +202,7 @@ pub(crate) fn append(parts: &[&[u8]]) -> bool {
     for part in parts {
         // SAFETY: `at + part.len()` stays within the mapping, checked
         // above; the source is a valid slice that does not overlap it.
-        unsafe { copy_to(part, start.add(at)) };
+        unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), start.add(at), part.len()) };
         at += part.len();
     }
     // Published after the bytes: a reader never sees a length whose bytes
@@ -211,14 +211,18 @@ pub(crate) fn append(parts: &[&[u8]]) -> bool {
     true
 }
 
-/// Appends one frame of `kind` whose payload is `prefix` and then `value`
-/// encoded, as [`append`] appends, and says whether it is in. The frame is
-/// encoded in the region itself: a test child writes its reply with no
-/// buffer of its own, whose page would cost it a fault. Nothing is
+/// Appends one reply frame of `kind` to call `call`, its payload the call
+/// id and then `value` encoded, as [`append`] appends, and says whether it
+/// is in. The frame is encoded in the region itself: a test child writes
+/// its reply with no buffer of its own, whose page would cost it a fault,
+/// and the header and call id are fixed-size copies, made in place, not
+/// by libc's `memcpy`, whose code a fork leaves unmapped. Nothing is
 /// appended where `append` appends nothing, or when `value` cannot be
 /// encoded in the room left. Not async-signal-safe: `value` may be
 /// encoded by code of its own.
-pub(crate) fn append_frame<T: Serialize + ?Sized>(kind: Kind, prefix: &[u8], value: &T) -> bool {
+pub(crate) fn append_frame<T: Serialize + ?Sized>(kind: Kind, call: u64, value: &T) -> bool {
+    /// Where the value starts: after the length, the kind and the call id.
+    const VALUE_AT: usize = HEADER_LEN + 1 + 8;
     let Some((start, header)) = claim() else {
         return false;
     };
@@ -227,54 +231,24 @@ pub(crate) fn append_frame<T: Serialize + ?Sized>(kind: Kind, prefix: &[u8], val
     // and nothing else in this process refers to them.
     let room =
         unsafe { std::slice::from_raw_parts_mut(start.add(HEADER_SIZE + len), CAPACITY - len) };
-    let payload_at = HEADER_LEN + 1 + prefix.len();
-    if room.len() < payload_at {
+    if room.len() < VALUE_AT {
         return false;
     }
-    let Ok(encoded) = postcard::to_slice(value, &mut room[payload_at..]) else {
+    let Ok(encoded) = postcard::to_slice(value, &mut room[VALUE_AT..]).map(|value| value.len())
+    else {
         return false;
     };
-    let body = 1 + prefix.len() + encoded.len();
+    let body = VALUE_AT - HEADER_LEN + encoded;
     let Ok(body_len) = u32::try_from(body) else {
         return false;
     };
-    // SAFETY: the header, kind and prefix go before the payload, in `room`.
-    unsafe {
-        copy_to(&body_len.to_le_bytes(), room.as_mut_ptr());
-        copy_to(&[kind as u8], room.as_mut_ptr().add(HEADER_LEN));
-        copy_to(prefix, room.as_mut_ptr().add(HEADER_LEN + 1));
-    }
+    room[..HEADER_LEN].copy_from_slice(&body_len.to_le_bytes());
+    room[HEADER_LEN] = kind as u8;
+    room[HEADER_LEN + 1..VALUE_AT].copy_from_slice(&call.to_le_bytes());
     header
         .len
         .store((len + HEADER_LEN + body) as u32, Ordering::Release);
     true
-}
-
-/// Parts up to this size are copied a byte at a time.
-const SHORT_PART: usize = 256;
-
-/// Copies `part` to `to`. A short part, such as the reply of a test that
-/// passed, is copied a byte at a time rather than by libc's `memcpy`: a
-/// test child has the code it runs faulted in page by page (a fork leaves
-/// code unmapped), and this is often its only call to `memcpy`. The
-/// volatile writes keep the compiler from making the loop that call.
-/// Async-signal-safe.
-///
-/// # Safety
-///
-/// `to` must be valid for writes of `part.len()` bytes that do not overlap
-/// `part`.
-unsafe fn copy_to(part: &[u8], to: *mut u8) {
-    if part.len() <= SHORT_PART {
-        for (offset, byte) in part.iter().enumerate() {
-            // SAFETY: `offset` is within `part.len()`, as the caller
-            // allows.
-            unsafe { to.add(offset).write_volatile(*byte) };
-        }
-    } else {
-        // SAFETY: as the caller allows.
-        unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), to, part.len()) };
-    }
 }
 
 #[cfg(test)]
@@ -299,21 +273,21 @@ mod tests {
         assert!(taken.is_empty(), "a region is emptied when taken");
         // A frame encoded in the region is the frame a builder makes.
         let value: Result<(), String> = Err("boom".to_owned());
-        assert!(append_frame(Kind::Returned, &[9; 8], &value));
+        assert!(append_frame(Kind::Returned, 9, &value));
         assert!(
-            !append_frame(Kind::Returned, &[9; 8], &"x".repeat(CAPACITY)),
+            !append_frame(Kind::Returned, 9, &"x".repeat(CAPACITY)),
             "too big to fit"
         );
         region.take(child::own_pid(), &mut taken);
         let built = crate::ipc::FrameBuilder::appending(Kind::Returned, Vec::new())
-            .push(&[9; 8])
+            .push(&9_u64.to_le_bytes())
             .encode(&value)
             .unwrap()
             .finish();
         assert_eq!(taken, built);
         child::reply_region().store(std::ptr::null_mut(), Ordering::SeqCst);
         assert!(!append(&[b"x"]), "no region, nothing appended");
-        assert!(!append_frame(Kind::Returned, &[], &()), "nor a frame");
+        assert!(!append_frame(Kind::Returned, 0, &()), "nor a frame");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use isolate_harness::{Error, Termination};
+use libtest_mimic::Trial;
 
 /// Whether process `pid` runs: a zombie does not, and a reaped process has
 /// no `/proc` entry.
@@ -42,5 +43,19 @@ pub(crate) fn backtrace_functions(termination: &Termination) -> Vec<String> {
         .frames
         .iter()
         .filter_map(|frame| frame.function.clone())
+        .collect()
+}
+
+/// Each `(name, check)` as a libtest-mimic trial, which passes when its
+/// check returns.
+pub(crate) fn trials(checks: impl IntoIterator<Item = (&'static str, fn())>) -> Vec<Trial> {
+    checks
+        .into_iter()
+        .map(|(name, check)| {
+            Trial::test(name, move || {
+                check();
+                Ok(())
+            })
+        })
         .collect()
 }

@@ -99,13 +99,26 @@ type MoveRequest = (Pid, PathBuf, Arc<AtomicBool>);
 /// A command for a spawner, and where to hand back what it started.
 type SpawnRequest = (Command, SyncSender<io::Result<Child>>);
 
+/// The lane a thread entered.
+struct Entered {
+    lane: usize,
+    /// Whether the thread is in it: set by the mover, once it has moved it
+    /// there.
+    moved: Arc<AtomicBool>,
+}
+
 thread_local! {
     /// The lane the calling thread entered.
-    static LANE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
-    /// Whether the calling thread is in the lane it entered: set by the
-    /// mover, once it has moved it there.
-    static IN_LANE: std::cell::RefCell<Option<Arc<AtomicBool>>> =
-        const { std::cell::RefCell::new(None) };
+    static ENTERED: std::cell::RefCell<Option<Entered>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The lane the calling thread entered, and whether it is in it.
+fn entered() -> Option<(usize, bool)> {
+    ENTERED.with_borrow(|entered| {
+        entered
+            .as_ref()
+            .map(|entered| (entered.lane, entered.moved.load(Ordering::Acquire)))
+    })
 }
 
 impl Containment {
@@ -144,9 +157,11 @@ impl Containment {
         if let Containment::Cgroups(cgroups) = self
             && lane < cgroups.lanes.len()
         {
-            LANE.set(Some(lane));
             let moved = Arc::new(AtomicBool::new(false));
-            IN_LANE.set(Some(Arc::clone(&moved)));
+            ENTERED.set(Some(Entered {
+                lane,
+                moved: Arc::clone(&moved),
+            }));
             let threads = cgroups.lanes[lane].join("cgroup.threads");
             // Without the mover, the spawner goes on starting its tests.
             let _ = super::lock(&cgroups.mover).send((nix::unistd::gettid(), threads, moved));
@@ -161,19 +176,14 @@ impl Containment {
     ///
     /// As [`Command::spawn`]; and when the lane's spawner is gone.
     pub(super) fn spawn(&self, mut command: Command) -> io::Result<Child> {
-        let (Containment::Cgroups(cgroups), Some(lane)) = (self, LANE.get()) else {
+        let (Containment::Cgroups(cgroups), Some((lane, moved))) = (self, entered()) else {
             return command.spawn();
         };
         debug_assert!(
             super::lock(&cgroups.leaving).is_none(),
             "a process started after the run's last"
         );
-        let in_lane = IN_LANE.with_borrow(|moved| {
-            moved
-                .as_ref()
-                .is_some_and(|moved| moved.load(Ordering::Acquire))
-        });
-        if in_lane {
+        if moved {
             return command.spawn();
         }
         let (reply, started) = sync_channel(1);
@@ -206,7 +216,7 @@ impl Containment {
     /// `group` left: in the calling thread's lane, or in that group.
     /// Returns how many processes it found.
     pub(super) fn collect(&self, group: Pid, known: &HashSet<Pid>) -> usize {
-        match (self, LANE.get()) {
+        match (self, entered().map(|(lane, _)| lane)) {
             (Containment::Cgroups(cgroups), Some(lane)) => cgroups.collect(lane),
             _ => collect_group(group, known),
         }
