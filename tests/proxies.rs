@@ -76,6 +76,38 @@ impl Tally {
     fn pid() -> u32 {
         std::process::id()
     }
+
+    /// Adds seventeen amounts: more arguments than serde's widest tuple.
+    #[expect(clippy::too_many_arguments, reason = "the point of the method")]
+    fn add_seventeen(
+        &mut self,
+        a: u8,
+        b: u8,
+        c: u8,
+        d: u8,
+        e: u8,
+        f: u8,
+        g: u8,
+        h: u8,
+        i: u8,
+        j: u8,
+        k: u8,
+        l: u8,
+        m: u16,
+        n: u32,
+        o: u64,
+        p: &str,
+        q: u64,
+    ) -> u64 {
+        let small = [a, b, c, d, e, f, g, h, i, j, k, l];
+        self.total += small.iter().map(|&x| u64::from(x)).sum::<u64>()
+            + u64::from(m)
+            + u64::from(n)
+            + o
+            + p.len() as u64
+            + q;
+        self.total
+    }
 }
 
 #[test]
@@ -96,6 +128,18 @@ fn a_proxy_builds_its_object_in_the_child_and_runs_its_methods_there() {
     let child = TallyProxy::pid(&isolate).unwrap();
     assert_ne!(child, std::process::id());
     assert_eq!(Some(child), isolate.id());
+}
+
+#[test]
+fn a_method_takes_more_arguments_than_serde_s_widest_tuple() {
+    let isolate = Isolate::fork().unwrap();
+    let tally = TallyProxy::new(&isolate, 0).unwrap();
+    let total = tally
+        .add_seventeen(
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, "sixteen", 17,
+        )
+        .unwrap();
+    assert_eq!(total, (1..=15).sum::<u64>() + 7 + 17);
 }
 
 #[test]
@@ -150,8 +194,18 @@ fn a_crash_in_a_method_is_an_error_and_the_caller_lives_on() {
         functions.iter().any(|name| name.ends_with("Tally::crash")),
         "{functions:#?}"
     );
-    // The object died with its child; a fresh child serves new ones.
-    assert!(tally.total().is_err());
+    // The object died with its child, and so did every other: each handle,
+    // and the isolate, says how.
+    let other = TallyProxy::new(&isolate, 2).unwrap_err();
+    for error in [
+        tally.total().unwrap_err(),
+        other,
+        isolate.call(|n: u8| n, 1).unwrap_err(),
+    ] {
+        assert!(matches!(error, Error::Dead(_)), "{error:?}");
+        assert_eq!(error.termination(), Some(&termination), "{error:?}");
+    }
+    // A fresh child serves new ones.
     isolate.restart().unwrap();
     let tally = TallyProxy::new(&isolate, 2).unwrap();
     assert_eq!(tally.add(1).unwrap(), 3);

@@ -311,19 +311,19 @@ fn a_shared_isolate_is_restarted_from_any_thread() {
 }
 
 #[test]
-fn eight_threads_share_one_remote() {
+fn eight_threads_share_one_remote_of_an_object_that_is_not_send() {
     let isolate = Isolate::fork().unwrap();
-    let counter = isolate.spawn(|(): ()| 0_u64, ()).unwrap();
+    let decoder: Remote<Decoder> = isolate.spawn(new_decoder, "shared".into()).unwrap();
     std::thread::scope(|scope| {
         for _ in 0..8 {
             scope.spawn(|| {
                 for _ in 0..50 {
-                    counter.call(|count, by: u64| *count += by, 1).unwrap();
+                    decoder.call(feed, vec![1]).unwrap();
                 }
             });
         }
     });
-    assert_eq!(counter.fetch().unwrap(), 400);
+    assert_eq!(decoder.call(feed, Vec::new()).unwrap(), 400);
 }
 
 #[test]
@@ -375,6 +375,50 @@ fn a_pool_serves_eight_threads_with_its_children() {
         children.iter().all(|child| pids.contains(child)),
         "both children served"
     );
+}
+
+/// Leaves a mark for this call in `directory`, and waits (10 s at most)
+/// until there are `calls` marks: whether that many calls ran at once.
+fn meet(&(ref directory, calls): &(std::path::PathBuf, usize)) -> bool {
+    std::fs::write(directory.join(std::process::id().to_string()), "").unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        if std::fs::read_dir(directory).unwrap().count() == calls {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+#[test]
+fn a_pool_of_two_runs_two_calls_at_once() {
+    let pool = IsolatePool::new(2).unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let meeting = (directory.path().to_owned(), 2);
+    let met = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..2)
+            .map(|_| scope.spawn(|| pool.call(|m: (_, _)| meet(&m), meeting.clone())))
+            .collect();
+        calls
+            .into_iter()
+            .map(|call| call.join().unwrap().unwrap())
+            .collect::<Vec<bool>>()
+    });
+    assert_eq!(met, [true, true], "each call waited for the other");
+}
+
+#[test]
+fn a_pool_replaces_a_child_that_died_while_idle_before_its_next_call() {
+    let pool = IsolatePool::new(1).unwrap();
+    let [pid] = pool.ids()[..] else {
+        panic!("one child")
+    };
+    // SAFETY: none needed: `kill` is a plain system call on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(stops_running(pid));
+    let served = pool.call(spin, 0).unwrap();
+    assert_ne!(served, pid, "a fresh child made the call");
 }
 
 #[test]
@@ -441,6 +485,59 @@ fn a_started_call_keeps_its_own_timeout_and_reports_crashes() {
     assert!(matches!(error, Error::TimedOut(_)), "{error:?}");
     let crashed = isolate_harness::start(|(): ()| buggy::dragons_here(), ()).unwrap();
     assert!(matches!(crashed.join(), Err(Error::Terminated(_))));
+}
+
+/// What this process holds from before it was forked: an isolate, an
+/// object in its child, a pool and a started call.
+type Inherited = (
+    Isolate,
+    Remote<u64>,
+    IsolatePool,
+    isolate_harness::JoinHandle<u32>,
+);
+
+static INHERITED: std::sync::Mutex<Option<Inherited>> = std::sync::Mutex::new(None);
+
+/// In a forked copy: uses everything inherited, then drops it, and says
+/// how each use failed.
+fn use_inherited((): ()) -> Vec<String> {
+    let (isolate, remote, pool, started) = INHERITED.lock().unwrap().take().unwrap();
+    let mut errors = vec![
+        isolate.call(|n: u8| n, 1).unwrap_err(),
+        isolate.restart().unwrap_err(),
+        remote.fetch().unwrap_err(),
+        remote.call(|n, by: u64| *n += by, 1).unwrap_err(),
+        pool.call(|n: u8| n, 1).unwrap_err(),
+    ];
+    assert!(!isolate.is_alive() && isolate.id().is_none() && pool.ids().is_empty());
+    assert!(started.id().is_none());
+    errors.push(started.join().unwrap_err());
+    drop((isolate, remote, pool));
+    errors.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn a_forked_copy_cannot_use_or_end_what_its_parent_made() {
+    let isolate = Isolate::fork().unwrap();
+    let remote = isolate.spawn(|n: u64| n, 41).unwrap();
+    let pool = IsolatePool::new(1).unwrap();
+    let started = isolate_harness::start(spin, 300).unwrap();
+    let children = [isolate.id().unwrap(), pool.ids()[0], started.id().unwrap()];
+    *INHERITED.lock().unwrap() = Some((isolate, remote, pool, started));
+    let errors = isolate_harness::run(use_inherited, ()).unwrap();
+    assert_eq!(errors.len(), 6);
+    for error in &errors {
+        assert!(error.contains("is a forked copy of it"), "{errors:#?}");
+    }
+    // Nothing the copy did reached the children, which serve on (and the
+    // started call, killed, would have failed).
+    let (isolate, remote, pool, started) = INHERITED.lock().unwrap().take().unwrap();
+    assert!(children[..2].iter().all(|&pid| is_running(pid)));
+    remote.call(|n, by: u64| *n += by, 1).unwrap();
+    assert_eq!(remote.fetch().unwrap(), 42);
+    assert_eq!(isolate.call(|n: u8| n + 1, 1).unwrap(), 2);
+    assert_eq!(pool.call(|n: u8| n + 2, 1).unwrap(), 3);
+    assert_eq!(started.join().unwrap(), children[2]);
 }
 
 #[test]

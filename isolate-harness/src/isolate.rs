@@ -86,6 +86,22 @@ pub enum Error {
         /// The type of the object.
         object: &'static str,
     },
+    /// The isolate (or its [`Remote`], [`IsolatePool`] or
+    /// [`JoinHandle`]) was made by another process, of which this one is a
+    /// forked copy: a test forked from a harness's shared setup, or a child
+    /// of another isolate. Its child serves that process alone; talking to
+    /// it from here would mix this process's calls with the owner's, so
+    /// nothing is sent, signalled or closed.
+    #[error(
+        "this isolate belongs to process {owner}, and process {this} is a forked copy of it: \
+         only process {owner} can use its child; make an isolate in this process instead"
+    )]
+    ForkedCopy {
+        /// The process that made the isolate.
+        owner: u32,
+        /// This process.
+        this: u32,
+    },
 }
 
 impl Error {
@@ -115,6 +131,10 @@ impl Error {
             Error::Protocol(error) => Error::Protocol(error.clone()),
             Error::Dead(first) => Error::Dead(Arc::clone(first)),
             Error::Stale { object } => Error::Stale { object },
+            Error::ForkedCopy { owner, this } => Error::ForkedCopy {
+                owner: *owner,
+                this: *this,
+            },
         }
     }
 }
@@ -235,6 +255,7 @@ impl IsolateBuilder {
         let child = start_child(&self.config, &mut output)?;
         Ok(Isolate {
             shared: Arc::new(Shared {
+                owner: std::process::id(),
                 config: self.config,
                 state: Mutex::new(State {
                     child: Ok(child),
@@ -294,6 +315,7 @@ impl IsolateBuilder {
         })?;
         Ok(JoinHandle {
             started: Box::new(Started {
+                owner: std::process::id(),
                 connection: Some(connection),
                 config: self.config.clone(),
                 call,
@@ -339,6 +361,9 @@ pub struct JoinHandle<R> {
 
 /// A started call, as its [`JoinHandle`] keeps it.
 struct Started {
+    /// The process that started the call, the only one that may wait for
+    /// its child or kill it.
+    owner: u32,
     /// The child, until it has been waited for.
     connection: Option<Connection>,
     config: Config,
@@ -369,12 +394,6 @@ impl<R: DeserializeOwned + 'static> JoinHandle<R> {
         }
     }
 
-    /// The process id of the child, while it runs.
-    pub fn id(&self) -> Option<u32> {
-        let connection = self.started.connection.as_ref()?;
-        Some(connection.child.pid().as_raw().unsigned_abs())
-    }
-
     /// Kills the child and everything it started, and reaps it (as
     /// dropping the handle does).
     pub fn kill(self) {
@@ -384,6 +403,10 @@ impl<R: DeserializeOwned + 'static> JoinHandle<R> {
     /// Waits for the call's end until `patience` runs out (`None` when it
     /// does), then ends the child and decodes its reply.
     fn wait(&mut self, patience: Option<Instant>) -> Option<Result<R, Error>> {
+        if let Err(error) = owned_by(self.started.owner) {
+            std::mem::forget(self.started.connection.take());
+            return Some(Err(error));
+        }
         let connection = self.started.connection.as_mut()?;
         let mut output = Output::default();
         let reply = match connection.exchange_until(
@@ -417,9 +440,23 @@ impl<R: DeserializeOwned + 'static> JoinHandle<R> {
     }
 }
 
+impl<R> JoinHandle<R> {
+    /// The process id of the child, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        owned_by(self.started.owner).ok()?;
+        let connection = self.started.connection.as_ref()?;
+        Some(connection.child.pid().as_raw().unsigned_abs())
+    }
+}
+
 impl<R> Drop for JoinHandle<R> {
     fn drop(&mut self) {
-        if let Some(connection) = self.started.connection.take() {
+        let connection = self.started.connection.take();
+        // The child is not a forked copy's to kill, nor its descriptors
+        // (closed, or reused for other files) to close.
+        if owned_by(self.started.owner).is_err() {
+            std::mem::forget(connection);
+        } else if let Some(connection) = connection {
             connection.end_one_shot();
         }
     }
@@ -428,14 +465,7 @@ impl<R> Drop for JoinHandle<R> {
 impl<R> std::fmt::Debug for JoinHandle<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JoinHandle")
-            .field(
-                "pid",
-                &self
-                    .started
-                    .connection
-                    .as_ref()
-                    .map(|connection| connection.child.pid().as_raw()),
-            )
+            .field("pid", &self.id())
             .finish_non_exhaustive()
     }
 }
@@ -459,8 +489,9 @@ impl<R> std::fmt::Debug for JoinHandle<R> {
 /// ```
 ///
 /// A call that kills the child (a signal, an `exit`, a timeout) leaves the
-/// isolate dead: every later call returns [`Error::Terminated`] with the
-/// same termination, until [`Isolate::restart`] forks a fresh child.
+/// isolate dead: every later call returns [`Error::Dead`], which holds the
+/// error that said how the child ended, until [`Isolate::restart`] forks a
+/// fresh child.
 ///
 /// Dropping an `Isolate` kills its child and everything left in the child's
 /// process group, and reaps it.
@@ -474,6 +505,15 @@ impl<R> std::fmt::Debug for JoinHandle<R> {
 /// makes a 100 MiB `Vec<u8>` about three times faster to send. A child that
 /// freed a large buffer therefore stays that large until it reuses the
 /// memory or ends.
+///
+/// # Forked copies of this process
+///
+/// An isolate's child serves the process that made the isolate, and no
+/// other. A copy of the isolate in a forked copy of that process (a test
+/// of a harness whose shared setup made it, a child of another isolate
+/// that finds it in a static) refuses every call with
+/// [`Error::ForkedCopy`] and leaves the child alone; make the isolate in
+/// the process that uses it.
 ///
 /// # Forking a threaded process
 ///
@@ -498,8 +538,36 @@ pub struct Isolate {
 /// What an isolate and its [`Remote`]s share: the child lives as long as
 /// any of them.
 struct Shared {
+    /// The process that made the isolate, the only one its child serves.
+    owner: u32,
     config: Config,
     state: Mutex<State>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // A forked copy leaves the child alone: it is not the copy's to
+        // kill, and the copy's channel descriptor may be closed, or reused
+        // for another file.
+        if let Err(error) = owned_by(self.owner) {
+            let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+            let child = std::mem::replace(&mut state.child, Err(Arc::new(error)));
+            std::mem::forget(child);
+        }
+    }
+}
+
+/// Whether this process is `owner`, the one that made an isolate or
+/// started a call, or a forked copy of it ([`Error::ForkedCopy`]). A copy
+/// is told by its process id, which differs from its owner's while the
+/// owner lives (short of a new PID namespace, which nothing here makes).
+fn owned_by(owner: u32) -> Result<(), Error> {
+    let this = std::process::id();
+    if this == owner {
+        Ok(())
+    } else {
+        Err(Error::ForkedCopy { owner, this })
+    }
 }
 
 struct State {
@@ -580,6 +648,7 @@ impl Isolate {
         object: u64,
         arg: A,
     ) -> Result<(R, u64), Error> {
+        self.check_owner()?;
         let state = &mut *self.lock();
         let lives = state.lives;
         if let Some((life, object)) = life
@@ -648,6 +717,7 @@ impl Isolate {
     /// As [`IsolateBuilder::fork`]; the isolate is then dead, and calls
     /// return that error as [`Error::Dead`] until a restart succeeds.
     pub fn restart(&self) -> Result<(), Error> {
+        self.check_owner()?;
         let state = &mut *self.lock();
         state.lives += 1;
         // The old child ends before the new one is forked, which would
@@ -669,6 +739,7 @@ impl Isolate {
 
     /// The process id of the child, while it is serving calls.
     pub fn id(&self) -> Option<u32> {
+        self.check_owner().ok()?;
         let state = self.lock();
         let connection = state.child.as_ref().ok()?;
         Some(connection.child.pid().as_raw().unsigned_abs())
@@ -678,6 +749,9 @@ impl Isolate {
     /// call or while idle (killed from outside, say). A child found to
     /// have ended is reaped, and how it ended is what later calls return.
     pub fn is_alive(&self) -> bool {
+        if self.check_owner().is_err() {
+            return false;
+        }
         let state = &mut *self.lock();
         let Ok(connection) = &mut state.child else {
             return false;
@@ -694,7 +768,17 @@ impl Isolate {
     /// output is captured ([`IsolateBuilder::capture_output`]); empty
     /// otherwise. Output of a child that died is kept until taken.
     pub fn take_output(&self) -> Output {
+        if self.check_owner().is_err() {
+            return Output::default();
+        }
         std::mem::take(&mut self.lock().output)
+    }
+
+    /// Fails with [`Error::ForkedCopy`] in a forked copy of the process
+    /// that made the isolate. Checked before the lock is taken: in a copy,
+    /// a lock another thread of the owner held at the fork stays locked.
+    pub(crate) fn check_owner(&self) -> Result<(), Error> {
+        owned_by(self.shared.owner)
     }
 
     /// Another handle to this isolate, for a [`Remote`] to keep.

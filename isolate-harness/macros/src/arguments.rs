@@ -27,9 +27,10 @@ pub(crate) struct Packed {
 
 /// Packs arguments, each a name, its type as it travels and the value
 /// sent: one argument travels as itself (so that a `Vec<u8>` crosses as
-/// its bytes), none as `()`, several as a tuple. The tuple's type has the
-/// span `arguments` (the function's parentheses), so that the compiler
-/// points there when it is not serde.
+/// its bytes), none as `()`, several as a tuple (nested past
+/// [`WIDEST_TUPLE`]). The tuple's type has the span `arguments` (the
+/// function's parentheses), so that the compiler points there when it is
+/// not serde.
 pub(crate) fn pack(
     names: &[&Ident],
     types: &[TokenStream],
@@ -39,20 +40,41 @@ pub(crate) fn pack(
     let ty = match types {
         [ty] => ty.clone(),
         types => {
-            let mut tuple = Group::new(Delimiter::Parenthesis, quote!(#(#types,)*));
+            let mut tuple = Group::new(Delimiter::Parenthesis, tuple_items(types));
             tuple.set_span(arguments);
             tuple.into_token_stream()
         }
     };
-    let (names, value) = match (names, values) {
-        ([name], [value]) => (quote!(#name), value.clone()),
-        _ => (quote!((#(#names,)*)), quote!((#(#values,)*))),
+    let names: Vec<TokenStream> = names.iter().map(|name| name.to_token_stream()).collect();
+    let (names, value) = match (&names[..], values) {
+        ([name], [value]) => (name.clone(), value.clone()),
+        _ => (tuple(&names), tuple(values)),
     };
     Packed {
         pattern: quote!(#names: #ty),
         ty,
         value,
     }
+}
+
+/// The most elements of a tuple that serde encodes.
+const WIDEST_TUPLE: usize = 16;
+
+/// `(a, b, ..)`; past [`WIDEST_TUPLE`] elements, the last one is a tuple
+/// of the rest, nested as deep as needed.
+fn tuple(items: &[TokenStream]) -> TokenStream {
+    let items = tuple_items(items);
+    quote!((#items))
+}
+
+/// What goes between the parentheses of [`tuple`].
+fn tuple_items(items: &[TokenStream]) -> TokenStream {
+    if items.len() <= WIDEST_TUPLE {
+        return quote!(#(#items,)*);
+    }
+    let (head, rest) = items.split_at(WIDEST_TUPLE - 1);
+    let rest = tuple(rest);
+    quote!(#(#head,)* #rest,)
 }
 
 #[cfg(test)]
@@ -83,6 +105,27 @@ mod tests {
                 "(a0 , a1 , a2 ,) : (u8 , u8 , u8 ,)".into(),
                 "(v0 , v1 , v2 ,)".into()
             )
+        );
+    }
+
+    #[test]
+    fn more_arguments_than_serde_s_widest_tuple_nest() {
+        let (pattern, value) = packed(17);
+        let names: Vec<_> = (0..15).map(|i| format!("a{i} ,")).collect();
+        let types = "u8 , ".repeat(15);
+        assert_eq!(
+            pattern,
+            format!(
+                "({} (a15 , a16 ,) ,) : ({}(u8 , u8 ,) ,)",
+                names.join(" "),
+                types
+            )
+        );
+        assert!(value.ends_with("v14 , (v15 , v16 ,) ,)"), "{value}");
+        let (sixteen, _) = packed(16);
+        assert!(
+            !sixteen.contains("((") && sixteen.ends_with("u8 ,)"),
+            "{sixteen}"
         );
     }
 }

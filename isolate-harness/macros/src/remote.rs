@@ -83,6 +83,7 @@ pub(crate) fn expand(attr: TokenStream, block: &ItemImpl) -> syn::Result<TokenSt
     };
     Ok(quote! {
         #[doc = #doc]
+        #[derive(::core::fmt::Debug)]
         #visibility struct #proxy(#remote);
 
         #deref
@@ -307,8 +308,11 @@ impl Object<'_> {
             .iter()
             .filter(|attr| attr.path().is_ident("doc") || attr.path().is_ident("cfg"));
         let visibility = &function.vis;
+        // The method's arguments and their tuple are the user's to shape:
+        // the lints on their number and type are not the proxy's to raise.
         Ok(quote! {
             #(#attrs)*
+            #[allow(clippy::too_many_arguments, clippy::type_complexity)]
             #visibility #unsafety fn #name(#first #(#names: #params),*)
                 -> ::core::result::Result<#result, ::isolate_harness::Error>
             {
@@ -471,22 +475,25 @@ mod tests {
             }",
         )
         .unwrap();
+        // Every proxy function leaves the lints on its arguments to the
+        // method it calls.
+        let allow = "# [allow (clippy :: too_many_arguments , clippy :: type_complexity)]";
         let result = |ty: &str| {
             format!(":: core :: result :: Result < {ty} , :: isolate_harness :: Error >")
         };
         for method in [
             format!(
-                "pub fn new (isolate : & :: isolate_harness :: Isolate , start : u64) -> {} \
+                "{allow} pub fn new (isolate : & :: isolate_harness :: Isolate , start : u64) -> {} \
                  {{ isolate . spawn :: < u64 , Tally > (| start : u64 | < Tally > :: new (start) , start) . map (TallyProxy) }}",
                 result("TallyProxy"),
             ),
             format!(
-                "fn total (& self ,) -> {} \
+                "{allow} fn total (& self ,) -> {} \
                  {{ self . 0 . call :: < () , u64 > (| this : & mut Tally , () : () | < Tally > :: total (this ,) , ()) }}",
                 result("u64"),
             ),
             format!(
-                "pub (crate) fn record (& self , name : & str , data : & [u8] , times : u32) -> {} \
+                "{allow} pub (crate) fn record (& self , name : & str , data : & [u8] , times : u32) -> {} \
                  {{ self . 0 . call :: < (< str as :: std :: borrow :: ToOwned > :: Owned , \
                  < [u8] as :: std :: borrow :: ToOwned > :: Owned , u32 ,) , () > \
                  (| this : & mut Tally , (name , data , times ,) : \
@@ -500,23 +507,23 @@ mod tests {
                 result("()"),
             ),
             format!(
-                "fn split (& self , share : u64) -> {} \
+                "{allow} fn split (& self , share : u64) -> {} \
                  {{ self . 0 . call_remote :: < u64 , Tally > (| this : & mut Tally , share : u64 | \
                  < Tally > :: split (this , share) , share) . map (TallyProxy) }}",
                 result("TallyProxy"),
             ),
             format!(
-                "fn finish (self ,) -> {} \
+                "{allow} fn finish (self ,) -> {} \
                  {{ self . 0 . call_once :: < () , Vec < String > > (| this : Tally , () : () | < Tally > :: finish (this ,) , ()) }}",
                 result("Vec < String >"),
             ),
             format!(
-                "fn pid (isolate : & :: isolate_harness :: Isolate ,) -> {} \
+                "{allow} fn pid (isolate : & :: isolate_harness :: Isolate ,) -> {} \
                  {{ isolate . call :: < () , u32 > (| () : () | < Tally > :: pid () , ()) }}",
                 result("u32"),
             ),
             format!(
-                "# [doc = \" Reads a byte.\"] unsafe fn peek (& self , at : usize) -> {} \
+                "# [doc = \" Reads a byte.\"] {allow} unsafe fn peek (& self , at : usize) -> {} \
                  {{ self . 0 . call :: < usize , u8 > \
                  (| this : & mut Tally , at : usize | unsafe {{ < Tally > :: peek (this , at) }} , at) }}",
                 result("u8"),

@@ -8,8 +8,8 @@ use crate::isolate::{Argument, Error, Isolate, IsolateBuilder};
 
 /// A pool of isolates: each call goes to an idle child, so that calls from
 /// several threads run at once, one per child; a child that a call ended
-/// (a crash, an exit, a timeout) is replaced by a fresh one before its
-/// next call.
+/// (a crash, an exit, a timeout), or that died while idle, is replaced by
+/// a fresh one before its next call.
 ///
 /// ```
 /// use isolate_harness::IsolatePool;
@@ -88,9 +88,13 @@ impl IsolatePool {
         f: fn(A) -> R,
         arg: A,
     ) -> Result<R, Error> {
+        // Before the pool's lock, which may be held forever in a copy.
+        self.members[0].check_owner()?;
         let mut lease = self.lease();
         let isolate = &self.members[lease.member.index];
-        let result = if lease.member.ended {
+        // A child that died while idle (killed from outside, say) has made
+        // none of the caller's calls: it is replaced like one a call ended.
+        let result = if lease.member.ended || !isolate.is_alive() {
             isolate.restart().and_then(|()| isolate.call(f, arg))
         } else {
             isolate.call(f, arg)
