@@ -631,6 +631,53 @@ fn a_test_that_passes_on_a_retry_is_flaky() {
 }
 
 #[test]
+fn a_test_that_fails_then_passes_when_run_again_for_its_backtrace_has_failed() {
+    let marker = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("fails-once-backtrace-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let output = command(
+        "crashy",
+        &[
+            "test",
+            "-p",
+            "crashy",
+            "--test",
+            "outcomes",
+            "--message-format",
+            "json",
+            "fails_once",
+        ],
+    )
+    .env("CRASHY_FLAKY_MARKER", &marker)
+    .env("RUST_BACKTRACE", "1")
+    .output()
+    .unwrap();
+    let ran_again = std::fs::metadata(&marker).is_ok();
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    assert!(ran_again, "the first run left its marker");
+    let events = json_events(&output);
+    let failed = finished(&events, "crashy::outcomes", "fails_once");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["flaky"], false, "{failed}");
+    assert_eq!(failed["attempts"], 1, "{failed}");
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("panicked at") && message.contains("first attempt"),
+        "{failed}"
+    );
+    assert!(
+        message.ends_with("(run again to show the backtraces asked for; that run passed)"),
+        "{failed}"
+    );
+    // The output is the failing run's.
+    assert!(
+        failed["stdout"].as_str().unwrap().contains("first attempt"),
+        "{failed}"
+    );
+}
+
+#[test]
 fn ctrl_c_stops_running_tests_and_still_reports() {
     let (mut child, lines) = start_hanging_run(("ISOLATE_E2E_RUN", "ctrl-c"));
     // Let the test start, then press Ctrl-C.

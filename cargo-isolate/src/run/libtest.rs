@@ -253,38 +253,21 @@ fn without_panic_backtraces(command: &mut Command) {
     command.env("RUST_BACKTRACE", "0");
 }
 
-/// A failure told by a second run (see [`run_libtest_process`]):
-/// `quiet_backtraces`, the first ran without backtraces, and the second,
-/// as the test would run under `cargo test`, gives the verdict (a test
-/// that failed and then passed is flaky); else the first died and the
-/// second gives its output only.
+/// A failure told by a second run (see [`run_libtest_process`]). The
+/// first run's verdict stands, whatever the second does: a test that
+/// failed once failed (only retries make a test flaky). The second gives
+/// the output: the backtraces the first ran without (`quiet_backtraces`),
+/// or what the first printed before a death took libtest's capture with
+/// it. Where the second ended otherwise, the message says how, and a first
+/// run that was only quieted keeps its own output.
 fn after_second_run(
     first: TestOutcome,
     second: TestOutcome,
     quiet_backtraces: bool,
 ) -> TestOutcome {
     let leaked = first.leaked + second.leaked;
-    if quiet_backtraces {
-        let flaky = second.status == Status::Passed;
-        let message = if flaky {
-            format!(
-                "passed when run again with the backtraces asked for, after failing without: {}",
-                first.message
-            )
-        } else {
-            second.message
-        };
-        return TestOutcome {
-            message,
-            leaked,
-            attempts: 2,
-            flaky,
-            ..second
-        };
-    }
-    // A death is told by the first run; what it printed, by the second,
-    // which says so only where it ended otherwise.
-    let message = if second.status == first.status {
+    let same = second.status == first.status;
+    let message = if same {
         first.message
     } else {
         let again = if second.status == Status::Passed {
@@ -292,16 +275,22 @@ fn after_second_run(
         } else {
             second.message
         };
-        format!(
-            "{} (what it printed is from a second run, since libtest's capture died with the \
-             first; that run {again})",
-            first.message
-        )
+        let why = if quiet_backtraces {
+            "run again to show the backtraces asked for"
+        } else {
+            "what it printed is from a second run, since libtest's capture died with the first"
+        };
+        format!("{} ({why}; that run {again})", first.message)
+    };
+    let (stdout, stderr) = if same || !quiet_backtraces {
+        (second.stdout, second.stderr)
+    } else {
+        (first.stdout, first.stderr)
     };
     TestOutcome {
         message,
-        stdout: second.stdout,
-        stderr: second.stderr,
+        stdout,
+        stderr,
         leaked,
         ..first
     }
