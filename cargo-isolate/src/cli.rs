@@ -210,7 +210,8 @@ pub(crate) struct SelectOptions {
     /// `--include-ignored`, and `--nocapture`, `--test-threads N`,
     /// `--show-output` (as -v), `-q`, `--color WHEN`, `--format
     /// pretty|terse` for the options of the same meaning here (where both
-    /// give a count or a color, the one before `--` holds).
+    /// give a count or a color, the one before `--` holds), and `--list`,
+    /// which lists the tests as `cargo isolate list` does.
     #[arg(last = true, value_name = "LIBTEST_ARGS")]
     pub(crate) harness_args: Vec<String>,
     /// `harness_args`, parsed (see [`Cargo::try_parse_args`]).
@@ -243,7 +244,7 @@ impl SelectOptions {
                 message.push_str(
                     "\n  (cargo isolate takes libtest's name filters, --exact, --skip NAME, \
                      --ignored, --include-ignored, --nocapture, --show-output, --test-threads N, \
-                     -q, --color WHEN and --format pretty|terse there)",
+                     -q, --color WHEN, --format pretty|terse and --list there)",
                 );
             }
             usage_error(error.kind(), message)
@@ -298,6 +299,8 @@ pub(crate) struct LibtestArgs {
     color: Option<ColorChoice>,
     #[arg(long, value_enum)]
     format: Option<LibtestFormat>,
+    #[arg(long)]
+    pub(crate) list: bool,
     pub(crate) filters: Vec<String>,
 }
 
@@ -777,6 +780,19 @@ pub(crate) struct Rerun {
 }
 
 impl TestArgs {
+    /// What `cargo test -- --list` asks for: the tests these arguments
+    /// select, listed as `cargo isolate list` lists them.
+    pub(crate) fn into_listing(self) -> ListArgs {
+        ListArgs {
+            cargo: self.cargo,
+            config: self.config,
+            archive: self.archive,
+            select: self.select,
+            partition: self.run.partition,
+            message_format: ListFormat::Human,
+        }
+    }
+
     /// Whether tests write to the terminal as they run: `--no-capture`,
     /// or libtest's after `--`.
     pub(crate) fn no_capture(&self) -> bool {

@@ -36,6 +36,7 @@ use cli::{Cargo, Command};
 fn main() -> ExitCode {
     let Cargo::Isolate(command) = Cargo::parse_args();
     let code = match command {
+        Command::Test(args) if args.select.libtest.list => list_tests(&args.into_listing()),
         Command::Test(args) => test(&args),
         Command::List(args) => list_tests(&args),
         Command::ShowConfig(args) => show_config(&args),

@@ -546,6 +546,17 @@ fn libtest_arguments_after_the_separator_work_for_a_plain_binary() {
         stdout(&output)
     );
 
+    // --list lists, as `cargo isolate list`, and runs nothing.
+    let output = run(&["--list", "parse_one", "parse_two"]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let list: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
+    assert_eq!(
+        list,
+        listed(&["-p", "base", "--lib", "--", "parse_one", "parse_two"])
+    );
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(!stdout(&output).contains("PASS"), "{}", describe(&output));
+
     // -q: no line per passing test.
     let output = run(&["-q", "parse_one"]);
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
