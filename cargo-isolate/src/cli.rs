@@ -1085,8 +1085,13 @@ mod tests {
             "--target-dir",
             "out dir",
             "-q",
+            "--profile",
+            "bench",
+            "-j",
+            "1",
         ])
         .unwrap();
+        // `--profile` and `-j` are cargo's: the build profile and jobs.
         assert_eq!(
             args.cargo.to_cargo_args(),
             [
@@ -1096,14 +1101,18 @@ mod tests {
                 "demo",
                 "--bench",
                 "speed",
+                "--profile",
+                "bench",
                 "--target-dir",
-                "out dir"
+                "out dir",
+                "--jobs",
+                "1"
             ]
         );
         assert!(args.quiet());
         assert_eq!(
             args.rerun(&default_profile()).options,
-            ["--target-dir", "out dir"].map(str::to_owned)
+            ["--profile", "bench", "--target-dir", "out dir"].map(str::to_owned)
         );
     }
 

@@ -24,3 +24,64 @@ pub(crate) const TESTS_FAILED: i32 = 100;
 pub(crate) const BUILD_FAILED: i32 = 101;
 /// The run was interrupted.
 pub(crate) const INTERRUPTED: i32 = 130;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory;
+
+    use super::*;
+    use crate::cli::Cargo;
+
+    const CODES: [i32; 7] = [
+        SUCCESS,
+        RUNNER_FAILED,
+        USAGE,
+        NO_TESTS,
+        TESTS_FAILED,
+        BUILD_FAILED,
+        INTERRUPTED,
+    ];
+
+    /// The numbers written in `text`.
+    fn numbers(text: &str) -> BTreeSet<i32> {
+        text.split(|c: char| !c.is_ascii_digit())
+            .filter_map(|number| number.parse().ok())
+            .collect()
+    }
+
+    /// The part of `text` from `start` to the first `end` after it.
+    fn part<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+        let from = text
+            .find(start)
+            .unwrap_or_else(|| panic!("{start:?} in {text}"));
+        let rest = &text[from..];
+        rest.find(end).map_or(rest, |to| &rest[..to])
+    }
+
+    #[test]
+    fn the_table_the_help_and_the_readme_give_every_exit_code_and_no_other() {
+        let codes = BTreeSet::from(CODES);
+        let table: String = include_str!("exit_code.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("//! | "))
+            .filter_map(|row| row.split(" |").next())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(numbers(&table), codes, "{table}");
+
+        let mut cargo = Cargo::command();
+        let help = cargo
+            .find_subcommand_mut("isolate")
+            .and_then(|isolate| isolate.find_subcommand_mut("test"))
+            .expect("cargo isolate test")
+            .render_long_help()
+            .to_string();
+        let status = part(&help, "Exit status:", "\n\n");
+        assert_eq!(numbers(status), codes, "{status}");
+
+        let readme = part(include_str!("../../README.md"), "- Exit codes:", "\n- ");
+        assert_eq!(numbers(readme), codes, "{readme}");
+    }
+}

@@ -558,6 +558,33 @@ fn a_rerun_command_runs_as_printed_with_the_run_s_conditions() {
 }
 
 #[test]
+fn the_readme_s_rerun_line_runs_from_where_the_readme_runs_its_commands() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let reruns: Vec<&str> = readme
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("rerun: "))
+        .collect();
+    let [rerun] = reruns[..] else {
+        panic!("not one rerun line in the README: {reruns:?}");
+    };
+    // The fixture's own target directory, as its other tests build it.
+    let mut shell = clean_command("sh", "fixture-crashy");
+    shell.current_dir(&root);
+    let output = support::as_printed(shell, rerun).output().unwrap();
+    assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    // The failure the README shows above the line, and the same line again.
+    let shown = readme
+        .lines()
+        .find(|line| line.starts_with("CRASH "))
+        .expect("the README shows a crash");
+    assert!(text.contains(shown), "{shown:?} not in\n{text}");
+    assert!(text.contains(&format!("rerun: {rerun}")), "{text}");
+    assert!(text.contains("1 test run: 0 passed, 1 crashed"), "{text}");
+}
+
+#[test]
 fn shards_cover_the_suite_exactly_once() {
     let full = cargo_isolate("crashy", &["list", "--workspace"]);
     let full: Vec<String> = String::from_utf8_lossy(&full.stdout)
