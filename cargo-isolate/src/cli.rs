@@ -483,14 +483,16 @@ impl CargoOptions {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Running")]
 pub(crate) struct RunOptions {
-    /// Number of tests to run at once, across all binaries, from 1 to
-    /// 1024 [default: the number of cores].
+    /// Number of tests to run at once, across all binaries, at most 1024:
+    /// a count, a negative count (the cores less that many), or
+    /// `num-cpus`, as nextest takes it [default: the number of cores].
     #[arg(
         long,
         value_name = "N",
-        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_TEST_THREADS))
+        allow_negative_numbers = true,
+        value_parser = parse_test_threads
     )]
-    pub(crate) test_threads: Option<u16>,
+    pub(crate) test_threads: Option<TestThreads>,
     /// Kill a test that runs longer than this (SIGTERM to its process
     /// group, SIGKILL a second later), such as `30s`, `500ms` or `2m`;
     /// longer than zero and at most a year.
@@ -553,6 +555,14 @@ pub(crate) struct RunOptions {
     /// their output; runs one test at a time, as nextest.
     #[arg(long = "no-capture", visible_alias = "nocapture")]
     pub(crate) no_capture: bool,
+    /// Build the tests and run none, as `cargo test --no-run`: prints
+    /// each test executable.
+    #[arg(long, conflicts_with = "archive_file")]
+    pub(crate) no_run: bool,
+    /// Doc-tests are not run here: `cargo test --doc` runs them. (Taken
+    /// only to say so.)
+    #[arg(long, hide = true)]
+    pub(crate) doc: bool,
     /// How many libtest tests share a process. `process`: one each.
     /// `batch`: a process runs many in sequence, and when it dies the test
     /// that was running gets the crash while the rest go on in a fresh
@@ -634,9 +644,10 @@ pub(crate) struct ReportOptions {
     /// Coloring of human output.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub(crate) color: ColorChoice,
-    /// Show every test's captured output, not only failing ones'.
-    #[arg(short, long)]
-    pub(crate) verbose: bool,
+    /// Show every test's captured output, not only failing ones' (`-vv`
+    /// says no more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
 }
 
 /// The formats of `--message-format`.
@@ -685,6 +696,21 @@ const MAX_TEST_THREADS: u16 = 1024;
 /// The most `--retries`: a test that fails a hundred times in a row is not
 /// flaky, and the cap keeps attempt counts far from overflow.
 pub(crate) const MAX_RETRIES: u32 = 100;
+
+/// Parses `--test-threads`: `num-cpus`, or a count as
+/// [`TestThreads::from_count`] takes it, at most [`MAX_TEST_THREADS`] either
+/// way.
+fn parse_test_threads(text: &str) -> Result<TestThreads, String> {
+    if text == "num-cpus" {
+        return Ok(TestThreads::Cores);
+    }
+    let expected = || format!("{}, not {text:?}", crate::config::TEST_THREADS_EXPECTED);
+    let count: i64 = text.parse().map_err(|_| expected())?;
+    if count.unsigned_abs() > u64::from(MAX_TEST_THREADS) {
+        return Err(format!("at most {MAX_TEST_THREADS}, not {text}"));
+    }
+    TestThreads::from_count(count).ok_or_else(expected)
+}
 
 /// The units of a duration on the command line, largest first, in
 /// milliseconds.
@@ -802,11 +828,13 @@ impl TestArgs {
     /// Gives `profile` the settings the flags give, which beat the file's.
     pub(crate) fn apply_to(&self, profile: &mut Profile) {
         let run = &self.run;
-        let threads = run.test_threads.or(self.select.libtest.test_threads);
-        profile.test_threads.flag(
-            "--test-threads",
-            threads.map(|threads| Some(TestThreads::Count(threads.into()))),
-        );
+        let libtest = self.select.libtest.test_threads;
+        let threads = run
+            .test_threads
+            .or(libtest.map(|threads| TestThreads::Count(threads.into())));
+        profile
+            .test_threads
+            .flag("--test-threads", threads.map(Some));
         profile
             .retries
             .flag("--retries", run.retries.map(RetryPolicy::immediate));
@@ -868,7 +896,7 @@ impl TestArgs {
     /// Whether the report shows every test's output: `-v`, or libtest's
     /// `--show-output` after `--`.
     pub(crate) fn verbose(&self) -> bool {
-        self.report.verbose || self.select.libtest.show_output
+        self.report.verbose > 0 || self.select.libtest.show_output
     }
 
     /// Whether a report shows or keeps what passing tests printed: `-v`
@@ -999,6 +1027,13 @@ impl Cargo {
         let mut cargo = Cargo::try_parse_from(args)?;
         let Cargo::Isolate(command) = &mut cargo;
         match command {
+            Command::Test(args) if args.run.doc => {
+                let mut cargo = Cargo::command();
+                return Err(cargo.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "cargo isolate does not run doc-tests: `cargo test --doc` runs them",
+                ));
+            }
             Command::Test(args) => args.select.parse_libtest_args("test")?,
             Command::List(args) => args.select.parse_libtest_args("list")?,
             Command::ShowConfig(_) | Command::Archive(_) | Command::Guard => {}
@@ -1309,7 +1344,8 @@ mod tests {
         for bad in [
             &["--test-threads", "0"][..],
             &["--test-threads", "1025"],
-            &["--test-threads=-1"],
+            &["--test-threads=-1025"],
+            &["--test-threads", "many"],
             &["--retries", "101"],
             &["--retries=-1"],
             &["--retries", "18446744073709551616"],
@@ -1330,7 +1366,12 @@ mod tests {
             assert_eq!(error.exit_code(), 2);
         }
         let args = parse_test(&["--test-threads", "1024", "--retries", "100", "-j", "-2"]).unwrap();
-        assert_eq!(args.run.test_threads, Some(1024));
+        assert_eq!(threads_of(&args), 1024);
+        // As nextest takes it, on 8 cores.
+        for (threads, resolved) in [("num-cpus", 8), ("-1", 7), ("-20", 1), ("3", 3)] {
+            let args = parse_test(&["--test-threads", threads]).unwrap();
+            assert_eq!(threads_of(&args), resolved, "{threads}");
+        }
         assert_eq!(args.run.retries, Some(100));
         assert_eq!(args.cargo.to_cargo_args(), ["--jobs", "-2"]);
     }

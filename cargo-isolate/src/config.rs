@@ -259,6 +259,17 @@ pub(crate) enum TestThreads {
 }
 
 impl TestThreads {
+    /// A count as `test-threads` takes it: positive, that many tests at
+    /// once; negative, the cores less that many; never zero.
+    pub(crate) fn from_count(count: i64) -> Option<TestThreads> {
+        let magnitude = usize::try_from(count.unsigned_abs()).ok()?;
+        match count {
+            1.. => Some(TestThreads::Count(magnitude)),
+            ..0 => Some(TestThreads::CoresLess(magnitude)),
+            0 => None,
+        }
+    }
+
     pub(crate) fn resolve(self, cores: usize) -> usize {
         match self {
             TestThreads::Count(count) => count,
@@ -1057,19 +1068,17 @@ fn shown(value: &toml::Value) -> String {
 
 fn test_threads(value: &toml::Value) -> Result<TestThreads, String> {
     match value {
-        toml::Value::Integer(count) if *count > 0 => usize::try_from(*count)
-            .map(TestThreads::Count)
-            .map_err(|error| error.to_string()),
-        toml::Value::Integer(count) if *count < 0 => usize::try_from(count.unsigned_abs())
-            .map(TestThreads::CoresLess)
-            .map_err(|error| error.to_string()),
+        toml::Value::Integer(count) if let Some(threads) = TestThreads::from_count(*count) => {
+            Ok(threads)
+        }
         toml::Value::String(text) if text == "num-cpus" => Ok(TestThreads::Cores),
-        other => Err(format!(
-            "expected a count (negative: the cores less that many) or \"num-cpus\", not {}",
-            shown(other)
-        )),
+        other => Err(format!("{TEST_THREADS_EXPECTED}, not {}", shown(other))),
     }
 }
+
+/// What `test-threads` and `--test-threads` take.
+pub(crate) const TEST_THREADS_EXPECTED: &str =
+    "expected a count (negative: the cores less that many) or \"num-cpus\"";
 
 fn threads_required(value: &toml::Value) -> Result<ThreadsRequired, String> {
     match value {

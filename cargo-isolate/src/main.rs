@@ -37,6 +37,7 @@ fn main() -> ExitCode {
     let Cargo::Isolate(command) = Cargo::parse_args();
     let code = match command {
         Command::Test(args) if args.select.libtest.list => list_tests(&args.into_listing()),
+        Command::Test(args) if args.run.no_run => build_tests(&args.cargo),
         Command::Test(args) => test(&args),
         Command::List(args) => list_tests(&args),
         Command::ShowConfig(args) => show_config(&args),
@@ -259,6 +260,22 @@ type Listed = (
     list::Selection,
     Option<archive::Extracted>,
 );
+
+/// Builds the tests and runs none, as `cargo test --no-run`, printing each
+/// test executable as it does.
+fn build_tests(cargo: &cli::CargoOptions) -> i32 {
+    let mut binaries = Vec::new();
+    if let Err(error) = build::build(cargo, |binary| binaries.push(binary)) {
+        return build_failed(&error);
+    }
+    if !cargo.quiet {
+        binaries.sort_by(|a, b| a.id.cmp(&b.id));
+        for binary in binaries {
+            eprintln!("  Executable {} ({})", binary.id, binary.path.display());
+        }
+    }
+    exit_code::SUCCESS
+}
 
 /// Builds the tests and archives them.
 fn archive_tests(args: &cli::ArchiveArgs) -> i32 {

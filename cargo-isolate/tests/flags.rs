@@ -512,6 +512,50 @@ fn quiet_shows_only_failures_and_the_summary() {
 }
 
 #[test]
+fn no_run_doc_and_vv_mean_what_they_mean_to_cargo_test() {
+    // --no-run builds, names each executable, and runs nothing.
+    let output = selection(&["test", "-p", "base", "--no-run"]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("  Executable base (") && stderr.contains("  Executable base::api ("),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        !stdout(&output).contains("Starting"),
+        "{}",
+        describe(&output)
+    );
+
+    // Doc-tests are cargo test's to run, and --doc says so.
+    let output = selection(&["test", "--doc"]);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("`cargo test --doc` runs them"),
+        "{}",
+        describe(&output)
+    );
+
+    // -vv is -v: a passing test's output is shown.
+    let output = selection(&[
+        "test",
+        "-p",
+        "base",
+        "--lib",
+        "-vv",
+        "--",
+        "tests::parse_one",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        stdout(&output).contains("parsing one"),
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
 fn libtest_arguments_after_the_separator_work_for_a_plain_binary() {
     let run = |args: &[&str]| {
         let mut command = vec!["test", "-p", "base", "--lib", "--color", "never", "--"];
