@@ -417,10 +417,13 @@ fn values_out_of_range_fail_before_the_build() {
             &["test", "--timeout", "0ms"],
             "a duration must be longer than zero",
         ),
-        (&["test", "--test-threads", "0"], "0 is not in 1..=1024"),
+        (
+            &["test", "--test-threads", "0"],
+            "expected a count (negative: the cores less that many) or \"num-cpus\", not \"0\"",
+        ),
         (
             &["test", "--test-threads", "70000"],
-            "70000 is not in 1..=1024",
+            "at most 1024, not 70000",
         ),
         (&["test", "--retries", "101"], "101 is not in 0..=100"),
         (&["test", "-j", "0"], "jobs may not be 0"),
@@ -615,74 +618,63 @@ fn shards_cover_the_suite_exactly_once() {
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
 }
 
+/// `cargo isolate test -p crashy --test outcomes ARGS` with `RUST_BACKTRACE`
+/// as `backtrace` says, where `fails_once` fails the first time it runs
+/// (it leaves a marker, fresh for this run, named after `marker`); with
+/// whether it left the marker.
+fn run_fails_once(marker: &str, args: &[&str], backtrace: &str) -> (std::process::Output, bool) {
+    let marker =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{marker}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let mut command_line = vec!["test", "-p", "crashy", "--test", "outcomes"];
+    command_line.extend(args);
+    let output = command("crashy", &command_line)
+        .env("CRASHY_FLAKY_MARKER", &marker)
+        .env("RUST_BACKTRACE", backtrace)
+        .output()
+        .unwrap();
+    let ran = std::fs::metadata(&marker).is_ok();
+    let _ = std::fs::remove_file(&marker);
+    (output, ran)
+}
+
 #[test]
 fn a_test_that_passes_on_a_retry_is_flaky() {
-    let marker =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("flaky-marker-{}", std::process::id()));
-    let _ = std::fs::remove_file(&marker);
     let junit = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flaky-junit.xml");
-    let output = command(
-        "crashy",
-        &[
-            "test",
-            "-p",
-            "crashy",
-            "--test",
-            "outcomes",
-            "--retries",
-            "2",
-            "--message-format",
-            "json",
-            "--junit",
-            junit.to_str().unwrap(),
-            "fails_once",
-            "passes",
-        ],
-    )
-    .env("CRASHY_FLAKY_MARKER", &marker)
-    .output()
-    .unwrap();
-    let _ = std::fs::remove_file(&marker);
-    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    let events = json_events(&output);
-    let flaky = events
-        .iter()
-        .find(|event| event["event"] == "test-finished" && event["name"] == "fails_once")
-        .unwrap_or_else(|| panic!("{}", describe(&output)));
-    assert_eq!(flaky["status"], "passed");
-    assert_eq!(flaky["flaky"], true);
-    assert_eq!(flaky["attempts"], 2);
-    assert_eq!(events.last().unwrap()["flaky"], 1);
-    let junit = std::fs::read_to_string(junit).unwrap();
-    assert!(junit.contains("<flakyFailure"), "{junit}");
+    let args = [
+        "--retries",
+        "2",
+        "--message-format",
+        "json",
+        "--junit",
+        junit.to_str().unwrap(),
+        "fails_once",
+        "passes",
+    ];
+    // Retried whether or not its failure runs again for a backtrace.
+    for backtrace in ["0", "1"] {
+        let (output, _) = run_fails_once("flaky-marker", &args, backtrace);
+        assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+        let events = json_events(&output);
+        let flaky = finished(&events, "crashy::outcomes", "fails_once");
+        assert_eq!(flaky["status"], "passed", "{backtrace}: {flaky}");
+        assert_eq!(flaky["flaky"], true, "{backtrace}: {flaky}");
+        assert_eq!(flaky["attempts"], 2, "{backtrace}: {flaky}");
+        assert_eq!(events.last().unwrap()["flaky"], 1);
+        let junit = std::fs::read_to_string(&junit).unwrap();
+        assert!(junit.contains("<flakyFailure"), "{junit}");
+    }
 }
 
 #[test]
 fn a_test_that_fails_then_passes_when_run_again_for_its_backtrace_has_failed() {
-    let marker = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("fails-once-backtrace-{}", std::process::id()));
-    let _ = std::fs::remove_file(&marker);
-    let output = command(
-        "crashy",
-        &[
-            "test",
-            "-p",
-            "crashy",
-            "--test",
-            "outcomes",
-            "--message-format",
-            "json",
-            "fails_once",
-        ],
-    )
-    .env("CRASHY_FLAKY_MARKER", &marker)
-    .env("RUST_BACKTRACE", "1")
-    .output()
-    .unwrap();
-    let ran_again = std::fs::metadata(&marker).is_ok();
-    let _ = std::fs::remove_file(&marker);
+    let (output, ran) = run_fails_once(
+        "fails-once-backtrace",
+        &["--message-format", "json", "fails_once"],
+        "1",
+    );
     assert_eq!(output.status.code(), Some(100), "{}", describe(&output));
-    assert!(ran_again, "the first run left its marker");
+    assert!(ran, "the first run left its marker");
     let events = json_events(&output);
     let failed = finished(&events, "crashy::outcomes", "fails_once");
     assert_eq!(failed["status"], "failed", "{failed}");

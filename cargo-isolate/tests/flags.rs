@@ -59,6 +59,17 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Asserts that `output` ended with exit code `code`, its stderr saying
+/// `says`.
+fn assert_ended(output: &Output, code: i32, says: &str) {
+    assert_eq!(output.status.code(), Some(code), "{}", describe(output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(says),
+        "{}",
+        describe(output)
+    );
+}
+
 #[test]
 fn max_fail_stops_starting_tests_after_that_many_failures() {
     let run = |extra: &[&str]| {
@@ -241,12 +252,7 @@ fn no_tests_says_what_a_run_that_selects_none_does() {
     // Ignored tests do not run either.
     for selecting_none in [&["nothing_is_named_so"][..], &["slow_ignored"]] {
         let output = selection(&[&["test", "-p", "base"][..], selecting_none].concat());
-        assert_eq!(output.status.code(), Some(4), "{}", describe(&output));
-        assert!(
-            String::from_utf8_lossy(&output.stderr).contains("error: no tests to run"),
-            "{}",
-            describe(&output)
-        );
+        assert_ended(&output, 4, "error: no tests to run");
     }
     let output = selection(&[
         "test",
@@ -265,12 +271,7 @@ fn no_tests_says_what_a_run_that_selects_none_does() {
         "warn",
         "nothing_is_named_so",
     ]);
-    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("warning: no tests to run"),
-        "{}",
-        describe(&output)
-    );
+    assert_ended(&output, 0, "warning: no tests to run");
     let output = selection(&["test", "-p", "base", "--no-tests=pass", "-E", "none()"]);
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert!(
@@ -395,12 +396,7 @@ fn an_invalid_filterset_is_a_usage_error_that_points_at_the_fault() {
         ("test(/(/)", "invalid regex"),
     ] {
         let output = cargo_isolate("broken", &["list", "-E", expression]);
-        assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
-        assert!(
-            String::from_utf8_lossy(&output.stderr).contains(message),
-            "{expression}: {}",
-            describe(&output)
-        );
+        assert_ended(&output, 2, message);
     }
 }
 
@@ -530,12 +526,7 @@ fn no_run_doc_and_vv_mean_what_they_mean_to_cargo_test() {
 
     // Doc-tests are cargo test's to run, and --doc says so.
     let output = selection(&["test", "--doc"]);
-    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("`cargo test --doc` runs them"),
-        "{}",
-        describe(&output)
-    );
+    assert_ended(&output, 2, "`cargo test --doc` runs them");
 
     // -vv is -v: a passing test's output is shown.
     let output = selection(&[
