@@ -296,6 +296,47 @@ fn is_alive_sees_a_child_killed_while_idle_and_calls_then_say_how() {
     assert!(matches!(error, Error::Dead(_)));
 }
 
+/// Leaves a file at `path`, then sleeps for an hour.
+fn mark_and_sleep(path: std::path::PathBuf) {
+    std::fs::write(path, "").unwrap();
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+#[test]
+fn is_alive_answers_at_once_while_another_thread_makes_a_call() {
+    let isolate = Isolate::fork().unwrap();
+    let pid = isolate.id().unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let mark = directory.path().join("calling");
+    let isolate = &isolate;
+    std::thread::scope(|scope| {
+        let call = scope.spawn(|| isolate.call(mark_and_sleep, mark.clone()));
+        while !mark.exists() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Asked on a thread of its own, so that an answer that waited for
+        // the hour-long call fails the test instead of hanging it.
+        let ask = || {
+            let (answer, answered) = std::sync::mpsc::channel();
+            scope.spawn(move || answer.send(isolate.is_alive()).unwrap());
+            answered
+                .recv_timeout(Duration::from_secs(30))
+                .expect("is_alive answered without waiting for the call")
+        };
+        assert!(ask());
+        // SAFETY: none needed: `kill` is a plain system call on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        assert!(stops_running(pid));
+        assert!(!ask());
+        let error = call.join().unwrap().unwrap_err();
+        assert_eq!(
+            terminated(Err::<(), _>(error)).signal().unwrap().name(),
+            "SIGKILL"
+        );
+    });
+    assert!(!isolate.is_alive());
+}
+
 #[test]
 fn a_shared_isolate_is_restarted_from_any_thread() {
     let isolate = Arc::new(Isolate::fork().unwrap());

@@ -16,10 +16,10 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -256,6 +256,7 @@ impl IsolateBuilder {
         Ok(Isolate {
             shared: Arc::new(Shared {
                 owner: std::process::id(),
+                current: Mutex::new(child.pidfd()),
                 config: self.config,
                 state: Mutex::new(State {
                     child: Ok(child),
@@ -542,6 +543,10 @@ struct Shared {
     owner: u32,
     config: Config,
     state: Mutex<State>,
+    /// A pidfd of the current child, if one was started: whether it has
+    /// exited, for [`Isolate::is_alive`] to read while a call on another
+    /// thread holds `state`.
+    current: Mutex<Option<OwnedFd>>,
 }
 
 impl Drop for Shared {
@@ -553,6 +558,24 @@ impl Drop for Shared {
             let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
             let child = std::mem::replace(&mut state.child, Err(Arc::new(error)));
             std::mem::forget(child);
+            let current = self
+                .current
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::forget(current.take());
+        }
+    }
+}
+
+/// Whether the process of `pidfd` has exited: its pidfd polls readable
+/// (a failed poll counts as exited).
+fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(ready) => return ready > 0,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return true,
         }
     }
 }
@@ -725,7 +748,9 @@ impl Isolate {
         if let Ok(old) = &mut state.child {
             let _ = old.child.kill();
         }
-        match start_child(&self.shared.config, &mut state.output) {
+        let started = start_child(&self.shared.config, &mut state.output);
+        *self.current() = started.as_ref().ok().and_then(Connection::pidfd);
+        match started {
             Ok(connection) => {
                 state.child = Ok(connection);
                 Ok(())
@@ -748,11 +773,23 @@ impl Isolate {
     /// Whether the child is serving calls: false once it has ended, in a
     /// call or while idle (killed from outside, say). A child found to
     /// have ended is reaped, and how it ended is what later calls return.
+    /// Never waits for a call another thread is making: its child is
+    /// alive until its pidfd says it has exited.
     pub fn is_alive(&self) -> bool {
         if self.check_owner().is_err() {
             return false;
         }
-        let state = &mut *self.lock();
+        let mut state = match self.shared.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                return self
+                    .current()
+                    .as_ref()
+                    .is_some_and(|pidfd| !has_exited(pidfd));
+            }
+        };
+        let state = &mut *state;
         let Ok(connection) = &mut state.child else {
             return false;
         };
@@ -791,6 +828,13 @@ impl Isolate {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.shared
             .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<OwnedFd>> {
+        self.shared
+            .current
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -1086,6 +1130,11 @@ impl Connection {
                 })
             }
         }
+    }
+
+    /// A pidfd of the child of its own, to poll without the connection.
+    fn pidfd(&self) -> Option<OwnedFd> {
+        self.child.pidfd().ok()?.try_clone_to_owned().ok()
     }
 
     /// Kills and reaps a one-shot child, if it is not reaped yet, and keeps
