@@ -259,6 +259,13 @@
 //! ([`IsolateBuilder::setup`]) runs once in each fresh child. A [`Remote`]
 //! is the typed way: the state is the object.
 //!
+//! **Isolates and forks.** An isolate serves the process that made it, and
+//! only that one. The tests of a harness are forked from its shared
+//! setup, so an isolate the setup made refuses them
+//! ([`Error::ForkedCopy`]), as it refuses the child of a [`run`] or of
+//! another isolate that finds it in a static: make the isolate where it is
+//! used, in the test.
+//!
 //! **A closure that captures.** [`Isolate::call`] sends a code address, so
 //! it takes only functions and closures that capture nothing. [`run`] and
 //! [`start`] fork a child that already holds their argument, which needs
