@@ -303,7 +303,7 @@ fn mark_and_sleep(path: std::path::PathBuf) {
 }
 
 #[test]
-fn is_alive_answers_at_once_while_another_thread_makes_a_call() {
+fn is_alive_and_id_answer_at_once_while_another_thread_makes_a_call() {
     let isolate = Isolate::fork().unwrap();
     let pid = isolate.id().unwrap();
     let directory = tempfile::tempdir().unwrap();
@@ -318,16 +318,16 @@ fn is_alive_answers_at_once_while_another_thread_makes_a_call() {
         // the hour-long call fails the test instead of hanging it.
         let ask = || {
             let (answer, answered) = std::sync::mpsc::channel();
-            scope.spawn(move || answer.send(isolate.is_alive()).unwrap());
+            scope.spawn(move || answer.send((isolate.is_alive(), isolate.id())).unwrap());
             answered
                 .recv_timeout(Duration::from_secs(30))
-                .expect("is_alive answered without waiting for the call")
+                .expect("answered without waiting for the call")
         };
-        assert!(ask());
+        assert_eq!(ask(), (true, Some(pid)));
         // SAFETY: none needed: `kill` is a plain system call on our own child.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         assert!(stops_running(pid));
-        assert!(!ask());
+        assert_eq!(ask(), (false, None));
         let error = call.join().unwrap().unwrap_err();
         assert_eq!(
             terminated(Err::<(), _>(error)).signal().unwrap().name(),

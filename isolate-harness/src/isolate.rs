@@ -256,7 +256,7 @@ impl IsolateBuilder {
         Ok(Isolate {
             shared: Arc::new(Shared {
                 owner: std::process::id(),
-                current: Mutex::new(child.pidfd()),
+                current: Mutex::new(child.current()),
                 config: self.config,
                 state: Mutex::new(State {
                     child: Ok(child),
@@ -543,10 +543,31 @@ struct Shared {
     owner: u32,
     config: Config,
     state: Mutex<State>,
-    /// A pidfd of the current child, if one was started: whether it has
-    /// exited, for [`Isolate::is_alive`] to read while a call on another
-    /// thread holds `state`.
-    current: Mutex<Option<OwnedFd>>,
+    /// The current child, if one was started: its pid, and whether it has
+    /// exited, for [`Isolate::id`] and [`Isolate::is_alive`] to read while a
+    /// call on another thread holds `state`.
+    current: Mutex<Option<Current>>,
+}
+
+/// An isolate's current child, as read without its connection.
+struct Current {
+    pid: u32,
+    pidfd: OwnedFd,
+}
+
+impl Current {
+    /// The child's pid, unless its pidfd says it has exited (a failed
+    /// poll counts as exited).
+    fn serving(&self) -> Option<u32> {
+        let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+        loop {
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(0) => return Some(self.pid),
+                Err(nix::errno::Errno::EINTR) => {}
+                Ok(_) | Err(_) => return None,
+            }
+        }
+    }
 }
 
 impl Drop for Shared {
@@ -563,19 +584,6 @@ impl Drop for Shared {
                 .get_mut()
                 .unwrap_or_else(PoisonError::into_inner);
             std::mem::forget(current.take());
-        }
-    }
-}
-
-/// Whether the process of `pidfd` has exited: its pidfd polls readable
-/// (a failed poll counts as exited).
-fn has_exited(pidfd: &OwnedFd) -> bool {
-    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-    loop {
-        match poll(&mut fds, PollTimeout::ZERO) {
-            Ok(ready) => return ready > 0,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return true,
         }
     }
 }
@@ -749,7 +757,7 @@ impl Isolate {
             let _ = old.child.kill();
         }
         let started = start_child(&self.shared.config, &mut state.output);
-        *self.current() = started.as_ref().ok().and_then(Connection::pidfd);
+        *self.current() = started.as_ref().ok().and_then(Connection::current);
         match started {
             Ok(connection) => {
                 state.child = Ok(connection);
@@ -762,19 +770,18 @@ impl Isolate {
         }
     }
 
-    /// The process id of the child, while it is serving calls.
+    /// The process id of the child, while it is serving calls (until it
+    /// has exited). Never waits for a call another thread is making.
     pub fn id(&self) -> Option<u32> {
         self.check_owner().ok()?;
-        let state = self.lock();
-        let connection = state.child.as_ref().ok()?;
-        Some(connection.child.pid().as_raw().unsigned_abs())
+        self.current().as_ref()?.serving()
     }
 
     /// Whether the child is serving calls: false once it has ended, in a
     /// call or while idle (killed from outside, say). A child found to
     /// have ended is reaped, and how it ended is what later calls return.
     /// Never waits for a call another thread is making: its child is
-    /// alive until its pidfd says it has exited.
+    /// alive until it has exited.
     pub fn is_alive(&self) -> bool {
         if self.check_owner().is_err() {
             return false;
@@ -782,12 +789,7 @@ impl Isolate {
         let mut state = match self.shared.state.try_lock() {
             Ok(state) => state,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                return self
-                    .current()
-                    .as_ref()
-                    .is_some_and(|pidfd| !has_exited(pidfd));
-            }
+            Err(TryLockError::WouldBlock) => return self.id().is_some(),
         };
         let state = &mut *state;
         let Ok(connection) = &mut state.child else {
@@ -832,7 +834,7 @@ impl Isolate {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn current(&self) -> std::sync::MutexGuard<'_, Option<OwnedFd>> {
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<Current>> {
         self.shared
             .current
             .lock()
@@ -1132,9 +1134,13 @@ impl Connection {
         }
     }
 
-    /// A pidfd of the child of its own, to poll without the connection.
-    fn pidfd(&self) -> Option<OwnedFd> {
-        self.child.pidfd().ok()?.try_clone_to_owned().ok()
+    /// The child, to read without the connection: its pid, and a pidfd of
+    /// its own.
+    fn current(&self) -> Option<Current> {
+        Some(Current {
+            pid: self.child.pid().as_raw().unsigned_abs(),
+            pidfd: self.child.pidfd().ok()?.try_clone_to_owned().ok()?,
+        })
     }
 
     /// Kills and reaps a one-shot child, if it is not reaped yet, and keeps
