@@ -595,10 +595,7 @@ pub(crate) fn kill_own_descendants() {
             return;
         };
         let mut killed = false;
-        for pid in list[..read]
-            .split(u8::is_ascii_whitespace)
-            .filter_map(parse_pid)
-        {
+        for pid in listed_pids(&list[..read]) {
             killed = true;
             // SAFETY: `pid` is a child of this process, not reaped: its
             // pid is its own until this `wait4` reaps it.
@@ -649,6 +646,19 @@ fn children_path(tid: u32, buffer: &mut [u8; 48]) -> Option<&[u8]> {
         at += part.len();
     }
     Some(&buffer[..at])
+}
+
+/// The pids in `text`, a read of a `children` file, each followed by a
+/// space there: a read that filled its buffer may end in the middle of a
+/// pid, whose first digits are another pid. Without allocating.
+fn listed_pids(text: &[u8]) -> impl Iterator<Item = i32> + '_ {
+    let whole = text
+        .iter()
+        .rposition(u8::is_ascii_whitespace)
+        .map_or(0, |last| last + 1);
+    text[..whole]
+        .split(u8::is_ascii_whitespace)
+        .filter_map(parse_pid)
 }
 
 /// A decimal pid, without allocating.
@@ -1040,6 +1050,16 @@ mod tests {
         assert_eq!(parse_pid(b""), None);
         assert_eq!(parse_pid(b"12a"), None);
         assert_eq!(parse_pid(b"99999999999"), None);
+    }
+
+    #[test]
+    fn a_read_cut_in_the_middle_of_a_pid_lists_only_whole_ones() {
+        let pids = |text: &[u8]| listed_pids(text).collect::<Vec<_>>();
+        assert_eq!(pids(b"12 2000 "), [12, 2000]);
+        // The buffer filled after "2" of "2000": pid 2 is not listed.
+        assert_eq!(pids(b"12 2"), [12]);
+        assert_eq!(pids(b"2"), [] as [i32; 0]);
+        assert_eq!(pids(b""), [] as [i32; 0]);
     }
 
     #[test]

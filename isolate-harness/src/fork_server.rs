@@ -1267,14 +1267,22 @@ impl Children {
             return;
         };
         let mut chunk = [0_u8; 256];
+        let read = list.read_at(&mut chunk, 0).unwrap_or(0);
         let mut longer = Vec::new();
-        let mut read = list.read_at(&mut chunk, 0).unwrap_or(0);
         let text = if read < chunk.len() {
             &chunk[..read]
         } else {
-            while read > 0 {
-                longer.extend_from_slice(&chunk[..read]);
-                read = list.read_at(&mut chunk, longer.len() as u64).unwrap_or(0);
+            // Read again whole, in one read from the start: the list
+            // changes as processes end, and two reads at two offsets of a
+            // changed list could cut a pid in two and join the halves into
+            // the pid of a stranger.
+            loop {
+                longer.resize(longer.len().max(chunk.len()) * 4, 0);
+                let read = list.read_at(&mut longer, 0).unwrap_or(0);
+                if read < longer.len() {
+                    longer.truncate(read);
+                    break;
+                }
             }
             &longer[..]
         };
