@@ -166,6 +166,62 @@ fn a_panic_is_reported_and_the_child_lives_on() {
     assert_eq!(isolate.call(add_one, 1).unwrap(), 2);
 }
 
+/// A value whose encoding panics.
+#[derive(serde::Deserialize)]
+struct EncodingBomb;
+
+impl serde::Serialize for EncodingBomb {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("encoding the bomb");
+    }
+}
+
+/// A value that encodes, and whose decoding panics.
+#[derive(serde::Serialize)]
+struct DecodingBomb;
+
+impl<'de> serde::Deserialize<'de> for DecodingBomb {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<DecodingBomb, D::Error> {
+        panic!("decoding the bomb");
+    }
+}
+
+/// A value that encodes, then panics as it is dropped.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DropBomb(u8);
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("dropping the bomb");
+        }
+    }
+}
+
+#[test]
+fn a_panic_outside_the_function_is_the_call_s_and_never_runs_the_caller_s_code() {
+    let directory = tempfile::tempdir().unwrap();
+    let panicked = |result: Result<u8, Error>| match result {
+        Err(Error::Panicked(report)) => report.message,
+        other => panic!("expected a panic, got {other:?}"),
+    };
+    let isolate = Isolate::fork().unwrap();
+    let encoding = isolate.call(|(): ()| EncodingBomb, ()).map(|_| 0);
+    assert_eq!(panicked(encoding), "encoding the bomb");
+    let decoding = isolate.call(|_: DecodingBomb| 0_u8, DecodingBomb);
+    assert_eq!(panicked(decoding), "decoding the bomb");
+    let dropping = isolate.call(|n: u8| DropBomb(n), 1).map(|_| 0);
+    assert_eq!(panicked(dropping), "dropping the bomb");
+    assert_eq!(isolate.call(add_one, 1).unwrap(), 2, "the child serves on");
+    let once = isolate_harness::run(|(): ()| EncodingBomb, ()).map(|_| 0);
+    assert_eq!(panicked(once), "encoding the bomb");
+    // A child that unwound into this function would run the rest of it:
+    // only this process leaves its mark.
+    std::fs::write(directory.path().join(std::process::id().to_string()), "").unwrap();
+    let marks = std::fs::read_dir(directory.path()).unwrap().count();
+    assert_eq!(marks, 1, "a child ran the caller's code");
+}
+
 #[test]
 fn a_segfault_names_the_signal_the_address_and_the_crash_site() {
     let termination = terminated(isolate_harness::run(|(): ()| buggy::dragons_here(), ()));

@@ -19,6 +19,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -954,6 +955,10 @@ fn start_child(config: &Config, output: &mut Output) -> Result<Connection, Error
     Ok(connection)
 }
 
+/// How a child exits when its own machinery panicked, as a Rust program
+/// whose `main` panicked does.
+const PANICKED_EXIT_CODE: i32 = 101;
+
 /// The parent's side of one child.
 struct Connection {
     child: Child,
@@ -1110,7 +1115,12 @@ impl Connection {
                 }
                 drop(pipes);
                 server::set_flush_stdout(!threaded);
-                child_main(child_end);
+                // Whatever happens, the child never returns into the code
+                // that forked it, which it would run as if it were this
+                // process. (Its serving replies to panics itself.)
+                if std::panic::catch_unwind(AssertUnwindSafe(|| child_main(child_end))).is_err() {
+                    child::exit_child(PANICKED_EXIT_CODE);
+                }
                 child::exit_child(0)
             }
             Forked::Parent(child) => {

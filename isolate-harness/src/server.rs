@@ -352,6 +352,20 @@ pub(crate) fn flush_stdio() {
     }
 }
 
+/// The reply of call `call`, made by `reply`; a panic outside the called
+/// function (in decoding its argument, or in encoding or dropping its
+/// result, where user code runs too) is the call's panic, its frame
+/// appended to what `start` makes. It never unwinds out of the child's
+/// serving, into the code that forked the child, which the child would
+/// then run as if it were its parent.
+fn answer_panic(
+    call: u64,
+    start: impl FnOnce() -> Vec<u8>,
+    reply: impl FnOnce() -> Outgoing,
+) -> Outgoing {
+    catch(reply).unwrap_or_else(|report| reply_frame::<()>(Err(report), start(), call))
+}
+
 /// Opens the conversation in a just-forked child: runs the setup hook,
 /// then says hello. A panicking hook is reported and ends the child.
 pub(crate) fn start(channel: &mut UnixStream, setup: Option<&(dyn Fn() + Send + Sync)>) {
@@ -383,7 +397,10 @@ pub(crate) fn serve(mut channel: UnixStream, max_frame: usize) -> ! {
         let mut reply = match (frame.kind, parse_call(frame.payload())) {
             (Kind::Call, Some(request)) => {
                 let call = request.call;
-                let mut reply = (request.trampoline)(&mut objects, request, bytes.take());
+                let arrived = bytes.take();
+                let mut reply = answer_panic(call, Vec::new, || {
+                    (request.trampoline)(&mut objects, request, arrived)
+                });
                 // A result the parent would refuse fails the call, and the
                 // child serves on.
                 match reply.largest_body() {
@@ -469,7 +486,10 @@ pub(crate) fn run_once<A, R: Serialize + 'static>(
     buffer: Vec<u8>,
     call: u64,
 ) -> ! {
-    let mut frames = reply_frame(catch(|| function(argument)), ipc::hello_frame(buffer), call);
+    let hello = || ipc::hello_frame(Vec::new());
+    let mut frames = answer_panic(call, hello, || {
+        reply_frame(catch(|| function(argument)), ipc::hello_frame(buffer), call)
+    });
     send(&mut channel, &mut frames);
     child::kill_own_descendants();
     // The reply is not freed: that would write to heap pages the child has
