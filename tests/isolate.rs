@@ -222,6 +222,49 @@ fn a_panic_outside_the_function_is_the_call_s_and_never_runs_the_caller_s_code()
     assert_eq!(marks, 1, "a child ran the caller's code");
 }
 
+/// Calls `add_one(n)` in an isolate of its own, then in a fresh child.
+fn add_one_nested(n: u64) -> (u64, u64) {
+    let inner = Isolate::fork().unwrap();
+    let called = inner.call(add_one, n).unwrap();
+    (called, isolate_harness::run(add_one, n).unwrap())
+}
+
+/// The first byte of the file `fd` names.
+fn first_byte(fd: i32) -> u8 {
+    let mut byte = [0_u8];
+    // SAFETY: `byte` is a valid buffer of one byte.
+    let read = unsafe { libc::pread(fd, byte.as_mut_ptr().cast(), 1, 0) };
+    assert_eq!(read, 1, "{}", std::io::Error::last_os_error());
+    byte[0]
+}
+
+/// Opens `path` and reads its first byte in a fresh child, by descriptor.
+fn first_byte_nested(path: std::path::PathBuf) -> u8 {
+    let file = std::fs::File::open(path).unwrap();
+    isolate_harness::run(first_byte, std::os::fd::AsRawFd::as_raw_fd(&file)).unwrap()
+}
+
+#[test]
+fn isolates_nest_in_a_child_of_any_kind() {
+    // The parent has an isolate of its own: its channel is closed in each
+    // child, and must stay closed, never another descriptor that took its
+    // number.
+    let outer = Isolate::fork().unwrap();
+    assert_eq!(outer.call(add_one_nested, 1).unwrap(), (2, 2));
+    assert_eq!(isolate_harness::run(add_one_nested, 2).unwrap(), (3, 3));
+    assert_eq!(outer.call(add_one_nested, 3).unwrap(), (4, 4));
+    // A descriptor the child opened, where the parent's channel was, is
+    // the nested child's to use.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "x").unwrap();
+    assert_eq!(
+        outer
+            .call(first_byte_nested, file.path().to_owned())
+            .unwrap(),
+        b'x'
+    );
+}
+
 #[test]
 fn a_segfault_names_the_signal_the_address_and_the_crash_site() {
     let termination = terminated(isolate_harness::run(|(): ()| buggy::dragons_here(), ()));

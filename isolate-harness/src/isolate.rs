@@ -1102,7 +1102,11 @@ impl Connection {
         let mut channels = parent_ends();
         match child::fork(&setup, &channels).map_err(Error::Spawn)? {
             Forked::Child => {
-                // Its only thread is the one that locked it.
+                // The fork closed the channels listed: their numbers are
+                // free here, for descriptors an isolate made in this child
+                // may take, and which a fork of it must not close. Its only
+                // thread is the one that locked the list.
+                channels.clear();
                 drop(channels);
                 // The parent's end of a channel must be closed here, or the
                 // child would not see end of file when the parent goes. A
