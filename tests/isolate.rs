@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use isolate::buggy;
 use isolate_harness::{Error, Isolate, ProtocolError, Termination};
-use support::{backtrace_functions, is_running, stops_running, terminated};
+use support::{backtrace_functions, is_running, stops_running, terminated, within};
 
 #[expect(
     dead_code,
@@ -263,6 +263,33 @@ fn isolates_nest_in_a_child_of_any_kind() {
             .unwrap(),
         b'x'
     );
+}
+
+/// Moves this process out of its own process group, into its parent's,
+/// then sleeps for `millis`.
+fn leave_the_group_and_sleep(millis: u64) -> u8 {
+    // SAFETY: plain system calls on this process.
+    unsafe { libc::setpgid(0, libc::getpgid(libc::getppid())) };
+    std::thread::sleep(Duration::from_millis(millis));
+    0
+}
+
+#[test]
+fn a_child_that_left_its_process_group_is_still_killed() {
+    within(Duration::from_secs(60), || {
+        let timed = Isolate::builder()
+            .timeout(Duration::from_millis(200))
+            .fork()
+            .unwrap();
+        let result = timed.call(leave_the_group_and_sleep, 3_600_000);
+        assert!(matches!(result, Err(Error::TimedOut(_))), "{result:?}");
+        // Out of its group and idle, dropped with its isolate.
+        let isolate = Isolate::fork().unwrap();
+        let pid = isolate.id().unwrap();
+        assert_eq!(isolate.call(leave_the_group_and_sleep, 0).unwrap(), 0);
+        drop(isolate);
+        assert!(stops_running(pid));
+    });
 }
 
 #[test]

@@ -454,11 +454,16 @@ impl Child {
         Ok(self.pidfd.get_or_init(|| pidfd).as_fd())
     }
 
-    /// Sends `signal` to the child's process group, if it is not reaped.
+    /// Sends `signal` to the child's process group, if it is not reaped,
+    /// and to the child itself if it has moved to another group (which
+    /// the group's signal would miss, and its reaper wait for forever).
     pub(crate) fn signal_group(&self, signal: NixSignal) {
         if !matches!(self.state, State::Exited(_)) {
             // ESRCH: the whole group is gone already.
             let _ = killpg(self.pid, signal);
+            if nix::unistd::getpgid(Some(self.pid)) != Ok(self.pid) {
+                let _ = nix::sys::signal::kill(self.pid, signal);
+            }
         }
     }
 

@@ -27,6 +27,19 @@ pub(crate) fn stops_running(pid: u32) -> bool {
     true
 }
 
+/// What `what` returns, run on a thread of its own; a failure, not a hung
+/// test, if it takes longer than `limit`.
+pub(crate) fn within<R: Send + 'static>(
+    limit: Duration,
+    what: impl FnOnce() -> R + Send + 'static,
+) -> R {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(what()));
+    finished
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("did not end within {limit:?}"))
+}
+
 /// The termination of a call that should have ended its child.
 pub(crate) fn terminated<R: std::fmt::Debug>(result: Result<R, Error>) -> Termination {
     match result {
