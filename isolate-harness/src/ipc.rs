@@ -197,18 +197,32 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
 
 /// A postcard output that appends to a `Vec` it owns, a byte with `push`
 /// and a run of bytes with `extend_from_slice` (postcard's own `to_extend`
-/// goes through `Extend` for every byte).
+/// goes through `Extend` for every byte). It holds less than 4 GiB, which
+/// a frame's `u32` length can say: a value that encodes larger fails to
+/// encode, where it would otherwise make a frame that cannot be sent.
 struct AppendToVec(Vec<u8>);
+
+impl AppendToVec {
+    /// Whether `more` bytes still fit.
+    fn fits(&self, more: usize) -> postcard::Result<()> {
+        match self.0.len().checked_add(more) {
+            Some(total) if u32::try_from(total).is_ok() => Ok(()),
+            _ => Err(postcard::Error::SerializeBufferFull),
+        }
+    }
+}
 
 impl postcard::ser_flavors::Flavor for AppendToVec {
     type Output = Vec<u8>;
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.fits(data.len())?;
         self.0.extend_from_slice(data);
         Ok(())
     }
 
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.fits(1)?;
         self.0.push(data);
         Ok(())
     }
@@ -802,6 +816,22 @@ mod tests {
             self.0 = &self.0[n..];
             Ok(n)
         }
+    }
+
+    #[test]
+    fn an_encoding_stops_short_of_what_a_frame_length_cannot_say() {
+        use postcard::ser_flavors::Flavor;
+        let mut out = AppendToVec(vec![0; 16]);
+        let most = u32::MAX as usize - 16;
+        assert!(out.fits(most).is_ok());
+        for more in [most + 1, usize::MAX] {
+            assert!(matches!(
+                out.fits(more),
+                Err(postcard::Error::SerializeBufferFull)
+            ));
+        }
+        assert!(out.try_push(1).is_ok());
+        assert_eq!(out.finalize().unwrap().len(), 17);
     }
 
     #[test]
