@@ -336,8 +336,8 @@ fn attempt(
     } = reap(&mut child, pid, watchdog).map_err(ProcessError::Wait)?;
     let mut log = Log::new([name]);
     let mut bytes = Vec::new();
-    let _ = logfile.as_file().read_to_end(&mut bytes);
-    let logged = log.read(&bytes).pop().map(|(_, logged)| match logged {
+    read_log(logfile.as_file(), &mut bytes);
+    let logged = libtest_s_record(log.read(&bytes)).map(|logged| match logged {
         Logged::Failed(None) => Logged::Failed(reported_failure(&bytes, name)),
         logged => logged,
     });
@@ -506,7 +506,7 @@ fn run_batch_process(
             Err(error) => return Err(ProcessError::Wait(error.into())),
         };
         bytes.clear();
-        let _ = logfile.as_file().read_to_end(&mut bytes);
+        read_log(logfile.as_file(), &mut bytes);
         let running = batch.running();
         batch.logged(log.read(&bytes), Instant::now());
         if exited {
@@ -801,6 +801,27 @@ enum Logged {
     Failed(Option<String>),
 }
 
+/// libtest's verdict among the records of a one-test log: the first (see
+/// [`Log`]).
+fn libtest_s_record(records: Vec<(&str, Logged)>) -> Option<Logged> {
+    records.into_iter().next().map(|(_, logged)| logged)
+}
+
+/// The most of a log read at once: far more than libtest writes for a
+/// batch's worth of tests, and little enough that a test that makes its
+/// log huge (a sparse file costs it nothing) costs the runner no more.
+const LOG_READ_LIMIT: u64 = 8 << 20;
+
+/// The most a log line may hold and still be read: a longer one is not
+/// libtest's, and is dropped rather than kept whole.
+const LONGEST_LOG_LINE: usize = 1 << 20;
+
+/// Reads what `log` holds past where the last read ended, at most
+/// [`LOG_READ_LIMIT`] bytes of it, into `bytes`.
+fn read_log(log: &std::fs::File, bytes: &mut Vec<u8>) {
+    let _ = log.take(LOG_READ_LIMIT).read_to_end(bytes);
+}
+
 /// libtest's log, read as it grows. A test that ends gets a record
 /// `VERDICT NAME`: `ok`, `failed`, or `failed: MESSAGE`, whose message may
 /// take several lines. Only whole lines are read (libtest writes the
@@ -814,9 +835,12 @@ enum Logged {
 /// record.
 ///
 /// The test runs in the process that writes the log and holds the file
-/// open, so a test can write a record of its own, but only before libtest
-/// writes the real one, once the test has returned: the last record on a
-/// test is libtest's.
+/// open, so a test can write records of its own. libtest writes its one
+/// record from the start of the file, once the test has returned: over
+/// what the test wrote there before, ahead of what it wrote further on.
+/// So a test's first record is libtest's, and is the one taken (only what
+/// the test's process does after libtest, from an `atexit` handler say,
+/// could still forge it).
 struct Log<'a> {
     names: HashSet<&'a str>,
     /// Bytes after the last whole line.
@@ -839,6 +863,9 @@ impl<'a> Log<'a> {
     fn read(&mut self, bytes: &[u8]) -> Vec<(&'a str, Logged)> {
         self.partial.extend_from_slice(bytes);
         let Some(end) = self.partial.iter().rposition(|byte| *byte == b'\n') else {
+            if self.partial.len() > LONGEST_LOG_LINE {
+                self.partial.clear();
+            }
             return Vec::new();
         };
         let whole: Vec<u8> = self.partial.drain(..=end).collect();
@@ -1190,7 +1217,7 @@ mod tests {
     /// The verdict on `t` of a process that ended with `status`, after
     /// libtest logged `log`.
     fn verdict(log: &str, status: ExitStatus) -> (Status, String) {
-        let logged = records(log, &["t"]).pop().map(|(_, logged)| logged);
+        let logged = libtest_s_record(records(log, &["t"]));
         libtest_verdict(logged.as_ref(), "", "t", status, Fired::No, &settings(None))
     }
 
@@ -1331,8 +1358,28 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_log_costs_a_bounded_read() {
+        // A sparse file: what a test that made its log huge costs itself.
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(1 << 30).unwrap();
+        let mut bytes = Vec::new();
+        read_log(&file, &mut bytes);
+        assert_eq!(bytes.len() as u64, LOG_READ_LIMIT);
+        // None of it is a line; it is dropped, and a record after it read.
+        let mut log = Log::new(["t"]);
+        assert!(log.read(&bytes).is_empty());
+        assert!(log.partial.is_empty());
+        assert_eq!(log.read(b"\nok t\n"), [("t", Logged::Passed)]);
+    }
+
+    #[test]
     fn a_test_s_own_log_line_gives_way_to_libtest_s() {
-        assert_eq!(verdict("ok t\nfailed t\n", exit(101)).0, Status::Failed);
+        // The test wrote a record, after padding, from the start of the
+        // log; libtest then wrote its own from the start, over the padding.
+        let forged = format!("failed t\n{}\nok t\n", " ".repeat(4096));
+        assert_eq!(verdict(&forged, exit(101)).0, Status::Failed);
+        // An `atexit` handler that made the exit code 0 changes nothing.
+        assert_eq!(verdict(&forged, exit(0)).0, Status::Failed);
         let names = ["a".to_owned(), "b".to_owned()];
         let mut batch = Batch::new(&names, Instant::now());
         batch.logged(records("ok b\n", &["a", "b"]), Instant::now());
