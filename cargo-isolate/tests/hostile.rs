@@ -33,15 +33,26 @@ const PLAIN: &str = "hostile::plain";
 const KILLS_ITS_FORK_SERVER: &str = "hostile::kills_its_fork_server";
 const KILLS_ITS_HARNESS: &str = "hostile::kills_its_harness";
 
-/// Where a test leaves a process running.
+/// Where a test leaves processes running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Leaves {
     Nothing,
     /// One, in the test's process group.
     InItsGroup,
-    /// One, out of the test's process group: in a session or a group of
-    /// its own, or a daemon.
-    OutOfItsGroup,
+    /// This many, out of the test's process group: in a session or a
+    /// group of their own, or a daemon.
+    OutOfItsGroup(u64),
+}
+
+impl Leaves {
+    /// How many processes.
+    fn count(self) -> u64 {
+        match self {
+            Leaves::Nothing => 0,
+            Leaves::InItsGroup => 1,
+            Leaves::OutOfItsGroup(count) => count,
+        }
+    }
 }
 
 /// How a test of the fixture must end.
@@ -136,7 +147,15 @@ const NAMED: &[Row] = &[
         "passed",
         &[],
         &[],
-        Leaves::OutOfItsGroup,
+        Leaves::OutOfItsGroup(1),
+    ),
+    (
+        HARNESSED,
+        "leaves_a_setsid_sleep_with_a_child",
+        "passed",
+        &[],
+        &[],
+        Leaves::OutOfItsGroup(2),
     ),
     (
         HARNESSED,
@@ -144,7 +163,7 @@ const NAMED: &[Row] = &[
         "passed",
         &[],
         &[],
-        Leaves::OutOfItsGroup,
+        Leaves::OutOfItsGroup(1),
     ),
     (
         HARNESSED,
@@ -152,7 +171,7 @@ const NAMED: &[Row] = &[
         "passed",
         &[],
         &[],
-        Leaves::OutOfItsGroup,
+        Leaves::OutOfItsGroup(1),
     ),
     (
         HARNESSED,
@@ -242,7 +261,15 @@ const NAMED: &[Row] = &[
         "passed",
         &[],
         &[],
-        Leaves::OutOfItsGroup,
+        Leaves::OutOfItsGroup(1),
+    ),
+    (
+        PLAIN,
+        "leaves_a_setsid_sleep_with_a_child",
+        "passed",
+        &[],
+        &[],
+        Leaves::OutOfItsGroup(2),
     ),
     (
         PLAIN,
@@ -250,7 +277,7 @@ const NAMED: &[Row] = &[
         "passed",
         &[],
         &[],
-        Leaves::OutOfItsGroup,
+        Leaves::OutOfItsGroup(1),
     ),
     (
         PLAIN,
@@ -258,7 +285,7 @@ const NAMED: &[Row] = &[
         "passed",
         &[],
         &[],
-        Leaves::OutOfItsGroup,
+        Leaves::OutOfItsGroup(1),
     ),
     (
         PLAIN,
@@ -571,12 +598,12 @@ fn check_events(events: &[Value], expected: &[Expected]) -> Vec<String> {
             }
         }
         let leaked = event["leaked"].as_u64().unwrap_or(u64::MAX);
-        let leaves = u64::from(test.leaves != Leaves::Nothing);
+        let leaves = test.leaves.count();
         if test.binary == PLAIN {
             // Out of its group, a plain test's process is found by its
             // cgroup, or else after the run.
             let found = match test.leaves {
-                Leaves::OutOfItsGroup if !cgroups => 0,
+                Leaves::OutOfItsGroup(_) if !cgroups => 0,
                 _ => leaves,
             };
             if leaked != found {
@@ -607,8 +634,9 @@ fn check_events(events: &[Value], expected: &[Expected]) -> Vec<String> {
         .map_or(0, |event| event["processes"].as_u64().unwrap_or(u64::MAX));
     let detached = expected
         .iter()
-        .filter(|test| test.binary == PLAIN && test.leaves == Leaves::OutOfItsGroup)
-        .count() as u64;
+        .filter(|test| test.binary == PLAIN && matches!(test.leaves, Leaves::OutOfItsGroup(_)))
+        .map(|test| test.leaves.count())
+        .sum::<u64>();
     let should_sweep = if cgroups { 0 } else { detached };
     if swept != should_sweep {
         problems.push(format!(
@@ -823,8 +851,9 @@ fn hostile_harness_binaries_run_directly_end_as_the_table_says() {
     );
     let left = expected
         .iter()
-        .filter(|test| test.binary == HARNESSED && test.leaves != Leaves::Nothing)
-        .count() as u64;
+        .filter(|test| test.binary == HARNESSED)
+        .map(|test| test.leaves.count())
+        .sum::<u64>();
     assert_eq!(reported_leftovers(&output), left, "{}", describe(&output));
     assert!(took < RUN_TIME, "the harness took {took:?}");
     assert_nothing_left(&marker);

@@ -226,11 +226,20 @@ impl Containment {
     /// fallback, what left its group), returns how many, and undoes the
     /// cgroups.
     pub(super) fn finish(&self, known: &HashSet<Pid>) -> usize {
-        kill_and_reap(
-            own_children()
+        // A leftover killed here hands its own children to this subreaper
+        // as it dies: they are the next round's, until none is left.
+        let mut running = 0;
+        for _ in 0..SWEEP_ROUNDS {
+            let leftovers: Vec<Pid> = own_children()
                 .into_iter()
-                .filter(|pid| !known.contains(pid)),
-        )
+                .filter(|pid| !known.contains(pid))
+                .collect();
+            if leftovers.is_empty() {
+                break;
+            }
+            running += kill_and_reap(leftovers.into_iter());
+        }
+        running
     }
 }
 
@@ -424,6 +433,9 @@ fn own_cgroup() -> io::Result<PathBuf> {
         .ok_or_else(unsupported)?;
     Ok(Path::new(mount).join(path.trim_start_matches('/')))
 }
+
+/// How many generations of leftovers the end of a run kills, one a round.
+const SWEEP_ROUNDS: usize = 64;
 
 /// How long a dead leftover may take to be handed to this subreaper.
 const HANDING: Duration = Duration::from_millis(20);
