@@ -230,8 +230,11 @@ impl Harness {
     ///
     /// # Panics
     ///
-    /// If `name` contains a line break or a NUL: a runner reads test names
-    /// one per line, and such a name would read as two tests, or none.
+    /// If `name` contains a control character (a line break, a NUL, a
+    /// terminal escape) or starts with `-`: a runner reads test names one
+    /// per line and passes them back as arguments, and such a name would
+    /// read as two tests, as none, or as an option. A name that two tests
+    /// share fails the harness when it runs (see [`Harness::run`]).
     pub fn test_with<R: TestResult>(
         mut self,
         name: impl Into<String>,
@@ -240,9 +243,9 @@ impl Harness {
     ) -> Harness {
         let name = name.into();
         assert!(
-            !name.contains(['\n', '\r', '\0']),
-            "isolate: the test name {name:?} contains a line break or a NUL, which no runner \
-             can read back: name tests with one line of text"
+            !name.contains(char::is_control) && !name.starts_with('-'),
+            "isolate: the test name {name:?} contains a control character or starts with `-`, \
+             which no runner can pass back: name tests with one line of plain text"
         );
         self.added.push(AddedTest {
             name,
@@ -264,6 +267,11 @@ impl Harness {
     /// passed, 101 otherwise. The command line is libtest's, with as many
     /// name filters as libtest takes (a test runs if its name contains any
     /// of them, or with `--exact` is one of them).
+    ///
+    /// # Panics
+    ///
+    /// If two tests have the same name: a verdict could not say which it
+    /// is on.
     pub fn run(self) -> ! {
         let (args, filters) = arguments(std::env::args_os());
         self.run_named(&args, &filters).exit()
@@ -621,6 +629,13 @@ fn test_list(
         });
     let mut tests: Vec<TestEntry> = registered.chain(added).collect();
     tests.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(pair) = tests.windows(2).find(|pair| pair[0].name == pair[1].name) {
+        panic!(
+            "isolate: two tests are named {:?}, and a verdict could not say which it is on: \
+             give each test a name of its own",
+            pair[0].name
+        );
+    }
     tests.retain(|test| only.is_none_or(|only| only.contains(&test.name)) && named(&test.name));
     tests
 }
@@ -1005,16 +1020,43 @@ macro_rules! main {
 mod tests {
     use super::*;
 
+    /// The message of the panic `run` ends in.
+    fn panic_of(run: impl FnOnce() + std::panic::UnwindSafe) -> String {
+        std::panic::catch_unwind(run)
+            .err()
+            .and_then(|payload| payload.downcast::<String>().ok())
+            .map_or_else(|| "no panic".to_owned(), |message| *message)
+    }
+
     #[test]
-    fn a_test_name_a_runner_cannot_read_back_is_refused() {
-        for name in ["two\nlines", "carriage\rreturn", "nul\0byte"] {
-            let added = std::panic::catch_unwind(|| Harness::new().test(name, || {}));
-            let message = added
-                .err()
-                .and_then(|payload| payload.downcast::<String>().ok())
-                .unwrap_or_else(|| panic!("{name:?} was accepted"));
-            assert!(message.contains("line break or a NUL"), "{message}");
+    fn a_test_name_a_runner_cannot_pass_back_is_refused() {
+        for name in [
+            "two\nlines",
+            "carriage\rreturn",
+            "nul\0byte",
+            "an \u{1b}[2J escape",
+            "-looks-like-an-option",
+        ] {
+            let message = panic_of(|| drop(Harness::new().test(name, || {})));
+            assert!(
+                message.contains("contains a control character or starts with `-`"),
+                "{name:?}: {message}"
+            );
         }
-        assert_eq!(Harness::new().test("one line", || {}).added.len(), 1);
+        assert_eq!(Harness::new().test("one - line", || {}).added.len(), 1);
+    }
+
+    #[test]
+    fn two_tests_of_one_name_are_refused() {
+        let added = vec![
+            ("twice".to_owned(), TestOptions::new()),
+            ("once".to_owned(), TestOptions::new()),
+            ("twice".to_owned(), TestOptions::new()),
+        ];
+        let message = panic_of(|| drop(test_list(added, None, |_| true)));
+        assert!(
+            message.contains("two tests are named \"twice\""),
+            "{message}"
+        );
     }
 }
