@@ -259,6 +259,13 @@
 //! ([`IsolateBuilder::setup`]) runs once in each fresh child. A [`Remote`]
 //! is the typed way: the state is the object.
 //!
+//! **What isolation means here.** A child is a copy of your process,
+//! with its rights: a crash, an `exit`, a hang or a runaway allocation in
+//! it is an error, not the end of your process. It is not a sandbox: code
+//! in the child that sets out to do harm can (it can write to the
+//! descriptors it inherited, the channel among them, signal its parent, or
+//! start processes that leave its process group and outlive it).
+//!
 //! **Isolates and forks.** An isolate serves the process that made it, and
 //! only that one. The tests of a harness are forked from its shared
 //! setup, so an isolate the setup made refuses them
