@@ -528,7 +528,9 @@ impl<R> std::fmt::Debug for JoinHandle<R> {
 /// # When this process dies
 ///
 /// A child forked on the main thread is killed when this process dies
-/// (`PR_SET_PDEATHSIG`). That signal follows the *thread* that forked, not
+/// (`PR_SET_PDEATHSIG`). Killed so, by a `SIGKILL` no code of it sees, it
+/// cannot end the processes its calls started, which outlive it: end the
+/// isolate (drop it) before this process ends where they must not. That signal follows the *thread* that forked, not
 /// the process, so a child forked on another thread (which may end while
 /// the isolate, shared, lives on) goes without it: if this process dies,
 /// such a child ends when it next reads its closed channel, after the
