@@ -406,6 +406,19 @@ fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Waits up to `timeout` for the process of `pidfd` to exit; returns
+/// whether it has.
+pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>, timeout: PollTimeout) -> io::Result<bool> {
+    let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, timeout) {
+            Ok(ready) => return Ok(ready > 0),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
 /// A child process of ours, not reaped until it has ended.
 pub(crate) struct Child {
     pid: Pid,
@@ -491,14 +504,7 @@ impl Child {
             return Ok(true);
         };
         let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-        let mut fds = [PollFd::new(self.pidfd()?, PollFlags::POLLIN)];
-        loop {
-            match poll(&mut fds, timeout) {
-                Ok(ready) => return Ok(ready > 0),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
+        pidfd_exited(self.pidfd()?, timeout)
     }
 
     /// Waits for the child to exit, kills whatever it left in its process

@@ -528,13 +528,15 @@ impl<R> std::fmt::Debug for JoinHandle<R> {
 /// # When this process dies
 ///
 /// A child forked on the main thread is killed when this process dies
-/// (`PR_SET_PDEATHSIG`). Killed so, by a `SIGKILL` no code of it sees, it
-/// cannot end the processes its calls started, which outlive it: end the
-/// isolate (drop it) before this process ends where they must not. That signal follows the *thread* that forked, not
+/// (`PR_SET_PDEATHSIG`). That signal follows the *thread* that forked, not
 /// the process, so a child forked on another thread (which may end while
 /// the isolate, shared, lives on) goes without it: if this process dies,
 /// such a child ends when it next reads its closed channel, after the
 /// call it is making, if any.
+///
+/// A child killed with this process, by a `SIGKILL` no code of it sees,
+/// cannot end the processes its calls started, which outlive it: end the
+/// isolate (drop it) before this process ends where they must not.
 pub struct Isolate {
     shared: Arc<Shared>,
 }
@@ -562,14 +564,8 @@ impl Current {
     /// The child's pid, unless its pidfd says it has exited (a failed
     /// poll counts as exited).
     fn serving(&self) -> Option<u32> {
-        let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
-        loop {
-            match poll(&mut fds, PollTimeout::ZERO) {
-                Ok(0) => return Some(self.pid),
-                Err(nix::errno::Errno::EINTR) => {}
-                Ok(_) | Err(_) => return None,
-            }
-        }
+        let exited = child::pidfd_exited(self.pidfd.as_fd(), PollTimeout::ZERO);
+        (!exited.unwrap_or(true)).then_some(self.pid)
     }
 }
 

@@ -37,15 +37,10 @@ use crate::isolate::{Argument, Error, Isolate, IsolateBuilder};
 /// spawned on an [`Isolate`] ([`Isolate::spawn`]).
 pub struct IsolatePool {
     members: Vec<Isolate>,
-    idle: Mutex<Vec<Idle>>,
+    /// The members no call has now, by index.
+    idle: Mutex<Vec<usize>>,
     /// Signalled when a member becomes idle.
     freed: Condvar,
-}
-
-/// An idle member, and whether its child ended in its last call.
-struct Idle {
-    index: usize,
-    ended: bool,
 }
 
 impl IsolatePool {
@@ -63,13 +58,7 @@ impl IsolatePool {
         let members = (0..size.max(1))
             .map(|_| builder.clone().fork())
             .collect::<Result<Vec<_>, _>>()?;
-        let idle = (0..members.len())
-            .rev()
-            .map(|index| Idle {
-                index,
-                ended: false,
-            })
-            .collect();
+        let idle = (0..members.len()).rev().collect();
         Ok(IsolatePool {
             members,
             idle: Mutex::new(idle),
@@ -90,17 +79,14 @@ impl IsolatePool {
     ) -> Result<R, Error> {
         // Before the pool's lock, which may be held forever in a copy.
         self.members[0].check_owner()?;
-        let mut lease = self.lease();
-        let isolate = &self.members[lease.member.index];
-        // A child that died while idle (killed from outside, say) has made
-        // none of the caller's calls: it is replaced like one a call ended.
-        let result = if lease.member.ended || !isolate.is_alive() {
-            isolate.restart().and_then(|()| isolate.call(f, arg))
-        } else {
-            isolate.call(f, arg)
-        };
-        lease.member.ended = result.is_err() && !isolate.is_alive();
-        result
+        let lease = self.lease();
+        let isolate = &self.members[lease.index];
+        // A child that a call ended, or that died while idle (killed from
+        // outside, say), is replaced before this call.
+        if !isolate.is_alive() {
+            isolate.restart()?;
+        }
+        isolate.call(f, arg)
     }
 
     /// How many children the pool has.
@@ -118,8 +104,8 @@ impl IsolatePool {
     fn lease(&self) -> Lease<'_> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if let Some(member) = idle.pop() {
-                return Lease { pool: self, member };
+            if let Some(index) = idle.pop() {
+                return Lease { pool: self, index };
             }
             idle = self
                 .freed
@@ -133,20 +119,16 @@ impl IsolatePool {
 /// the argument panics.
 struct Lease<'a> {
     pool: &'a IsolatePool,
-    member: Idle,
+    index: usize,
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        let member = Idle {
-            index: self.member.index,
-            ended: self.member.ended,
-        };
         self.pool
             .idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(member);
+            .push(self.index);
         self.pool.freed.notify_one();
     }
 }
